@@ -1,0 +1,113 @@
+//! Attribute type codes and the address encodings they share.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::{TransactionId, MAGIC_COOKIE};
+
+/// STUN attribute type codes that burrow reads or writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AttributeType(pub u16);
+
+impl AttributeType {
+    pub const MAPPED_ADDRESS: Self = Self(0x0001);
+    pub const CHANGE_REQUEST: Self = Self(0x0003);
+    pub const USERNAME: Self = Self(0x0006);
+    pub const MESSAGE_INTEGRITY: Self = Self(0x0008);
+    pub const ERROR_CODE: Self = Self(0x0009);
+    pub const UNKNOWN_ATTRIBUTES: Self = Self(0x000a);
+    pub const REALM: Self = Self(0x0014);
+    pub const NONCE: Self = Self(0x0015);
+    pub const MESSAGE_INTEGRITY_SHA256: Self = Self(0x001c);
+    pub const PASSWORD_ALGORITHM: Self = Self(0x001d);
+    pub const USERHASH: Self = Self(0x001e);
+    pub const XOR_MAPPED_ADDRESS: Self = Self(0x0020);
+    pub const PADDING: Self = Self(0x0026);
+    pub const RESPONSE_PORT: Self = Self(0x0027);
+    pub const SOFTWARE: Self = Self(0x8022);
+    pub const FINGERPRINT: Self = Self(0x8028);
+    pub const RESPONSE_ORIGIN: Self = Self(0x802b);
+    pub const OTHER_ADDRESS: Self = Self(0x802c);
+
+    /// Types below 0x8000 must be understood; an unknown one makes the message unusable.
+    pub fn is_comprehension_required(self) -> bool {
+        self.0 < 0x8000
+    }
+}
+
+const FAMILY_V4: u8 = 0x01;
+const FAMILY_V6: u8 = 0x02;
+
+/// Decodes a (XOR-)MAPPED-ADDRESS style value. `xor` carries the transaction ID for the XOR form.
+pub(crate) fn decode_address(
+    value: &[u8],
+    xor: Option<&TransactionId>,
+) -> Result<SocketAddr, &'static str> {
+    if value.len() < 4 {
+        return Err("address shorter than 4 bytes");
+    }
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let mut port = u16::from_be_bytes([value[2], value[3]]);
+    if xor.is_some() {
+        port ^= (MAGIC_COOKIE >> 16) as u16;
+    }
+    let ip = match (value[1], value.len()) {
+        (FAMILY_V4, 8) => {
+            let mut octets = [value[4], value[5], value[6], value[7]];
+            if xor.is_some() {
+                octets.iter_mut().zip(cookie).for_each(|(o, k)| *o ^= k);
+            }
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        (FAMILY_V6, 20) => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&value[4..20]);
+            if let Some(tid) = xor {
+                let key = cookie.iter().chain(tid.0.iter());
+                octets.iter_mut().zip(key).for_each(|(o, k)| *o ^= k);
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        (FAMILY_V4, _) | (FAMILY_V6, _) => return Err("address length does not match its family"),
+        _ => return Err("unknown address family"),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Appends the encoded (XOR-)MAPPED-ADDRESS value of `addr` to `out`.
+pub(crate) fn encode_address(out: &mut Vec<u8>, addr: SocketAddr, xor: Option<&TransactionId>) {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let mut port = addr.port();
+    if xor.is_some() {
+        port ^= (MAGIC_COOKIE >> 16) as u16;
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.extend_from_slice(&[0, FAMILY_V4]);
+            out.extend_from_slice(&port.to_be_bytes());
+            let mut octets = ip.octets();
+            if xor.is_some() {
+                octets.iter_mut().zip(cookie).for_each(|(o, k)| *o ^= k);
+            }
+            out.extend_from_slice(&octets);
+        }
+        IpAddr::V6(ip) => {
+            out.extend_from_slice(&[0, FAMILY_V6]);
+            out.extend_from_slice(&port.to_be_bytes());
+            let mut octets = ip.octets();
+            if let Some(tid) = xor {
+                let key = cookie.iter().chain(tid.0.iter());
+                octets.iter_mut().zip(key).for_each(|(o, k)| *o ^= k);
+            }
+            out.extend_from_slice(&octets);
+        }
+    }
+}
+
+/// Length of an encoded address value.
+pub(crate) fn address_len(addr: SocketAddr) -> usize {
+    if addr.is_ipv4() {
+        8
+    } else {
+        20
+    }
+}

@@ -1,0 +1,157 @@
+//! Writing STUN messages into a reusable buffer.
+
+use std::net::SocketAddr;
+
+use super::attribute::{address_len, encode_address, AttributeType};
+use super::{
+    message_type, Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE,
+};
+
+/// Builds one STUN message in a caller-owned buffer, so a server reuses one allocation.
+pub struct MessageWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    transaction_id: TransactionId,
+}
+
+impl<'b> MessageWriter<'b> {
+    /// Clears `buf` and writes the header of a new message.
+    pub fn new(
+        buf: &'b mut Vec<u8>,
+        class: Class,
+        method: Method,
+        transaction_id: TransactionId,
+    ) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&message_type(class, method).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        buf.extend_from_slice(&transaction_id.0);
+        MessageWriter {
+            buf,
+            transaction_id,
+        }
+    }
+
+    fn header(&mut self, attr: AttributeType, len: usize) {
+        debug_assert!(len <= usize::from(u16::MAX));
+        self.buf.extend_from_slice(&attr.0.to_be_bytes());
+        self.buf.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+
+    fn pad(&mut self) {
+        let padded = self.buf.len().div_ceil(4) * 4;
+        self.buf.resize(padded, 0);
+    }
+
+    fn address(&mut self, attr: AttributeType, addr: SocketAddr, xor: bool) -> &mut Self {
+        self.header(attr, address_len(addr));
+        let tid = self.transaction_id;
+        encode_address(self.buf, addr, xor.then_some(&tid));
+        self
+    }
+
+    /// Adds XOR-MAPPED-ADDRESS.
+    pub fn xor_mapped_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::XOR_MAPPED_ADDRESS, addr, true)
+    }
+
+    /// Adds MAPPED-ADDRESS, for RFC 3489-era clients.
+    pub fn mapped_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::MAPPED_ADDRESS, addr, false)
+    }
+
+    /// Adds RESPONSE-ORIGIN (RFC 5780).
+    pub fn response_origin(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::RESPONSE_ORIGIN, addr, false)
+    }
+
+    /// Adds OTHER-ADDRESS (RFC 5780).
+    pub fn other_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::OTHER_ADDRESS, addr, false)
+    }
+
+    /// Adds CHANGE-REQUEST (RFC 5780).
+    pub fn change_request(&mut self, ip: bool, port: bool) -> &mut Self {
+        self.header(AttributeType::CHANGE_REQUEST, 4);
+        let flags = (u32::from(ip) << 2) | (u32::from(port) << 1);
+        self.buf.extend_from_slice(&flags.to_be_bytes());
+        self
+    }
+
+    /// Adds RESPONSE-PORT (RFC 5780): a 16-bit port and 2 bytes of padding.
+    pub fn response_port(&mut self, port: u16) -> &mut Self {
+        self.header(AttributeType::RESPONSE_PORT, 4);
+        self.buf.extend_from_slice(&port.to_be_bytes());
+        self.buf.extend_from_slice(&[0, 0]);
+        self
+    }
+
+    /// Adds PADDING of `len` zero bytes (RFC 5780), capped at what one message can carry.
+    pub fn padding(&mut self, len: usize) -> &mut Self {
+        // Leave room for this attribute's header and a FINGERPRINT within the 16-bit length.
+        let room = 65_532usize.saturating_sub(self.buf.len() - HEADER_LEN + 4 + 8);
+        let len = len.min(room);
+        let len = len - len % 4;
+        self.header(AttributeType::PADDING, len);
+        self.buf.resize(self.buf.len() + len, 0);
+        self
+    }
+
+    /// Adds SOFTWARE, truncated at a character boundary to the 763 bytes RFC 8489 allows.
+    pub fn software(&mut self, text: &str) -> &mut Self {
+        let text = truncate(text, 763);
+        self.header(AttributeType::SOFTWARE, text.len());
+        self.buf.extend_from_slice(text.as_bytes());
+        self.pad();
+        self
+    }
+
+    /// Adds ERROR-CODE. `code` must be 300..=699.
+    pub fn error_code(&mut self, code: u16, reason: &str) -> &mut Self {
+        let reason = truncate(reason, 763);
+        self.header(AttributeType::ERROR_CODE, 4 + reason.len());
+        self.buf
+            .extend_from_slice(&[0, 0, (code / 100) as u8 & 0x07, (code % 100) as u8]);
+        self.buf.extend_from_slice(reason.as_bytes());
+        self.pad();
+        self
+    }
+
+    /// Adds UNKNOWN-ATTRIBUTES listing `types`.
+    pub fn unknown_attributes(&mut self, types: &[u16]) -> &mut Self {
+        self.header(AttributeType::UNKNOWN_ATTRIBUTES, types.len() * 2);
+        for t in types {
+            self.buf.extend_from_slice(&t.to_be_bytes());
+        }
+        self.pad();
+        self
+    }
+
+    fn set_length(&mut self, attrs_len: usize) {
+        let len = (attrs_len as u16).to_be_bytes();
+        self.buf[2..4].copy_from_slice(&len);
+    }
+
+    /// Writes the final length into the header.
+    pub fn finish(mut self) {
+        let len = self.buf.len() - HEADER_LEN;
+        self.set_length(len);
+    }
+
+    /// Appends FINGERPRINT and writes the final length.
+    pub fn finish_with_fingerprint(mut self) {
+        let len = self.buf.len() - HEADER_LEN + 8;
+        self.set_length(len);
+        let crc = crc32fast::hash(self.buf) ^ FINGERPRINT_XOR;
+        self.header(AttributeType::FINGERPRINT, 4);
+        self.buf.extend_from_slice(&crc.to_be_bytes());
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
