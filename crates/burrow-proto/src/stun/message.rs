@@ -191,7 +191,10 @@ impl<'a> Message<'a> {
         while offset < buf.len() {
             if buf.len() - offset < 4 {
                 // Unreachable while the length checks above hold; kept so no input can panic.
-                return Err(StunError::AttributeOverrun { attr_type: 0, offset });
+                return Err(StunError::AttributeOverrun {
+                    attr_type: 0,
+                    offset,
+                });
             }
             let attr_type = u16::from_be_bytes([buf[offset], buf[offset + 1]]);
             let len = usize::from(u16::from_be_bytes([buf[offset + 2], buf[offset + 3]]));
@@ -237,8 +240,8 @@ impl<'a> Message<'a> {
                         msg.unknown_attributes.get_or_insert(value);
                     }
                     AttributeType::CHANGE_REQUEST => {
-                        let [a, b, c, d] = <[u8; 4]>::try_from(value)
-                            .map_err(|_| bad("length is not 4"))?;
+                        let [a, b, c, d] =
+                            <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
                         let flags = u32::from_be_bytes([a, b, c, d]);
                         msg.change_request.get_or_insert(ChangeRequest {
                             ip: flags & 0x4 != 0,

@@ -128,7 +128,13 @@ impl StunServer {
                 w.error_code(420, "Unknown Attribute")
                     .unknown_attributes(&types);
                 self.finish(w);
-                return Outcome::Error(Reply { from: local, to: from }, 420);
+                return Outcome::Error(
+                    Reply {
+                        from: local,
+                        to: from,
+                    },
+                    420,
+                );
             }
             Err(
                 e @ (StunError::TooShort { .. }

@@ -49,7 +49,12 @@ fn rfc5769_ipv4_response_vector() {
 
 #[test]
 fn message_type_round_trips() {
-    for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+    for class in [
+        Class::Request,
+        Class::Indication,
+        Class::Success,
+        Class::Error,
+    ] {
         for m in [0x001, 0x003, 0x00a, 0xfff] {
             let t = message_type(class, Method(m));
             assert_eq!(t & 0xc000, 0);
@@ -239,12 +244,12 @@ fn unknown_comprehension_required_attributes_are_reported() {
 #[test]
 fn malformed_known_attributes_are_rejected() {
     let cases: [(u16, &[u8]); 6] = [
-        (0x0020, &[0, 1, 0, 0]),               // address too short for IPv4
-        (0x0001, &[0, 3, 0, 0, 1, 2, 3, 4]),   // unknown family
-        (0x0003, &[0, 0, 0]),                  // CHANGE-REQUEST not 4 bytes
-        (0x8022, &[0xff, 0xfe]),               // SOFTWARE not UTF-8
-        (0x0009, &[0, 0, 7, 0]),               // ERROR-CODE class 7
-        (0x0027, &[0]),                        // RESPONSE-PORT too short
+        (0x0020, &[0, 1, 0, 0]),             // address too short for IPv4
+        (0x0001, &[0, 3, 0, 0, 1, 2, 3, 4]), // unknown family
+        (0x0003, &[0, 0, 0]),                // CHANGE-REQUEST not 4 bytes
+        (0x8022, &[0xff, 0xfe]),             // SOFTWARE not UTF-8
+        (0x0009, &[0, 0, 7, 0]),             // ERROR-CODE class 7
+        (0x0027, &[0]),                      // RESPONSE-PORT too short
     ];
     for (attr_type, value) in cases {
         let req = with_attr(binding_request(false), attr_type, value);
@@ -334,8 +339,14 @@ fn server_answers_binding_with_mapped_and_5780_attributes() {
     assert_eq!(resp.class, Class::Success);
     assert_eq!(resp.transaction_id, TID);
     assert_eq!(resp.xor_mapped_address, Some(client));
-    assert_eq!(resp.response_origin, Some("203.0.113.10:3478".parse().unwrap()));
-    assert_eq!(resp.other_address, Some("203.0.113.11:3479".parse().unwrap()));
+    assert_eq!(
+        resp.response_origin,
+        Some("203.0.113.10:3478".parse().unwrap())
+    );
+    assert_eq!(
+        resp.other_address,
+        Some("203.0.113.11:3479".parse().unwrap())
+    );
     assert!(resp.fingerprint);
     assert_eq!(s.roles().len(), 4);
 }
@@ -356,15 +367,27 @@ fn server_changes_ip_and_port_on_request() {
         let Outcome::Success(reply) = s.handle(Role::PRIMARY, client, &req, &mut out) else {
             panic!("no success");
         };
-        assert_eq!(reply.from, Role { alt_ip: ip, alt_port: port });
+        assert_eq!(
+            reply.from,
+            Role {
+                alt_ip: ip,
+                alt_port: port
+            }
+        );
         let resp = Message::parse(&out).unwrap();
         assert_eq!(resp.response_origin, Some(origin.parse().unwrap()));
     }
     // Received on the alternate address, OTHER-ADDRESS points back at the primary.
-    let alt = Role { alt_ip: true, alt_port: true };
+    let alt = Role {
+        alt_ip: true,
+        alt_port: true,
+    };
     s.handle(alt, client, &binding_request(false), &mut out);
     let resp = Message::parse(&out).unwrap();
-    assert_eq!(resp.other_address, Some("203.0.113.10:3478".parse().unwrap()));
+    assert_eq!(
+        resp.other_address,
+        Some("203.0.113.10:3478".parse().unwrap())
+    );
 }
 
 #[test]

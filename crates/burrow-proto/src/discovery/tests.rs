@@ -1,0 +1,307 @@
+//! Discovery against the real sans-IO STUN server through a model NAT, in virtual time.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::stun::server::{Outcome, Role, ServerConfig, StunServer};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Open,
+    FullCone,
+    Restricted,
+    PortRestricted,
+    Symmetric,
+    Blocked,
+}
+
+/// A NAT in front of one host, with the kernel-like behaviours the lab builds.
+struct Nat {
+    kind: Kind,
+    public_ip: IpAddr,
+    mappings: HashMap<(SocketAddr, SocketAddr), SocketAddr>,
+    /// (public mapped address, remote) pairs that have seen outbound traffic.
+    sent_to: HashSet<(SocketAddr, SocketAddr)>,
+    next_port: u16,
+}
+
+impl Nat {
+    fn outbound(&mut self, local: SocketAddr, to: SocketAddr) -> Option<SocketAddr> {
+        if self.kind == Kind::Blocked {
+            return None;
+        }
+        if self.kind == Kind::Open {
+            return Some(local);
+        }
+        let key = if self.kind == Kind::Symmetric {
+            (local, to)
+        } else {
+            (local, "0.0.0.0:0".parse().unwrap())
+        };
+        let next = &mut self.next_port;
+        let ip = self.public_ip;
+        let public = *self.mappings.entry(key).or_insert_with(|| {
+            *next += 7;
+            SocketAddr::new(ip, *next)
+        });
+        self.sent_to.insert((public, to));
+        Some(public)
+    }
+
+    fn inbound(&self, from: SocketAddr, to: SocketAddr) -> Option<SocketAddr> {
+        if self.kind == Kind::Open {
+            return Some(to);
+        }
+        let allowed = match self.kind {
+            Kind::FullCone => true,
+            Kind::Restricted => self
+                .sent_to
+                .iter()
+                .any(|(p, r)| *p == to && r.ip() == from.ip()),
+            Kind::PortRestricted | Kind::Symmetric => self.sent_to.contains(&(to, from)),
+            Kind::Blocked | Kind::Open => false,
+        };
+        if !allowed {
+            return None;
+        }
+        // A hairpinned or inbound packet goes to whoever owns the mapping.
+        self.mappings
+            .iter()
+            .find(|(_, p)| **p == to)
+            .map(|((local, _), _)| *local)
+    }
+}
+
+struct World {
+    nat: Nat,
+    servers: Vec<StunServer>,
+    sockets: Vec<(SocketId, SocketAddr)>,
+    one_way: Duration,
+}
+
+fn run(kind: Kind, rfc5780: bool, server_count: usize) -> (Findings, Duration) {
+    let host_ip: IpAddr = if kind == Kind::Open {
+        "198.51.100.2".parse().unwrap()
+    } else {
+        "10.0.0.2".parse().unwrap()
+    };
+    let servers: Vec<StunServer> = (0..server_count)
+        .map(|i| {
+            StunServer::new(ServerConfig {
+                primary: format!("203.0.113.{}:3478", 10 + 2 * i).parse().unwrap(),
+                alternate: rfc5780
+                    .then(|| format!("203.0.113.{}:3479", 11 + 2 * i).parse().unwrap()),
+                software: None,
+            })
+        })
+        .collect();
+    let sockets = vec![
+        (SocketId::Main4, SocketAddr::new(host_ip, 40000)),
+        (SocketId::Filter4, SocketAddr::new(host_ip, 40001)),
+    ];
+    let mut world = World {
+        nat: Nat {
+            kind,
+            public_ip: "198.18.0.2".parse().unwrap(),
+            mappings: HashMap::new(),
+            sent_to: HashSet::new(),
+            next_port: 50000,
+        },
+        sockets: sockets.clone(),
+        one_way: Duration::from_millis(20),
+        servers,
+    };
+    let start = Instant::now();
+    let mut counter = 0u8;
+    let mut d = Discovery::new(DiscoveryConfig {
+        servers: world
+            .servers
+            .iter()
+            .map(|s| s.address(Role::PRIMARY))
+            .collect(),
+        sockets,
+        local_ips: vec![host_ip],
+        deadline: start + Duration::from_secs(3),
+        transaction_ids: Box::new(move || {
+            counter += 1;
+            TransactionId([counter; 12])
+        }),
+    });
+    d.start(start);
+    // (arrival time, destination socket, source, payload)
+    let mut in_flight: Vec<(Instant, SocketId, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut now = start;
+    while !d.is_done() {
+        while let Some(t) = d.poll_transmit() {
+            world.deliver(now, t, &mut in_flight);
+        }
+        let next_arrival = in_flight.iter().map(|f| f.0).min();
+        let timeout = d.poll_timeout().unwrap();
+        match next_arrival {
+            Some(at) if at <= timeout => {
+                now = at;
+                let i = in_flight.iter().position(|f| f.0 == at).unwrap();
+                let (_, socket, from, payload) = in_flight.remove(i);
+                d.handle_input(socket, from, &payload, now);
+            }
+            _ => {
+                now = timeout;
+                d.handle_timeout(now);
+            }
+        }
+    }
+    (d.findings(), now - start)
+}
+
+impl World {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        t: Transmit,
+        in_flight: &mut Vec<(Instant, SocketId, SocketAddr, Vec<u8>)>,
+    ) {
+        let local = self.sockets.iter().find(|(s, _)| *s == t.socket).unwrap().1;
+        let Some(public) = self.nat.outbound(local, t.to) else {
+            return;
+        };
+        if t.to.ip() == self.nat.public_ip || t.to == public {
+            // Hairpin: the model NAT loops back only for full cone.
+            if self.nat.kind == Kind::FullCone {
+                if let Some(dest) = self.nat.inbound(public, t.to) {
+                    let socket = self.sockets.iter().find(|(_, a)| *a == dest).unwrap().0;
+                    in_flight.push((now + self.one_way, socket, public, t.payload));
+                }
+            }
+            return;
+        }
+        for server in &self.servers {
+            let roles = server.roles();
+            let Some((role, _)) = roles.iter().find(|(_, a)| *a == t.to) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            let (Outcome::Success(reply) | Outcome::Error(reply, _)) =
+                server.handle(*role, public, &t.payload, &mut out)
+            else {
+                return;
+            };
+            let from = server.address(reply.from);
+            if let Some(dest) = self.nat.inbound(from, reply.to) {
+                let socket = self.sockets.iter().find(|(_, a)| *a == dest).unwrap().0;
+                in_flight.push((now + 2 * self.one_way, socket, from, out));
+            }
+            return;
+        }
+    }
+}
+
+fn check(kind: Kind, mapping: Mapping, filtering: Filtering, nat_type: NatType) {
+    let (f, took) = run(kind, true, 2);
+    assert_eq!(
+        (f.mapping, f.filtering, f.nat_type),
+        (mapping, filtering, nat_type)
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(f.udp);
+}
+
+#[test]
+fn open() {
+    check(Kind::Open, Mapping::None, Filtering::None, NatType::Open);
+}
+
+#[test]
+fn full_cone() {
+    check(
+        Kind::FullCone,
+        Mapping::EndpointIndependent,
+        Filtering::EndpointIndependent,
+        NatType::FullCone,
+    );
+    assert_eq!(run(Kind::FullCone, true, 1).0.hairpinning, Some(true));
+}
+
+#[test]
+fn restricted_cone() {
+    check(
+        Kind::Restricted,
+        Mapping::EndpointIndependent,
+        Filtering::AddressDependent,
+        NatType::RestrictedCone,
+    );
+}
+
+#[test]
+fn port_restricted_cone() {
+    check(
+        Kind::PortRestricted,
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        NatType::PortRestrictedCone,
+    );
+    assert_eq!(
+        run(Kind::PortRestricted, true, 1).0.hairpinning,
+        Some(false)
+    );
+}
+
+#[test]
+fn symmetric() {
+    check(
+        Kind::Symmetric,
+        Mapping::AddressAndPortDependent,
+        Filtering::AddressAndPortDependent,
+        NatType::Symmetric,
+    );
+}
+
+#[test]
+fn udp_blocked_ends_at_the_deadline() {
+    let (f, took) = run(Kind::Blocked, true, 2);
+    assert!(!f.udp);
+    assert_eq!(f.nat_type, NatType::UdpBlocked);
+    assert_eq!(f.public_addr, None);
+    assert_eq!(took, Duration::from_secs(3));
+    assert!(f
+        .servers
+        .iter()
+        .all(|s| s.error.as_deref() == Some(TIMEOUT)));
+}
+
+#[test]
+fn without_rfc5780_several_servers_still_reveal_a_symmetric_mapping() {
+    let (f, _) = run(Kind::Symmetric, false, 2);
+    assert_eq!(f.nat_type, NatType::Symmetric);
+    assert_eq!(f.filtering, Filtering::Unknown);
+    let (f, _) = run(Kind::PortRestricted, false, 2);
+    assert_eq!(f.mapping, Mapping::EndpointIndependent);
+    assert_eq!(f.nat_type, NatType::Unknown);
+}
+
+#[test]
+fn public_address_and_rtt_are_reported() {
+    let (f, _) = run(Kind::PortRestricted, true, 1);
+    assert_eq!(
+        f.public_addr.unwrap().ip(),
+        "198.18.0.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(f.servers[0].rtt, Some(Duration::from_millis(40)));
+    assert_eq!(f.servers[0].error, None);
+}
+
+#[test]
+fn no_servers_means_unknown_at_once() {
+    let start = Instant::now();
+    let mut d = Discovery::new(DiscoveryConfig {
+        servers: vec![],
+        sockets: vec![(SocketId::Main4, "0.0.0.0:1".parse().unwrap())],
+        local_ips: vec![],
+        deadline: start + Duration::from_secs(3),
+        transaction_ids: Box::new(|| TransactionId([0; 12])),
+    });
+    d.start(start);
+    assert!(d.is_done());
+    assert_eq!(d.findings().nat_type, NatType::Unknown);
+}
