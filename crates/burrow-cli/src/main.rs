@@ -1,1 +1,244 @@
-fn main() {}
+//! The `burrow` command: a thin layer that parses arguments, calls the library and prints.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use burrow::config::Config;
+use burrow::netcheck::{self, Report};
+use burrow::stun_service::{StunOptions, StunService};
+use clap::{Parser, Subcommand};
+
+/// burrow: find peers by key and reach them through any NAT.
+#[derive(Parser)]
+#[command(name = "burrow", version, about, long_about = None)]
+struct Cli {
+    /// Log more (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Configuration file [default: $BURROW_CONFIG or ~/.config/burrow/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a STUN server (RFC 8489); with --alt-ip, RFC 5780 NAT behaviour discovery too.
+    Stun {
+        /// Primary address to listen on.
+        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478")]
+        listen: SocketAddr,
+        /// Alternate IP address of this host, for CHANGE-REQUEST and OTHER-ADDRESS.
+        #[arg(long, value_name = "IP")]
+        alt_ip: Option<IpAddr>,
+        /// Alternate port [default: listen port + 1].
+        #[arg(long, value_name = "PORT", requires = "alt_ip")]
+        alt_port: Option<u16>,
+        /// Threads reading the primary socket.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
+    Netcheck {
+        /// STUN server as HOST:PORT; repeat for several [default: $BURROW_STUN_SERVERS, the
+        /// config file's stun_servers, or public servers].
+        #[arg(long = "stun", value_name = "HOST:PORT")]
+        stun: Vec<String>,
+        /// Finish within this time (e.g. 500ms, 3s).
+        #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print this node's id, creating its key on first use.
+    Id {
+        /// Secret key file [default: $BURROW_KEY or ~/.config/burrow/key].
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 15s, 2m)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config_path = cli.config.clone().unwrap_or_else(Config::default_path);
+    match cli.command {
+        Command::Stun {
+            listen,
+            alt_ip,
+            alt_port,
+            threads,
+        } => stun(listen, alt_ip, alt_port, threads),
+        Command::Netcheck {
+            stun,
+            timeout,
+            json,
+        } => {
+            let config = Config::load(&config_path)?;
+            let options = netcheck::Options {
+                servers: config.stun_servers(&stun),
+                timeout,
+            };
+            let report = runtime()?.block_on(netcheck::cached(&options))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_report(&report);
+            }
+            Ok(())
+        }
+        Command::Id { key, json } => {
+            let path = key.unwrap_or_else(burrow::keyfile::default_path);
+            let key = burrow::keyfile::load_or_create(&path)?;
+            if json {
+                let out = serde_json::json!({
+                    "node_id": key.node_id().to_string(),
+                    "key_file": path.display().to_string(),
+                });
+                println!("{out}");
+            } else {
+                println!("{}", key.node_id());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn stun(
+    listen: SocketAddr,
+    alt_ip: Option<IpAddr>,
+    alt_port: Option<u16>,
+    threads: usize,
+) -> Result<()> {
+    let service = StunService::start(&StunOptions {
+        listen,
+        alt_ip,
+        alt_port,
+        threads,
+    })?;
+    for (role, addr) in service.local_addrs() {
+        let what = match (role.alt_ip, role.alt_port) {
+            (false, false) => "primary",
+            (false, true) => "primary IP, alternate port",
+            (true, false) => "alternate IP, primary port",
+            (true, true) => "alternate",
+        };
+        eprintln!("STUN listening on {addr} ({what})");
+    }
+    runtime()?.block_on(async {
+        wait_for_shutdown_signal().await;
+    });
+    let stats = service.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    eprintln!(
+        "STUN stopped: {} responses, {} error responses, {} not STUN, {} malformed",
+        stats.responses.load(Relaxed),
+        stats.errors.load(Relaxed),
+        stats.not_stun.load(Relaxed),
+        stats.malformed.load(Relaxed),
+    );
+    service.shutdown();
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_report(r: &Report) {
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    println!("UDP:            {}", if r.udp { "yes" } else { "no" });
+    println!("Public address: {}", or_dash(&r.public_addr));
+    if r.public_addr_v6.is_some() {
+        println!("Public IPv6:    {}", or_dash(&r.public_addr_v6));
+    }
+    println!("NAT type:       {}", r.nat_type);
+    println!("  mapping:      {}", r.mapping);
+    println!("  filtering:    {}", r.filtering);
+    let hairpin = match r.hairpinning {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not tested",
+    };
+    println!("Hairpinning:    {hairpin}");
+    println!("Local addrs:    {}", r.local_addrs.join(", "));
+    println!();
+    println!(
+        "{:<28} {:>9}  {:<24} {}",
+        "SERVER", "RTT", "MAPPED", "ERROR"
+    );
+    for s in &r.servers {
+        let name = match &s.resolved_addr {
+            Some(a) if *a != s.addr => format!("{} ({a})", s.addr),
+            _ => s.addr.clone(),
+        };
+        let rtt = s
+            .rtt_ms
+            .map(|ms| format!("{ms:.1}ms"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:>9}  {:<24} {}",
+            name,
+            rtt,
+            or_dash(&s.mapped_addr),
+            s.error.clone().unwrap_or_default()
+        );
+    }
+    println!();
+    if let Some(why) = r.failure_summary() {
+        println!("{why}");
+    }
+    println!("took {} ms", r.duration_ms);
+}

@@ -5,4 +5,5 @@
 //! `burrow` crate stay thin and every protocol can be tested deterministically in memory.
 
 pub mod discovery;
+pub mod identity;
 pub mod stun;

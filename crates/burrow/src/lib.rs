@@ -1,1 +1,11 @@
-//! placeholder
+//! burrow: find peers by key and reach them through any NAT.
+//!
+//! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
+//! service, `netcheck`, key storage and configuration. The `burrow` binary is a thin layer over it.
+
+pub mod config;
+pub mod keyfile;
+pub mod netcheck;
+pub mod stun_service;
+
+pub use burrow_proto::identity::{NodeId, SecretKey};

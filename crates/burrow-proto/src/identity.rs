@@ -1,0 +1,142 @@
+//! Node identity: a node is its Ed25519 public key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use data_encoding::BASE32_NOPAD;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// A node's identity: its Ed25519 public key, shown as 52 lowercase base32 characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId([u8; 32]);
+
+/// Why a string or byte string is not a NodeId.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeIdError {
+    /// Not base32.
+    #[error("node id is not base32: {0}")]
+    Encoding(String),
+    /// Wrong number of bytes.
+    #[error("node id must be 32 bytes, got {0}")]
+    Length(usize),
+    /// Not a valid Ed25519 point.
+    #[error("node id is not a valid Ed25519 public key")]
+    NotAKey,
+}
+
+impl NodeId {
+    /// The raw public key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Checks that the bytes are an Ed25519 public key.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, NodeIdError> {
+        VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::NotAKey)?;
+        Ok(NodeId(bytes))
+    }
+
+    /// The key, for verifying signatures.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey::from_bytes(&self.0).expect("checked at construction")
+    }
+
+    /// A short prefix for logs.
+    pub fn short(&self) -> String {
+        self.to_string()[..10].to_string()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.short())
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = NodeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = BASE32_NOPAD
+            .decode(s.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|e| NodeIdError::Encoding(e.to_string()))?;
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeIdError::Length(bytes.len()))?;
+        NodeId::from_bytes(bytes)
+    }
+}
+
+/// A node's secret key. Debug output never shows the secret.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// Wraps 32 secret bytes (an Ed25519 seed).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(SigningKey::from_bytes(&bytes))
+    }
+
+    /// The 32 secret bytes, for storing.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The node this key speaks for.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.0.verifying_key().to_bytes())
+    }
+
+    /// The signing key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(for {})", self.node_id().short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_round_trips_through_text() {
+        let key = SecretKey::from_bytes([7; 32]);
+        let id = key.node_id();
+        let text = id.to_string();
+        assert_eq!(text.len(), 52);
+        assert!(text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert_eq!(text.parse::<NodeId>().unwrap(), id);
+        assert_eq!(text.to_uppercase().parse::<NodeId>().unwrap(), id);
+    }
+
+    #[test]
+    fn bad_node_ids_are_clear_errors() {
+        assert!(matches!(
+            "not base32!".parse::<NodeId>(),
+            Err(NodeIdError::Encoding(_))
+        ));
+        assert!(matches!(
+            "aaaa".parse::<NodeId>(),
+            Err(NodeIdError::Encoding(_)) | Err(NodeIdError::Length(_))
+        ));
+        assert!(matches!(
+            "aaaaaaaa".parse::<NodeId>(),
+            Err(NodeIdError::Length(5))
+        ));
+        assert!(!format!("{:?}", SecretKey::from_bytes([1; 32])).contains("0101"));
+    }
+}

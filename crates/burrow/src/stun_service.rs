@@ -1,0 +1,310 @@
+//! The STUN service: binds the server's sockets and answers on them with
+//! [`burrow_proto::stun::server::StunServer`].
+//!
+//! Plain threads with blocking sockets: the server keeps no per-client state, so there is
+//! nothing to share but counters, and a blocking `recv_from` is the cheapest way to wait.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use burrow_proto::stun::server::{Ignored, Outcome, Role, ServerConfig, StunServer};
+
+/// Largest datagram read; longer ones are truncated and then fail to parse.
+const RECV_BUFFER: usize = 2048;
+/// How often a blocked thread wakes to notice shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// Counters of what the service has done. Read with [`StunService::stats`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Binding success responses sent.
+    pub responses: AtomicU64,
+    /// Error responses (400, 420) sent.
+    pub errors: AtomicU64,
+    /// Datagrams that were not STUN.
+    pub not_stun: AtomicU64,
+    /// STUN messages that failed validation.
+    pub malformed: AtomicU64,
+    /// Responses and indications, which are never answered.
+    pub not_request: AtomicU64,
+    /// Sends that failed.
+    pub send_failures: AtomicU64,
+}
+
+/// A running STUN service. Dropping it stops the threads.
+pub struct StunService {
+    addrs: Vec<(Role, SocketAddr)>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Options for [`StunService::start`].
+#[derive(Clone, Debug)]
+pub struct StunOptions {
+    /// Primary address.
+    pub listen: SocketAddr,
+    /// Alternate IP for RFC 5780 (CHANGE-REQUEST, OTHER-ADDRESS).
+    pub alt_ip: Option<std::net::IpAddr>,
+    /// Alternate port; defaults to the primary port + 1 when an alternate IP is given.
+    pub alt_port: Option<u16>,
+    /// Threads reading the primary socket.
+    pub threads: usize,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StunServiceError {
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The options do not make sense together.
+    #[error("{0}")]
+    Options(String),
+}
+
+impl StunService {
+    /// Binds every socket the configuration needs and starts answering.
+    pub fn start(options: &StunOptions) -> Result<StunService, StunServiceError> {
+        let alternate = match (options.alt_ip, options.alt_port) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(StunServiceError::Options(
+                    "--alt-port needs --alt-ip: RFC 5780 needs a second IP address".into(),
+                ))
+            }
+            (Some(ip), port) => {
+                if ip.is_ipv4() != options.listen.is_ipv4() {
+                    return Err(StunServiceError::Options(
+                        "the alternate IP must be of the same family as the listen address".into(),
+                    ));
+                }
+                if ip == options.listen.ip() {
+                    return Err(StunServiceError::Options(
+                        "the alternate IP must differ from the listen IP".into(),
+                    ));
+                }
+                let port = match port {
+                    Some(p) => p,
+                    None => options.listen.port().checked_add(1).ok_or_else(|| {
+                        StunServiceError::Options("no port after 65535 for --alt-port".into())
+                    })?,
+                };
+                if port == options.listen.port() || options.listen.port() == 0 {
+                    return Err(StunServiceError::Options(
+                        "RFC 5780 needs fixed, distinct primary and alternate ports".into(),
+                    ));
+                }
+                Some(SocketAddr::new(ip, port))
+            }
+        };
+        let bind = |addr: SocketAddr| -> Result<(SocketAddr, Arc<UdpSocket>), StunServiceError> {
+            let err = |source| StunServiceError::Bind { addr, source };
+            let socket = UdpSocket::bind(addr).map_err(err)?;
+            socket.set_read_timeout(Some(SHUTDOWN_POLL)).map_err(err)?;
+            Ok((socket.local_addr().map_err(err)?, Arc::new(socket)))
+        };
+        // Bind the primary first: with port 0 its real port is only known afterwards.
+        let (primary, primary_socket) = bind(options.listen)?;
+        let server = Arc::new(StunServer::new(ServerConfig {
+            primary,
+            alternate,
+            software: Some(format!("burrow {}", env!("CARGO_PKG_VERSION"))),
+        }));
+        let mut sockets = vec![(Role::PRIMARY, primary, primary_socket)];
+        for (role, addr) in server.roles().into_iter().skip(1) {
+            let (addr, socket) = bind(addr)?;
+            sockets.push((role, addr, socket));
+        }
+        let stats = Arc::new(Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let all: Arc<Vec<(Role, Arc<UdpSocket>)>> = Arc::new(
+            sockets
+                .iter()
+                .map(|(role, _, s)| (*role, Arc::clone(s)))
+                .collect(),
+        );
+        let mut threads = Vec::new();
+        for (i, (role, addr, _)) in sockets.iter().enumerate() {
+            let count = if *role == Role::PRIMARY {
+                options.threads.max(1)
+            } else {
+                1
+            };
+            for _ in 0..count {
+                let (server, stats, stop, all) = (
+                    Arc::clone(&server),
+                    Arc::clone(&stats),
+                    Arc::clone(&stop),
+                    Arc::clone(&all),
+                );
+                let role = *role;
+                let thread = std::thread::Builder::new()
+                    .name(format!("stun-{addr}"))
+                    .spawn(move || serve(i, role, &server, &all, &stats, &stop))
+                    .map_err(|source| StunServiceError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                threads.push(thread);
+            }
+        }
+        for (role, addr, _) in &sockets {
+            tracing::debug!(%addr, ?role, "STUN listening");
+        }
+        Ok(StunService {
+            addrs: sockets.iter().map(|(r, a, _)| (*r, *a)).collect(),
+            stats,
+            stop,
+            threads,
+        })
+    }
+
+    /// The bound addresses, primary first.
+    pub fn local_addrs(&self) -> &[(Role, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops the threads and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StunService {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+fn serve(
+    index: usize,
+    role: Role,
+    server: &StunServer,
+    sockets: &[(Role, Arc<UdpSocket>)],
+    stats: &Stats,
+    stop: &AtomicBool,
+) {
+    let socket = &sockets[index].1;
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut out = Vec::with_capacity(RECV_BUFFER);
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; they are no reason to stop.
+                tracing::debug!(error = %e, "STUN recv error");
+                continue;
+            }
+        };
+        let reply = match server.handle(role, from, &buf[..n], &mut out) {
+            Outcome::Success(reply) => {
+                stats.responses.fetch_add(1, Ordering::Relaxed);
+                reply
+            }
+            Outcome::Error(reply, code) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, code, "STUN error response");
+                reply
+            }
+            Outcome::Ignored(why) => {
+                let counter = match &why {
+                    Ignored::NotStun(_) => &stats.not_stun,
+                    Ignored::Malformed(_) => &stats.malformed,
+                    Ignored::NotRequest => &stats.not_request,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, reason = ?why, "STUN datagram ignored");
+                continue;
+            }
+        };
+        let sender = sockets
+            .iter()
+            .find(|(r, _)| *r == reply.from)
+            .map(|(_, s)| s)
+            .unwrap_or(socket);
+        if let Err(e) = sender.send_to(&out, reply.to) {
+            stats.send_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(to = %reply.to, error = %e, "STUN send failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_proto::stun::{Class, Message, MessageWriter, Method, TransactionId};
+
+    #[test]
+    fn answers_on_loopback_and_survives_garbage() {
+        let service = StunService::start(&StunOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            alt_ip: None,
+            alt_port: None,
+            threads: 1,
+        })
+        .unwrap();
+        let server = service.local_addrs()[0].1;
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for garbage in [&b""[..], b"\x00", &[0xffu8; 100], &[0u8; 20], &[0u8; 3000]] {
+            client.send_to(garbage, server).unwrap();
+        }
+        let mut req = Vec::new();
+        let tid = TransactionId([9; 12]);
+        MessageWriter::new(&mut req, Class::Request, Method::BINDING, tid).finish();
+        client.send_to(&req, server).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let resp = Message::parse(&buf[..n]).unwrap();
+        assert_eq!(resp.transaction_id, tid);
+        assert_eq!(resp.mapped(), Some(client.local_addr().unwrap()));
+        assert_eq!(service.stats().responses.load(Ordering::Relaxed), 1);
+        assert!(service.stats().not_stun.load(Ordering::Relaxed) >= 4);
+        service.shutdown();
+    }
+
+    #[test]
+    fn rejects_inconsistent_options() {
+        let bad = StunOptions {
+            listen: "127.0.0.1:3478".parse().unwrap(),
+            alt_ip: None,
+            alt_port: Some(3479),
+            threads: 1,
+        };
+        assert!(matches!(
+            StunService::start(&bad),
+            Err(StunServiceError::Options(_))
+        ));
+    }
+}
