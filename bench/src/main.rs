@@ -1,1 +1,462 @@
-fn main() {}
+//! `burrow-bench`: benchmarks that run burrow and its anchor in the same run, on the same
+//! machine, and print a table of figures with the ratio burrow/anchor.
+//!
+//! Only ratios from one run mean anything: absolute numbers move with the machine and its load.
+//!
+//! * `stun` ([`run_stun`]): STUN Binding requests answered per second over loopback UDP, by
+//!   `burrow stun` and by coturn's `turnserver`, with one load generator ([`stun::Load`]),
+//!   alternating between the two servers round by round. See `bench/README.md`.
+
+mod server;
+mod stun;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use server::Server;
+use stun::{Load, LoadConfig, Totals};
+
+#[derive(Parser)]
+#[command(
+    name = "burrow-bench",
+    about = "Benchmarks of burrow against its anchors, run side by side and printed as ratios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// STUN Binding requests answered per second on loopback: `burrow stun` vs coturn.
+    ///
+    /// Starts both servers on free 127.0.0.1 UDP ports, then for each round measures each
+    /// server with the same closed-loop load generator (the order alternates between rounds:
+    /// burrow first in odd rounds, coturn first in even ones), and prints per-round and median
+    /// figures with the ratio burrow/coturn. Progress goes to stderr, the result to stdout.
+    Stun(StunArgs),
+}
+
+#[derive(Args, Debug)]
+struct StunArgs {
+    /// Measuring time per server per round, after the warm-up (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load applied before each measurement starts, not counted.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Number of rounds; each round measures every server once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Measure only one of the servers.
+    #[arg(long, value_enum)]
+    only: Option<Which>,
+    /// The burrow binary [default: `burrow` next to this executable, i.e. target/release/burrow].
+    #[arg(long, value_name = "PATH")]
+    burrow: Option<PathBuf>,
+    /// coturn's server binary (a name is looked up on PATH).
+    #[arg(long, value_name = "PATH", default_value = "turnserver")]
+    coturn: PathBuf,
+    /// coturn's UDP thread count (`turnserver -m`) [default: coturn's own, one per CPU].
+    #[arg(long, value_name = "N")]
+    coturn_threads: Option<u32>,
+    /// Load generator threads, each with its own UDP socket.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Requests kept outstanding per socket.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    window: u16,
+    /// A request unanswered for this long is forgotten and replaced by a new one.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Append a FINGERPRINT attribute to every request (28-byte instead of 20-byte requests).
+    #[arg(long)]
+    fingerprint: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Burrow,
+    Coturn,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Stun(args) => run_stun(&args),
+    };
+    // By now every server has been killed: they are dropped inside `run_stun`.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The figures of one measurement (or the medians over rounds).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct Figures {
+    /// Binding success responses to outstanding requests, per wall-clock second.
+    requests_per_sec: f64,
+    /// Server CPU time (user + system, all threads) per wall-clock second.
+    server_cpu_cores: f64,
+    /// Answered requests per second of server CPU time.
+    requests_per_server_cpu_sec: f64,
+    /// Requests that timed out, as a percentage of requests resolved (answered, rejected or
+    /// timed out) during the measurement.
+    unanswered_pct: f64,
+    /// The harness's own CPU time (essentially the load generator) per wall-clock second.
+    loadgen_cpu_cores: f64,
+}
+
+/// One server measured once.
+#[derive(Clone, Copy, Debug, Serialize)]
+struct Measurement {
+    #[serde(flatten)]
+    figures: Figures,
+    /// Wall-clock length of the measurement, in seconds.
+    wall_secs: f64,
+    /// Raw load generator counters over the measurement.
+    counters: Totals,
+}
+
+/// The rows of the table: label, how to get the figure, decimals shown.
+const FIGURES: [(&str, fn(&Figures) -> f64, usize); 5] = [
+    ("requests/s", |f| f.requests_per_sec, 0),
+    ("server CPU (cores)", |f| f.server_cpu_cores, 2),
+    (
+        "requests per server CPU-second",
+        |f| f.requests_per_server_cpu_sec,
+        0,
+    ),
+    ("unanswered (%)", |f| f.unanswered_pct, 2),
+    ("load generator CPU (cores)", |f| f.loadgen_cpu_cores, 2),
+];
+
+/// Runs the `stun` benchmark and prints its result.
+fn run_stun(args: &StunArgs) -> Result<()> {
+    let want = |w: Which| args.only.is_none() || args.only == Some(w);
+    // Resolve both binaries before starting anything, so a missing one fails fast.
+    let burrow_bin = if want(Which::Burrow) {
+        Some(server::find_burrow(args.burrow.as_deref())?)
+    } else {
+        None
+    };
+    let coturn_bin = if want(Which::Coturn) {
+        Some(server::find_on_path(
+            &args.coturn,
+            "install coturn, pass --coturn PATH, or use --only burrow",
+        )?)
+    } else {
+        None
+    };
+
+    // Both servers run for the whole benchmark (the idle one costs nothing) and are killed when
+    // `servers` is dropped, on success or on any error.
+    let mut servers: Vec<Server> = Vec::new();
+    if let Some(bin) = &burrow_bin {
+        servers.push(Server::burrow(bin)?);
+    }
+    if let Some(bin) = &coturn_bin {
+        servers.push(Server::coturn(bin, args.coturn_threads)?);
+    }
+    for s in &mut servers {
+        s.wait_ready(Duration::from_secs(10))?;
+        eprintln!("{} ready on {}: {}", s.name, s.addr, s.command.join(" "));
+    }
+    let coturn_version = servers
+        .iter()
+        .find(|s| s.name == "coturn")
+        .and_then(|s| s.output_line("Version Coturn"));
+
+    let mut results: Vec<Vec<Measurement>> = vec![Vec::new(); servers.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let server = &mut servers[i];
+            let m = measure(server, args)
+                .with_context(|| format!("round {}, {}", round + 1, server.name))?;
+            eprintln!(
+                "round {}/{} {:>6}: {:>9.0} requests/s, server {:.2} cores, {:.0} requests per server CPU-second",
+                round + 1,
+                args.rounds,
+                server.name,
+                m.figures.requests_per_sec,
+                m.figures.server_cpu_cores,
+                m.figures.requests_per_server_cpu_sec,
+            );
+            results[i].push(m);
+        }
+    }
+    let report = Report::new(args, &servers, results, coturn_version);
+    drop(servers);
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Warms `server` up, then measures it for `args.duration` with a fresh load generator.
+fn measure(server: &mut Server, args: &StunArgs) -> Result<Measurement> {
+    server.check_running()?;
+    let config = LoadConfig {
+        target: server.addr,
+        threads: args.threads.into(),
+        window: args.window.into(),
+        timeout: args.timeout,
+        fingerprint: args.fingerprint,
+    };
+    let load = Load::start(&config).context("starting the load generator")?;
+    std::thread::sleep(args.warmup);
+    let (server0, own0) = (server.cpu_time()?, server::own_cpu_time()?);
+    let (start, totals0) = (Instant::now(), load.totals());
+    std::thread::sleep(args.duration);
+    let (end, totals1) = (Instant::now(), load.totals());
+    let (server1, own1) = (server.cpu_time()?, server::own_cpu_time()?);
+    load.stop().context("load generator")?;
+    server.check_running()?;
+
+    let wall = (end - start).as_secs_f64();
+    let counters = totals1.since(totals0);
+    if counters.answered == 0 {
+        bail!(
+            "{} answered no Binding request during the measurement ({counters:?})",
+            server.name
+        );
+    }
+    if counters.error_responses > 0 {
+        eprintln!(
+            "warning: {} sent {} error responses to Binding requests",
+            server.name, counters.error_responses
+        );
+    }
+    let server_cpu = (server1 - server0).as_secs_f64();
+    let resolved = counters.answered + counters.error_responses + counters.timed_out;
+    let figures = Figures {
+        requests_per_sec: counters.answered as f64 / wall,
+        server_cpu_cores: server_cpu / wall,
+        requests_per_server_cpu_sec: if server_cpu > 0.0 {
+            counters.answered as f64 / server_cpu
+        } else {
+            f64::NAN
+        },
+        unanswered_pct: 100.0 * counters.timed_out as f64 / resolved as f64,
+        loadgen_cpu_cores: (own1 - own0).as_secs_f64() / wall,
+    };
+    Ok(Measurement {
+        figures,
+        wall_secs: wall,
+        counters,
+    })
+}
+
+/// Median of `values` (mean of the middle two for an even count); NaN if empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Everything the benchmark found; printed as a table or serialized as JSON.
+#[derive(Serialize)]
+struct Report {
+    benchmark: &'static str,
+    config: ReportConfig,
+    burrow: Option<ServerReport>,
+    coturn: Option<ServerReport>,
+    /// burrow / coturn for each median figure (present when both servers ran).
+    ratio: Option<Figures>,
+}
+
+#[derive(Serialize)]
+struct ReportConfig {
+    target: &'static str,
+    duration_secs: f64,
+    warmup_secs: f64,
+    rounds: u32,
+    order: &'static str,
+    loadgen_threads: u16,
+    window_per_socket: u16,
+    timeout_ms: u128,
+    fingerprint: bool,
+    coturn_version: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ServerReport {
+    command: Vec<String>,
+    median: Figures,
+    rounds: Vec<Measurement>,
+}
+
+impl Report {
+    fn new(
+        args: &StunArgs,
+        servers: &[Server],
+        results: Vec<Vec<Measurement>>,
+        coturn_version: Option<String>,
+    ) -> Report {
+        let mut burrow = None;
+        let mut coturn = None;
+        for (server, rounds) in servers.iter().zip(results) {
+            let med =
+                |get: fn(&Figures) -> f64| median(rounds.iter().map(|m| get(&m.figures)).collect());
+            let median = Figures {
+                requests_per_sec: med(|f| f.requests_per_sec),
+                server_cpu_cores: med(|f| f.server_cpu_cores),
+                requests_per_server_cpu_sec: med(|f| f.requests_per_server_cpu_sec),
+                unanswered_pct: med(|f| f.unanswered_pct),
+                loadgen_cpu_cores: med(|f| f.loadgen_cpu_cores),
+            };
+            let report = Some(ServerReport {
+                command: server.command.clone(),
+                median,
+                rounds,
+            });
+            match server.name {
+                "burrow" => burrow = report,
+                _ => coturn = report,
+            }
+        }
+        let ratio = match (&burrow, &coturn) {
+            (Some(b), Some(c)) => {
+                let (b, c) = (b.median, c.median);
+                Some(Figures {
+                    requests_per_sec: b.requests_per_sec / c.requests_per_sec,
+                    server_cpu_cores: b.server_cpu_cores / c.server_cpu_cores,
+                    requests_per_server_cpu_sec: b.requests_per_server_cpu_sec
+                        / c.requests_per_server_cpu_sec,
+                    unanswered_pct: b.unanswered_pct / c.unanswered_pct,
+                    loadgen_cpu_cores: b.loadgen_cpu_cores / c.loadgen_cpu_cores,
+                })
+            }
+            _ => None,
+        };
+        Report {
+            benchmark: "stun",
+            config: ReportConfig {
+                target: "127.0.0.1 (loopback UDP)",
+                duration_secs: args.duration.as_secs_f64(),
+                warmup_secs: args.warmup.as_secs_f64(),
+                rounds: args.rounds,
+                order: "burrow then coturn in odd rounds, coturn then burrow in even rounds",
+                loadgen_threads: args.threads,
+                window_per_socket: args.window,
+                timeout_ms: args.timeout.as_millis(),
+                fingerprint: args.fingerprint,
+                coturn_version,
+            },
+            burrow,
+            coturn,
+            ratio,
+        }
+    }
+
+    /// The human-readable table: requests/s per round, then every figure's median.
+    fn table(&self) -> String {
+        use std::fmt::Write;
+        let c = &self.config;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "STUN Binding on {}: {} s per server per round after {} s warm-up, {} rounds;\n\
+             load: {} thread(s) x 1 socket, {} outstanding per socket, {} ms timeout, {}",
+            c.target,
+            c.duration_secs,
+            c.warmup_secs,
+            c.rounds,
+            c.loadgen_threads,
+            c.window_per_socket,
+            c.timeout_ms,
+            if c.fingerprint {
+                "with FINGERPRINT"
+            } else {
+                "no FINGERPRINT"
+            },
+        );
+        if let Some(v) = &c.coturn_version {
+            let _ = writeln!(out, "coturn: {v}");
+        }
+        let _ = writeln!(out);
+        let cell = |r: &Option<ServerReport>,
+                    value: &dyn Fn(&ServerReport) -> f64,
+                    decimals: usize| match r {
+            Some(r) => format!("{:.*}", decimals, value(r)),
+            None => "-".to_string(),
+        };
+        let ratio = |get: fn(&Figures) -> f64| match &self.ratio {
+            Some(r) if get(r).is_finite() => format!("{:.2}", get(r)),
+            _ => "-".to_string(),
+        };
+        let mut rows = vec![[
+            "figure".to_string(),
+            "burrow".into(),
+            "coturn".into(),
+            "ratio".into(),
+        ]];
+        for round in 0..c.rounds as usize {
+            let get = move |r: &ServerReport| r.rounds[round].figures.requests_per_sec;
+            let r = match (&self.burrow, &self.coturn) {
+                (Some(b), Some(co)) => format!("{:.2}", get(b) / get(co)),
+                _ => "-".to_string(),
+            };
+            rows.push([
+                format!("requests/s, round {}", round + 1),
+                cell(&self.burrow, &get, 0),
+                cell(&self.coturn, &get, 0),
+                r,
+            ]);
+        }
+        for (label, get, decimals) in FIGURES {
+            let value = move |r: &ServerReport| get(&r.median);
+            rows.push([
+                format!("{label}, median"),
+                cell(&self.burrow, &value, decimals),
+                cell(&self.coturn, &value, decimals),
+                ratio(get),
+            ]);
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
+        }
+        let _ = writeln!(out, "\nratio = burrow / coturn; medians over rounds; CPU = user + system time from /proc/PID/stat.");
+        out
+    }
+}
