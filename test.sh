@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# burrow's whole test suite: formatting, lints, unit, integration and NAT-lab tests.
+# The NAT lab needs root; without root its tests skip and say so (in CI, where CI=true, they
+# must run, and a skip is a failure).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ipset >/dev/null || need+=(ipset)
+command -v turnserver >/dev/null || need+=(coturn)
+if ((${#need[@]})); then
+    if [[ $(id -u) == 0 ]]; then
+        echo "installing test dependencies: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "note: missing ${need[*]}: NAT lab tests will skip (run as root to install and run them)"
+    fi
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
