@@ -1,0 +1,205 @@
+//! The `burrow` binary on loopback: the command-line contract, exit codes and JSON keys.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
+
+/// A child process killed on drop, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port_pair() -> u16 {
+    // Two consecutive free UDP ports on both loopback addresses.
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p < 65000
+            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+            && UdpSocket::bind(("127.0.0.2", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.2", p + 1)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+fn start_stun(args: &[&str]) -> Running {
+    let child = Command::new(BURROW)
+        .arg("stun")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Running(child)
+}
+
+fn netcheck_json(args: &[&str]) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let out = Command::new(BURROW)
+        .args(["netcheck", "--json"])
+        .args(args)
+        .env_remove("BURROW_STUN_SERVERS")
+        .env("BURROW_CONFIG", "/nonexistent/burrow.toml")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one JSON object: {stdout}");
+    (serde_json::from_str(&stdout).unwrap(), start.elapsed())
+}
+
+#[test]
+fn netcheck_against_burrow_stun_on_loopback_is_open_with_every_contract_key() {
+    let port = free_port_pair();
+    let _stun = start_stun(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--alt-ip",
+        "127.0.0.2",
+    ]);
+    let (r, _) = netcheck_json(&["--stun", &format!("127.0.0.1:{port}")]);
+    for key in [
+        "udp",
+        "local_addrs",
+        "public_addr",
+        "mapping",
+        "filtering",
+        "nat_type",
+        "hairpinning",
+        "servers",
+        "duration_ms",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key} in {r}");
+    }
+    assert_eq!(r["udp"], true);
+    assert_eq!(r["nat_type"], "open");
+    assert_eq!(r["mapping"], "none");
+    assert_eq!(r["filtering"], "none");
+    let server = &r["servers"][0];
+    assert!(server["rtt_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(server["rfc5780"], true);
+    assert!(server["mapped_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    for key in ["addr", "rtt_ms", "mapped_addr", "error"] {
+        assert!(server.get(key).is_some(), "missing servers[].{key}");
+    }
+}
+
+#[test]
+fn netcheck_with_no_answer_finishes_within_its_timeout_and_says_so() {
+    // Nothing listens on this loopback port: silence, as when UDP is blocked.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    drop(silent);
+    let (r, took) = netcheck_json(&["--stun", &addr, "--timeout", "1s"]);
+    assert_eq!(r["udp"], false);
+    assert_eq!(r["nat_type"], "udp-blocked");
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+
+    let out = Command::new(BURROW)
+        .args(["netcheck", "--stun", &addr, "--timeout", "500ms"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no STUN server answered"), "{text}");
+}
+
+#[test]
+fn netcheck_with_unresolvable_servers_says_so_at_once() {
+    let (r, took) = netcheck_json(&["--stun", "no-such-host.invalid:3478", "--timeout", "2s"]);
+    assert_eq!(r["udp"], false);
+    assert!(r["servers"][0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("dns:"));
+    assert!(took < Duration::from_millis(2500));
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
+    let usage = Command::new(BURROW)
+        .args(["netcheck", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    let bad = Command::new(BURROW)
+        .args(["netcheck", "--stun", "nohostport"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let alt = Command::new(BURROW)
+        .args(["stun", "--listen", "127.0.0.1:0", "--alt-port", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(alt.status.code(), Some(2), "--alt-port needs --alt-ip");
+}
+
+#[test]
+fn stun_server_answers_coturn_stunclient() {
+    if std::process::Command::new("turnutils_stunclient")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: coturn's turnutils_stunclient is not installed");
+        return;
+    }
+    let port = free_port_pair();
+    let _stun = start_stun(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--alt-ip",
+        "127.0.0.2",
+    ]);
+    let out = Command::new("turnutils_stunclient")
+        .args(["-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains(&format!("Other addr: : 127.0.0.2:{}", port + 1)),
+        "{text}"
+    );
+}
+
+#[test]
+fn id_creates_a_key_once_and_prints_the_same_node_id() {
+    let dir = std::env::temp_dir().join(format!("burrow-cli-id-{}", std::process::id()));
+    let key = dir.join("key");
+    let id = |json: bool| {
+        let mut c = Command::new(BURROW);
+        c.args(["id", "--key", key.to_str().unwrap()]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = id(false);
+    assert_eq!(first.trim().len(), 52);
+    assert_eq!(id(false), first);
+    let j: serde_json::Value = serde_json::from_str(&id(true)).unwrap();
+    assert_eq!(j["node_id"].as_str().unwrap(), first.trim());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
