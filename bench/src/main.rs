@@ -62,6 +62,9 @@ struct StunArgs {
     /// The burrow binary [default: `burrow` next to this executable, i.e. target/release/burrow].
     #[arg(long, value_name = "PATH")]
     burrow: Option<PathBuf>,
+    /// burrow's server thread count (`burrow stun --threads`) [default: burrow's own].
+    #[arg(long, value_name = "N")]
+    burrow_threads: Option<u32>,
     /// coturn's server binary (a name is looked up on PATH).
     #[arg(long, value_name = "PATH", default_value = "turnserver")]
     coturn: PathBuf,
@@ -93,6 +96,7 @@ fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 fn main() -> ExitCode {
+    server::catch_interrupts();
     let result = match Cli::parse().command {
         Command::Stun(args) => run_stun(&args),
     };
@@ -133,17 +137,53 @@ struct Measurement {
     counters: Totals,
 }
 
-/// The rows of the table: label, how to get the figure, decimals shown.
-const FIGURES: [(&str, fn(&Figures) -> f64, usize); 5] = [
-    ("requests/s", |f| f.requests_per_sec, 0),
-    ("server CPU (cores)", |f| f.server_cpu_cores, 2),
-    (
-        "requests per server CPU-second",
-        |f| f.requests_per_server_cpu_sec,
-        0,
-    ),
-    ("unanswered (%)", |f| f.unanswered_pct, 2),
-    ("load generator CPU (cores)", |f| f.loadgen_cpu_cores, 2),
+impl Figures {
+    /// A `Figures` whose every field is `f(that field's getter)`.
+    fn from_fn(f: impl Fn(fn(&Figures) -> f64) -> f64) -> Figures {
+        Figures {
+            requests_per_sec: f(|x| x.requests_per_sec),
+            server_cpu_cores: f(|x| x.server_cpu_cores),
+            requests_per_server_cpu_sec: f(|x| x.requests_per_server_cpu_sec),
+            unanswered_pct: f(|x| x.unanswered_pct),
+            loadgen_cpu_cores: f(|x| x.loadgen_cpu_cores),
+        }
+    }
+}
+
+/// One row of the table's median section.
+struct Figure {
+    label: &'static str,
+    get: fn(&Figures) -> f64,
+    decimals: usize,
+}
+
+/// The table's median rows, in order.
+const FIGURES: [Figure; 5] = [
+    Figure {
+        label: "requests/s",
+        get: |f| f.requests_per_sec,
+        decimals: 0,
+    },
+    Figure {
+        label: "server CPU (cores)",
+        get: |f| f.server_cpu_cores,
+        decimals: 2,
+    },
+    Figure {
+        label: "requests per server CPU-second",
+        get: |f| f.requests_per_server_cpu_sec,
+        decimals: 0,
+    },
+    Figure {
+        label: "unanswered (%)",
+        get: |f| f.unanswered_pct,
+        decimals: 2,
+    },
+    Figure {
+        label: "load generator CPU (cores)",
+        get: |f| f.loadgen_cpu_cores,
+        decimals: 2,
+    },
 ];
 
 /// Runs the `stun` benchmark and prints its result.
@@ -168,7 +208,7 @@ fn run_stun(args: &StunArgs) -> Result<()> {
     // `servers` is dropped, on success or on any error.
     let mut servers: Vec<Server> = Vec::new();
     if let Some(bin) = &burrow_bin {
-        servers.push(Server::burrow(bin)?);
+        servers.push(Server::burrow(bin, args.burrow_threads)?);
     }
     if let Some(bin) = &coturn_bin {
         servers.push(Server::coturn(bin, args.coturn_threads)?);
@@ -226,10 +266,10 @@ fn measure(server: &mut Server, args: &StunArgs) -> Result<Measurement> {
         fingerprint: args.fingerprint,
     };
     let load = Load::start(&config).context("starting the load generator")?;
-    std::thread::sleep(args.warmup);
+    server::sleep(args.warmup)?;
     let (server0, own0) = (server.cpu_time()?, server::own_cpu_time()?);
     let (start, totals0) = (Instant::now(), load.totals());
-    std::thread::sleep(args.duration);
+    server::sleep(args.duration)?;
     let (end, totals1) = (Instant::now(), load.totals());
     let (server1, own1) = (server.cpu_time()?, server::own_cpu_time()?);
     load.stop().context("load generator")?;
@@ -262,6 +302,13 @@ fn measure(server: &mut Server, args: &StunArgs) -> Result<Measurement> {
         unanswered_pct: 100.0 * counters.timed_out as f64 / resolved as f64,
         loadgen_cpu_cores: (own1 - own0).as_secs_f64() / wall,
     };
+    if figures.loadgen_cpu_cores > 0.9 * f64::from(args.threads) {
+        eprintln!(
+            "warning: the load generator used {:.2} cores with {} thread(s): it, not {}, may be \
+             the bottleneck; compare requests per server CPU-second, or try more --threads",
+            figures.loadgen_cpu_cores, args.threads, server.name
+        );
+    }
     Ok(Measurement {
         figures,
         wall_secs: wall,
@@ -308,6 +355,8 @@ struct ReportConfig {
 #[derive(Serialize)]
 struct ServerReport {
     command: Vec<String>,
+    /// Size and attributes of the server's response to a plain Binding request.
+    response: String,
     median: Figures,
     rounds: Vec<Measurement>,
 }
@@ -322,17 +371,11 @@ impl Report {
         let mut burrow = None;
         let mut coturn = None;
         for (server, rounds) in servers.iter().zip(results) {
-            let med =
-                |get: fn(&Figures) -> f64| median(rounds.iter().map(|m| get(&m.figures)).collect());
-            let median = Figures {
-                requests_per_sec: med(|f| f.requests_per_sec),
-                server_cpu_cores: med(|f| f.server_cpu_cores),
-                requests_per_server_cpu_sec: med(|f| f.requests_per_server_cpu_sec),
-                unanswered_pct: med(|f| f.unanswered_pct),
-                loadgen_cpu_cores: med(|f| f.loadgen_cpu_cores),
-            };
+            let median =
+                Figures::from_fn(|get| median(rounds.iter().map(|m| get(&m.figures)).collect()));
             let report = Some(ServerReport {
                 command: server.command.clone(),
+                response: stun::describe(&server.sample_response),
                 median,
                 rounds,
             });
@@ -342,17 +385,7 @@ impl Report {
             }
         }
         let ratio = match (&burrow, &coturn) {
-            (Some(b), Some(c)) => {
-                let (b, c) = (b.median, c.median);
-                Some(Figures {
-                    requests_per_sec: b.requests_per_sec / c.requests_per_sec,
-                    server_cpu_cores: b.server_cpu_cores / c.server_cpu_cores,
-                    requests_per_server_cpu_sec: b.requests_per_server_cpu_sec
-                        / c.requests_per_server_cpu_sec,
-                    unanswered_pct: b.unanswered_pct / c.unanswered_pct,
-                    loadgen_cpu_cores: b.loadgen_cpu_cores / c.loadgen_cpu_cores,
-                })
-            }
+            (Some(b), Some(c)) => Some(Figures::from_fn(|get| get(&b.median) / get(&c.median))),
             _ => None,
         };
         Report {
@@ -400,6 +433,11 @@ impl Report {
         if let Some(v) = &c.coturn_version {
             let _ = writeln!(out, "coturn: {v}");
         }
+        for (name, r) in [("burrow", &self.burrow), ("coturn", &self.coturn)] {
+            if let Some(r) = r {
+                let _ = writeln!(out, "{name} response: {}", r.response);
+            }
+        }
         let _ = writeln!(out);
         let cell = |r: &Option<ServerReport>,
                     value: &dyn Fn(&ServerReport) -> f64,
@@ -430,7 +468,12 @@ impl Report {
                 r,
             ]);
         }
-        for (label, get, decimals) in FIGURES {
+        for Figure {
+            label,
+            get,
+            decimals,
+        } in FIGURES
+        {
             let value = move |r: &ServerReport| get(&r.median);
             rows.push([
                 format!("{label}, median"),

@@ -38,8 +38,9 @@ enum Command {
         /// Alternate port [default: listen port + 1].
         #[arg(long, value_name = "PORT", requires = "alt_ip")]
         alt_port: Option<u16>,
-        /// Threads reading the primary socket.
-        #[arg(long, default_value_t = 2)]
+        /// Threads reading the primary socket (more than one contends for the socket; one
+        /// answers about 1.5x coturn's rate on loopback, see bench/).
+        #[arg(long, default_value_t = 1)]
         threads: usize,
     },
     /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
