@@ -216,10 +216,7 @@ fn print_report(r: &Report) {
     println!("Hairpinning:    {hairpin}");
     println!("Local addrs:    {}", r.local_addrs.join(", "));
     println!();
-    println!(
-        "{:<28} {:>9}  {:<24} {}",
-        "SERVER", "RTT", "MAPPED", "ERROR"
-    );
+    println!("{:<28} {:>9}  {:<24} ERROR", "SERVER", "RTT", "MAPPED");
     for s in &r.servers {
         let name = match &s.resolved_addr {
             Some(a) if *a != s.addr => format!("{} ({a})", s.addr),

@@ -283,10 +283,11 @@ impl<'a> Message<'a> {
                     | AttributeType::NONCE
                     | AttributeType::PASSWORD_ALGORITHM
                     | AttributeType::USERHASH => {}
-                    t if t.is_comprehension_required() => {
-                        if unknown.len() < MAX_UNKNOWN_REPORTED && !unknown.contains(&attr_type) {
-                            unknown.push(attr_type);
-                        }
+                    t if t.is_comprehension_required()
+                        && unknown.len() < MAX_UNKNOWN_REPORTED
+                        && !unknown.contains(&attr_type) =>
+                    {
+                        unknown.push(attr_type);
                     }
                     _ => {}
                 }
