@@ -295,6 +295,64 @@ mod tests {
     }
 
     #[test]
+    fn keeps_answering_after_a_flood_of_mixed_garbage_and_requests() {
+        let service = StunService::start(&StunOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            alt_ip: None,
+            alt_port: None,
+            threads: 1,
+        })
+        .unwrap();
+        let server = service.local_addrs()[0].1;
+        let flooders: Vec<_> = (0..2)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let mut req = Vec::new();
+                    let mut x = 0x2545_f491_4f6c_dd1du64 + t;
+                    for i in 0..50_000u32 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let tid = TransactionId([i as u8; 12]);
+                        MessageWriter::new(&mut req, Class::Request, Method::BINDING, tid).finish();
+                        // Every third datagram is a valid request, the rest corrupt or truncated.
+                        let at = (x as usize) % req.len();
+                        match i % 3 {
+                            0 => {}
+                            1 => req[at] ^= 0x55,
+                            _ => req.truncate(at),
+                        }
+                        let _ = s.send_to(&req, server);
+                    }
+                })
+            })
+            .collect();
+        for f in flooders {
+            f.join().unwrap();
+        }
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut req = Vec::new();
+        let tid = TransactionId([0xee; 12]);
+        MessageWriter::new(&mut req, Class::Request, Method::BINDING, tid).finish();
+        let mut buf = [0u8; 1500];
+        let answered = (0..20).any(|_| {
+            client.send_to(&req, server).unwrap();
+            matches!(client.recv_from(&mut buf), Ok((n, _))
+                if Message::parse(&buf[..n]).map(|m| m.transaction_id) == Ok(tid))
+        });
+        assert!(answered, "server stopped answering after the flood");
+        let stats = service.stats();
+        assert!(stats.responses.load(Ordering::Relaxed) > 1000);
+        assert!(
+            stats.not_stun.load(Ordering::Relaxed) + stats.malformed.load(Ordering::Relaxed) > 1000
+        );
+    }
+
+    #[test]
     fn rejects_inconsistent_options() {
         let bad = StunOptions {
             listen: "127.0.0.1:3478".parse().unwrap(),
