@@ -31,16 +31,23 @@ fn free_port_pair() -> u16 {
     }
 }
 
-fn start_stun(args: &[&str]) -> Running {
+/// `burrow stun` on 127.0.0.1 with 127.0.0.2 as its alternate IP; returns its primary port.
+fn start_rfc5780_stun() -> (u16, Running) {
+    let port = free_port_pair();
     let child = Command::new(BURROW)
-        .arg("stun")
-        .args(args)
+        .args([
+            "stun",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--alt-ip",
+            "127.0.0.2",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    Running(child)
+    (port, Running(child))
 }
 
 fn netcheck_json(args: &[&str]) -> (serde_json::Value, Duration) {
@@ -64,13 +71,7 @@ fn netcheck_json(args: &[&str]) -> (serde_json::Value, Duration) {
 
 #[test]
 fn netcheck_against_burrow_stun_on_loopback_is_open_with_every_contract_key() {
-    let port = free_port_pair();
-    let _stun = start_stun(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--alt-ip",
-        "127.0.0.2",
-    ]);
+    let (port, _stun) = start_rfc5780_stun();
     let (r, _) = netcheck_json(&["--stun", &format!("127.0.0.1:{port}")]);
     for key in [
         "udp",
@@ -163,13 +164,7 @@ fn stun_server_answers_coturn_stunclient() {
         eprintln!("SKIPPED: coturn's turnutils_stunclient is not installed");
         return;
     }
-    let port = free_port_pair();
-    let _stun = start_stun(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--alt-ip",
-        "127.0.0.2",
-    ]);
+    let (port, _stun) = start_rfc5780_stun();
     let out = Command::new("turnutils_stunclient")
         .args(["-p", &port.to_string(), "127.0.0.1"])
         .output()

@@ -263,8 +263,7 @@ mod tests {
     use super::*;
     use burrow_proto::stun::{Class, Message, MessageWriter, Method, TransactionId};
 
-    #[test]
-    fn answers_on_loopback_and_survives_garbage() {
+    fn start_on_loopback() -> (StunService, SocketAddr) {
         let service = StunService::start(&StunOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             alt_ip: None,
@@ -273,6 +272,12 @@ mod tests {
         })
         .unwrap();
         let server = service.local_addrs()[0].1;
+        (service, server)
+    }
+
+    #[test]
+    fn answers_on_loopback_and_survives_garbage() {
+        let (service, server) = start_on_loopback();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(2)))
@@ -296,14 +301,7 @@ mod tests {
 
     #[test]
     fn keeps_answering_after_a_flood_of_mixed_garbage_and_requests() {
-        let service = StunService::start(&StunOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            alt_ip: None,
-            alt_port: None,
-            threads: 1,
-        })
-        .unwrap();
-        let server = service.local_addrs()[0].1;
+        let (service, server) = start_on_loopback();
         let flooders: Vec<_> = (0..2)
             .map(|t| {
                 std::thread::spawn(move || {
