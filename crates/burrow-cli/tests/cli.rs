@@ -103,6 +103,31 @@ fn netcheck_against_burrow_stun_on_loopback_is_open_with_every_contract_key() {
 }
 
 #[test]
+fn netcheck_works_over_ipv6_loopback() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    let probe = UdpSocket::bind("[::1]:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let child = Command::new(BURROW)
+        .args(["stun", "--listen", &format!("[::1]:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stun = Running(child);
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, _) = netcheck_json(&["--stun", &format!("[::1]:{port}")]);
+    assert_eq!(r["udp"], true, "{r}");
+    assert!(
+        r["public_addr_v6"].as_str().unwrap().starts_with("[::1]:"),
+        "{r}"
+    );
+}
+
+#[test]
 fn netcheck_with_no_answer_finishes_within_its_timeout_and_says_so() {
     // Nothing listens on this loopback port: silence, as when UDP is blocked.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();

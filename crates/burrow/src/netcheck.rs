@@ -154,7 +154,10 @@ pub async fn run(options: &Options) -> Result<Report, NetcheckError> {
         .await
         .map_err(NetcheckError::Bind)?;
     let filter4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok();
-    let main6 = if have_v6 {
+    let any_v6 = targets
+        .iter()
+        .any(|t| t.resolved.as_ref().is_ok_and(|a| a.is_ipv6()));
+    let main6 = if any_v6 {
         UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).await.ok()
     } else {
         None
