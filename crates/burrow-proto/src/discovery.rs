@@ -16,7 +16,7 @@
 //! Negative answers (a filter that drops a response) only show as silence, so each probe has a
 //! timeout derived from the RTT measured so far, and everything ends by the deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -241,7 +241,7 @@ pub struct Discovery {
     config: DiscoveryConfig,
     started: Option<Instant>,
     outstanding: HashMap<TransactionId, Outstanding>,
-    queue: Vec<Transmit>,
+    queue: VecDeque<Transmit>,
     results: Vec<ServerResult>,
     max_rtt: Option<Duration>,
     rfc5780: Option<Rfc5780Server>,
@@ -271,7 +271,7 @@ impl Discovery {
             config,
             started: None,
             outstanding: HashMap::new(),
-            queue: Vec::new(),
+            queue: VecDeque::new(),
             results,
             max_rtt: None,
             rfc5780: None,
@@ -324,7 +324,7 @@ impl Discovery {
             Probe::Binding(_) => self.max_rtt.map(|rtt| now + silence(rtt).max(4 * rtt)),
             _ => Some(now + silence(self.max_rtt.unwrap_or(Duration::ZERO))),
         };
-        self.queue.push(Transmit {
+        self.queue.push_back(Transmit {
             socket,
             to,
             payload: payload.clone(),
@@ -346,11 +346,7 @@ impl Discovery {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.queue.is_empty() {
-            None
-        } else {
-            Some(self.queue.remove(0))
-        }
+        self.queue.pop_front()
     }
 
     /// When [`Discovery::handle_timeout`] must next be called.
@@ -386,7 +382,7 @@ impl Discovery {
             if deadline_passed || o.give_up.is_some_and(|t| now >= t) {
                 expired.push(*tid);
             } else if o.sends < MAX_SENDS && now >= o.next_send {
-                self.queue.push(Transmit {
+                self.queue.push_back(Transmit {
                     socket: o.socket,
                     to: o.to,
                     payload: o.payload.clone(),
