@@ -8,7 +8,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// A node's identity: its Ed25519 public key, shown as 52 lowercase base32 characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId([u8; 32]);
+pub struct NodeId(pub(crate) [u8; 32]);
 
 /// Why a string or byte string is not a NodeId.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +36,10 @@ impl NodeId {
         Ok(NodeId(bytes))
     }
 
-    /// The key, for verifying signatures.
-    pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey::from_bytes(&self.0).expect("checked at construction")
+    /// The key, for verifying signatures. `None` for ids taken unchecked from relay frames
+    /// that are not curve points (such an id can never authenticate).
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
     }
 
     /// A short prefix for logs.

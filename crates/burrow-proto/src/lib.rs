@@ -6,4 +6,5 @@
 
 pub mod discovery;
 pub mod identity;
+pub mod relay;
 pub mod stun;
