@@ -7,6 +7,7 @@
 //!   `burrow stun` and by coturn's `turnserver`, with one load generator ([`stun::Load`]),
 //!   alternating between the two servers round by round. See `bench/README.md`.
 
+mod relay;
 mod server;
 mod stun;
 
@@ -40,6 +41,32 @@ enum Command {
     /// burrow first in odd rounds, coturn first in even ones), and prints per-round and median
     /// figures with the ratio burrow/coturn. Progress goes to stderr, the result to stdout.
     Stun(StunArgs),
+    /// The relay: forwarded throughput between two relay clients on loopback next to one plain
+    /// loopback TCP connection (same bytes, same write sizes), and the relay's memory per
+    /// connected idle client.
+    Relay(RelayArgs),
+}
+
+#[derive(Args, Debug)]
+struct RelayArgs {
+    /// Bytes sent per throughput measurement.
+    #[arg(long, default_value_t = 200_000_000)]
+    bytes: u64,
+    /// Datagram sizes to measure (relay payloads and TCP write sizes).
+    #[arg(long, value_delimiter = ',', default_value = "1200,16384,65536")]
+    payload: Vec<usize>,
+    /// Rounds per payload size; medians are printed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Idle clients connected for the memory figure (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// The burrow binary [default: `burrow` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    burrow: Option<PathBuf>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +126,7 @@ fn main() -> ExitCode {
     server::catch_interrupts();
     let result = match Cli::parse().command {
         Command::Stun(args) => run_stun(&args),
+        Command::Relay(args) => run_relay(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.
     match result {
@@ -185,6 +213,99 @@ const FIGURES: [Figure; 5] = [
         decimals: 2,
     },
 ];
+
+/// Runs the `relay` benchmark and prints its result.
+fn run_relay(args: &RelayArgs) -> Result<()> {
+    let burrow_bin = server::find_burrow(args.burrow.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows: Vec<(String, f64, f64, usize)> = Vec::new();
+    let mut json = serde_json::Map::new();
+
+    let relay = relay::RelayProcess::start(&burrow_bin, 16)?;
+    let url = relay.url();
+    for &payload in &args.payload {
+        let (mut ours, mut anchor, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            eprintln!("throughput: {payload}-byte datagrams, round {}", round + 1);
+            // Alternate the order so drift in the machine's load favours neither.
+            let (r, t) = if round % 2 == 0 {
+                let r = rt.block_on(relay::relay_throughput(&url, payload, args.bytes))?;
+                (r, rt.block_on(relay::tcp_throughput(payload, args.bytes))?)
+            } else {
+                let t = rt.block_on(relay::tcp_throughput(payload, args.bytes))?;
+                (
+                    rt.block_on(relay::relay_throughput(&url, payload, args.bytes))?,
+                    t,
+                )
+            };
+            ours.push(r.mb_per_sec);
+            anchor.push(t.mb_per_sec);
+            lost.push(r.lost_pct);
+        }
+        let (o, a, l) = (median(ours), median(anchor), median(lost));
+        rows.push((format!("MB/s, {payload}-byte datagrams"), o, a, 0));
+        rows.push((format!("lost %, {payload}-byte datagrams"), l, 0.0, 2));
+        json.insert(
+            format!("throughput_{payload}"),
+            serde_json::json!({"relay_mb_per_sec": o, "tcp_mb_per_sec": a, "ratio": o / a, "lost_pct": l}),
+        );
+    }
+    drop(relay);
+
+    if args.clients > 0 {
+        let relay = relay::RelayProcess::start(&burrow_bin, args.clients)?;
+        server::sleep(Duration::from_millis(300))?;
+        let before = relay.rss()?;
+        let started = Instant::now();
+        let clients = rt.block_on(relay::idle_clients(
+            &relay.url(),
+            relay.addr(),
+            args.clients,
+            64,
+            |n| eprintln!("memory: {n} idle clients connected"),
+        ))?;
+        let took = started.elapsed();
+        server::sleep(Duration::from_secs(1))?;
+        let after = relay.rss()?;
+        let per_client = after.saturating_sub(before) as f64 / clients.len() as f64;
+        rows.push((
+            format!("RSS per idle client (bytes), {} clients", clients.len()),
+            per_client,
+            16384.0,
+            0,
+        ));
+        json.insert(
+            "memory".into(),
+            serde_json::json!({"clients": clients.len(), "rss_before": before, "rss_after": after,
+                "bytes_per_client": per_client, "aim_bytes": 16384, "connect_secs": took.as_secs_f64()}),
+        );
+        rt.block_on(async move { drop(clients) });
+    }
+
+    if args.json {
+        println!("{}", serde_json::Value::Object(json));
+        return Ok(());
+    }
+    println!(
+        "{:<48} {:>10} {:>10} {:>6}",
+        "figure", "relay", "anchor", "ratio"
+    );
+    for (label, ours, anchor, decimals) in rows {
+        let ratio = if anchor > 0.0 {
+            format!("{:.2}", ours / anchor)
+        } else {
+            "-".into()
+        };
+        println!("{label:<48} {ours:>10.decimals$} {anchor:>10.decimals$} {ratio:>6}");
+    }
+    println!();
+    println!("anchor: one plain loopback TCP connection, same bytes and write sizes (throughput);");
+    println!("        the 16 KiB aim (memory). Medians over rounds; MB = 10^6 bytes.");
+    Ok(())
+}
 
 /// Runs the `stun` benchmark and prints its result.
 fn run_stun(args: &StunArgs) -> Result<()> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use burrow::config::Config;
+use burrow::config::{Config, RelayFileConfig};
 use burrow::netcheck::{self, Report};
 use burrow::stun_service::{StunOptions, StunService};
 use clap::{Parser, Subcommand};
@@ -43,6 +43,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Run a relay: forwards end-to-end encrypted datagrams between keys over WebSocket
+    /// (GET /relay), with GET /health and GET /metrics, and optionally a STUN server. Every
+    /// setting can also go in the config file's [relay] table; flags override it.
+    Relay(Box<RelayArgs>),
     /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
     Netcheck {
         /// STUN server as HOST:PORT; repeat for several [default: $BURROW_STUN_SERVERS, the
@@ -65,6 +69,73 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// TCP address for HTTP(S) and WebSocket.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Also serve STUN on this UDP address.
+    #[arg(long, value_name = "IP:PORT")]
+    stun: Option<SocketAddr>,
+    /// Alternate IP of this host for RFC 5780 STUN (needs --stun).
+    #[arg(long, value_name = "IP")]
+    alt_ip: Option<IpAddr>,
+    /// TLS certificate chain, PEM (serve https/wss).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Maximum WebSocket sessions at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+    /// Maximum TCP connections from one source IP [default: 64].
+    #[arg(long, value_name = "N")]
+    max_conns_per_ip: Option<usize>,
+    /// Bytes per second one client may send; 0 = unlimited [default: 12500000, 100 Mbit/s].
+    #[arg(long, value_name = "BYTES")]
+    client_rate: Option<u64>,
+    /// Bytes one client may send in a burst [default: 2097152].
+    #[arg(long, value_name = "BYTES")]
+    client_burst: Option<u64>,
+    /// Time from connect to authenticated [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Close clients silent this long [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Largest WebSocket message from a client, bytes [default: 65569].
+    #[arg(long, value_name = "BYTES")]
+    max_frame: Option<usize>,
+    /// Frames queued for one client before dropping [default: 256].
+    #[arg(long, value_name = "N")]
+    client_queue_frames: Option<usize>,
+    /// Bytes queued for one client before dropping [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    client_queue_bytes: Option<usize>,
+}
+
+impl RelayArgs {
+    fn settings(self) -> RelayFileConfig {
+        RelayFileConfig {
+            listen: self.listen,
+            stun: self.stun,
+            alt_ip: self.alt_ip,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            max_clients: self.max_clients,
+            max_conns_per_ip: self.max_conns_per_ip,
+            client_rate: self.client_rate,
+            client_burst: self.client_burst,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            max_frame: self.max_frame,
+            client_queue_frames: self.client_queue_frames,
+            client_queue_bytes: self.client_queue_bytes,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -109,6 +180,10 @@ fn run(cli: Cli) -> Result<()> {
             alt_port,
             threads,
         } => stun(listen, alt_ip, alt_port, threads),
+        Command::Relay(args) => {
+            let file = Config::load(&config_path)?.relay.unwrap_or_default();
+            relay(file.overridden_by(args.settings()))
+        }
         Command::Netcheck {
             stun,
             timeout,
@@ -187,6 +262,26 @@ fn stun(
     );
     service.shutdown();
     Ok(())
+}
+
+fn relay(settings: RelayFileConfig) -> Result<()> {
+    let config = burrow_relay::RelayConfig::from_settings(&settings)?;
+    runtime()?.block_on(async {
+        let server = burrow_relay::RelayServer::start(config).await?;
+        eprintln!(
+            "relay listening on {} (clients use {}, WebSocket at {})",
+            server.local_addr(),
+            server.url(),
+            burrow_relay::RELAY_PATH
+        );
+        for addr in server.stun_addrs() {
+            eprintln!("STUN listening on {addr}");
+        }
+        wait_for_shutdown_signal().await;
+        eprintln!("relay shutting down: telling clients to reconnect");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
 }
 
 async fn wait_for_shutdown_signal() {

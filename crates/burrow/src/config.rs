@@ -1,6 +1,8 @@
 //! User configuration: a TOML file, overridden by the environment, overridden by flags.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -23,6 +25,76 @@ pub const CONFIG_ENV: &str = "BURROW_CONFIG";
 pub struct Config {
     /// STUN servers as `host:port`.
     pub stun_servers: Option<Vec<String>>,
+    /// `burrow relay` settings (the `[relay]` table); its flags override them.
+    pub relay: Option<RelayFileConfig>,
+}
+
+/// The `[relay]` table: the same settings as `burrow relay`'s flags (with `_` for `-`), each
+/// optional. Sizes are
+/// bytes, rates bytes per second, durations written like `10s` or `500ms`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFileConfig {
+    /// TCP address for HTTP(S) and WebSocket.
+    pub listen: Option<SocketAddr>,
+    /// UDP address of the co-hosted STUN server.
+    pub stun: Option<SocketAddr>,
+    /// Alternate IP for RFC 5780 STUN.
+    pub alt_ip: Option<IpAddr>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Maximum WebSocket sessions.
+    pub max_clients: Option<usize>,
+    /// Maximum TCP connections per source IP.
+    pub max_conns_per_ip: Option<usize>,
+    /// Bytes per second per client; 0 = unlimited.
+    pub client_rate: Option<u64>,
+    /// Burst bytes per client.
+    pub client_burst: Option<u64>,
+    /// Time to complete the handshake.
+    #[serde(default, deserialize_with = "duration")]
+    pub handshake_timeout: Option<Duration>,
+    /// Silence after which a client is closed.
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Largest WebSocket message from a client, bytes.
+    pub max_frame: Option<usize>,
+    /// Frames queued per client.
+    pub client_queue_frames: Option<usize>,
+    /// Bytes queued per client.
+    pub client_queue_bytes: Option<usize>,
+}
+
+impl RelayFileConfig {
+    /// These settings with every one that `flags` sets replaced by the flag's value.
+    pub fn overridden_by(self, flags: RelayFileConfig) -> RelayFileConfig {
+        RelayFileConfig {
+            listen: flags.listen.or(self.listen),
+            stun: flags.stun.or(self.stun),
+            alt_ip: flags.alt_ip.or(self.alt_ip),
+            tls_cert: flags.tls_cert.or(self.tls_cert),
+            tls_key: flags.tls_key.or(self.tls_key),
+            max_clients: flags.max_clients.or(self.max_clients),
+            max_conns_per_ip: flags.max_conns_per_ip.or(self.max_conns_per_ip),
+            client_rate: flags.client_rate.or(self.client_rate),
+            client_burst: flags.client_burst.or(self.client_burst),
+            handshake_timeout: flags.handshake_timeout.or(self.handshake_timeout),
+            idle_timeout: flags.idle_timeout.or(self.idle_timeout),
+            max_frame: flags.max_frame.or(self.max_frame),
+            client_queue_frames: flags.client_queue_frames.or(self.client_queue_frames),
+            client_queue_bytes: flags.client_queue_bytes.or(self.client_queue_bytes),
+        }
+    }
+}
+
+/// A duration written like `10s`, `500ms` or `2m`.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{e} (write durations like 500ms, 15s, 2m)")))
 }
 
 /// Why the configuration could not be read.
@@ -119,6 +191,28 @@ mod tests {
             Config::default().stun_servers(&[]).len(),
             DEFAULT_STUN_SERVERS.len()
         );
+    }
+
+    #[test]
+    fn relay_table_parses_and_flags_override_it() {
+        let c: Config = toml::from_str(
+            "[relay]\nlisten = \"0.0.0.0:443\"\nhandshake_timeout = \"500ms\"\n\
+             idle_timeout = \"2m\"\nclient_rate = 0\nmax_clients = 5\n",
+        )
+        .unwrap();
+        let file = c.relay.unwrap();
+        assert_eq!(file.handshake_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(file.idle_timeout, Some(Duration::from_secs(120)));
+        let flags = RelayFileConfig {
+            max_clients: Some(7),
+            ..RelayFileConfig::default()
+        };
+        let merged = file.overridden_by(flags);
+        assert_eq!(merged.max_clients, Some(7));
+        assert_eq!(merged.client_rate, Some(0));
+        assert_eq!(merged.listen, Some("0.0.0.0:443".parse().unwrap()));
+        assert!(toml::from_str::<Config>("[relay]\nidle_timeout = \"soon\"").is_err());
+        assert!(toml::from_str::<Config>("[relay]\nmax_clientz = 1").is_err());
     }
 
     #[test]

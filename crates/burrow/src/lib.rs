@@ -6,6 +6,7 @@
 pub mod config;
 pub mod keyfile;
 pub mod netcheck;
+pub mod relay_client;
 pub mod stun_service;
 
 pub use burrow_proto::identity::{NodeId, SecretKey};

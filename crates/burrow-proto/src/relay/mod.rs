@@ -17,11 +17,18 @@
 
 pub mod auth;
 mod frame;
+pub mod server_conn;
+
+pub mod backoff;
+pub mod client_conn;
+pub mod home;
+mod url;
 
 pub use frame::{
     send_to_recv_in_place, Frame, FrameError, PeerGoneReason, FRAME_OVERHEAD, MAX_PAYLOAD,
     PROTOCOL_VERSION,
 };
+pub use url::{RelayUrl, RelayUrlError, RELAY_PATH};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,284 @@
+//! When to try a relay again: exponential backoff with jitter, and the relay's own
+//! "restarting, come back in N ms" notice.
+//!
+//! The random source is an input (`rand: u64`, uniformly distributed), so the schedule is
+//! deterministic under test. Jitter spreads the reconnects of many clients of one relay over
+//! time, so a restarted relay is not hit by all of them at once.
+
+use std::time::{Duration, Instant};
+
+/// How the delay is randomised.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Jitter {
+    /// "Full jitter": uniform in `[0, min(max, initial * 2^attempt)]`.
+    Full,
+    /// "Decorrelated jitter": uniform in `[initial, min(max, previous * 3)]`.
+    Decorrelated,
+}
+
+/// Backoff parameters.
+#[derive(Clone, Debug)]
+pub struct BackoffConfig {
+    /// The base of the first delay.
+    pub initial: Duration,
+    /// No delay is ever longer than this (a restart notice's wait is clamped to it too).
+    pub max: Duration,
+    /// How the delay is randomised.
+    pub jitter: Jitter,
+    /// After a restart notice, the wait it asks for plus up to this much at random.
+    pub restart_spread: Duration,
+    /// While inside a restart notice's window (`reconnect_in + try_for`), retries are at most
+    /// this far apart, so a relay that comes back is found again quickly.
+    pub restart_retry_max: Duration,
+    /// A restart notice's `try_for` is clamped to this, so a hostile relay cannot keep the
+    /// client in fast-retry mode forever.
+    pub restart_window_max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            jitter: Jitter::Full,
+            restart_spread: Duration::from_millis(250),
+            restart_retry_max: Duration::from_millis(500),
+            restart_window_max: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The backoff state of one relay.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    config: BackoffConfig,
+    /// Failed attempts since the last success.
+    attempt: u32,
+    /// The previous delay (decorrelated jitter grows from it).
+    prev: Duration,
+    /// The wait a restart notice asked for; the next delay honours it.
+    notice: Option<Duration>,
+    /// Until then, retries are capped at `restart_retry_max`.
+    restart_window_end: Option<Instant>,
+}
+
+/// A uniformly distributed value in `[lo, hi]` from 64 random bits.
+fn uniform(lo: Duration, hi: Duration, rand: u64) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    let span = (hi - lo).as_nanos();
+    // 128-bit multiply-shift, scaled so that u64::MAX reaches `hi` itself.
+    let offset = span.saturating_mul(u128::from(rand) + 1) >> 64;
+    lo + Duration::from_nanos(offset.min(u128::from(u64::MAX)) as u64)
+}
+
+impl Backoff {
+    /// A fresh backoff: the first delay is the shortest.
+    pub fn new(config: BackoffConfig) -> Self {
+        Backoff {
+            prev: config.initial,
+            config,
+            attempt: 0,
+            notice: None,
+            restart_window_end: None,
+        }
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &BackoffConfig {
+        &self.config
+    }
+
+    /// Failed attempts since the last [`Backoff::reset`].
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A connection succeeded and stayed up: start again from the shortest delay. A pending
+    /// restart notice is kept (it is about the next disconnect).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+        self.prev = self.config.initial;
+    }
+
+    /// The relay announced a restart: the next delay is `reconnect_in` (clamped to `max`) plus
+    /// a random spread, and until `reconnect_in + try_for` has passed retries stay fast.
+    pub fn restart_notice(&mut self, reconnect_in: Duration, try_for: Duration, now: Instant) {
+        let wait = reconnect_in.min(self.config.max);
+        let window = wait + try_for.min(self.config.restart_window_max);
+        self.notice = Some(wait);
+        // checked_add: an Instant far in the future could overflow; then skip the window.
+        self.restart_window_end = now.checked_add(window);
+        self.reset();
+    }
+
+    /// The delay before the next attempt, after a failed attempt or a lost connection.
+    /// `rand` is 64 uniformly random bits.
+    pub fn next_delay(&mut self, now: Instant, rand: u64) -> Duration {
+        if let Some(wait) = self.notice.take() {
+            return wait + uniform(Duration::ZERO, self.config.restart_spread, rand);
+        }
+        let c = &self.config;
+        let delay = match c.jitter {
+            Jitter::Full => {
+                let ceiling = c
+                    .initial
+                    .checked_mul(1u32 << self.attempt.min(20))
+                    .unwrap_or(c.max)
+                    .min(c.max);
+                uniform(Duration::ZERO, ceiling, rand)
+            }
+            Jitter::Decorrelated => {
+                let hi = self.prev.saturating_mul(3).min(c.max);
+                uniform(c.initial.min(c.max), hi, rand)
+            }
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        self.prev = delay.max(c.initial);
+        match self.restart_window_end {
+            Some(end) if now < end => delay.min(c.restart_retry_max),
+            _ => {
+                self.restart_window_end = None;
+                delay
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A deterministic random sequence (splitmix64).
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    #[test]
+    fn uniform_covers_the_range() {
+        assert_eq!(uniform(ms(10), ms(20), 0), ms(10));
+        assert!(uniform(ms(10), ms(20), u64::MAX) <= ms(20));
+        assert!(uniform(ms(10), ms(20), u64::MAX) > ms(19));
+        assert_eq!(uniform(ms(10), ms(20), 1 << 63), ms(15));
+        assert_eq!(uniform(ms(30), ms(20), 5), ms(30));
+    }
+
+    #[test]
+    fn full_jitter_grows_exponentially_up_to_max() {
+        let now = Instant::now();
+        let mut b = Backoff::new(BackoffConfig::default());
+        // With the largest random value the delay is the ceiling itself.
+        let ceilings: Vec<_> = (0..10).map(|_| b.next_delay(now, u64::MAX)).collect();
+        for (i, want) in [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+            .into_iter()
+            .enumerate()
+        {
+            let got = ceilings[i];
+            assert!(got <= ms(want) && got + ms(1) >= ms(want), "{i}: {got:?}");
+        }
+        assert_eq!(b.attempt(), 10);
+        // With the smallest, it is zero: full jitter may retry at once.
+        assert_eq!(b.next_delay(now, 0), Duration::ZERO);
+        b.reset();
+        assert!(b.next_delay(now, u64::MAX) <= ms(200));
+    }
+
+    #[test]
+    fn full_jitter_spreads_clients_out() {
+        let now = Instant::now();
+        let mut r = rng(1);
+        let delays: Vec<_> = (0..1000)
+            .map(|_| {
+                let mut b = Backoff::new(BackoffConfig::default());
+                b.next_delay(now, 0);
+                b.next_delay(now, 0);
+                b.next_delay(now, r()) // third attempt: uniform in [0, 800ms]
+            })
+            .collect();
+        assert!(delays.iter().all(|d| *d <= ms(800)));
+        let mean = delays.iter().sum::<Duration>() / 1000;
+        assert!(mean > ms(350) && mean < ms(450), "{mean:?}");
+        let early = delays.iter().filter(|d| **d < ms(200)).count();
+        assert!((150..350).contains(&early), "{early}");
+    }
+
+    #[test]
+    fn decorrelated_jitter_stays_between_initial_and_max() {
+        let now = Instant::now();
+        let mut b = Backoff::new(BackoffConfig {
+            jitter: Jitter::Decorrelated,
+            ..Default::default()
+        });
+        let mut r = rng(7);
+        let mut prev = ms(200);
+        for _ in 0..200 {
+            let d = b.next_delay(now, r());
+            assert!(d >= ms(200) && d <= ms(10_000), "{d:?}");
+            assert!(d <= prev * 3, "{d:?} after {prev:?}");
+            prev = d;
+        }
+        // Always taking the top value reaches max quickly and stays there.
+        let mut b = Backoff::new(b.config().clone());
+        let top: Vec<_> = (0..8).map(|_| b.next_delay(now, u64::MAX)).collect();
+        assert!(top[0] > ms(599) && top[0] <= ms(600));
+        assert_eq!(top[7], ms(10_000));
+    }
+
+    #[test]
+    fn restart_notice_is_honoured_then_retries_stay_fast() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(BackoffConfig::default());
+        for _ in 0..6 {
+            b.next_delay(t0, u64::MAX); // grown to seconds
+        }
+        b.restart_notice(ms(1000), ms(5000), t0);
+        // The first wait is the notice's, plus at most the spread.
+        assert_eq!(b.next_delay(t0, 0), ms(1000));
+        b.restart_notice(ms(1000), ms(5000), t0);
+        let d = b.next_delay(t0, u64::MAX);
+        assert!(d > ms(1249) && d <= ms(1250), "{d:?}");
+        // Failures inside the window retry at most restart_retry_max apart.
+        for i in 0..20 {
+            let d = b.next_delay(t0 + ms(1000 + i * 200), u64::MAX);
+            assert!(d <= ms(500), "{d:?}");
+        }
+        // After the window, normal (grown) backoff resumes.
+        assert_eq!(b.next_delay(t0 + ms(6001), u64::MAX), ms(10_000));
+    }
+
+    #[test]
+    fn hostile_restart_notices_are_clamped() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(BackoffConfig::default());
+        b.restart_notice(
+            Duration::from_millis(u64::from(u32::MAX)),
+            Duration::from_millis(u64::from(u32::MAX)),
+            t0,
+        );
+        let d = b.next_delay(t0, u64::MAX);
+        assert!(d <= ms(10_250), "{d:?}");
+        // The fast-retry window is bounded too.
+        for _ in 0..10 {
+            b.next_delay(t0, u64::MAX);
+        }
+        assert_eq!(
+            b.next_delay(t0 + Duration::from_secs(131), u64::MAX),
+            ms(10_000)
+        );
+        // Zero waits are fine.
+        b.restart_notice(Duration::ZERO, Duration::ZERO, t0);
+        assert_eq!(b.next_delay(t0, 0), Duration::ZERO);
+    }
+}

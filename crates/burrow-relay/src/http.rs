@@ -1,0 +1,190 @@
+//! The HTTP side: our own accept loop (per-IP limit at accept, optional TLS), hyper serving
+//! an axum router with `/relay`, `/health` and `/metrics`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Extension, State};
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
+
+use crate::registry::{IpLimiter, IpSlot};
+use crate::{session, Shared, RELAY_PATH};
+
+/// Per-connection facts handed to the handlers.
+#[derive(Clone)]
+struct ConnInfo {
+    peer: SocketAddr,
+    /// Held for as long as the connection lives, including after a WebSocket upgrade.
+    _slot: Arc<IpSlot>,
+}
+
+/// Counts a WebSocket session for max_clients and shutdown; released on drop.
+struct SessionGuard(Arc<Shared>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.sessions.dec();
+    }
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
+    let limiter = IpLimiter::new(shared.config.limits.max_conns_per_ip);
+    let router = router(shared.clone());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.metrics.accepted.inc();
+        let Some(slot) = limiter.acquire(peer.ip()) else {
+            shared.metrics.refused("per_ip_limit");
+            tracing::debug!(%peer, "per-IP connection limit reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            _slot: Arc::new(slot),
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            info,
+            router.clone(),
+            shared.clone(),
+            tls.clone(),
+        ));
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    info: ConnInfo,
+    router: Router,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
+    let handshake_timeout = shared.config.limits.handshake_timeout;
+    match tls {
+        None => serve_http(stream, info, router, shared).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_http(tls_stream, info, router, shared).await,
+                Ok(Err(e)) => tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(peer = %info.peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<IO>(io: IO, info: ConnInfo, router: Router, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        let mut router = router.clone();
+        async move { router.call(req).await }
+    });
+    let mut shutdown = shared.shutting_down.subscribe();
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Slowloris at the HTTP layer: the request head must arrive within the handshake time.
+        .header_read_timeout(shared.config.limits.handshake_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+        }
+        _ = crate::until_shutdown(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(shared.config.shutdown_grace, conn).await;
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(RELAY_PATH, get(relay))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn relay(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if *shared.shutting_down.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "relay restarting\n").into_response();
+    }
+    let max = shared.config.limits.max_clients;
+    if shared
+        .sessions
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_err()
+    {
+        shared.metrics.refused("max_clients");
+        return (StatusCode::SERVICE_UNAVAILABLE, "relay full\n").into_response();
+    }
+    shared.metrics.sessions.inc();
+    let guard = SessionGuard(shared.clone());
+    let config = &shared.config;
+    let shutdown = shared.shutting_down.subscribe();
+    ws.read_buffer_size(config.ws_read_buffer_bytes)
+        .write_buffer_size(config.ws_write_buffer_bytes)
+        .max_message_size(config.limits.max_frame_bytes)
+        .max_frame_size(config.limits.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            // The IP slot and the session count live as long as the session.
+            let _info = info;
+            let _guard = guard;
+            session::run(socket, shared, shutdown).await;
+        })
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Json<crate::Health> {
+    Json(shared.health())
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, Infallible> {
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response())
+}

@@ -1,0 +1,219 @@
+//! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
+//! WebSocket, co-hosts STUN, and serves `GET /health` and `GET /metrics`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), burrow_relay::RelayError> {
+//! use burrow_relay::{RelayConfig, RelayServer};
+//! let server = RelayServer::start(RelayConfig::default()).await?;
+//! println!("clients connect to {}/relay", server.url());
+//! server.shutdown().await; // tells every client Restarting, closes with 1012
+//! # Ok(()) }
+//! ```
+//!
+//! The protocol is [`burrow_proto::relay`]; each connection runs the sans-IO
+//! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver.
+
+mod config;
+mod http;
+mod metrics;
+mod registry;
+mod session;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burrow::stun_service::{StunService, StunServiceError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Limits, RelayConfig, RestartNotice, TlsFiles};
+pub use metrics::{RelayStats, CLOSE_LABELS};
+
+/// The path of the WebSocket endpoint.
+pub const RELAY_PATH: &str = "/relay";
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The TCP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The co-hosted STUN service could not start.
+    #[error("STUN: {0}")]
+    Stun(#[from] StunServiceError),
+    /// The settings do not make sense.
+    #[error("{0}")]
+    Config(String),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// State every connection shares.
+pub(crate) struct Shared {
+    config: RelayConfig,
+    metrics: metrics::Metrics,
+    registry: registry::Registry,
+    started: Instant,
+    conn_ids: AtomicU64,
+    /// Live WebSocket sessions, for max_clients and for shutdown to wait on.
+    sessions: AtomicUsize,
+    shutting_down: watch::Sender<bool>,
+}
+
+/// Resolves once shutdown has begun.
+pub(crate) async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    // A watch::Ref is not Send, so it must not live across the caller's awaits.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Shared {
+    fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A running relay. Dropping it without [`RelayServer::shutdown`] stops accepting but leaves
+/// sessions to end on their own.
+pub struct RelayServer {
+    local_addr: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+    stun: Option<StunService>,
+}
+
+/// A snapshot for `/health`.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Health {
+    /// `"ok"`, or `"shutting_down"`.
+    pub status: &'static str,
+    /// Authenticated clients.
+    pub clients: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// burrow's version.
+    pub version: &'static str,
+}
+
+impl RelayServer {
+    /// Binds the listener (and the STUN sockets), loads TLS, and starts serving.
+    pub async fn start(config: RelayConfig) -> Result<RelayServer, RelayError> {
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files)?),
+            None => None,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| RelayError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let stun = match &config.stun {
+            Some(options) => Some(StunService::start(options)?),
+            None => None,
+        };
+        let (shutting_down, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            metrics: metrics::Metrics::new(),
+            registry: registry::Registry::default(),
+            started: Instant::now(),
+            conn_ids: AtomicU64::new(1),
+            sessions: AtomicUsize::new(0),
+            shutting_down,
+        });
+        let is_tls = tls.is_some();
+        let accept = tokio::spawn(http::accept_loop(listener, shared.clone(), tls));
+        tracing::info!(%local_addr, tls = is_tls, "relay listening");
+        Ok(RelayServer {
+            local_addr,
+            tls: is_tls,
+            shared,
+            accept,
+            stun,
+        })
+    }
+
+    /// The bound TCP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The relay's URL as clients are given it: `http://IP:PORT`, or `https://` with TLS.
+    /// The WebSocket endpoint is this with `ws(s)://` and [`RELAY_PATH`].
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// The co-hosted STUN service's addresses, if any.
+    pub fn stun_addrs(&self) -> Vec<SocketAddr> {
+        self.stun
+            .as_ref()
+            .map(|s| s.local_addrs().iter().map(|(_, a)| *a).collect())
+            .unwrap_or_default()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> RelayStats {
+        self.shared.metrics.snapshot()
+    }
+
+    /// What `/health` says.
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
+    /// Graceful shutdown: stops accepting, sends every client a Restarting notice and a
+    /// close with code 1012, waits up to the configured grace for them, stops STUN.
+    pub async fn shutdown(mut self) {
+        self.shared.shutting_down.send_replace(true);
+        self.accept.abort();
+        let _ = (&mut self.accept).await;
+        let deadline =
+            Instant::now() + self.shared.config.shutdown_grace + Duration::from_millis(500);
+        while self.shared.sessions.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(stun) = self.stun.take() {
+            let _ = tokio::task::spawn_blocking(move || stun.shutdown()).await;
+        }
+        tracing::info!("relay stopped");
+    }
+}
+
+impl Shared {
+    fn health(&self) -> Health {
+        Health {
+            status: if *self.shutting_down.borrow() {
+                "shutting_down"
+            } else {
+                "ok"
+            },
+            clients: self.registry.len() as u64,
+            uptime_secs: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+impl Drop for RelayServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

@@ -1,0 +1,256 @@
+//! The relay's counters, exported as Prometheus text at `GET /metrics` and as
+//! [`RelayStats`] to programs.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why a frame was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No client with the destination key is connected.
+    NoSuchPeer,
+    /// The destination's outbound queue was full (a slow receiver).
+    QueueFull,
+}
+
+impl DropReason {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::NoSuchPeer => "no_such_peer",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// Every close reason label, so `/metrics` shows zeros instead of missing series.
+pub const CLOSE_LABELS: &[&str] = &[
+    "client_closed",
+    "handshake_timeout",
+    "idle_timeout",
+    "bad_frame",
+    "unexpected_frame",
+    "auth_failed",
+    "text_message",
+    "too_large",
+    "replaced",
+    "shutting_down",
+    "transport_error",
+];
+
+/// The relay's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub clients: Gauge,
+    pub sessions: Gauge,
+    pub accepted: Counter,
+    refused: Family<Reason, Counter>,
+    pub frames_forwarded: Counter,
+    pub bytes_forwarded: Counter,
+    pub drop_no_such_peer: Counter,
+    pub drop_queue_full: Counter,
+    pub throttled: Counter,
+    pub auth_failures: Counter,
+    closes: Family<Reason, Counter>,
+    notices: Family<Reason, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("burrow_relay");
+        let clients = Gauge::default();
+        registry.register(
+            "clients",
+            "Authenticated clients connected",
+            clients.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "WebSocket sessions open, handshaking or authenticated",
+            sessions.clone(),
+        );
+        let accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "TCP connections accepted",
+            accepted.clone(),
+        );
+        let refused = Family::<Reason, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused by a limit (per_ip_limit, max_clients)",
+            refused.clone(),
+        );
+        let frames_forwarded = Counter::default();
+        registry.register(
+            "frames_forwarded",
+            "Datagrams forwarded between clients",
+            frames_forwarded.clone(),
+        );
+        let bytes_forwarded = Counter::default();
+        registry.register(
+            "bytes_forwarded",
+            "Payload bytes forwarded between clients",
+            bytes_forwarded.clone(),
+        );
+        let drops = Family::<Reason, Counter>::default();
+        registry.register("drops", "Datagrams not delivered, by reason", drops.clone());
+        let throttled = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Times a client over its byte rate had reading paused",
+            throttled.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "ClientAuth frames that did not prove their key",
+            auth_failures.clone(),
+        );
+        let closes = Family::<Reason, Counter>::default();
+        registry.register(
+            "closes",
+            "WebSocket sessions ended, by reason",
+            closes.clone(),
+        );
+        let notices = Family::<Reason, Counter>::default();
+        registry.register(
+            "peer_gone_notices",
+            "PeerGone notices sent, by reason",
+            notices.clone(),
+        );
+        for r in ["per_ip_limit", "max_clients"] {
+            let _ = refused.get_or_create(&Reason { reason: r });
+        }
+        for r in CLOSE_LABELS {
+            let _ = closes.get_or_create(&Reason { reason: r });
+        }
+        for r in ["not_connected", "disconnected"] {
+            let _ = notices.get_or_create(&Reason { reason: r });
+        }
+        let drop_no_such_peer = drops
+            .get_or_create(&Reason {
+                reason: DropReason::NoSuchPeer.label(),
+            })
+            .clone();
+        let drop_queue_full = drops
+            .get_or_create(&Reason {
+                reason: DropReason::QueueFull.label(),
+            })
+            .clone();
+        Metrics {
+            registry,
+            clients,
+            sessions,
+            accepted,
+            refused,
+            frames_forwarded,
+            bytes_forwarded,
+            drop_no_such_peer,
+            drop_queue_full,
+            throttled,
+            auth_failures,
+            closes,
+            notices,
+        }
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        match reason {
+            DropReason::NoSuchPeer => self.drop_no_such_peer.inc(),
+            DropReason::QueueFull => self.drop_queue_full.inc(),
+        };
+    }
+
+    pub fn closed(&self, reason: &'static str) {
+        self.closes.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn notice(&self, reason: &'static str) {
+        self.notices.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Prometheus (OpenMetrics) text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn snapshot(&self) -> RelayStats {
+        let get = |f: &Family<Reason, Counter>, reason: &'static str| {
+            f.get_or_create(&Reason { reason }).get()
+        };
+        RelayStats {
+            clients: self.clients.get().max(0) as u64,
+            sessions: self.sessions.get().max(0) as u64,
+            connections_accepted: self.accepted.get(),
+            refused_per_ip: get(&self.refused, "per_ip_limit"),
+            refused_max_clients: get(&self.refused, "max_clients"),
+            frames_forwarded: self.frames_forwarded.get(),
+            bytes_forwarded: self.bytes_forwarded.get(),
+            drops_no_such_peer: self.drop_no_such_peer.get(),
+            drops_queue_full: self.drop_queue_full.get(),
+            rate_limited: self.throttled.get(),
+            auth_failures: self.auth_failures.get(),
+            closes: CLOSE_LABELS
+                .iter()
+                .map(|r| (*r, get(&self.closes, r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// A snapshot of the relay's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Authenticated clients now.
+    pub clients: u64,
+    /// WebSocket sessions now (handshaking or authenticated).
+    pub sessions: u64,
+    /// TCP connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused by the per-IP limit.
+    pub refused_per_ip: u64,
+    /// WebSocket upgrades refused because the relay was full.
+    pub refused_max_clients: u64,
+    /// Datagrams forwarded.
+    pub frames_forwarded: u64,
+    /// Payload bytes forwarded.
+    pub bytes_forwarded: u64,
+    /// Datagrams dropped: destination not connected.
+    pub drops_no_such_peer: u64,
+    /// Datagrams dropped: destination queue full.
+    pub drops_queue_full: u64,
+    /// Times a client had reading paused by its byte rate.
+    pub rate_limited: u64,
+    /// Failed ClientAuths.
+    pub auth_failures: u64,
+    /// Sessions ended, by reason label (only non-zero ones).
+    pub closes: Vec<(&'static str, u64)>,
+}
+
+impl RelayStats {
+    /// Sessions ended for `reason` (a [`CLOSE_LABELS`] entry).
+    pub fn closes_for(&self, reason: &str) -> u64 {
+        self.closes
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,57 @@
+//! TLS for `https://` relays: rustls with the ring provider, the web PKI roots and any extra
+//! roots from the options.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::RelayClientOptions;
+
+/// The TLS client configuration, or why there is none (reported on each https relay).
+pub(super) type TlsConfig = Result<Arc<ClientConfig>, String>;
+
+/// Builds the configuration once per client.
+pub(super) fn client_config(opts: &RelayClientOptions) -> TlsConfig {
+    let mut roots = RootCertStore::empty();
+    if opts.webpki_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for (i, der) in opts.extra_roots.iter().enumerate() {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| format!("extra root certificate #{i} is not usable: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates for https:// relays".into());
+    }
+    // An explicit provider: the process-wide default may be unset or ambiguous when other
+    // crates in the program enable other rustls providers.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Runs the TLS handshake on a connected socket; `host` is checked against the certificate
+/// (a DNS name, or an IP address for IP SANs).
+pub(super) async fn connect(
+    config: &TlsConfig,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, String> {
+    let config = config.as_ref().map_err(Clone::clone)?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?} is not a valid TLS server name: {e}"))?;
+    TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
+}
