@@ -40,7 +40,7 @@ pub const RELAY_PATH: &str = "/relay";
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// The TCP listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

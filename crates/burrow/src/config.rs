@@ -101,7 +101,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file exists but could not be read.
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -109,7 +109,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid.
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Parse {
         /// The file.
         path: PathBuf,

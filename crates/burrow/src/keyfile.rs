@@ -11,7 +11,7 @@ use burrow_proto::identity::SecretKey;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Reading, creating or writing failed.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}")]
     Io {
         /// The file.
         path: PathBuf,

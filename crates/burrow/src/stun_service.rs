@@ -59,7 +59,7 @@ pub struct StunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StunServiceError {
     /// A socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
