@@ -10,13 +10,15 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ipset >/dev/null || need+=(ipset)
 command -v turnserver >/dev/null || need+=(coturn)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx) # relay-behind-proxy test
+[[ -x /usr/bin/chromium ]] || need+=(chromium) # relay-from-a-browser test
 if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then
         echo "installing test dependencies: ${need[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     else
-        echo "note: missing ${need[*]}: NAT lab tests will skip (run as root to install and run them)"
+        echo "note: missing ${need[*]}: the tests that need them will skip (run as root to install them)"
     fi
 fi
 
