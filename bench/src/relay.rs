@@ -124,10 +124,28 @@ pub async fn relay_throughput(url: &RelayUrl, payload: usize, total: u64) -> Res
         let mut got = 0u64;
         let mut first = None;
         let mut last = Instant::now();
-        // Quiet for 500 ms after the last datagram means the rest was lost.
-        while let Ok(Some((_, p, _))) =
-            tokio::time::timeout(Duration::from_millis(500), b.recv()).await
-        {
+        // Quiet for 500 ms after the last datagram means the rest was lost. One timer, pushed
+        // back only when it fires, not a timer entry per datagram (which the sender's side
+        // does not pay either).
+        const QUIET: Duration = Duration::from_millis(500);
+        let quiet = tokio::time::sleep(QUIET);
+        tokio::pin!(quiet);
+        loop {
+            let p = tokio::select! {
+                biased;
+                r = b.recv() => match r {
+                    Some((_, p, _)) => p,
+                    None => break,
+                },
+                _ = &mut quiet => {
+                    let resume = last + QUIET;
+                    if first.is_none() || Instant::now() >= resume {
+                        break;
+                    }
+                    quiet.as_mut().reset(resume.into());
+                    continue;
+                }
+            };
             first.get_or_insert_with(Instant::now);
             last = Instant::now();
             got += 1;

@@ -266,22 +266,37 @@ async fn read_loop(
     me: &Arc<Client>,
 ) {
     let mut cache: Vec<Dest> = Vec::new();
+    // One timer for the session rather than a fresh `sleep_until` per message (which
+    // registers and cancels a timer entry each time). The deadline only moves later while
+    // frames arrive, so the timer stays armed at the older, earlier deadline; when that fires
+    // early the core says so and the timer is re-armed at the current one.
+    let timer = tokio::time::sleep_until(Instant::now().into());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    // Likewise one kill waiter, not one registered with the Notify per message.
+    let killed = me.kill.wait();
+    tokio::pin!(killed);
     let end = loop {
         let now = Instant::now();
         if let Some(resume) = core.read_resume_at(now) {
             shared.metrics.throttled.inc();
             tokio::select! {
                 _ = sleep_until(resume.into()) => {}
-                _ = me.kill.wait() => return,
+                _ = &mut killed => return,
             }
         }
         let Some(deadline) = core.poll_timeout() else {
             return;
         };
+        if !matches!(armed, Some(a) if a <= deadline) {
+            timer.as_mut().reset(deadline.into());
+            armed = Some(deadline);
+        }
         let msg = tokio::select! {
             biased;
-            _ = me.kill.wait() => return,
-            _ = sleep_until(deadline.into()) => {
+            _ = &mut killed => return,
+            _ = &mut timer => {
+                armed = None;
                 match core.handle_timeout(Instant::now()) {
                     Some(reason) => break End::Close(reason),
                     None => continue,
@@ -365,12 +380,14 @@ fn forward(
 }
 
 async fn write_loop(sink: &mut Sink, rx: &mut mpsc::Receiver<Bytes>, me: &Client) {
+    let killed = me.kill.wait();
+    tokio::pin!(killed);
     loop {
         // A fresh batch each time: an idle client then holds no batch memory.
         let mut batch = Vec::new();
         let n = tokio::select! {
             biased;
-            _ = me.kill.wait() => return,
+            _ = &mut killed => return,
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
         };
         if n == 0 {

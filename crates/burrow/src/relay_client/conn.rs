@@ -314,8 +314,15 @@ async fn read_loop<St>(
 where
     St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    // One timer, moved when the core's deadline does, rather than a fresh `sleep_until`
+    // (a timer entry registered and cancelled) per message.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(conn.poll_timeout()));
+    tokio::pin!(timer);
     loop {
         let wake = tokio::time::Instant::from_std(conn.poll_timeout());
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             // Frames first: under load, a late look at the clock must not see silence that the
             // socket buffer would disprove.
@@ -355,7 +362,7 @@ where
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut timer => {}
         }
         let now = Instant::now();
         if now >= conn.poll_timeout() {
