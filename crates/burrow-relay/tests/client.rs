@@ -1,6 +1,8 @@
 //! The library's relay client against real relay servers on loopback: delivery, restart,
 //! failover, state, bounded queues, dead-connection detection and TLS.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,8 +14,9 @@ use burrow::{NodeId, SecretKey};
 use burrow_proto::relay::{auth, Frame, PROTOCOL_VERSION};
 use burrow_relay::{Limits, RelayConfig, RelayServer, TlsFiles};
 use bytes::Bytes;
+use common::{datagram, exchange, Plan};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -66,13 +69,13 @@ async fn recv_within(client: &RelayClient, within: Duration) -> (NodeId, Bytes, 
 // ---------------------------------------------------------------------------------------------
 // 100,000 datagrams
 
-const DATA: u8 = 0;
-const ACK: u8 = 1;
 const PER_DIRECTION: u32 = 50_000;
-/// Unacknowledged datagrams in flight, well under the relay's per-client queue (256 frames),
-/// which drops when full: the application paces, as any datagram user must.
-const WINDOW: u32 = 128;
-const ACK_EVERY: u32 = 32;
+const PLAN: Plan = Plan {
+    per_direction: PER_DIRECTION,
+    window: 128,
+    ack_every: 32,
+    payload,
+};
 
 fn payload(tag: u8, seq: u32) -> Vec<u8> {
     let len = if seq % 1000 == 999 {
@@ -80,62 +83,7 @@ fn payload(tag: u8, seq: u32) -> Vec<u8> {
     } else {
         6 + (seq as usize * 7919) % 1400
     };
-    let mut p = Vec::with_capacity(len);
-    p.push(DATA);
-    p.push(tag);
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend((6..len).map(|i| (seq as u8).wrapping_add(i as u8) ^ tag));
-    p
-}
-
-/// Sends `PER_DIRECTION` datagrams to `peer` within the window, and receives and checks the
-/// peer's datagrams, acknowledging them. Returns when both directions are complete.
-async fn exchange(client: RelayClient, tag: u8, peer: NodeId, peer_tag: u8) {
-    let (acked_tx, mut acked_rx) = watch::channel(0u32);
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for seq in 0..PER_DIRECTION {
-                acked_rx
-                    .wait_for(|&acked| seq < acked + WINDOW)
-                    .await
-                    .expect("receiver alive");
-                client
-                    .send_wait(peer, payload(tag, seq).into())
-                    .await
-                    .expect("send");
-            }
-        })
-    };
-    let mut expected = 0u32;
-    let mut acked = 0u32;
-    while expected < PER_DIRECTION || acked < PER_DIRECTION {
-        let (src, p, _via) = client.recv().await.expect("client open");
-        assert_eq!(src, peer, "misdelivered datagram");
-        match p[0] {
-            DATA => {
-                let seq = u32::from_be_bytes(p[2..6].try_into().unwrap());
-                assert_eq!(seq, expected, "lost or reordered datagram");
-                assert_eq!(
-                    p[..],
-                    payload(peer_tag, seq)[..],
-                    "corrupted datagram {seq}"
-                );
-                expected += 1;
-                if expected % ACK_EVERY == 0 || expected == PER_DIRECTION {
-                    let mut ack = vec![ACK];
-                    ack.extend_from_slice(&expected.to_be_bytes());
-                    client.send_wait(peer, ack.into()).await.expect("ack");
-                }
-            }
-            ACK => {
-                acked = u32::from_be_bytes(p[1..5].try_into().unwrap());
-                acked_tx.send_replace(acked);
-            }
-            t => panic!("unknown datagram type {t}"),
-        }
-    }
-    sender.await.expect("sender");
+    datagram(tag, seq, len, |i| (seq as u8).wrapping_add(i as u8) ^ tag)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +102,8 @@ async fn two_clients_exchange_100k_datagrams_without_loss() {
         }
         let started = Instant::now();
         let (ra, rb) = tokio::join!(
-            tokio::spawn(exchange(a.clone(), 0xa, key(2).node_id(), 0xb)),
-            tokio::spawn(exchange(b.clone(), 0xb, key(1).node_id(), 0xa)),
+            tokio::spawn(exchange(a.clone(), 0xa, key(2).node_id(), 0xb, None, &PLAN)),
+            tokio::spawn(exchange(b.clone(), 0xb, key(1).node_id(), 0xa, None, &PLAN)),
         );
         ra.expect("a");
         rb.expect("b");

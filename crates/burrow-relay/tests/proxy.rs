@@ -6,6 +6,8 @@
 //! Needs `nginx` (Debian package `nginx`; `./test.sh` installs it as root). Without it the test
 //! prints `SKIPPED: nginx not installed` and passes, except in CI (`CI` set), where it fails.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,10 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burrow::relay_client::{RelayClient, RelayClientOptions, RelayUrl};
-use burrow::{NodeId, SecretKey};
+use burrow::SecretKey;
 use burrow_proto::relay::MAX_PAYLOAD;
 use burrow_relay::{RelayConfig, RelayServer};
-use tokio::sync::watch;
+use common::{datagram, exchange, parse_response, Plan};
 use tokio::time::timeout;
 
 fn key(n: u8) -> SecretKey {
@@ -210,24 +212,19 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response in time");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    parse_response(&out)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The exchange
 
-const DATA: u8 = 0;
-const ACK: u8 = 1;
 const PER_DIRECTION: u32 = 3_000;
-/// Unacknowledged datagrams in flight, well under the relay's per-client queue (256 frames).
-const WINDOW: u32 = 64;
-const ACK_EVERY: u32 = 16;
+const PLAN: Plan = Plan {
+    per_direction: PER_DIRECTION,
+    window: 64,
+    ack_every: 16,
+    payload,
+};
 
 fn payload(tag: u8, seq: u32) -> Vec<u8> {
     let len = match seq {
@@ -236,61 +233,9 @@ fn payload(tag: u8, seq: u32) -> Vec<u8> {
         _ if seq % 250 == 7 => 30_000,
         _ => 6 + (seq as usize * 7919) % 1400,
     };
-    let mut p = Vec::with_capacity(len);
-    p.push(DATA);
-    p.push(tag);
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend((6..len).map(|i| (seq as u8).wrapping_add(i as u8) ^ tag ^ (i >> 8) as u8));
-    p
-}
-
-/// Sends `PER_DIRECTION` datagrams to `peer` within the window, and receives, checks and
-/// acknowledges the peer's. Returns when both directions are complete.
-async fn exchange(client: RelayClient, tag: u8, peer: NodeId, peer_tag: u8, via: RelayUrl) {
-    let (acked_tx, mut acked_rx) = watch::channel(0u32);
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for seq in 0..PER_DIRECTION {
-                acked_rx
-                    .wait_for(|&acked| seq < acked + WINDOW)
-                    .await
-                    .expect("receiver alive");
-                client
-                    .send_wait(peer, payload(tag, seq).into())
-                    .await
-                    .expect("send");
-            }
-        })
-    };
-    let mut expected = 0u32;
-    let mut acked = 0u32;
-    while expected < PER_DIRECTION || acked < PER_DIRECTION {
-        let (src, p, from) = client.recv().await.expect("client open");
-        assert_eq!(src, peer, "misdelivered datagram");
-        assert_eq!(from, via, "datagram via an unexpected relay");
-        match p[0] {
-            DATA => {
-                let seq = u32::from_be_bytes(p[2..6].try_into().unwrap());
-                assert_eq!(seq, expected, "lost or reordered datagram");
-                let want = payload(peer_tag, seq);
-                assert_eq!(p.len(), want.len(), "datagram {seq} has the wrong length");
-                assert!(p[..] == want[..], "datagram {seq} corrupted");
-                expected += 1;
-                if expected % ACK_EVERY == 0 || expected == PER_DIRECTION {
-                    let mut ack = vec![ACK];
-                    ack.extend_from_slice(&expected.to_be_bytes());
-                    client.send_wait(peer, ack.into()).await.expect("ack");
-                }
-            }
-            ACK => {
-                acked = u32::from_be_bytes(p[1..5].try_into().unwrap());
-                acked_tx.send_replace(acked);
-            }
-            t => panic!("unknown datagram type {t}"),
-        }
-    }
-    sender.await.expect("sender");
+    datagram(tag, seq, len, |i| {
+        (seq as u8).wrapping_add(i as u8) ^ tag ^ (i >> 8) as u8
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,9 +284,10 @@ async fn relay_works_behind_an_nginx_reverse_proxy() {
         assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{body}");
 
         let started = Instant::now();
+        let (ka, kb, via) = (key(1).node_id(), key(2).node_id(), Some(url.clone()));
         let (ra, rb) = tokio::join!(
-            tokio::spawn(exchange(a.clone(), 0xa, key(2).node_id(), 0xb, url.clone())),
-            tokio::spawn(exchange(b.clone(), 0xb, key(1).node_id(), 0xa, url.clone())),
+            tokio::spawn(exchange(a.clone(), 0xa, kb, 0xb, via.clone(), &PLAN)),
+            tokio::spawn(exchange(b.clone(), 0xb, ka, 0xa, via, &PLAN)),
         );
         ra.expect("a");
         rb.expect("b");

@@ -1,6 +1,8 @@
 //! The relay server on loopback, driven by a minimal raw client written here, so every test
 //! controls the protocol byte by byte.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use burrow_proto::identity::{NodeId, SecretKey};
 use burrow_proto::relay::auth::client_auth;
 use burrow_proto::relay::{Frame, PeerGoneReason, FRAME_OVERHEAD, MAX_PAYLOAD};
 use burrow_relay::{Limits, RelayConfig, RelayServer};
+use common::parse_response;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,13 +155,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .await
         .expect("response in time")
         .unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    parse_response(&out)
 }
 
 #[tokio::test]

@@ -1,0 +1,117 @@
+//! Helpers shared by the relay's integration tests (each test file that uses them declares
+//! `mod common;`).
+
+use burrow::relay_client::{RelayClient, RelayUrl};
+use burrow::NodeId;
+use tokio::sync::watch;
+
+// ---------------------------------------------------------------------------------------------
+// A windowed, acknowledged datagram exchange
+
+#[allow(dead_code)] // not used by server.rs
+const DATA: u8 = 0;
+#[allow(dead_code)] // not used by server.rs
+const ACK: u8 = 1;
+
+/// What one side of an exchange sends, and how it paces it.
+#[allow(dead_code)] // not used by server.rs
+pub struct Plan {
+    /// Datagrams each way.
+    pub per_direction: u32,
+    /// Unacknowledged datagrams in flight. Keep it well under the relay's per-client queue
+    /// (256 frames), which drops when full: the application paces, as any datagram user must.
+    pub window: u32,
+    /// The receiver acknowledges every `ack_every` datagrams (and the last one).
+    pub ack_every: u32,
+    /// Datagram `seq` from the side tagged `tag`; built with [`datagram`].
+    pub payload: fn(tag: u8, seq: u32) -> Vec<u8>,
+}
+
+/// A data datagram of `len` bytes: type, `tag`, `seq` (big-endian), then `fill(i)` for every
+/// following byte index `i`.
+#[allow(dead_code)] // not used by server.rs
+pub fn datagram(tag: u8, seq: u32, len: usize, fill: impl Fn(usize) -> u8) -> Vec<u8> {
+    let mut p = Vec::with_capacity(len);
+    p.push(DATA);
+    p.push(tag);
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((6..len).map(fill));
+    p
+}
+
+/// Sends `plan.per_direction` datagrams to `peer` within the window, and receives, checks and
+/// acknowledges the peer's; with `via`, every datagram must have come through that relay.
+/// Returns when both directions are complete.
+#[allow(dead_code)] // not used by server.rs
+pub async fn exchange(
+    client: RelayClient,
+    tag: u8,
+    peer: NodeId,
+    peer_tag: u8,
+    via: Option<RelayUrl>,
+    plan: &Plan,
+) {
+    let (per_direction, window, ack_every) = (plan.per_direction, plan.window, plan.ack_every);
+    let payload = plan.payload;
+    let (acked_tx, mut acked_rx) = watch::channel(0u32);
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for seq in 0..per_direction {
+                acked_rx
+                    .wait_for(|&acked| seq < acked + window)
+                    .await
+                    .expect("receiver alive");
+                client
+                    .send_wait(peer, payload(tag, seq).into())
+                    .await
+                    .expect("send");
+            }
+        })
+    };
+    let mut expected = 0u32;
+    let mut acked = 0u32;
+    while expected < per_direction || acked < per_direction {
+        let (src, p, from) = client.recv().await.expect("client open");
+        assert_eq!(src, peer, "misdelivered datagram");
+        if let Some(via) = &via {
+            assert_eq!(&from, via, "datagram via an unexpected relay");
+        }
+        match p[0] {
+            DATA => {
+                let seq = u32::from_be_bytes(p[2..6].try_into().unwrap());
+                assert_eq!(seq, expected, "lost or reordered datagram");
+                let want = payload(peer_tag, seq);
+                assert_eq!(p.len(), want.len(), "datagram {seq} has the wrong length");
+                assert!(p[..] == want[..], "datagram {seq} corrupted");
+                expected += 1;
+                if expected % ack_every == 0 || expected == per_direction {
+                    let mut ack = vec![ACK];
+                    ack.extend_from_slice(&expected.to_be_bytes());
+                    client.send_wait(peer, ack.into()).await.expect("ack");
+                }
+            }
+            ACK => {
+                acked = u32::from_be_bytes(p[1..5].try_into().unwrap());
+                acked_tx.send_replace(acked);
+            }
+            t => panic!("unknown datagram type {t}"),
+        }
+    }
+    sender.await.expect("sender");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// The status and body of a raw HTTP/1.1 response.
+#[allow(dead_code)] // not used by client.rs
+pub fn parse_response(out: &str) -> (u16, String) {
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
