@@ -228,6 +228,7 @@ fn run_relay(args: &RelayArgs) -> Result<()> {
     let url = relay.url();
     for &payload in &args.payload {
         let (mut ours, mut anchor, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+        let mut two_hop = Vec::new();
         for round in 0..args.rounds {
             eprintln!("throughput: {payload}-byte datagrams, round {}", round + 1);
             // Alternate the order so drift in the machine's load favours neither.
@@ -244,13 +245,25 @@ fn run_relay(args: &RelayArgs) -> Result<()> {
             ours.push(r.mb_per_sec);
             anchor.push(t.mb_per_sec);
             lost.push(r.lost_pct);
+            two_hop.push(
+                rt.block_on(relay::tcp_forwarder_throughput(payload, args.bytes))?
+                    .mb_per_sec,
+            );
         }
-        let (o, a, l) = (median(ours), median(anchor), median(lost));
+        let (o, a, l, f) = (median(ours), median(anchor), median(lost), median(two_hop));
         rows.push((format!("MB/s, {payload}-byte datagrams"), o, a, 0));
+        rows.push((
+            format!("  two-hop anchor (TCP forwarder), {payload} B"),
+            o,
+            f,
+            0,
+        ));
+        rows.push((format!("  TCP forwarder vs TCP, {payload} B"), f, a, 0));
         rows.push((format!("lost %, {payload}-byte datagrams"), l, 0.0, 2));
         json.insert(
             format!("throughput_{payload}"),
-            serde_json::json!({"relay_mb_per_sec": o, "tcp_mb_per_sec": a, "ratio": o / a, "lost_pct": l}),
+            serde_json::json!({"relay_mb_per_sec": o, "tcp_mb_per_sec": a, "ratio": o / a,
+                "tcp_forwarder_mb_per_sec": f, "ratio_to_forwarder": o / f, "lost_pct": l}),
         );
     }
     drop(relay);
@@ -303,6 +316,7 @@ fn run_relay(args: &RelayArgs) -> Result<()> {
     }
     println!();
     println!("anchor: one plain loopback TCP connection, same bytes and write sizes (throughput);");
+    println!("        two-hop anchor: the same through a plain userspace TCP forwarder;");
     println!("        the 16 KiB aim (memory). Medians over rounds; MB = 10^6 bytes.");
     Ok(())
 }

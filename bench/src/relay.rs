@@ -202,6 +202,60 @@ pub async fn tcp_throughput(payload: usize, total: u64) -> Result<Throughput> {
     })
 }
 
+/// The two-hop anchor: the same bytes through a plain userspace TCP forwarder (read, write,
+/// nothing else), in this process. It bounds what any TCP relay can do here, protocol aside.
+pub async fn tcp_forwarder_throughput(payload: usize, total: u64) -> Result<Throughput> {
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink_addr = sink.local_addr()?;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_addr = proxy.local_addr()?;
+    let forwarder = tokio::spawn(async move {
+        let (mut inbound, _) = proxy.accept().await?;
+        let mut outbound = tokio::net::TcpStream::connect(sink_addr).await?;
+        outbound.set_nodelay(true)?;
+        // A large buffer gives the forwarder its best case (tokio::io::copy uses 8 KiB).
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = inbound.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            outbound.write_all(&buf[..n]).await?;
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = sink.accept().await?;
+        let mut buf = vec![0u8; payload.max(64 * 1024)];
+        let mut got = 0u64;
+        let mut first = None;
+        while got < total {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            got += n as u64;
+        }
+        anyhow::Ok((got, first.map(|f| f.elapsed())))
+    });
+    let mut s = tokio::net::TcpStream::connect(proxy_addr).await?;
+    s.set_nodelay(true)?;
+    let data = vec![0xa5u8; payload];
+    let mut sent = 0u64;
+    while sent < total {
+        s.write_all(&data).await?;
+        sent += payload as u64;
+    }
+    drop(s);
+    let (got, span) = reader.await??;
+    forwarder.await??;
+    let span = span.context("nothing arrived through the forwarder")?;
+    Ok(Throughput {
+        mb_per_sec: got as f64 / span.as_secs_f64() / 1e6,
+        lost_pct: 0.0,
+    })
+}
+
 /// Connects `n` authenticated clients that then stay idle, `parallel` handshakes at a time,
 /// and returns them (dropping them disconnects).
 pub async fn idle_clients(
