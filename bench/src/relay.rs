@@ -171,35 +171,9 @@ pub async fn relay_throughput(url: &RelayUrl, payload: usize, total: u64) -> Res
 pub async fn tcp_throughput(payload: usize, total: u64) -> Result<Throughput> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let reader = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await?;
-        let mut buf = vec![0u8; payload.max(64 * 1024)];
-        let mut got = 0u64;
-        let mut first = None;
-        while got < total {
-            let n = s.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            first.get_or_insert_with(Instant::now);
-            got += n as u64;
-        }
-        anyhow::Ok((got, first.map(|f| f.elapsed())))
-    });
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let data = vec![0xa5u8; payload];
-    let mut sent = 0u64;
-    while sent < total {
-        s.write_all(&data).await?;
-        sent += payload as u64;
-    }
-    let (got, span) = reader.await??;
-    let span = span.context("nothing arrived over TCP")?;
-    Ok(Throughput {
-        mb_per_sec: got as f64 / span.as_secs_f64() / 1e6,
-        lost_pct: 0.0,
-    })
+    let reader = tokio::spawn(tcp_sink(listener, payload, total));
+    tcp_source(addr, payload, total).await?;
+    tcp_result(reader.await??, "nothing arrived over TCP")
 }
 
 /// The two-hop anchor: the same bytes through a plain userspace TCP forwarder (read, write,
@@ -223,22 +197,16 @@ pub async fn tcp_forwarder_throughput(payload: usize, total: u64) -> Result<Thro
             outbound.write_all(&buf[..n]).await?;
         }
     });
-    let reader = tokio::spawn(async move {
-        let (mut s, _) = sink.accept().await?;
-        let mut buf = vec![0u8; payload.max(64 * 1024)];
-        let mut got = 0u64;
-        let mut first = None;
-        while got < total {
-            let n = s.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            first.get_or_insert_with(Instant::now);
-            got += n as u64;
-        }
-        anyhow::Ok((got, first.map(|f| f.elapsed())))
-    });
-    let mut s = tokio::net::TcpStream::connect(proxy_addr).await?;
+    let reader = tokio::spawn(tcp_sink(sink, payload, total));
+    tcp_source(proxy_addr, payload, total).await?;
+    let received = reader.await??;
+    forwarder.await??;
+    tcp_result(received, "nothing arrived through the forwarder")
+}
+
+/// Writes `total` bytes to `addr` in `payload`-sized writes, then closes.
+async fn tcp_source(addr: SocketAddr, payload: usize, total: u64) -> Result<()> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let data = vec![0xa5u8; payload];
     let mut sent = 0u64;
@@ -246,10 +214,32 @@ pub async fn tcp_forwarder_throughput(payload: usize, total: u64) -> Result<Thro
         s.write_all(&data).await?;
         sent += payload as u64;
     }
-    drop(s);
-    let (got, span) = reader.await??;
-    forwarder.await??;
-    let span = span.context("nothing arrived through the forwarder")?;
+    Ok(())
+}
+
+/// Accepts one connection and reads `total` bytes: the bytes and the time from first to last.
+async fn tcp_sink(
+    listener: tokio::net::TcpListener,
+    payload: usize,
+    total: u64,
+) -> Result<(u64, Option<Duration>)> {
+    let (mut s, _) = listener.accept().await?;
+    let mut buf = vec![0u8; payload.max(64 * 1024)];
+    let mut got = 0u64;
+    let mut first = None;
+    while got < total {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        got += n as u64;
+    }
+    Ok((got, first.map(|f| f.elapsed())))
+}
+
+fn tcp_result((got, span): (u64, Option<Duration>), nothing: &'static str) -> Result<Throughput> {
+    let span = span.context(nothing)?;
     Ok(Throughput {
         mb_per_sec: got as f64 / span.as_secs_f64() / 1e6,
         lost_pct: 0.0,
