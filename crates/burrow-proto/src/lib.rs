@@ -4,7 +4,10 @@
 //! [`std::time::Instant`]s in and hands bytes, timers and events out, so the I/O drivers in the
 //! `burrow` crate stay thin and every protocol can be tested deterministically in memory.
 
+pub mod disco;
 pub mod discovery;
+pub mod holepunch;
 pub mod identity;
 pub mod relay;
 pub mod stun;
+pub mod ticket;

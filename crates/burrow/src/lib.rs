@@ -4,6 +4,7 @@
 //! service, `netcheck`, key storage and configuration. The `burrow` binary is a thin layer over it.
 
 pub mod config;
+pub mod endpoint;
 pub mod keyfile;
 pub mod netcheck;
 pub mod relay_client;

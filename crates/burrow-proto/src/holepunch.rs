@@ -1,0 +1,611 @@
+//! Hole punching with one peer: which direct paths exist, proving them with disco probes, and
+//! choosing the one traffic takes (or none, meaning the relay).
+//!
+//! The exchange, designed so that no full-strength probe reaches a NAT before that NAT's own
+//! host has sent towards the probe's source (a bare Linux router that sees such an early packet
+//! keeps a conntrack entry for it, and then gives its host's next mapping a different port):
+//!
+//! 1. The initiator sends CallMeMaybe (its candidates) through the relay, and *primes* the
+//!    candidates it already knows: pings with a small TTL that open its own NAT's mapping and
+//!    filter towards them but expire before they reach the peer's network.
+//! 2. The responder primes the initiator's candidates, answers with its own CallMeMaybe, and
+//!    waits for the initiator's pings (or [`PunchConfig::responder_wait`]).
+//! 3. The initiator, on that answer, primes the responder's candidates and pings them at full
+//!    strength: both sides are primed by now. Each pong proves a path. The responder starts
+//!    pinging as soon as a ping reaches it.
+//!
+//! A proven path stays in use while packets arrive on it. When it goes quiet the core probes it,
+//! and when probes go unanswered for [`PunchConfig::pong_timeout`] it is dropped: traffic goes
+//! back to the relay and punching is retried after [`PunchConfig::retry_after`]. Among live
+//! paths the lowest RTT wins, with hysteresis.
+//!
+//! Only a pong that answers a ping we sent to that very address proves a path, and disco
+//! packets are authenticated end to end (see [`crate::disco`]), so a third host can neither
+//! forge nor redirect a path.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::disco::{Message, TxId, MAX_CANDIDATES};
+
+/// Timings and limits of hole punching.
+#[derive(Clone, Debug)]
+pub struct PunchConfig {
+    /// TTL of priming pings: enough to leave our own NATs (a home router, and a carrier's NAT
+    /// behind it), too little to reach the peer's network across the internet.
+    pub primer_ttl: u8,
+    /// Pings to each unproven candidate this often while punching.
+    pub probe_interval: Duration,
+    /// How long one punching attempt lasts.
+    pub punch_window: Duration,
+    /// A primed side waits this long for the other's pings before pinging on its own.
+    pub responder_wait: Duration,
+    /// After an attempt found nothing, or the direct path died, the next attempt starts this
+    /// much later.
+    pub retry_after: Duration,
+    /// While traffic flows, a path quiet for this long is probed.
+    pub active_heartbeat: Duration,
+    /// While idle, a path is probed this often, to hold the NAT mappings open.
+    pub idle_keepalive: Duration,
+    /// Traffic older than this makes the connection idle.
+    pub idle_after: Duration,
+    /// A path whose probes go unanswered this long is dead.
+    pub pong_timeout: Duration,
+    /// A faster path replaces the current one only below this fraction of its RTT...
+    pub switch_ratio: f64,
+    /// ...and by at least this much.
+    pub switch_margin: Duration,
+}
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        PunchConfig {
+            primer_ttl: 3,
+            probe_interval: Duration::from_millis(200),
+            punch_window: Duration::from_secs(5),
+            responder_wait: Duration::from_secs(1),
+            retry_after: Duration::from_secs(10),
+            active_heartbeat: Duration::from_millis(500),
+            idle_keepalive: Duration::from_secs(10),
+            idle_after: Duration::from_secs(5),
+            pong_timeout: Duration::from_secs(1),
+            switch_ratio: 0.75,
+            switch_margin: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Where a disco message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Straight to this address over UDP.
+    Direct(SocketAddr),
+    /// Through the relay, to the peer's key.
+    Relay,
+}
+
+/// A disco message for the driver to seal and send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: Dest,
+    /// What.
+    pub msg: Message,
+    /// An IP TTL (hop limit) for this one packet, for primers; `None` is the default.
+    pub ttl: Option<u8>,
+}
+
+/// The path traffic takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectPath {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Smoothed round-trip time of disco probes on it.
+    pub rtt: Duration,
+}
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Traffic moves to this direct path, or back to the relay (`None`).
+    PathChanged(Option<DirectPath>),
+    /// The peer saw our packets come from this address (our public address towards it).
+    Observed(SocketAddr),
+}
+
+/// Where punching stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing to do until an attempt starts.
+    Idle,
+    /// An attempt is under way.
+    Punching {
+        until: Instant,
+        /// Pinging at full strength (else primed, and waiting for the other side).
+        pinging: bool,
+        /// When a waiting side starts pinging on its own.
+        ping_from: Instant,
+        next_probe: Instant,
+    },
+    /// The next attempt starts then.
+    Waiting { retry_at: Instant },
+}
+
+/// One of the peer's addresses.
+#[derive(Clone, Debug)]
+struct Path {
+    addr: SocketAddr,
+    primed: bool,
+    rtt: Option<Duration>,
+    /// Proven and not since declared dead.
+    live: bool,
+    last_rx: Option<Instant>,
+    last_ping: Option<Instant>,
+    /// The first probe sent since the path last heard anything.
+    unanswered_since: Option<Instant>,
+}
+
+impl Path {
+    fn new(addr: SocketAddr) -> Path {
+        Path {
+            addr,
+            primed: false,
+            rtt: None,
+            live: false,
+            last_rx: None,
+            last_ping: None,
+            unanswered_since: None,
+        }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_rx = Some(now);
+        self.unanswered_since = None;
+    }
+}
+
+/// A ping awaiting its pong.
+#[derive(Clone, Copy, Debug)]
+struct SentPing {
+    tx: TxId,
+    addr: SocketAddr,
+    at: Instant,
+}
+
+/// Pings remembered for matching pongs; older ones are forgotten.
+const MAX_SENT_PINGS: usize = 128;
+/// Addresses tracked for one peer: its candidates and addresses it pinged us from.
+const MAX_PATHS: usize = 2 * MAX_CANDIDATES;
+
+/// Hole punching and path choice for one peer.
+#[derive(Debug)]
+pub struct PeerPaths {
+    config: PunchConfig,
+    rng: u64,
+    ours: Vec<SocketAddr>,
+    paths: Vec<Path>,
+    best: Option<usize>,
+    phase: Phase,
+    call_sent_at: Option<Instant>,
+    sent_pings: VecDeque<SentPing>,
+    last_activity: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl PeerPaths {
+    /// A peer with no paths yet; `seed` feeds the transaction IDs (which need only be unique:
+    /// disco packets are authenticated).
+    pub fn new(config: PunchConfig, seed: u64) -> PeerPaths {
+        PeerPaths {
+            config,
+            rng: seed,
+            ours: Vec::new(),
+            paths: Vec::new(),
+            best: None,
+            phase: Phase::Idle,
+            call_sent_at: None,
+            sent_pings: VecDeque::new(),
+            last_activity: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Our own candidate addresses, told to the peer in CallMeMaybe.
+    pub fn set_our_candidates(&mut self, mut addrs: Vec<SocketAddr>) {
+        addrs.truncate(MAX_CANDIDATES);
+        self.ours = addrs;
+    }
+
+    /// Addresses the peer is known by (from a ticket or a record).
+    pub fn add_peer_candidates(&mut self, addrs: &[SocketAddr]) {
+        for &a in addrs {
+            self.path_index(a);
+        }
+    }
+
+    /// The direct path in use, if any.
+    pub fn best(&self) -> Option<DirectPath> {
+        let p = &self.paths[self.best?];
+        Some(DirectPath {
+            addr: p.addr,
+            rtt: p.rtt.unwrap_or_default(),
+        })
+    }
+
+    /// Whether an attempt is under way.
+    pub fn is_punching(&self) -> bool {
+        matches!(self.phase, Phase::Punching { .. })
+    }
+
+    /// Application traffic moved (either way, on any path): the connection is active.
+    pub fn note_activity(&mut self, now: Instant) {
+        self.last_activity = Some(now);
+    }
+
+    /// A non-disco packet arrived from `from` straight over UDP: it keeps a proven path alive.
+    pub fn note_received(&mut self, now: Instant, from: SocketAddr) {
+        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == from && p.live) {
+            p.heard(now);
+        }
+    }
+
+    /// Starts an attempt, as the initiator (a new connection, or a retry). Does nothing while
+    /// one is under way.
+    pub fn start(&mut self, now: Instant) {
+        if self.is_punching() {
+            return;
+        }
+        self.send_call(now);
+        self.prime_all();
+        self.phase = Phase::Punching {
+            until: now + self.config.punch_window,
+            pinging: false,
+            ping_from: now + self.config.responder_wait,
+            next_probe: now,
+        };
+    }
+
+    /// A disco message from the peer, `via` the relay or straight from an address.
+    pub fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
+        match (msg, via) {
+            (Message::CallMeMaybe { candidates }, _) => self.handle_call(now, &candidates),
+            (Message::Ping { tx }, Dest::Direct(from)) => self.handle_ping(now, from, tx),
+            (Message::Pong { tx, observed }, Dest::Direct(from)) => {
+                self.handle_pong(now, from, tx, observed)
+            }
+            // Probes only mean something on the path they test.
+            (Message::Ping { .. } | Message::Pong { .. }, Dest::Relay) => {}
+        }
+    }
+
+    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr]) {
+        self.add_peer_candidates(candidates);
+        self.prime_all();
+        let answering_ours = self
+            .call_sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.punch_window);
+        if answering_ours {
+            // The peer primed before answering: ping at full strength now.
+            self.phase = Phase::Punching {
+                until: now + self.config.punch_window,
+                pinging: true,
+                ping_from: now,
+                next_probe: now,
+            };
+        } else {
+            // We are the responder: answer, then wait for the initiator's pings.
+            self.send_call(now);
+            self.phase = Phase::Punching {
+                until: now + self.config.punch_window,
+                pinging: false,
+                ping_from: now + self.config.responder_wait,
+                next_probe: now,
+            };
+        }
+    }
+
+    fn handle_ping(&mut self, now: Instant, from: SocketAddr, tx: TxId) {
+        self.transmits.push_back(Transmit {
+            dest: Dest::Direct(from),
+            msg: Message::Pong { tx, observed: from },
+            ttl: None,
+        });
+        let i = self.path_index(from);
+        if let Some(i) = i {
+            // It pinged us, so its NAT is open towards us: no need to prime.
+            self.paths[i].primed = true;
+        }
+        match &mut self.phase {
+            Phase::Punching {
+                pinging,
+                next_probe,
+                ..
+            } if !*pinging => {
+                *pinging = true;
+                *next_probe = now;
+            }
+            // The peer is probing (a retry of its own, or a heartbeat): join in if we have no path.
+            Phase::Idle | Phase::Waiting { .. } if self.best.is_none() => {
+                self.phase = Phase::Punching {
+                    until: now + self.config.punch_window,
+                    pinging: true,
+                    ping_from: now,
+                    next_probe: now,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_pong(&mut self, now: Instant, from: SocketAddr, tx: TxId, observed: SocketAddr) {
+        let Some(pos) = self
+            .sent_pings
+            .iter()
+            .position(|s| s.tx == tx && s.addr == from)
+        else {
+            return;
+        };
+        let sent = self.sent_pings.remove(pos).expect("position is in range");
+        let Some(i) = self.paths.iter().position(|p| p.addr == from) else {
+            return;
+        };
+        let sample = now.saturating_duration_since(sent.at);
+        let p = &mut self.paths[i];
+        p.rtt = Some(match p.rtt {
+            Some(r) => (r * 7 + sample) / 8,
+            None => sample,
+        });
+        p.live = true;
+        p.heard(now);
+        self.events.push_back(Event::Observed(observed));
+        self.choose_best();
+    }
+
+    /// Advances timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_paths(now);
+        match self.phase {
+            Phase::Idle => {}
+            Phase::Waiting { retry_at } => {
+                if now >= retry_at {
+                    self.phase = Phase::Idle;
+                    self.start(now);
+                }
+            }
+            Phase::Punching {
+                until,
+                mut pinging,
+                ping_from,
+                mut next_probe,
+            } => {
+                if now >= until {
+                    self.phase = if self.best.is_some() {
+                        Phase::Idle
+                    } else {
+                        Phase::Waiting {
+                            retry_at: now + self.config.retry_after,
+                        }
+                    };
+                    return;
+                }
+                if !pinging && now >= ping_from {
+                    pinging = true;
+                    next_probe = now;
+                }
+                if pinging && now >= next_probe {
+                    let unproven: Vec<SocketAddr> = self
+                        .paths
+                        .iter()
+                        .filter(|p| !p.live)
+                        .map(|p| p.addr)
+                        .collect();
+                    for addr in unproven {
+                        self.ping(now, addr);
+                    }
+                    next_probe = now + self.config.probe_interval;
+                }
+                self.phase = Phase::Punching {
+                    until,
+                    pinging,
+                    ping_from,
+                    next_probe,
+                };
+            }
+        }
+    }
+
+    /// Heartbeats on live paths, and the death of silent ones.
+    fn check_paths(&mut self, now: Instant) {
+        let interval = self.heartbeat_interval(now);
+        let mut died = false;
+        for i in 0..self.paths.len() {
+            let p = &self.paths[i];
+            if !p.live {
+                continue;
+            }
+            if p.unanswered_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.pong_timeout)
+            {
+                let p = &mut self.paths[i];
+                p.live = false;
+                p.unanswered_since = None;
+                died = true;
+                continue;
+            }
+            let quiet = p
+                .last_rx
+                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+            let retry_due = p
+                .last_ping
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.probe_interval);
+            if quiet && retry_due {
+                let addr = p.addr;
+                self.paths[i].unanswered_since.get_or_insert(now);
+                self.ping(now, addr);
+            }
+        }
+        if died {
+            self.choose_best();
+            if self.best.is_none() && !self.is_punching() {
+                self.phase = Phase::Waiting {
+                    retry_at: now + self.config.retry_after,
+                };
+            }
+        }
+    }
+
+    fn heartbeat_interval(&self, now: Instant) -> Duration {
+        let active = self
+            .last_activity
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.idle_after);
+        if active {
+            self.config.active_heartbeat
+        } else {
+            self.config.idle_keepalive
+        }
+    }
+
+    /// The next time [`PeerPaths::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let mut next = match self.phase {
+            Phase::Idle => None,
+            Phase::Waiting { retry_at } => Some(retry_at),
+            Phase::Punching {
+                until,
+                pinging,
+                ping_from,
+                next_probe,
+            } => Some(until.min(if pinging { next_probe } else { ping_from })),
+        };
+        let interval = self.heartbeat_interval(now);
+        for p in self.paths.iter().filter(|p| p.live) {
+            let due = match p.unanswered_since {
+                Some(t) => (t + self.config.pong_timeout)
+                    .min(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
+                // Quiet paths are probed no faster than the probe interval.
+                None => p
+                    .last_rx
+                    .map_or(now, |t| t + interval)
+                    .max(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
+            };
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        next
+    }
+
+    /// The next disco message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn send_call(&mut self, now: Instant) {
+        self.call_sent_at = Some(now);
+        self.transmits.push_back(Transmit {
+            dest: Dest::Relay,
+            msg: Message::CallMeMaybe {
+                candidates: self.ours.clone(),
+            },
+            ttl: None,
+        });
+    }
+
+    /// Primes every candidate not primed yet.
+    fn prime_all(&mut self) {
+        for i in 0..self.paths.len() {
+            if !self.paths[i].primed {
+                self.paths[i].primed = true;
+                let tx = self.next_tx();
+                self.transmits.push_back(Transmit {
+                    dest: Dest::Direct(self.paths[i].addr),
+                    msg: Message::Ping { tx },
+                    ttl: Some(self.config.primer_ttl),
+                });
+            }
+        }
+    }
+
+    fn ping(&mut self, now: Instant, addr: SocketAddr) {
+        let tx = self.next_tx();
+        if self.sent_pings.len() >= MAX_SENT_PINGS {
+            self.sent_pings.pop_front();
+        }
+        self.sent_pings.push_back(SentPing { tx, addr, at: now });
+        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
+            p.last_ping = Some(now);
+        }
+        self.transmits.push_back(Transmit {
+            dest: Dest::Direct(addr),
+            msg: Message::Ping { tx },
+            ttl: None,
+        });
+    }
+
+    /// The path for `addr`, added if new and there is room (an unproven path makes room).
+    fn path_index(&mut self, addr: SocketAddr) -> Option<usize> {
+        if let Some(i) = self.paths.iter().position(|p| p.addr == addr) {
+            return Some(i);
+        }
+        if self.paths.len() >= MAX_PATHS {
+            let victim = self
+                .paths
+                .iter()
+                .position(|p| !p.live && Some(p.addr) != self.best().map(|b| b.addr))?;
+            self.paths.remove(victim);
+            self.best = self.best.map(|b| if b > victim { b - 1 } else { b });
+        }
+        self.paths.push(Path::new(addr));
+        Some(self.paths.len() - 1)
+    }
+
+    /// Re-picks the path with the lowest RTT, keeping the current one unless clearly beaten.
+    fn choose_best(&mut self) {
+        let fastest = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.live)
+            .min_by_key(|(_, p)| p.rtt.unwrap_or(Duration::MAX))
+            .map(|(i, _)| i);
+        let keep = match (self.best, fastest) {
+            (Some(cur), Some(new)) if self.paths[cur].live => {
+                let (c, n) = (
+                    self.paths[cur].rtt.unwrap_or_default(),
+                    self.paths[new].rtt.unwrap_or_default(),
+                );
+                !(n.as_secs_f64() < c.as_secs_f64() * self.config.switch_ratio
+                    && c.saturating_sub(n) >= self.config.switch_margin)
+            }
+            _ => false,
+        };
+        let chosen = if keep { self.best } else { fastest };
+        if chosen != self.best {
+            self.best = chosen;
+            self.events.push_back(Event::PathChanged(self.best()));
+        }
+    }
+
+    fn next_tx(&mut self) -> TxId {
+        // SplitMix64: unique, cheap, deterministic under test.
+        let mut tx = [0u8; 12];
+        for chunk in tx.chunks_mut(8) {
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+        tx
+    }
+}
+
+#[cfg(test)]
+mod tests;

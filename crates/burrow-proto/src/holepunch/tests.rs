@@ -1,0 +1,330 @@
+//! Two [`PeerPaths`] in virtual time, across a model of two port-restricted NATs.
+
+use super::*;
+
+const A_PUB: &str = "198.18.1.2:40000";
+const B_PUB: &str = "198.18.2.2:50000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    A,
+    B,
+}
+
+/// A packet on its way.
+struct InFlight {
+    at: Instant,
+    to: Side,
+    via: Dest,
+    msg: Message,
+}
+
+/// Two port-restricted NATs joined by a direct link and a relay.
+struct Net {
+    now: Instant,
+    a: PeerPaths,
+    b: PeerPaths,
+    /// One-way delay of the direct path (and of each relay hop).
+    delay: Duration,
+    /// The direct path is cut both ways.
+    cut: bool,
+    /// Addresses each NAT has sent to at full strength or primed, with the time.
+    opened: Vec<(Side, SocketAddr, Instant)>,
+    /// Full-strength packets that reached a NAT before its host had sent towards the source.
+    early: usize,
+    flight: Vec<InFlight>,
+    /// CallMeMaybe messages each side sent.
+    calls: [usize; 2],
+    events: Vec<(Instant, Side, Event)>,
+}
+
+impl Net {
+    fn new(delay: Duration) -> Net {
+        let mut a = PeerPaths::new(PunchConfig::default(), 1);
+        let mut b = PeerPaths::new(PunchConfig::default(), 2);
+        a.set_our_candidates(vec![addr(A_PUB)]);
+        b.set_our_candidates(vec![addr(B_PUB)]);
+        Net {
+            now: Instant::now(),
+            a,
+            b,
+            delay,
+            cut: false,
+            opened: Vec::new(),
+            early: 0,
+            flight: Vec::new(),
+            calls: [0; 2],
+            events: Vec::new(),
+        }
+    }
+
+    fn peer(&mut self, side: Side) -> &mut PeerPaths {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    fn public(side: Side) -> SocketAddr {
+        addr(if side == Side::A { A_PUB } else { B_PUB })
+    }
+
+    /// Moves every transmit onto the wire.
+    fn drain(&mut self) {
+        for side in [Side::A, Side::B] {
+            let other = if side == Side::A { Side::B } else { Side::A };
+            while let Some(t) = self.peer(side).poll_transmit() {
+                if matches!(t.msg, Message::CallMeMaybe { .. }) {
+                    self.calls[side as usize] += 1;
+                }
+                match t.dest {
+                    Dest::Relay => self.flight.push(InFlight {
+                        at: self.now + self.delay * 2,
+                        to: other,
+                        via: Dest::Relay,
+                        msg: t.msg,
+                    }),
+                    Dest::Direct(to) => {
+                        self.opened.push((side, to, self.now));
+                        if to == Self::public(other) && t.ttl.is_none() && !self.cut {
+                            self.flight.push(InFlight {
+                                at: self.now + self.delay,
+                                to: other,
+                                via: Dest::Direct(Self::public(side)),
+                                msg: t.msg,
+                            });
+                        }
+                    }
+                }
+            }
+            while let Some(e) = self.peer(side).poll_event() {
+                self.events.push((self.now, side, e));
+            }
+        }
+    }
+
+    /// Runs until `until`, delivering packets and firing timers in time order.
+    fn run(&mut self, until: Instant) {
+        loop {
+            self.drain();
+            let next_packet = self.flight.iter().map(|f| f.at).min();
+            let next_timer = [self.a.poll_timeout(self.now), self.b.poll_timeout(self.now)]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
+                return;
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next.max(self.now);
+            let now = self.now;
+            if let Some(i) = self.flight.iter().position(|f| f.at <= now) {
+                let f = self.flight.swap_remove(i);
+                if let Dest::Direct(from) = f.via {
+                    // The receiving NAT's filter: open only towards addresses its host sent to.
+                    let open = self
+                        .opened
+                        .iter()
+                        .any(|&(s, to, at)| s == f.to && to == from && at <= now);
+                    if !open {
+                        self.early += 1;
+                        continue;
+                    }
+                    if self.cut {
+                        continue;
+                    }
+                }
+                self.peer(f.to).handle_message(now, f.via, f.msg);
+            } else {
+                self.a.handle_timeout(now);
+                self.b.handle_timeout(now);
+            }
+        }
+    }
+
+    fn path_change(&self, side: Side) -> Option<(Instant, Option<DirectPath>)> {
+        self.events.iter().rev().find_map(|(t, s, e)| match e {
+            Event::PathChanged(p) if *s == side => Some((*t, *p)),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn punches_through_two_port_restricted_nats_without_early_packets() {
+    let mut net = Net::new(Duration::from_millis(40));
+    let start = net.now;
+    net.a.add_peer_candidates(&[addr(B_PUB)]);
+    net.a.start(start);
+    net.run(start + Duration::from_secs(2));
+
+    assert_eq!(
+        net.early, 0,
+        "a full-strength probe reached a NAT not yet open"
+    );
+    let (at_a, path_a) = net.path_change(Side::A).expect("A found a path");
+    let (at_b, path_b) = net.path_change(Side::B).expect("B found a path");
+    assert_eq!(path_a.unwrap().addr, addr(B_PUB));
+    assert_eq!(path_b.unwrap().addr, addr(A_PUB));
+    // CallMeMaybe there and back through the relay (4 hops), then one direct round trip.
+    assert!(
+        at_a - start <= Duration::from_millis(400),
+        "{:?}",
+        at_a - start
+    );
+    assert!(
+        at_b - start <= Duration::from_millis(500),
+        "{:?}",
+        at_b - start
+    );
+    let rtt = path_a.unwrap().rtt;
+    assert!(
+        rtt >= Duration::from_millis(80) && rtt < Duration::from_millis(100),
+        "{rtt:?}"
+    );
+}
+
+#[test]
+fn without_the_peers_candidates_the_answer_brings_them() {
+    // A's ticket held only a relay: it learns B's address from B's CallMeMaybe.
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.a.start(start);
+    net.run(start + Duration::from_secs(2));
+    assert_eq!(net.early, 0);
+    assert!(net.a.best().is_some() && net.b.best().is_some());
+}
+
+#[test]
+fn a_silent_path_is_dropped_within_two_seconds_and_punching_retried() {
+    let mut net = Net::new(Duration::from_millis(10));
+    let start = net.now;
+    net.a.start(start);
+    net.run(start + Duration::from_secs(1));
+    assert!(net.a.best().is_some());
+
+    // Traffic flows, then the direct path is cut.
+    let cut_at = start + Duration::from_secs(3);
+    let mut t = start + Duration::from_secs(1);
+    while t < cut_at {
+        net.a.note_activity(t);
+        net.b.note_activity(t);
+        net.a.note_received(t, addr(B_PUB));
+        net.b.note_received(t, addr(A_PUB));
+        net.run(t);
+        t += Duration::from_millis(50);
+    }
+    net.cut = true;
+    let mut t = cut_at;
+    while t < cut_at + Duration::from_secs(3) {
+        net.a.note_activity(t);
+        net.b.note_activity(t);
+        net.run(t);
+        t += Duration::from_millis(50);
+    }
+    for side in [Side::A, Side::B] {
+        let (at, path) = net.path_change(side).unwrap();
+        assert_eq!(path, None, "{side:?} back on the relay");
+        assert!(
+            at - cut_at <= Duration::from_secs(2),
+            "{side:?}: {:?}",
+            at - cut_at
+        );
+    }
+    // The next attempt comes after retry_after, and finds the path again once it is back.
+    net.cut = false;
+    net.run(cut_at + Duration::from_secs(16));
+    assert!(net.a.best().is_some(), "retried and found the path again");
+}
+
+#[test]
+fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
+    let mut p = PeerPaths::new(PunchConfig::default(), 7);
+    let now = Instant::now();
+    let b = addr(B_PUB);
+    p.add_peer_candidates(&[b]);
+    p.handle_message(
+        now,
+        Dest::Relay,
+        Message::CallMeMaybe { candidates: vec![] },
+    );
+    p.handle_timeout(now + Duration::from_secs(1));
+    let tx = std::iter::from_fn(|| p.poll_transmit())
+        .find_map(|t| match t.msg {
+            Message::Ping { tx } if t.ttl.is_none() && t.dest == Dest::Direct(b) => Some(tx),
+            _ => None,
+        })
+        .expect("a full ping to b");
+    let observed = addr(A_PUB);
+    let later = now + Duration::from_millis(1100);
+    // Wrong transaction, right address.
+    p.handle_message(
+        later,
+        Dest::Direct(b),
+        Message::Pong {
+            tx: [9; 12],
+            observed,
+        },
+    );
+    // Right transaction, from another host.
+    let third = addr("203.0.113.66:1234");
+    p.handle_message(later, Dest::Direct(third), Message::Pong { tx, observed });
+    // Right transaction, but through the relay.
+    p.handle_message(later, Dest::Relay, Message::Pong { tx, observed });
+    assert_eq!(p.best(), None);
+    // The real one.
+    p.handle_message(later, Dest::Direct(b), Message::Pong { tx, observed });
+    assert_eq!(p.best().map(|d| d.addr), Some(b));
+}
+
+#[test]
+fn the_lowest_rtt_path_wins() {
+    let mut p = PeerPaths::new(PunchConfig::default(), 3);
+    let t0 = Instant::now();
+    let (far, near) = (addr("198.18.2.2:50000"), addr("10.0.0.7:50000"));
+    p.add_peer_candidates(&[far, near]);
+    p.handle_message(t0, Dest::Relay, Message::CallMeMaybe { candidates: vec![] });
+    p.handle_timeout(t0 + Duration::from_secs(1));
+    let pings: Vec<(SocketAddr, TxId)> = std::iter::from_fn(|| p.poll_transmit())
+        .filter_map(|t| match (t.dest, t.msg, t.ttl) {
+            (Dest::Direct(a), Message::Ping { tx }, None) => Some((a, tx)),
+            _ => None,
+        })
+        .collect();
+    let sent = t0 + Duration::from_secs(1);
+    let observed = addr(A_PUB);
+    for (a, tx) in pings {
+        let rtt = if a == far { 60 } else { 2 };
+        p.handle_message(
+            sent + Duration::from_millis(rtt),
+            Dest::Direct(a),
+            Message::Pong { tx, observed },
+        );
+    }
+    assert_eq!(p.best().map(|d| d.addr), Some(near));
+}
+
+#[test]
+fn with_no_direct_path_it_stays_on_the_relay_and_retries_at_a_bounded_pace() {
+    let mut net = Net::new(Duration::from_millis(20));
+    net.cut = true;
+    let start = net.now;
+    net.a.start(start);
+    net.run(start + Duration::from_secs(60));
+    assert_eq!(net.a.best(), None);
+    assert_eq!(net.path_change(Side::A), None);
+    // One attempt per punch window plus retry delay (15 s), each one CallMeMaybe from each side.
+    assert_eq!(
+        net.calls[Side::A as usize],
+        4,
+        "attempts at 0, 15, 30 and 45 s"
+    );
+    assert_eq!(net.calls[Side::B as usize], 4);
+}

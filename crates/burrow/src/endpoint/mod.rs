@@ -1,0 +1,341 @@
+//! [`Endpoint`]: connect to a peer by its key. A connection works at once through the relay;
+//! hole punching runs beside it, and traffic moves to a direct path as soon as one is proven
+//! (and back to the relay if it dies) under the same QUIC connection, so streams carry on.
+//!
+//! One UDP socket per address family carries QUIC, STUN and the disco probes, so the public
+//! address STUN learns is the one peers punch to.
+
+mod driver;
+mod peers;
+mod socket;
+pub(crate) mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burrow_proto::holepunch::{DirectPath, PunchConfig};
+use burrow_proto::relay::RelayUrl;
+use burrow_proto::ticket::Ticket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::relay_client::{RelayClient, RelayClientOptions};
+use crate::{NodeId, SecretKey};
+use driver::{Command, Driver};
+use peers::PeerMap;
+use socket::{MagicSocket, Udp, CONTROL_QUEUE};
+
+pub use burrow_proto::holepunch::DirectPath as Direct;
+
+/// QUIC packets from the relay waiting for quinn.
+const RELAYED_QUEUE: usize = 1024;
+
+/// How to build an [`Endpoint`].
+#[derive(Clone, Debug)]
+pub struct EndpointOptions {
+    /// The IPv4 socket's address.
+    pub bind_v4: SocketAddr,
+    /// The IPv6 socket's address; `None`, or a failure to bind it, means IPv4 only.
+    pub bind_v6: Option<SocketAddr>,
+    /// Relays to stay connected to; the home relay carries relayed traffic.
+    pub relays: Vec<RelayUrl>,
+    /// STUN servers that tell us our public address (the relay's co-hosted STUN, typically).
+    pub stun_servers: Vec<SocketAddr>,
+    /// Application protocols accepted by [`Endpoint::accept`].
+    pub alpns: Vec<Vec<u8>>,
+    /// Hole punching timings.
+    pub punch: PunchConfig,
+    /// The relay client's options.
+    pub relay: RelayClientOptions,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            bind_v4: "0.0.0.0:0".parse().expect("valid"),
+            bind_v6: Some("[::]:0".parse().expect("valid")),
+            relays: Vec::new(),
+            stun_servers: Vec::new(),
+            alpns: Vec::new(),
+            punch: PunchConfig::default(),
+            relay: RelayClientOptions::default(),
+        }
+    }
+}
+
+/// Why an endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A UDP socket could not be bound.
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// quinn refused the socket.
+    #[error("QUIC endpoint: {0}")]
+    Quic(std::io::Error),
+}
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The peer cannot be reached: no relay in common and no direct address.
+    #[error("no way to reach {0}: the ticket has no relay this endpoint uses and no address")]
+    NoRoute(String),
+    /// TLS could not be set up.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// QUIC refused to start the connection.
+    #[error("QUIC: {0}")]
+    Start(#[from] quinn::ConnectError),
+    /// The handshake failed, or the connection was lost.
+    #[error("QUIC: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The handshake did not finish in time.
+    #[error("no answer from the peer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How a peer is reached right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathInfo {
+    /// Straight over UDP.
+    Direct(DirectPath),
+    /// Through the home relay (its URL, if one is connected).
+    Relay(Option<RelayUrl>),
+}
+
+/// A QUIC connection to a peer whose key the handshake proved.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The QUIC connection: streams and datagrams.
+    pub quic: quinn::Connection,
+    /// The peer's key.
+    pub remote: NodeId,
+}
+
+struct Inner {
+    secret: SecretKey,
+    quic: quinn::Endpoint,
+    socket: Arc<MagicSocket>,
+    peers: Arc<PeerMap>,
+    relay: Option<RelayClient>,
+    commands: mpsc::Sender<Command>,
+    candidates: watch::Receiver<Vec<SocketAddr>>,
+    path_changes: watch::Receiver<u64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A node on the network: its key, its sockets, its relays, and its connections.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("node_id", &self.node_id())
+            .field("socket", &self.inner.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Binds the sockets and starts connecting to the relays. Must be called within a Tokio
+    /// runtime.
+    pub async fn bind(secret: SecretKey, opts: EndpointOptions) -> Result<Endpoint, BindError> {
+        let bind =
+            |addr: SocketAddr| Udp::bind(addr).map_err(|source| BindError::Bind { addr, source });
+        let v4 = bind(opts.bind_v4)?;
+        // IPv6 is optional: many hosts and every lab namespace lack it.
+        let v6 = opts.bind_v6.and_then(|a| Udp::bind(a).ok());
+        let peers = Arc::new(PeerMap::new());
+        let relay = (!opts.relays.is_empty())
+            .then(|| RelayClient::new(opts.relays.clone(), secret.clone(), opts.relay.clone()));
+        let (relayed_tx, relayed_rx) = mpsc::channel(RELAYED_QUEUE);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let socket = Arc::new(MagicSocket {
+            v4,
+            v6,
+            peers: peers.clone(),
+            relay: relay.clone(),
+            relayed: Mutex::new(relayed_rx),
+            control: control_tx,
+        });
+        let server =
+            tls::server_config(&secret, &opts.alpns).map_err(|e| BindError::Tls(e.to_string()))?;
+        let mut config = quinn::EndpointConfig::default();
+        // Disco packets are told from QUIC by the fixed bit, so QUIC must always set it.
+        config.grease_quic_bit(false);
+        let quic = quinn::Endpoint::new_with_abstract_socket(
+            config,
+            Some(server),
+            socket.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(BindError::Quic)?;
+
+        let (commands_tx, commands_rx) = mpsc::channel(64);
+        let (disco_tx, disco_rx) = mpsc::channel(CONTROL_QUEUE);
+        let candidates = watch::Sender::new(Vec::new());
+        let path_changes = watch::Sender::new(0);
+        let mut tasks = Vec::new();
+        if let Some(relay) = &relay {
+            tasks.push(tokio::spawn(driver::relay_reader(
+                relay.clone(),
+                peers.clone(),
+                relayed_tx,
+                disco_tx,
+            )));
+        }
+        let driver = Driver {
+            secret: secret.clone(),
+            socket: socket.clone(),
+            peers: peers.clone(),
+            relay: relay.clone(),
+            stun_servers: opts.stun_servers.clone(),
+            punch: opts.punch.clone(),
+            control: control_rx,
+            relayed_disco: disco_rx,
+            commands: commands_rx,
+            candidates: candidates.clone(),
+            path_changes: path_changes.clone(),
+        };
+        tasks.push(tokio::spawn(driver.run()));
+        Ok(Endpoint {
+            inner: Arc::new(Inner {
+                secret,
+                quic,
+                socket,
+                peers,
+                relay,
+                commands: commands_tx,
+                candidates: candidates.subscribe(),
+                path_changes: path_changes.subscribe(),
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Our key.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.secret.node_id()
+    }
+
+    /// The relay client, if the endpoint has relays.
+    pub fn relay(&self) -> Option<&RelayClient> {
+        self.inner.relay.as_ref()
+    }
+
+    /// The IPv4 socket's local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.socket.v4.local_addr()
+    }
+
+    /// Our direct addresses: interface addresses, and the public one once STUN answered.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        self.inner.candidates.borrow().clone()
+    }
+
+    /// Waits until STUN has told us our public address (at most `timeout`).
+    pub async fn wait_public_addr(&self, timeout: Duration) {
+        let mut rx = self.inner.candidates.clone();
+        let local = rx.borrow().len();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|c| c.len() > local)).await;
+    }
+
+    /// A ticket for this endpoint: our key, relays and direct addresses.
+    pub fn ticket(&self) -> Ticket {
+        let mut t = Ticket::new(self.node_id());
+        if let Some(relay) = &self.inner.relay {
+            t.relays = relay.relays().to_vec();
+        }
+        t.addrs = self.candidates();
+        t
+    }
+
+    /// Connects to the peer in `ticket`, speaking `alpn`. The connection starts through the
+    /// relay; punching starts beside it.
+    pub async fn connect(&self, ticket: &Ticket, alpn: &[u8]) -> Result<Connection, ConnectError> {
+        let node = ticket.node_id;
+        if self.inner.relay.is_none() && ticket.addrs.is_empty() {
+            return Err(ConnectError::NoRoute(node.to_string()));
+        }
+        let (peer, _) = self.inner.peers.get_or_insert(node);
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Connect {
+                node,
+                addrs: ticket.addrs.clone(),
+            })
+            .await;
+        let client = tls::client_config(&self.inner.secret, node, &[alpn.to_vec()])
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let connecting = self
+            .inner
+            .quic
+            .connect_with(client, peer.mapped, tls::SERVER_NAME)?;
+        let quic = connecting.await?;
+        Ok(Connection { quic, remote: node })
+    }
+
+    /// The next incoming connection, authenticated (`None` once the endpoint is closed).
+    /// Handshakes that fail are skipped.
+    pub async fn accept(&self) -> Option<Connection> {
+        loop {
+            let incoming = self.inner.quic.accept().await?;
+            let quic = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("incoming handshake failed: {e}");
+                    continue;
+                }
+            };
+            if let Some(remote) = tls::peer_node_id(&quic) {
+                return Some(Connection { quic, remote });
+            }
+        }
+    }
+
+    /// How `node` is reached right now.
+    pub fn path(&self, node: &NodeId) -> PathInfo {
+        match self.inner.peers.by_node(node).and_then(|p| p.direct()) {
+            Some(d) => PathInfo::Direct(d),
+            None => PathInfo::Relay(
+                self.inner
+                    .relay
+                    .as_ref()
+                    .and_then(|r| r.state().borrow().home.clone()),
+            ),
+        }
+    }
+
+    /// Resolves when any peer's path changes next.
+    pub async fn path_changed(&self) {
+        let mut rx = self.inner.path_changes.clone();
+        rx.borrow_and_update();
+        let _ = rx.changed().await;
+    }
+
+    /// Closes every connection and stops the endpoint.
+    pub async fn close(&self) {
+        self.inner.quic.close(0u32.into(), b"closing");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.quic.wait_idle()).await;
+        for task in std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            task.abort();
+        }
+        if let Some(relay) = &self.inner.relay {
+            relay.clone().close().await;
+        }
+    }
+}
