@@ -8,8 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use burrow::config::{Config, RelayFileConfig};
 use burrow::netcheck::{self, Report};
+use burrow::relay_client::RelayUrl;
 use burrow::stun_service::{StunOptions, StunService};
+use burrow::ticket::Ticket;
 use clap::{Parser, Subcommand};
+
+mod peer;
 
 /// burrow: find peers by key and reach them through any NAT.
 #[derive(Parser)]
@@ -59,6 +63,47 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Accept connections: print a ticket, then serve echo/sink streams and pings.
+    Listen {
+        /// Relay to stay reachable through (http(s)://host:port); repeat for several.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<RelayUrl>,
+        #[command(flatten)]
+        node: peer::NodeArgs,
+        /// Print JSON lines: the ticket first, then one per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to a ticket: report the time to first byte, the path and the time until it
+    /// went direct, and optionally transfer bytes.
+    Connect {
+        /// The listener's ticket.
+        ticket: Ticket,
+        /// Bytes to send to the listener's sink (reports throughput).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        bytes: u64,
+        /// How long to wait for a direct path before reporting (or transferring) anyway.
+        #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+        direct_timeout: Duration,
+        #[command(flatten)]
+        node: peer::NodeArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ping a ticket: the path (direct address or relay) and the round-trip time of each ping.
+    Ping {
+        /// The listener's ticket.
+        ticket: Ticket,
+        /// Pings to send.
+        #[arg(long, short = 'c', default_value_t = 5)]
+        count: u64,
+        /// Time between pings.
+        #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        node: peer::NodeArgs,
     },
     /// Print this node's id, creating its key on first use.
     Id {
@@ -202,6 +247,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Listen { relays, node, json } => {
+            runtime()?.block_on(peer::listen(node, relays, json))
+        }
+        Command::Connect {
+            ticket,
+            bytes,
+            direct_timeout,
+            node,
+            json,
+        } => runtime()?.block_on(peer::connect(node, ticket, bytes, direct_timeout, json)),
+        Command::Ping {
+            ticket,
+            count,
+            interval,
+            node,
+        } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);
             let key = burrow::keyfile::load_or_create(&path)?;

@@ -1,0 +1,258 @@
+//! `burrow listen`, `burrow connect` and `burrow ping`: an [`Endpoint`] and the tool protocol
+//! ([`burrow::tool`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
+use burrow::relay_client::RelayUrl;
+use burrow::ticket::Ticket;
+use burrow::{tool, SecretKey};
+use serde_json::json;
+
+/// Options every peer command shares.
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// Secret key file; without it `listen` uses $BURROW_KEY or ~/.config/burrow/key, and
+    /// `connect`/`ping` a fresh key.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// STUN server for our public address, as IP:PORT; repeat for several [default: port
+    /// 3478 on each relay's host].
+    #[arg(long = "stun", value_name = "IP:PORT")]
+    stun: Vec<SocketAddr>,
+    /// Local UDP address to bind (IPv4).
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+}
+
+/// STUN servers: the flags, else port 3478 on each relay host.
+async fn stun_servers(flags: &[SocketAddr], relays: &[RelayUrl]) -> Vec<SocketAddr> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    let mut out = Vec::new();
+    for r in relays {
+        if let Ok(addrs) = tokio::net::lookup_host((r.host(), 3478)).await {
+            out.extend(addrs.filter(SocketAddr::is_ipv4));
+        }
+    }
+    out
+}
+
+async fn bind(args: &NodeArgs, key: SecretKey, relays: Vec<RelayUrl>) -> Result<Endpoint> {
+    let stun_servers = stun_servers(&args.stun, &relays).await;
+    let ep = Endpoint::bind(
+        key,
+        EndpointOptions {
+            bind_v4: args.bind,
+            // A chosen IPv4 address means a chosen interface: no IPv6 beside it.
+            bind_v6: args.bind.ip().is_unspecified().then(|| "[::]:0".parse().expect("valid")),
+            relays,
+            stun_servers,
+            alpns: vec![tool::ALPN.to_vec()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    if let Some(relay) = ep.relay() {
+        relay
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .context("no relay answered within 10 s")?;
+    }
+    Ok(ep)
+}
+
+fn path_json(p: &PathInfo) -> (&'static str, Option<String>, Option<f64>) {
+    match p {
+        PathInfo::Direct(d) => ("direct", Some(d.addr.to_string()), Some(ms(d.rtt))),
+        PathInfo::Relay(url) => ("relay", url.as_ref().map(ToString::to_string), None),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// `burrow listen`.
+pub async fn listen(args: NodeArgs, relays: Vec<RelayUrl>, json_out: bool) -> Result<()> {
+    let key_path = args
+        .key
+        .clone()
+        .unwrap_or_else(burrow::keyfile::default_path);
+    let key = burrow::keyfile::load_or_create(&key_path)?;
+    if relays.is_empty() {
+        eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
+    }
+    let ep = bind(&args, key, relays).await?;
+    ep.wait_public_addr(Duration::from_secs(2)).await;
+    let ticket = ep.ticket();
+    if json_out {
+        println!(
+            "{}",
+            json!({"node_id": ep.node_id().to_string(), "ticket": ticket.to_string(),
+                "relays": ticket.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "addrs": ticket.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()})
+        );
+    } else {
+        println!("node id: {}", ep.node_id());
+        println!("ticket:  {ticket}");
+        println!("waiting for connections (burrow connect TICKET); Ctrl-C stops");
+    }
+    loop {
+        let conn = tokio::select! {
+            c = ep.accept() => match c { Some(c) => c, None => break },
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let ep = ep.clone();
+        tokio::spawn(async move {
+            let peer = conn.remote;
+            let report = {
+                let ep = ep.clone();
+                move |event: &str, extra: serde_json::Value| {
+                    let (path, addr, rtt) = path_json(&ep.path(&peer));
+                    if json_out {
+                        let mut v = json!({"event": event, "node_id": peer.to_string(),
+                        "path": path, "remote_addr": addr, "rtt_ms": rtt});
+                        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra)
+                        {
+                            o.extend(e);
+                        }
+                        println!("{v}");
+                    } else {
+                        println!(
+                            "{event} {} via {path} {}",
+                            peer.short(),
+                            addr.unwrap_or_default()
+                        );
+                    }
+                }
+            };
+            report("connected", json!({}));
+            let watch = {
+                let ep = ep.clone();
+                let report = report.clone();
+                tokio::spawn(async move {
+                    let mut last = ep.path(&peer);
+                    loop {
+                        ep.path_changed().await;
+                        let now = ep.path(&peer);
+                        if std::mem::discriminant(&now) != std::mem::discriminant(&last) {
+                            report("path", json!({}));
+                        }
+                        last = now;
+                    }
+                })
+            };
+            let bytes = tool::serve(conn).await;
+            watch.abort();
+            report("closed", json!({"bytes": bytes}));
+        });
+    }
+    ep.close().await;
+    Ok(())
+}
+
+async fn dial(args: &NodeArgs, ticket: &Ticket) -> Result<(Endpoint, Connection, Instant)> {
+    let key = match &args.key {
+        Some(path) => burrow::keyfile::load_or_create(path)?,
+        None => SecretKey::from_bytes(rand::random()),
+    };
+    let ep = bind(args, key, ticket.relays.clone()).await?;
+    let start = Instant::now();
+    let conn = tokio::time::timeout(Duration::from_secs(15), ep.connect(ticket, tool::ALPN))
+        .await
+        .context("no answer from the peer within 15 s")??;
+    Ok((ep, conn, start))
+}
+
+/// `burrow connect`.
+pub async fn connect(
+    args: NodeArgs,
+    ticket: Ticket,
+    bytes: u64,
+    direct_timeout: Duration,
+    json_out: bool,
+) -> Result<()> {
+    let (ep, conn, start) = dial(&args, &ticket).await?;
+    tool::greeting(&conn).await?;
+    let ttfb = start.elapsed();
+    let peer = conn.remote;
+    let direct_deadline = start + direct_timeout;
+    let to_direct = loop {
+        if let PathInfo::Direct(_) = ep.path(&peer) {
+            break Some(start.elapsed());
+        }
+        let left = direct_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || tokio::time::timeout(left, ep.path_changed()).await.is_err() {
+            break None;
+        }
+    };
+    if !json_out {
+        eprintln!(
+            "connected to {} in {:.1} ms{}",
+            peer.short(),
+            ms(ttfb),
+            match to_direct {
+                Some(t) => format!(", direct after {:.1} ms", ms(t)),
+                None => format!(", still relayed after {direct_timeout:?}"),
+            }
+        );
+    }
+    let took = if bytes > 0 {
+        Some(tool::send_bytes(&conn, bytes).await?)
+    } else {
+        None
+    };
+    let (path, addr, rtt) = path_json(&ep.path(&peer));
+    let rtt = rtt.or_else(|| Some(ms(conn.quic.rtt())));
+    let mbps = took.map(|t| bytes as f64 * 8.0 / t.as_secs_f64() / 1e6);
+    if json_out {
+        println!(
+            "{}",
+            json!({"connected": true, "path": path, "remote_addr": addr,
+                "time_to_first_byte_ms": ms(ttfb), "time_to_direct_ms": to_direct.map(ms),
+                "rtt_ms": rtt, "bytes": bytes, "throughput_mbps": mbps})
+        );
+    } else {
+        println!("path:        {path} {}", addr.unwrap_or_default());
+        println!("rtt:         {:.1} ms", rtt.unwrap_or_default());
+        if let Some(m) = mbps {
+            println!("transferred: {bytes} bytes at {m:.1} Mbit/s");
+        }
+    }
+    conn.quic.close(0u32.into(), b"done");
+    ep.close().await;
+    Ok(())
+}
+
+/// `burrow ping`.
+pub async fn ping(args: NodeArgs, ticket: Ticket, count: u64, interval: Duration) -> Result<()> {
+    let (ep, conn, _) = dial(&args, &ticket).await?;
+    let peer = conn.remote;
+    let mut answered = 0;
+    for seq in 1..=count {
+        let rtt = tool::ping(&conn, seq, Duration::from_secs(2)).await?;
+        let (path, addr, _) = path_json(&ep.path(&peer));
+        let via = format!("{path} {}", addr.unwrap_or_default());
+        match rtt {
+            Some(rtt) => {
+                answered += 1;
+                println!("pong from {} via {via} in {:.1} ms", peer.short(), ms(rtt));
+            }
+            None => println!("timeout (seq {seq}) via {via}"),
+        }
+        if seq < count {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    conn.quic.close(0u32.into(), b"done");
+    ep.close().await;
+    if answered == 0 {
+        bail!("no pong in {count} pings");
+    }
+    Ok(())
+}

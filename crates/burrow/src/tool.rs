@@ -1,0 +1,163 @@
+//! The small protocol `burrow listen` speaks with `burrow connect` and `burrow ping`, so that
+//! anyone can check reachability, paths and throughput between two nodes.
+//!
+//! - On every connection the listener at once opens a unidirectional stream and writes one
+//!   greeting byte: the connecting side's time to first byte.
+//! - A bidirectional stream starts with a mode byte: [`ECHO`] sends everything back; [`SINK`]
+//!   reads to the end and answers with the byte count (8 bytes, big-endian).
+//! - Every QUIC datagram is echoed (pings).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::endpoint::Connection;
+
+/// The ALPN of this protocol.
+pub const ALPN: &[u8] = b"burrow/tool/1";
+/// Mode byte: echo the stream.
+pub const ECHO: u8 = b'E';
+/// Mode byte: count the stream's bytes.
+pub const SINK: u8 = b'S';
+const GREETING: u8 = 0x01;
+/// Bytes written per call when sending data.
+const CHUNK: usize = 64 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The connection ended.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// A stream ended early.
+    #[error("read: {0}")]
+    ReadExact(#[from] quinn::ReadExactError),
+    /// The stream was already finished.
+    #[error("stream closed")]
+    Closed(#[from] quinn::ClosedStream),
+    /// Datagrams are off on this connection.
+    #[error("datagram: {0}")]
+    Datagram(#[from] quinn::SendDatagramError),
+    /// The peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+/// Serves one connection until it closes: the greeting, echo and sink streams, datagram
+/// echo. Returns the application bytes received.
+pub async fn serve(conn: Connection) -> u64 {
+    let quic = conn.quic.clone();
+    let greet = async {
+        let mut s = quic.open_uni().await?;
+        s.write_all(&[GREETING]).await?;
+        s.finish()?;
+        Ok::<_, ToolError>(())
+    };
+    if let Err(e) = greet.await {
+        tracing::debug!("greeting: {e}");
+    }
+    let datagrams = {
+        let quic = quic.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = quic.read_datagram().await {
+                let _ = quic.send_datagram(d);
+            }
+        })
+    };
+    let mut streams = tokio::task::JoinSet::new();
+    while let Ok((send, recv)) = quic.accept_bi().await {
+        streams.spawn(serve_stream(send, recv));
+    }
+    datagrams.abort();
+    let mut total = 0;
+    while let Some(r) = streams.join_next().await {
+        total += r.ok().and_then(Result::ok).unwrap_or(0);
+    }
+    total
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<u64, ToolError> {
+    let mut mode = [0u8];
+    recv.read_exact(&mut mode).await?;
+    let mut total = 0u64;
+    while let Some(chunk) = recv.read_chunk(CHUNK, true).await? {
+        total += chunk.bytes.len() as u64;
+        if mode[0] == ECHO {
+            send.write_chunk(chunk.bytes).await?;
+        }
+    }
+    match mode[0] {
+        ECHO => {}
+        SINK => send.write_all(&total.to_be_bytes()).await?,
+        _ => return Err(ToolError::Protocol("unknown stream mode")),
+    }
+    send.finish()?;
+    Ok(total)
+}
+
+/// Waits for the listener's greeting: the first application byte.
+pub async fn greeting(conn: &Connection) -> Result<(), ToolError> {
+    let mut s = conn.quic.accept_uni().await?;
+    let mut b = [0u8];
+    s.read_exact(&mut b).await?;
+    if b[0] != GREETING {
+        return Err(ToolError::Protocol("bad greeting"));
+    }
+    Ok(())
+}
+
+/// Sends `bytes` bytes to the listener's sink and waits for its count; returns the time taken.
+pub async fn send_bytes(conn: &Connection, bytes: u64) -> Result<Duration, ToolError> {
+    let start = Instant::now();
+    let (mut send, mut recv) = conn.quic.open_bi().await?;
+    send.write_all(&[SINK]).await?;
+    let chunk = Bytes::from(vec![0x5a; CHUNK]);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        send.write_chunk(chunk.slice(..n)).await?;
+        left -= n as u64;
+    }
+    send.finish()?;
+    let mut count = [0u8; 8];
+    recv.read_exact(&mut count).await?;
+    if u64::from_be_bytes(count) != bytes {
+        return Err(ToolError::Protocol(
+            "the listener counted a different number of bytes",
+        ));
+    }
+    Ok(start.elapsed())
+}
+
+/// One ping over a QUIC datagram; `None` if no echo came within `timeout`.
+pub async fn ping(
+    conn: &Connection,
+    seq: u64,
+    timeout: Duration,
+) -> Result<Option<Duration>, ToolError> {
+    let start = Instant::now();
+    conn.quic
+        .send_datagram(Bytes::copy_from_slice(&seq.to_be_bytes()))?;
+    let echoed = tokio::time::timeout(timeout, async {
+        loop {
+            let d = conn.quic.read_datagram().await?;
+            if d.as_ref() == seq.to_be_bytes() {
+                return Ok::<_, ToolError>(start.elapsed());
+            }
+        }
+    })
+    .await;
+    match echoed {
+        Ok(r) => r.map(Some),
+        Err(_) => Ok(None),
+    }
+}
