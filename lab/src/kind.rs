@@ -161,7 +161,7 @@ impl LinkConditions {
         );
         ensure!(self.rate_kbit != Some(0), "rate_kbit must be positive");
         ensure!(
-            self.delay.map_or(true, |d| d <= Duration::from_secs(10)),
+            self.delay.is_none_or(|d| d <= Duration::from_secs(10)),
             "delay above 10s"
         );
         Ok(())

@@ -49,7 +49,11 @@ async fn bind(args: &NodeArgs, key: SecretKey, relays: Vec<RelayUrl>) -> Result<
         EndpointOptions {
             bind_v4: args.bind,
             // A chosen IPv4 address means a chosen interface: no IPv6 beside it.
-            bind_v6: args.bind.ip().is_unspecified().then(|| "[::]:0".parse().expect("valid")),
+            bind_v6: args
+                .bind
+                .ip()
+                .is_unspecified()
+                .then(|| "[::]:0".parse().expect("valid")),
             relays,
             stun_servers,
             alpns: vec![tool::ALPN.to_vec()],

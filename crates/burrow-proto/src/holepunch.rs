@@ -32,8 +32,9 @@ use crate::disco::{Message, TxId, MAX_CANDIDATES};
 /// Timings and limits of hole punching.
 #[derive(Clone, Debug)]
 pub struct PunchConfig {
-    /// TTL of priming pings: enough to leave our own NATs (a home router, and a carrier's NAT
-    /// behind it), too little to reach the peer's network across the internet.
+    /// TTL of priming pings: enough to leave our own NAT, too little to reach the peer's network.
+    /// 2 passes one home router and expires at the next hop. A host behind two NATs (CGNAT)
+    /// needs 3; deriving it from the measured hop count is still to do.
     pub primer_ttl: u8,
     /// Pings to each unproven candidate this often while punching.
     pub probe_interval: Duration,
@@ -61,7 +62,7 @@ pub struct PunchConfig {
 impl Default for PunchConfig {
     fn default() -> Self {
         PunchConfig {
-            primer_ttl: 3,
+            primer_ttl: 2,
             probe_interval: Duration::from_millis(200),
             punch_window: Duration::from_secs(5),
             responder_wait: Duration::from_secs(1),

@@ -131,7 +131,9 @@ impl Driver {
                     }
                 }
                 Some(Control::Udp(from, packet)) = self.control.recv() => {
-                    if let Ok(stun) = StunMessage::parse(&packet) {
+                    // Disco first: a sender key can start with STUN's magic cookie.
+                    let stun = (!disco::looks_like_disco(&packet)).then(|| StunMessage::parse(&packet).ok()).flatten();
+                    if let Some(stun) = stun {
                         let Some(i) = stun_pending.iter().position(|(t, s)| *t == stun.transaction_id && *s == from) else { continue };
                         stun_pending.swap_remove(i);
                         let Some(mapped) = stun.mapped() else { continue };

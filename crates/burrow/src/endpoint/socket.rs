@@ -140,7 +140,7 @@ impl MagicSocket {
         while start < meta.len {
             let end = (start + stride).min(meta.len);
             let seg = &buf[start..end];
-            if looks_like_stun(seg) || looks_like_disco(seg) {
+            if looks_like_disco(seg) || looks_like_stun(seg) {
                 let _ = self.control.try_send(Control::udp(from, seg));
             } else if peer.is_some() && seg.first().is_some_and(|b| b & 0x40 != 0) {
                 // Only the last segment may be shorter than the stride, so compacting keeps
