@@ -117,6 +117,22 @@ impl Lab {
             .clone()
     }
 
+    /// For tests: `true` when labs can be built here. Otherwise prints "SKIPPED: why" and
+    /// returns `false`, except under CI (`CI` set), where it panics: CI runs as root and must
+    /// run the lab.
+    pub fn tests_allowed() -> bool {
+        match Self::root_skip_reason() {
+            None => true,
+            Some(why) if std::env::var_os("CI").is_some() => {
+                panic!("{why}: CI runs as root and must run the NAT lab")
+            }
+            Some(why) => {
+                eprintln!("SKIPPED: {why}");
+                false
+            }
+        }
+    }
+
     /// How long [`LabBuilder::build`] took.
     pub fn build_time(&self) -> Duration {
         self.build_time

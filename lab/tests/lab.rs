@@ -10,16 +10,6 @@ use burrow_lab::{Lab, LinkConditions, NatKind, RouterVariant};
 const S1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const S2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 
-fn skip() -> bool {
-    match Lab::root_skip_reason() {
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            true
-        }
-        None => false,
-    }
-}
-
 fn gone(namespaces: &[String]) -> bool {
     namespaces
         .iter()
@@ -46,7 +36,7 @@ fn poke(lab: &Lab, ns: &str, to: SocketAddr) -> &'static str {
 
 #[test]
 fn router_variants_differ_on_unsolicited_packets() {
-    if skip() {
+    if !Lab::tests_allowed() {
         return;
     }
     let lab = Lab::builder()
@@ -118,7 +108,7 @@ fn router_variants_differ_on_unsolicited_packets() {
 
 #[test]
 fn link_conditions_delay_and_loss() {
-    if skip() {
+    if !Lab::tests_allowed() {
         return;
     }
     let delay = Duration::from_millis(40);
@@ -236,7 +226,7 @@ fn link_conditions_delay_and_loss() {
 
 #[test]
 fn processes_and_namespaces_go_away() {
-    if skip() {
+    if !Lab::tests_allowed() {
         return;
     }
     let lab = Lab::builder()
@@ -269,7 +259,7 @@ fn processes_and_namespaces_go_away() {
 
 #[test]
 fn cleanup_after_panic() {
-    if skip() {
+    if !Lab::tests_allowed() {
         return;
     }
     let mut namespaces = Vec::new();
@@ -297,7 +287,7 @@ fn cleanup_after_panic() {
 
 #[test]
 fn failed_build_cleans_up_and_stale_labs_are_swept() {
-    if skip() {
+    if !Lab::tests_allowed() {
         return;
     }
     // A namespace of a "dead" lab (no process has pid 999999999).

@@ -15,19 +15,6 @@ const RELAY_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 31),
 ];
 
-fn lab_allowed() -> bool {
-    match Lab::root_skip_reason() {
-        None => true,
-        Some(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{reason}: CI runs as root and must run the NAT lab")
-        }
-        Some(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            false
-        }
-    }
-}
-
 /// A relay with RFC 5780 STUN on the internet segment, and the given homes.
 fn build(homes: &[(&str, NatKind, RouterVariant)]) -> Lab {
     let mut b = Lab::builder().server("relay", &RELAY_IPS);
@@ -109,7 +96,7 @@ fn connect(lab: &Lab, home: &str, ticket: &str) -> serde_json::Value {
 
 #[test]
 fn port_restricted_pairs_go_direct_through_both_router_variants_and_symmetric_pairs_stay_relayed() {
-    if !lab_allowed() {
+    if !Lab::tests_allowed() {
         return;
     }
     use NatKind::*;

@@ -22,19 +22,6 @@ const COTURN_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 21),
 ];
 
-fn lab_allowed() -> bool {
-    match Lab::root_skip_reason() {
-        None => true,
-        Some(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{reason}: CI runs as root and must run the NAT lab")
-        }
-        Some(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            false
-        }
-    }
-}
-
 fn home_name(kind: NatKind, variant: RouterVariant) -> String {
     format!("{}-{}", kind.name(), variant.name())
 }
@@ -93,7 +80,7 @@ fn netcheck(lab: &Lab, home: &str, server: Ipv4Addr) -> serde_json::Value {
 
 #[test]
 fn netcheck_reports_what_the_lab_built_against_burrow_and_coturn() {
-    if !lab_allowed() {
+    if !Lab::tests_allowed() {
         return;
     }
     let lab = build_lab(&RouterVariant::ALL);
@@ -195,7 +182,7 @@ fn stunclient(lab: &Lab, home: &str, server: Ipv4Addr) -> (Option<i32>, Option<s
 
 #[test]
 fn coturn_clients_give_the_same_verdicts_against_burrow_stun_as_against_coturn() {
-    if !lab_allowed() {
+    if !Lab::tests_allowed() {
         return;
     }
     let lab = build_lab(&[RouterVariant::Firewalled]);
@@ -266,7 +253,7 @@ fn coturn_clients_give_the_same_verdicts_against_burrow_stun_as_against_coturn()
 
 #[test]
 fn netcheck_without_any_network_finishes_within_its_timeout() {
-    if !lab_allowed() {
+    if !Lab::tests_allowed() {
         return;
     }
     // A namespace with only loopback: the default public servers cannot be resolved or reached,

@@ -64,12 +64,11 @@ impl Driver {
     pub async fn run(mut self) {
         let me = self.secret.node_id();
         let mut states: HashMap<NodeId, PeerState> = HashMap::new();
-        let mut local = self.local_candidates();
+        let mut local = local_candidates(&self.socket);
         let mut reflexive: Option<SocketAddr> = None;
         let mut stun_pending: Vec<(TransactionId, SocketAddr)> = Vec::new();
         let mut next_stun = Instant::now();
         let mut stun_answered = false;
-        self.candidates.send_replace(local.clone());
         loop {
             let now = Instant::now();
             if now >= next_stun && !self.stun_servers.is_empty() {
@@ -78,7 +77,7 @@ impl Driver {
                     let tid = TransactionId(rand::random());
                     let mut req = Vec::new();
                     MessageWriter::new(&mut req, Class::Request, Method::BINDING, tid).finish();
-                    if let Some(udp) = self.udp(&server) {
+                    if let Some(udp) = self.socket.udp_for(&server) {
                         let _ = udp.send_control(server, &req, None);
                         stun_pending.push((tid, server));
                     }
@@ -141,8 +140,9 @@ impl Driver {
                         if reflexive != Some(mapped) {
                             debug!(%mapped, "public address");
                             reflexive = Some(mapped);
-                            local = self.local_candidates();
+                            local = local_candidates(&self.socket);
                             let ours = merge(&local, reflexive);
+                            // Sent even when unchanged: it tells waiters that STUN answered.
                             self.candidates.send_replace(ours.clone());
                             for st in states.values_mut() {
                                 st.paths.set_our_candidates(ours.clone());
@@ -166,13 +166,6 @@ impl Driver {
                     }
                 }
             }
-        }
-    }
-
-    fn udp(&self, to: &SocketAddr) -> Option<&super::socket::Udp> {
-        match to {
-            SocketAddr::V4(_) => Some(&self.socket.v4),
-            SocketAddr::V6(_) => self.socket.v6.as_ref(),
         }
     }
 
@@ -211,7 +204,7 @@ impl Driver {
             };
             match t.dest {
                 Dest::Direct(to) => {
-                    if let Some(udp) = self.udp(&to) {
+                    if let Some(udp) = self.socket.udp_for(&to) {
                         // Allow QUIC from where we probe: the peer may switch first.
                         self.peers.set_direct_source(to, &st.peer);
                         if let Err(e) = udp.send_control(to, &packet, t.ttl) {
@@ -237,39 +230,37 @@ impl Driver {
             }
         }
     }
+}
 
-    /// Our interface addresses with our ports. Loopback only when bound to loopback (tests on
-    /// one machine); never link-local.
-    fn local_candidates(&self) -> Vec<SocketAddr> {
-        let mut out = Vec::new();
-        for udp in std::iter::once(&self.socket.v4).chain(self.socket.v6.as_ref()) {
-            let Ok(bound) = udp.local_addr() else {
-                continue;
-            };
-            if !bound.ip().is_unspecified() {
-                out.push(bound);
-                continue;
-            }
-            for ip in if_addrs::get_if_addrs()
-                .unwrap_or_default()
-                .iter()
-                .map(|i| i.ip())
-            {
-                let usable = match ip {
-                    IpAddr::V4(v4) => bound.is_ipv4() && !v4.is_loopback() && !v4.is_link_local(),
-                    IpAddr::V6(v6) => {
-                        bound.is_ipv6()
-                            && !v6.is_loopback()
-                            && (v6.segments()[0] & 0xffc0) != 0xfe80
-                    }
-                };
-                if usable {
-                    out.push(SocketAddr::new(ip, bound.port()));
+/// Our interface addresses with our ports. Loopback only when bound to loopback (tests on
+/// one machine); never link-local.
+pub(crate) fn local_candidates(socket: &MagicSocket) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for udp in std::iter::once(&socket.v4).chain(socket.v6.as_ref()) {
+        let Ok(bound) = udp.local_addr() else {
+            continue;
+        };
+        if !bound.ip().is_unspecified() {
+            out.push(bound);
+            continue;
+        }
+        for ip in if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.ip())
+        {
+            let usable = match ip {
+                IpAddr::V4(v4) => bound.is_ipv4() && !v4.is_loopback() && !v4.is_link_local(),
+                IpAddr::V6(v6) => {
+                    bound.is_ipv6() && !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80
                 }
+            };
+            if usable {
+                out.push(SocketAddr::new(ip, bound.port()));
             }
         }
-        out
     }
+    out
 }
 
 fn merge(local: &[SocketAddr], reflexive: Option<SocketAddr>) -> Vec<SocketAddr> {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use burrow_proto::holepunch::{DirectPath, PunchConfig};
+use burrow_proto::holepunch::PunchConfig;
 use burrow_proto::relay::RelayUrl;
 use burrow_proto::ticket::Ticket;
 use tokio::sync::{mpsc, watch};
@@ -26,7 +26,7 @@ use driver::{Command, Driver};
 use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
-pub use burrow_proto::holepunch::DirectPath as Direct;
+pub use burrow_proto::holepunch::DirectPath;
 
 /// QUIC packets from the relay waiting for quinn.
 const RELAYED_QUEUE: usize = 1024;
@@ -185,7 +185,7 @@ impl Endpoint {
 
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let (disco_tx, disco_rx) = mpsc::channel(CONTROL_QUEUE);
-        let candidates = watch::Sender::new(Vec::new());
+        let candidates = watch::Sender::new(driver::local_candidates(&socket));
         let path_changes = watch::Sender::new(0);
         let mut tasks = Vec::new();
         if let Some(relay) = &relay {
@@ -247,9 +247,12 @@ impl Endpoint {
 
     /// Waits until STUN has told us our public address (at most `timeout`).
     pub async fn wait_public_addr(&self, timeout: Duration) {
+        // The candidates start as the interface addresses and change only once STUN answers.
         let mut rx = self.inner.candidates.clone();
-        let local = rx.borrow().len();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|c| c.len() > local)).await;
+        if rx.has_changed().unwrap_or(true) {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
     }
 
     /// A ticket for this endpoint: our key, relays and direct addresses.

@@ -121,7 +121,8 @@ impl fmt::Debug for MagicSocket {
 }
 
 impl MagicSocket {
-    fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
+    /// The socket of `addr`'s family.
+    pub fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
         match addr {
             SocketAddr::V4(_) => Some(&self.v4),
             SocketAddr::V6(_) => self.v6.as_ref(),
