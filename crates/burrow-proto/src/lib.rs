@@ -8,6 +8,8 @@ pub mod disco;
 pub mod discovery;
 pub mod holepunch;
 pub mod identity;
+#[cfg(test)]
+mod mutation;
 pub mod relay;
 pub mod stun;
 pub mod ticket;

@@ -496,22 +496,12 @@ mod tests {
         t.relays.push("http://[::1]:3340".parse().unwrap());
         let text = t.to_string().into_bytes();
         let body = t.body();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::mutation::Mutator::new();
         let mut mutate = |seed: &[u8]| {
-            let mut m = seed.to_vec();
-            for _ in 0..(next() % 4 + 1) {
-                let i = (next() as usize) % m.len();
-                m[i] = next() as u8;
-            }
+            let mut m = rng.overwrite(seed);
             // Truncate only sometimes, so that many bodies stay whole enough to parse.
-            if next() % 4 == 0 {
-                m.truncate((next() as usize) % (seed.len() + 1));
+            if rng.next() % 4 == 0 {
+                rng.truncate_below(&mut m, seed.len() + 1);
             }
             m
         };

@@ -326,20 +326,10 @@ fn mutated_packets_and_plaintexts_never_panic() {
         .iter()
         .map(|m| (ab.seal(&a, m, [4; 12]).unwrap(), m.encode().unwrap()))
         .collect();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::mutation::Mutator::new();
     let mut mutate = |seed: &[u8]| {
-        let mut m = seed.to_vec();
-        for _ in 0..(next() % 4 + 1) {
-            let i = (next() as usize) % m.len();
-            m[i] = next() as u8;
-        }
-        m.truncate((next() as usize) % (seed.len() + 2));
+        let mut m = rng.overwrite(seed);
+        rng.truncate_below(&mut m, seed.len() + 2);
         m
     };
     for i in 0..100_000 {

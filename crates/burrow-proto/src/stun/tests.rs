@@ -288,20 +288,10 @@ fn mutated_messages_never_panic() {
         .error_code(420, "x")
         .software("s");
     w.finish_with_fingerprint();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::mutation::Mutator::new();
     for _ in 0..200_000 {
-        let mut m = seed.clone();
-        for _ in 0..(next() % 4 + 1) {
-            let i = (next() as usize) % m.len();
-            m[i] = next() as u8;
-        }
-        m.truncate((next() as usize) % (seed.len() + 1));
+        let mut m = rng.overwrite(&seed);
+        rng.truncate_below(&mut m, seed.len() + 1);
         let _ = Message::parse(&m);
     }
 }

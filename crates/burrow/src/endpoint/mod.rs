@@ -98,9 +98,6 @@ pub enum ConnectError {
     /// The handshake failed, or the connection was lost.
     #[error("QUIC: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    /// The handshake did not finish in time.
-    #[error("no answer from the peer within {0:?}")]
-    Timeout(Duration),
 }
 
 /// How a peer is reached right now.
