@@ -37,6 +37,7 @@ mod cleanup;
 mod coturn;
 mod delay;
 mod kind;
+pub mod matrix;
 mod netns;
 mod process;
 mod rules;

@@ -4,6 +4,8 @@
 //!   them against coturn's natdiscovery; exit 1 on any disagreement.
 //! * `burrow-lab delay-line --queue N --delay-ms MS`: hold every packet of NFQUEUE N for MS
 //!   milliseconds (run it inside a namespace with `ip netns exec`).
+//! * `burrow-lab matrix [--burrow PATH] [--json FILE]`: `burrow listen` and `burrow connect`
+//!   across every pair of NAT kinds in both router variants; exit 1 when a pair falls short.
 //! * `burrow-lab sweep`: remove lab namespaces whose process has died.
 
 use std::process::ExitCode;
@@ -39,6 +41,33 @@ enum Cmd {
         /// One-way delay in milliseconds.
         #[arg(long)]
         delay_ms: u64,
+    },
+    /// Connect every pair of NAT kinds in both router variants and report paths and timings.
+    Matrix {
+        /// The burrow binary (default: `burrow` next to this program).
+        #[arg(long)]
+        burrow: Option<std::path::PathBuf>,
+        /// Also write the runs as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Only these kinds (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<burrow_lab::NatKind>,
+        /// Only this router variant (default both).
+        #[arg(long)]
+        variant: Option<String>,
+        /// One-way delay per home link, in ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Runs of each symmetric x cone pair.
+        #[arg(long, default_value_t = 10)]
+        hard_runs: usize,
+        /// Runs of every other pair.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Connections at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
     },
     /// Delete lab namespaces left behind by processes that died.
     Sweep,
@@ -117,6 +146,56 @@ fn run(cli: Cli) -> Result<bool> {
                 eprintln!("delay line on NFQUEUE {queue}: {delay_ms} ms");
             })?;
             Ok(true)
+        }
+        Cmd::Matrix {
+            burrow,
+            json,
+            kinds,
+            variant,
+            delay_ms,
+            hard_runs,
+            runs,
+            parallel,
+        } => {
+            if let Some(why) = burrow_lab::Lab::root_skip_reason() {
+                anyhow::bail!("{why}");
+            }
+            let burrow = match burrow {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("burrow"),
+            };
+            let mut opts = burrow_lab::matrix::MatrixOptions::new(burrow);
+            if !kinds.is_empty() {
+                opts.kinds = kinds;
+            }
+            if let Some(v) = variant {
+                opts.variants.retain(|x| x.name() == v);
+                anyhow::ensure!(!opts.variants.is_empty(), "variant is firewalled or bare");
+            }
+            opts.delay = Duration::from_millis(delay_ms);
+            opts.hard_runs = hard_runs;
+            opts.runs = runs;
+            opts.parallel = parallel;
+            let report = burrow_lab::matrix::run_matrix(&opts, &|r| {
+                eprintln!(
+                    "{} {} <- {} #{}: {} {}",
+                    r.variant,
+                    r.listener,
+                    r.connector,
+                    r.run,
+                    r.path.as_deref().unwrap_or("failed"),
+                    r.error.as_deref().unwrap_or("")
+                )
+            })?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            let failures = report.failures();
+            for f in &failures {
+                eprintln!("FAIL {f}");
+            }
+            Ok(failures.is_empty())
         }
         Cmd::Sweep => {
             for ns in burrow_lab::sweep_stale()? {

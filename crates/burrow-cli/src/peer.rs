@@ -185,6 +185,8 @@ pub async fn connect(
     tool::greeting(&conn).await?;
     let ttfb = start.elapsed();
     let peer = conn.remote;
+    // QUIC's RTT estimate is all relay hops while the connection is still relayed.
+    let relay_rtt = matches!(ep.path(&peer), PathInfo::Relay(_)).then(|| conn.quic.rtt());
     let direct_deadline = start + direct_timeout;
     let to_direct = loop {
         if let PathInfo::Direct(_) = ep.path(&peer) {
@@ -219,6 +221,7 @@ pub async fn connect(
             "{}",
             json!({"connected": true, "path": path, "remote_addr": addr,
                 "time_to_first_byte_ms": ms(ttfb), "time_to_direct_ms": to_direct.map(ms),
+                "relay_rtt_ms": relay_rtt.map(ms),
                 "rtt_ms": rtt, "bytes": bytes, "throughput_mbps": mbps})
         );
     } else {

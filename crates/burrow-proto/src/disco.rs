@@ -29,7 +29,7 @@ pub const MAGIC: [u8; 4] = [0x20, b'B', b'W', b'D'];
 pub const MAX_CANDIDATES: usize = 32;
 /// The largest valid packet (a full CallMeMaybe of IPv6 addresses): a receive buffer this big
 /// never truncates one, and anything longer is rejected before decrypting.
-pub const MAX_PACKET: usize = HEADER_LEN + NONCE_LEN + 2 + MAX_CANDIDATES * V6_LEN + TAG_LEN;
+pub const MAX_PACKET: usize = HEADER_LEN + NONCE_LEN + 3 + MAX_CANDIDATES * V6_LEN + TAG_LEN;
 
 /// Matches a [`Message::Pong`] to its [`Message::Ping`].
 pub type TxId = [u8; 12];
@@ -47,6 +47,8 @@ const KDF_SALT: &[u8] = b"burrow disco v1";
 const T_PING: u8 = 0x01;
 const T_PONG: u8 = 0x02;
 const T_CALL_ME_MAYBE: u8 = 0x03;
+/// CallMeMaybe flag: the sender's NAT maps per destination.
+const FLAG_HARD_NAT: u8 = 0x01;
 
 /// One disco message, the plaintext of a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +68,12 @@ pub enum Message {
     },
     /// Asks the peer to ping these addresses now, so both sides punch at the same time.
     CallMeMaybe {
-        /// The sender's candidate addresses, at most [`MAX_CANDIDATES`].
+        /// The sender's candidate addresses, at most [`MAX_CANDIDATES`], its public
+        /// (STUN-reflexive) address first.
         candidates: Vec<SocketAddr>,
+        /// The sender's NAT maps per destination (symmetric): its public port towards us is
+        /// none of its candidates, so only birthday probing can find it.
+        hard_nat: bool,
     },
 }
 
@@ -117,6 +123,9 @@ pub enum DiscoError {
     /// An address family other than 4 or 6.
     #[error("unknown address family {0}")]
     UnknownFamily(u8),
+    /// A CallMeMaybe with flag bits this version does not define.
+    #[error("unknown CallMeMaybe flags {0:#04x}")]
+    UnknownFlags(u8),
     /// A CallMeMaybe over [`MAX_CANDIDATES`], sent or received.
     #[error("{0} candidates exceed the limit of {MAX_CANDIDATES}")]
     TooManyCandidates(usize),
@@ -262,7 +271,10 @@ impl Message {
                 out.extend_from_slice(tx);
                 put_addr(&mut out, observed);
             }
-            Message::CallMeMaybe { candidates } => {
+            Message::CallMeMaybe {
+                candidates,
+                hard_nat,
+            } => {
                 if candidates.len() > MAX_CANDIDATES {
                     return Err(DiscoError::TooManyCandidates(candidates.len()));
                 }
@@ -270,6 +282,7 @@ impl Message {
                 for addr in candidates {
                     put_addr(&mut out, addr);
                 }
+                out.push(if *hard_nat { FLAG_HARD_NAT } else { 0 });
             }
         }
         Ok(out)
@@ -295,7 +308,14 @@ impl Message {
                     return Err(DiscoError::TooManyCandidates(count.into()));
                 }
                 let candidates = (0..count).map(|_| r.addr()).collect::<Result<_, _>>()?;
-                Message::CallMeMaybe { candidates }
+                let [flags] = r.array()?;
+                if flags & !FLAG_HARD_NAT != 0 {
+                    return Err(DiscoError::UnknownFlags(flags));
+                }
+                Message::CallMeMaybe {
+                    candidates,
+                    hard_nat: flags & FLAG_HARD_NAT != 0,
+                }
             }
             other => return Err(DiscoError::UnknownType(other)),
         };

@@ -19,6 +19,16 @@
 //! back to the relay and punching is retried after [`PunchConfig::retry_after`]. Among live
 //! paths the lowest RTT wins, with hysteresis.
 //!
+//! **Hard NATs.** A NAT that maps per destination (symmetric) gives its host a fresh public
+//! port towards the peer, which no candidate names. When exactly one side is hard, the pair
+//! uses birthday probing: the hard side primes [`PunchConfig::spare_sockets`] extra sockets
+//! towards the easy side's public address (each gets its own random mapping), and the easy side
+//! pings random ports of the hard side's public IP, [`PunchConfig::spray_batch`] every
+//! [`PunchConfig::spray_interval`], at most [`PunchConfig::spray_max`] per attempt, stopping
+//! as soon as a path is proven. With 256 mappings among 64,512 ports, 2,048 probes find one
+//! with a chance of 1 - (1 - 256/64512)^2048 > 99.9%. When both sides are hard no port can be
+//! guessed, and the pair stays on the relay.
+//!
 //! Only a pong that answers a ping we sent to that very address proves a path, and disco
 //! packets are authenticated end to end (see [`crate::disco`]), so a third host can neither
 //! forge nor redirect a path.
@@ -53,6 +63,14 @@ pub struct PunchConfig {
     pub idle_after: Duration,
     /// A path whose probes go unanswered this long is dead.
     pub pong_timeout: Duration,
+    /// Extra sockets a hard-NAT side opens for birthday probing (0 turns it off).
+    pub spare_sockets: u16,
+    /// Random-port probes an easy side sends to a hard-NAT peer per spray interval...
+    pub spray_batch: u16,
+    /// ...this often...
+    pub spray_interval: Duration,
+    /// ...and at most this many per attempt.
+    pub spray_max: u16,
     /// A faster path replaces the current one only below this fraction of its RTT...
     pub switch_ratio: f64,
     /// ...and by at least this much.
@@ -71,6 +89,10 @@ impl Default for PunchConfig {
             idle_keepalive: Duration::from_secs(10),
             idle_after: Duration::from_secs(5),
             pong_timeout: Duration::from_secs(1),
+            spare_sockets: 256,
+            spray_batch: 5,
+            spray_interval: Duration::from_millis(10),
+            spray_max: 2048,
             switch_ratio: 0.75,
             switch_margin: Duration::from_millis(1),
         }
@@ -80,8 +102,10 @@ impl Default for PunchConfig {
 /// Where a disco message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
-    /// Straight to this address over UDP.
+    /// Straight to this address over UDP, from the main socket.
     Direct(SocketAddr),
+    /// Straight to this address over UDP, from spare socket `n` (birthday probing).
+    Spare(u16, SocketAddr),
     /// Through the relay, to the peer's key.
     Relay,
 }
@@ -104,6 +128,8 @@ pub struct DirectPath {
     pub addr: SocketAddr,
     /// Smoothed round-trip time of disco probes on it.
     pub rtt: Duration,
+    /// The spare socket it uses, or `None` for the main socket.
+    pub spare: Option<u16>,
 }
 
 /// What changed.
@@ -136,6 +162,7 @@ enum Phase {
 /// One of the peer's addresses.
 #[derive(Clone, Debug)]
 struct Path {
+    spare: Option<u16>,
     addr: SocketAddr,
     primed: bool,
     rtt: Option<Duration>,
@@ -148,8 +175,9 @@ struct Path {
 }
 
 impl Path {
-    fn new(addr: SocketAddr) -> Path {
+    fn new(spare: Option<u16>, addr: SocketAddr) -> Path {
         Path {
+            spare,
             addr,
             primed: false,
             rtt: None,
@@ -164,12 +192,51 @@ impl Path {
         self.last_rx = Some(now);
         self.unanswered_since = None;
     }
+
+    fn dest(&self) -> Dest {
+        match self.spare {
+            Some(n) => Dest::Spare(n, self.addr),
+            None => Dest::Direct(self.addr),
+        }
+    }
+}
+
+/// Where a direct message came from or goes to: (spare socket, remote address).
+fn split(dest: Dest) -> Option<(Option<u16>, SocketAddr)> {
+    match dest {
+        Dest::Direct(a) => Some((None, a)),
+        Dest::Spare(n, a) => Some((Some(n), a)),
+        Dest::Relay => None,
+    }
+}
+
+/// Random-port probing of a hard-NAT peer's public IP: a permutation of the ports, walked
+/// with a stride coprime to their count, so no port is probed twice.
+#[derive(Clone, Copy, Debug)]
+struct Spray {
+    ip: std::net::IpAddr,
+    start: u32,
+    stride: u32,
+    sent: u16,
+    next: Instant,
+    tx: TxId,
+}
+
+/// Ports a NAT picks mappings from (Linux: 1024..=65535 for unprivileged sources).
+const SPRAY_PORT_BASE: u32 = 1024;
+const SPRAY_PORTS: u32 = 65536 - SPRAY_PORT_BASE;
+
+impl Spray {
+    fn port(&self, i: u32) -> u16 {
+        (SPRAY_PORT_BASE + (self.start + i.wrapping_mul(self.stride)) % SPRAY_PORTS) as u16
+    }
 }
 
 /// A ping awaiting its pong.
 #[derive(Clone, Copy, Debug)]
 struct SentPing {
     tx: TxId,
+    spare: Option<u16>,
     addr: SocketAddr,
     at: Instant,
 }
@@ -189,6 +256,15 @@ pub struct PeerPaths {
     best: Option<usize>,
     phase: Phase,
     call_sent_at: Option<Instant>,
+    /// Our NAT maps per destination.
+    hard_nat: bool,
+    /// The peer's NAT does, as its last CallMeMaybe said.
+    peer_hard_nat: bool,
+    /// Spare sockets were primed in this attempt.
+    spares_primed: bool,
+    spray: Option<Spray>,
+    /// The peer's public address: the first candidate it told us, where spares point.
+    peer_public: Option<SocketAddr>,
     sent_pings: VecDeque<SentPing>,
     last_activity: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -207,6 +283,11 @@ impl PeerPaths {
             best: None,
             phase: Phase::Idle,
             call_sent_at: None,
+            hard_nat: false,
+            peer_hard_nat: false,
+            spares_primed: false,
+            spray: None,
+            peer_public: None,
             sent_pings: VecDeque::new(),
             last_activity: None,
             transmits: VecDeque::new(),
@@ -220,11 +301,32 @@ impl PeerPaths {
         self.ours = addrs;
     }
 
+    /// Whether our NAT maps per destination (a symmetric NAT), as STUN found; told to the
+    /// peer in CallMeMaybe, and it decides who does what in birthday probing.
+    pub fn set_hard_nat(&mut self, hard: bool) {
+        self.hard_nat = hard;
+    }
+
+    /// The TTL of priming pings: enough hops to leave our own NATs (see
+    /// [`PunchConfig::primer_ttl`]).
+    pub fn set_primer_ttl(&mut self, ttl: u8) {
+        self.config.primer_ttl = ttl.max(1);
+    }
+
     /// Addresses the peer is known by (from a ticket or a record).
     pub fn add_peer_candidates(&mut self, addrs: &[SocketAddr]) {
-        for &a in addrs {
-            self.path_index(a);
+        if self.peer_public.is_none() {
+            self.peer_public = addrs.first().copied();
         }
+        for &a in addrs {
+            self.path_index(None, a);
+        }
+    }
+
+    /// Spare sockets that live paths use; the driver may close the others once no attempt is
+    /// under way.
+    pub fn spares_in_use(&self) -> impl Iterator<Item = u16> + '_ {
+        self.paths.iter().filter(|p| p.live).filter_map(|p| p.spare)
     }
 
     /// The direct path in use, if any.
@@ -233,6 +335,7 @@ impl PeerPaths {
         Some(DirectPath {
             addr: p.addr,
             rtt: p.rtt.unwrap_or_default(),
+            spare: p.spare,
         })
     }
 
@@ -259,8 +362,10 @@ impl PeerPaths {
         if self.is_punching() {
             return;
         }
+        self.new_attempt();
         self.send_call(now);
         self.prime_all();
+        self.prime_spares();
         self.phase = Phase::Punching {
             until: now + self.config.punch_window,
             pinging: false,
@@ -269,25 +374,48 @@ impl PeerPaths {
         };
     }
 
+    fn new_attempt(&mut self) {
+        self.spares_primed = false;
+        self.spray = None;
+    }
+
     /// A disco message from the peer, `via` the relay or straight from an address.
     pub fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
         match (msg, via) {
-            (Message::CallMeMaybe { candidates }, _) => self.handle_call(now, &candidates),
-            (Message::Ping { tx }, Dest::Direct(from)) => self.handle_ping(now, from, tx),
-            (Message::Pong { tx, observed }, Dest::Direct(from)) => {
-                self.handle_pong(now, from, tx, observed)
+            (
+                Message::CallMeMaybe {
+                    candidates,
+                    hard_nat,
+                },
+                _,
+            ) => self.handle_call(now, &candidates, hard_nat),
+            (Message::Ping { tx }, via @ (Dest::Direct(_) | Dest::Spare(..))) => {
+                self.handle_ping(now, via, tx)
+            }
+            (Message::Pong { tx, observed }, via @ (Dest::Direct(_) | Dest::Spare(..))) => {
+                self.handle_pong(now, via, tx, observed)
             }
             // Probes only mean something on the path they test.
             (Message::Ping { .. } | Message::Pong { .. }, Dest::Relay) => {}
         }
     }
 
-    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr]) {
+    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr], hard_nat: bool) {
+        self.peer_hard_nat = hard_nat;
         self.add_peer_candidates(candidates);
-        self.prime_all();
         let answering_ours = self
             .call_sent_at
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.punch_window);
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.punch_window)
+            && self.is_punching();
+        if !answering_ours {
+            self.new_attempt();
+        }
+        self.prime_all();
+        // The first candidate is the peer's public address, where spares must point.
+        if let Some(&first) = candidates.first() {
+            self.peer_public = Some(first);
+        }
+        self.prime_spares();
         if answering_ours {
             // The peer primed before answering: ping at full strength now.
             self.phase = Phase::Punching {
@@ -308,14 +436,16 @@ impl PeerPaths {
         }
     }
 
-    fn handle_ping(&mut self, now: Instant, from: SocketAddr, tx: TxId) {
+    fn handle_ping(&mut self, now: Instant, via: Dest, tx: TxId) {
+        let Some((spare, from)) = split(via) else {
+            return;
+        };
         self.transmits.push_back(Transmit {
-            dest: Dest::Direct(from),
+            dest: via,
             msg: Message::Pong { tx, observed: from },
             ttl: None,
         });
-        let i = self.path_index(from);
-        if let Some(i) = i {
+        if let Some(i) = self.path_index(spare, from) {
             // It pinged us, so its NAT is open towards us: no need to prime.
             self.paths[i].primed = true;
         }
@@ -330,6 +460,7 @@ impl PeerPaths {
             }
             // The peer is probing (a retry of its own, or a heartbeat): join in if we have no path.
             Phase::Idle | Phase::Waiting { .. } if self.best.is_none() => {
+                self.new_attempt();
                 self.phase = Phase::Punching {
                     until: now + self.config.punch_window,
                     pinging: true,
@@ -341,16 +472,33 @@ impl PeerPaths {
         }
     }
 
-    fn handle_pong(&mut self, now: Instant, from: SocketAddr, tx: TxId, observed: SocketAddr) {
+    fn handle_pong(&mut self, now: Instant, via: Dest, tx: TxId, observed: SocketAddr) {
+        let Some((spare, from)) = split(via) else {
+            return;
+        };
+        if let Some(spray) = self.spray.filter(|s| s.tx == tx && spare.is_none()) {
+            // A random port hit one of the peer's spare mappings: prove it like any path.
+            if from.ip() == spray.ip {
+                if let Some(i) = self.path_index(None, from) {
+                    self.paths[i].primed = true;
+                    self.ping(now, None, from);
+                }
+            }
+            return;
+        }
         let Some(pos) = self
             .sent_pings
             .iter()
-            .position(|s| s.tx == tx && s.addr == from)
+            .position(|s| s.tx == tx && s.addr == from && s.spare == spare)
         else {
             return;
         };
         let sent = self.sent_pings.remove(pos).expect("position is in range");
-        let Some(i) = self.paths.iter().position(|p| p.addr == from) else {
+        let Some(i) = self
+            .paths
+            .iter()
+            .position(|p| p.addr == from && p.spare == spare)
+        else {
             return;
         };
         let sample = now.saturating_duration_since(sent.at);
@@ -397,16 +545,19 @@ impl PeerPaths {
                     next_probe = now;
                 }
                 if pinging && now >= next_probe {
-                    let unproven: Vec<SocketAddr> = self
+                    let unproven: Vec<(Option<u16>, SocketAddr)> = self
                         .paths
                         .iter()
                         .filter(|p| !p.live)
-                        .map(|p| p.addr)
+                        .map(|p| (p.spare, p.addr))
                         .collect();
-                    for addr in unproven {
-                        self.ping(now, addr);
+                    for (spare, addr) in unproven {
+                        self.ping(now, spare, addr);
                     }
                     next_probe = now + self.config.probe_interval;
+                }
+                if pinging {
+                    self.spray(now);
                 }
                 self.phase = Phase::Punching {
                     until,
@@ -443,9 +594,9 @@ impl PeerPaths {
                 .last_ping
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.config.probe_interval);
             if quiet && retry_due {
-                let addr = p.addr;
+                let (spare, addr) = (p.spare, p.addr);
                 self.paths[i].unanswered_since.get_or_insert(now);
-                self.ping(now, addr);
+                self.ping(now, spare, addr);
             }
         }
         if died {
@@ -479,7 +630,17 @@ impl PeerPaths {
                 pinging,
                 ping_from,
                 next_probe,
-            } => Some(until.min(if pinging { next_probe } else { ping_from })),
+            } => {
+                let spray = self
+                    .spray
+                    .filter(|s| pinging && self.spraying() && s.sent < self.config.spray_max)
+                    .map(|s| s.next);
+                Some(
+                    until
+                        .min(if pinging { next_probe } else { ping_from })
+                        .min(spray.unwrap_or(until)),
+                )
+            }
         };
         let interval = self.heartbeat_interval(now);
         for p in self.paths.iter().filter(|p| p.live) {
@@ -513,6 +674,7 @@ impl PeerPaths {
             dest: Dest::Relay,
             msg: Message::CallMeMaybe {
                 candidates: self.ours.clone(),
+                hard_nat: self.hard_nat,
             },
             ttl: None,
         });
@@ -525,7 +687,7 @@ impl PeerPaths {
                 self.paths[i].primed = true;
                 let tx = self.next_tx();
                 self.transmits.push_back(Transmit {
-                    dest: Dest::Direct(self.paths[i].addr),
+                    dest: self.paths[i].dest(),
                     msg: Message::Ping { tx },
                     ttl: Some(self.config.primer_ttl),
                 });
@@ -533,36 +695,121 @@ impl PeerPaths {
         }
     }
 
-    fn ping(&mut self, now: Instant, addr: SocketAddr) {
+    /// Birthday probing, hard side: primes every spare socket towards the peer's public
+    /// address, once per attempt, unless the peer is hard too (then no port can be guessed).
+    fn prime_spares(&mut self) {
+        if !self.hard_nat || self.peer_hard_nat || self.spares_primed || self.best.is_some() {
+            return;
+        }
+        let Some(target) = self.peer_public else {
+            return;
+        };
+        self.spares_primed = true;
+        for n in 0..self.config.spare_sockets {
+            let tx = self.next_tx();
+            self.transmits.push_back(Transmit {
+                dest: Dest::Spare(n, target),
+                msg: Message::Ping { tx },
+                ttl: Some(self.config.primer_ttl),
+            });
+        }
+    }
+
+    /// Birthday probing, easy side: the next batch of random-port pings at a hard peer.
+    fn spraying(&self) -> bool {
+        !self.hard_nat && self.peer_hard_nat && self.best.is_none()
+    }
+
+    fn spray(&mut self, now: Instant) {
+        if !self.spraying() {
+            return;
+        }
+        let Some(target) = self.peer_public else {
+            return;
+        };
+        let spray = match self.spray {
+            Some(s) => s,
+            None => {
+                let r = self.next_tx();
+                let word = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
+                // Coprime to 64512 = 2^10 * 3^2 * 7: odd, and no factor 3 or 7.
+                let mut stride = (word(4) % SPRAY_PORTS) | 1;
+                while stride % 3 == 0 || stride % 7 == 0 {
+                    stride += 2;
+                }
+                let s = Spray {
+                    ip: target.ip(),
+                    start: word(0) % SPRAY_PORTS,
+                    stride,
+                    sent: 0,
+                    next: now,
+                    tx: self.next_tx(),
+                };
+                self.spray = Some(s);
+                s
+            }
+        };
+        if now < spray.next || spray.sent >= self.config.spray_max {
+            return;
+        }
+        let mut s = spray;
+        for _ in 0..self.config.spray_batch.min(self.config.spray_max - s.sent) {
+            let to = SocketAddr::new(s.ip, s.port(u32::from(s.sent)));
+            s.sent += 1;
+            self.transmits.push_back(Transmit {
+                dest: Dest::Direct(to),
+                msg: Message::Ping { tx: s.tx },
+                ttl: None,
+            });
+        }
+        s.next = now + self.config.spray_interval;
+        self.spray = Some(s);
+    }
+
+    fn ping(&mut self, now: Instant, spare: Option<u16>, addr: SocketAddr) {
         let tx = self.next_tx();
         if self.sent_pings.len() >= MAX_SENT_PINGS {
             self.sent_pings.pop_front();
         }
-        self.sent_pings.push_back(SentPing { tx, addr, at: now });
-        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == addr) {
-            p.last_ping = Some(now);
-        }
+        self.sent_pings.push_back(SentPing {
+            tx,
+            spare,
+            addr,
+            at: now,
+        });
+        let Some(p) = self
+            .paths
+            .iter_mut()
+            .find(|p| p.addr == addr && p.spare == spare)
+        else {
+            return;
+        };
+        p.last_ping = Some(now);
+        let dest = p.dest();
         self.transmits.push_back(Transmit {
-            dest: Dest::Direct(addr),
+            dest,
             msg: Message::Ping { tx },
             ttl: None,
         });
     }
 
-    /// The path for `addr`, added if new and there is room (an unproven path makes room).
-    fn path_index(&mut self, addr: SocketAddr) -> Option<usize> {
-        if let Some(i) = self.paths.iter().position(|p| p.addr == addr) {
+    /// The path for (`spare`, `addr`), added if new and there is room (an unproven path
+    /// makes room).
+    fn path_index(&mut self, spare: Option<u16>, addr: SocketAddr) -> Option<usize> {
+        if let Some(i) = self
+            .paths
+            .iter()
+            .position(|p| p.addr == addr && p.spare == spare)
+        {
             return Some(i);
         }
         if self.paths.len() >= MAX_PATHS {
-            let victim = self
-                .paths
-                .iter()
-                .position(|p| !p.live && Some(p.addr) != self.best().map(|b| b.addr))?;
+            let best = self.best;
+            let victim = (0..self.paths.len()).find(|&i| !self.paths[i].live && Some(i) != best)?;
             self.paths.remove(victim);
             self.best = self.best.map(|b| if b > victim { b - 1 } else { b });
         }
-        self.paths.push(Path::new(addr));
+        self.paths.push(Path::new(spare, addr));
         Some(self.paths.len() - 1)
     }
 

@@ -66,17 +66,29 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyFileError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir).map_err(io)?;
             }
+            // Written aside and linked into place, so a process starting at the same time never
+            // reads a half-written key, and the first one to link wins.
             let key = SecretKey::from_bytes(rand::random());
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            writeln!(file, "{}", data_encoding::HEXLOWER.encode(&key.to_bytes())).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
-            Ok(key)
+            let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+            let written = (|| {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                writeln!(file, "{}", data_encoding::HEXLOWER.encode(&key.to_bytes()))?;
+                file.sync_all()?;
+                fs::hard_link(&tmp, path)
+            })();
+            let _ = fs::remove_file(&tmp);
+            match written {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
+                    Ok(key)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+                Err(e) => Err(io(e)),
+            }
         }
         Err(e) => Err(io(e)),
     }

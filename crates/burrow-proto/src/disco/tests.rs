@@ -35,16 +35,21 @@ fn messages() -> Vec<Message> {
             tx: [0; 12],
             observed: v6(1),
         },
-        Message::CallMeMaybe { candidates: vec![] },
+        Message::CallMeMaybe {
+            candidates: vec![],
+            hard_nat: true,
+        },
         Message::CallMeMaybe {
             candidates: vec![
                 "192.168.1.2:1".parse().unwrap(),
                 v6(2),
                 "[::]:0".parse().unwrap(),
             ],
+            hard_nat: false,
         },
         Message::CallMeMaybe {
             candidates: (0..MAX_CANDIDATES as u16).map(v6).collect(),
+            hard_nat: false,
         },
     ]
 }
@@ -221,6 +226,7 @@ fn too_many_candidates_are_refused_both_ways() {
     let a = key(1).node_id();
     let msg = Message::CallMeMaybe {
         candidates: (0..=MAX_CANDIDATES as u16).map(v6).collect(),
+        hard_nat: false,
     };
     assert_eq!(msg.encode(), Err(DiscoError::TooManyCandidates(33)));
     assert_eq!(
@@ -258,9 +264,19 @@ fn unknown_types_families_and_trailing_bytes_are_refused() {
     );
     let mut cmm = Message::CallMeMaybe {
         candidates: vec![v6(1)],
+        hard_nat: false,
     }
     .encode()
     .unwrap();
+    let mut flagged = cmm.clone();
+    *flagged.last_mut().unwrap() = 0x02;
+    assert_eq!(open_plain(flagged), Err(DiscoError::UnknownFlags(0x02)));
+    let mut unflagged = cmm.clone();
+    unflagged.pop();
+    assert_eq!(
+        open_plain(unflagged),
+        Err(DiscoError::Truncated(T_CALL_ME_MAYBE))
+    );
     cmm.push(4);
     assert_eq!(
         open_plain(cmm),

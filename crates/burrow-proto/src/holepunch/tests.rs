@@ -19,11 +19,15 @@ enum Side {
 struct InFlight {
     at: Instant,
     to: Side,
-    via: Dest,
+    /// Relayed, or the public address it was sent to.
+    dest: Dest,
+    /// The sender's public address (for direct packets).
+    from: SocketAddr,
     msg: Message,
 }
 
-/// Two port-restricted NATs joined by a direct link and a relay.
+/// Two NATs joined by a direct link and a relay. B's is port-restricted; A's is too, or
+/// symmetric (a fresh random public port for every socket and destination).
 struct Net {
     now: Instant,
     a: PeerPaths,
@@ -32,6 +36,11 @@ struct Net {
     delay: Duration,
     /// The direct path is cut both ways.
     cut: bool,
+    /// A's NAT maps per destination.
+    a_symmetric: bool,
+    /// A's symmetric mappings: (spare socket, destination) -> public port.
+    a_mappings: Vec<(Option<u16>, SocketAddr, u16)>,
+    rng: u64,
     /// Addresses each NAT has sent to at full strength or primed, with the time.
     opened: Vec<(Side, SocketAddr, Instant)>,
     /// Full-strength packets that reached a NAT before its host had sent towards the source.
@@ -39,6 +48,8 @@ struct Net {
     flight: Vec<InFlight>,
     /// CallMeMaybe messages each side sent.
     calls: [usize; 2],
+    /// Direct packets each side sent.
+    sent: [usize; 2],
     events: Vec<(Instant, Side, Event)>,
 }
 
@@ -54,12 +65,24 @@ impl Net {
             b,
             delay,
             cut: false,
+            a_symmetric: false,
+            a_mappings: Vec::new(),
+            rng: 0x5eed,
             opened: Vec::new(),
             early: 0,
             flight: Vec::new(),
             calls: [0; 2],
+            sent: [0; 2],
             events: Vec::new(),
         }
+    }
+
+    /// A behind a symmetric NAT, which says so in its CallMeMaybe.
+    fn symmetric_a(delay: Duration) -> Net {
+        let mut net = Net::new(delay);
+        net.a_symmetric = true;
+        net.a.set_hard_nat(true);
+        net
     }
 
     fn peer(&mut self, side: Side) -> &mut PeerPaths {
@@ -73,6 +96,24 @@ impl Net {
         addr(if side == Side::A { A_PUB } else { B_PUB })
     }
 
+    /// The public address a packet from `side`'s socket to `to` leaves with.
+    fn source(&mut self, side: Side, spare: Option<u16>, to: SocketAddr) -> SocketAddr {
+        if side == Side::B || !self.a_symmetric {
+            return Self::public(side);
+        }
+        if let Some(m) = self
+            .a_mappings
+            .iter()
+            .find(|m| m.0 == spare && m.1 == to)
+        {
+            return SocketAddr::new(addr(A_PUB).ip(), m.2);
+        }
+        self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let port = 1024 + ((self.rng >> 33) % 64512) as u16;
+        self.a_mappings.push((spare, to, port));
+        SocketAddr::new(addr(A_PUB).ip(), port)
+    }
+
     /// Moves every transmit onto the wire.
     fn drain(&mut self) {
         for side in [Side::A, Side::B] {
@@ -81,30 +122,56 @@ impl Net {
                 if matches!(t.msg, Message::CallMeMaybe { .. }) {
                     self.calls[side as usize] += 1;
                 }
-                match t.dest {
-                    Dest::Relay => self.flight.push(InFlight {
-                        at: self.now + self.delay * 2,
-                        to: other,
-                        via: Dest::Relay,
-                        msg: t.msg,
-                    }),
-                    Dest::Direct(to) => {
-                        self.opened.push((side, to, self.now));
-                        if to == Self::public(other) && t.ttl.is_none() && !self.cut {
-                            self.flight.push(InFlight {
-                                at: self.now + self.delay,
-                                to: other,
-                                via: Dest::Direct(Self::public(side)),
-                                msg: t.msg,
-                            });
-                        }
+                let (spare, to) = match t.dest {
+                    Dest::Relay => {
+                        self.flight.push(InFlight {
+                            at: self.now + self.delay * 2,
+                            to: other,
+                            dest: Dest::Relay,
+                            from: Self::public(side),
+                            msg: t.msg,
+                        });
+                        continue;
                     }
+                    Dest::Direct(to) => (None, to),
+                    Dest::Spare(n, to) => (Some(n), to),
+                };
+                self.sent[side as usize] += 1;
+                let from = self.source(side, spare, to);
+                self.opened.push((side, to, self.now));
+                if to.ip() == Self::public(other).ip() && t.ttl.is_none() && !self.cut {
+                    self.flight.push(InFlight {
+                        at: self.now + self.delay,
+                        to: other,
+                        dest: Dest::Direct(to),
+                        from,
+                        msg: t.msg,
+                    });
                 }
             }
             while let Some(e) = self.peer(side).poll_event() {
                 self.events.push((self.now, side, e));
             }
         }
+    }
+
+    /// Where a direct packet to `to` from `from` lands on `side`, if its NAT lets it in.
+    fn arrive(&self, side: Side, to: SocketAddr, from: SocketAddr, now: Instant) -> Option<Dest> {
+        if side == Side::A && self.a_symmetric {
+            let m = self
+                .a_mappings
+                .iter()
+                .find(|m| m.2 == to.port() && m.1 == from)?;
+            return Some(match m.0 {
+                Some(n) => Dest::Spare(n, from),
+                None => Dest::Direct(from),
+            });
+        }
+        let open = self
+            .opened
+            .iter()
+            .any(|&(s, t, at)| s == side && t == from && at <= now);
+        (to == Self::public(side) && open).then_some(Dest::Direct(from))
     }
 
     /// Runs until `until`, delivering packets and firing timers in time order.
@@ -127,21 +194,27 @@ impl Net {
             let now = self.now;
             if let Some(i) = self.flight.iter().position(|f| f.at <= now) {
                 let f = self.flight.swap_remove(i);
-                if let Dest::Direct(from) = f.via {
-                    // The receiving NAT's filter: open only towards addresses its host sent to.
-                    let open = self
-                        .opened
-                        .iter()
-                        .any(|&(s, to, at)| s == f.to && to == from && at <= now);
-                    if !open {
-                        self.early += 1;
-                        continue;
+                let via = match f.dest {
+                    Dest::Relay => Dest::Relay,
+                    Dest::Direct(to) | Dest::Spare(_, to) => {
+                        if self.cut {
+                            continue;
+                        }
+                        // The receiving NAT's filter: open only towards addresses its host
+                        // sent to.
+                        match self.arrive(f.to, to, f.from, now) {
+                            Some(via) => via,
+                            None => {
+                                // Random-port probes are expected to miss; count the rest.
+                                if !(f.to == Side::A && self.a_symmetric) {
+                                    self.early += 1;
+                                }
+                                continue;
+                            }
+                        }
                     }
-                    if self.cut {
-                        continue;
-                    }
-                }
-                self.peer(f.to).handle_message(now, f.via, f.msg);
+                };
+                self.peer(f.to).handle_message(now, via, f.msg);
             } else {
                 self.a.handle_timeout(now);
                 self.b.handle_timeout(now);
@@ -253,7 +326,10 @@ fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
     p.handle_message(
         now,
         Dest::Relay,
-        Message::CallMeMaybe { candidates: vec![] },
+        Message::CallMeMaybe {
+            candidates: vec![],
+            hard_nat: false,
+        },
     );
     p.handle_timeout(now + Duration::from_secs(1));
     let tx = std::iter::from_fn(|| p.poll_transmit())
@@ -290,7 +366,14 @@ fn the_lowest_rtt_path_wins() {
     let t0 = Instant::now();
     let (far, near) = (addr("198.18.2.2:50000"), addr("10.0.0.7:50000"));
     p.add_peer_candidates(&[far, near]);
-    p.handle_message(t0, Dest::Relay, Message::CallMeMaybe { candidates: vec![] });
+    p.handle_message(
+        t0,
+        Dest::Relay,
+        Message::CallMeMaybe {
+            candidates: vec![],
+            hard_nat: false,
+        },
+    );
     p.handle_timeout(t0 + Duration::from_secs(1));
     let pings: Vec<(SocketAddr, TxId)> = std::iter::from_fn(|| p.poll_transmit())
         .filter_map(|t| match (t.dest, t.msg, t.ttl) {
@@ -327,4 +410,52 @@ fn with_no_direct_path_it_stays_on_the_relay_and_retries_at_a_bounded_pace() {
         "attempts at 0, 15, 30 and 45 s"
     );
     assert_eq!(net.calls[Side::B as usize], 4);
+}
+
+#[test]
+fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
+    for (seed, a_starts) in [(1, true), (2, false), (3, true), (4, false)] {
+        let mut net = Net::symmetric_a(Duration::from_millis(40));
+        net.rng = seed;
+        let start = net.now;
+        if a_starts {
+            net.a.add_peer_candidates(&[addr(B_PUB)]);
+            net.a.start(start);
+        } else {
+            net.b.add_peer_candidates(&[addr(A_PUB)]);
+            net.b.start(start);
+        }
+        net.run(start + Duration::from_secs(10));
+        // (Pings from A's main socket reach B early, from ports B never heard of: a symmetric
+        // NAT's fresh mapping can't be primed for. They cost B nothing it needs.)
+        let path_a = net.a.best().unwrap_or_else(|| panic!("seed {seed}: A found no path"));
+        let path_b = net.b.best().unwrap_or_else(|| panic!("seed {seed}: B found no path"));
+        assert_eq!(path_a.addr, addr(B_PUB));
+        assert!(path_a.spare.is_some(), "the hard side uses a spare socket");
+        assert_eq!(path_b.addr.ip(), addr(A_PUB).ip());
+        assert!(path_b.spare.is_none());
+        let (at, _) = net.path_change(Side::B).unwrap();
+        assert!(at - start < Duration::from_secs(6), "seed {seed}: {:?}", at - start);
+        // Bounded: the spares once, the spray at most its budget, and it stopped when found.
+        let cfg = PunchConfig::default();
+        assert!(net.sent[Side::A as usize] < usize::from(cfg.spare_sockets) + 200);
+        assert!(net.sent[Side::B as usize] <= usize::from(cfg.spray_max) + 200);
+        // Probes in flight when the first hit landed may prove a second spare or so.
+        let in_use: Vec<u16> = net.a.spares_in_use().collect();
+        assert!(in_use.contains(&path_a.spare.unwrap()) && in_use.len() <= 3, "{in_use:?}");
+    }
+}
+
+#[test]
+fn two_symmetric_nats_do_not_spray() {
+    let mut net = Net::symmetric_a(Duration::from_millis(20));
+    net.b.set_hard_nat(true);
+    let start = net.now;
+    net.a.add_peer_candidates(&[addr(B_PUB)]);
+    net.a.start(start);
+    net.run(start + Duration::from_secs(4));
+    assert!(net.a.best().is_none());
+    // A primed its spares before it knew B was hard too; nobody sprayed.
+    let spares = usize::from(PunchConfig::default().spare_sockets);
+    assert!(net.sent[0] < spares + 50 && net.sent[1] < 50, "{:?}", net.sent);
 }

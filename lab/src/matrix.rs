@@ -1,0 +1,494 @@
+//! The `matrix` scenario: `burrow listen` behind every NAT kind, `burrow connect` from behind
+//! every NAT kind, in both router variants, with a relay (and its STUN) on the internet segment
+//! and a one-way delay on every home's link. It reports the final path, the time to the first
+//! application byte and the time to a direct path of every run, and checks them against what
+//! physics allows.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use crate::{output_with_timeout, Lab, LinkConditions, NatKind, RouterVariant};
+
+/// The relay's two addresses (the second serves RFC 5780's alternate-address tests).
+const RELAY_IPS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 30),
+    Ipv4Addr::new(203, 0, 113, 31),
+];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    /// The `burrow` binary.
+    pub burrow: PathBuf,
+    /// NAT kinds on each side (every ordered pair is run).
+    pub kinds: Vec<NatKind>,
+    /// Router variants; each gets a lab of its own.
+    pub variants: Vec<RouterVariant>,
+    /// One-way delay on each home's link to the internet.
+    pub delay: Duration,
+    /// Runs of each pair where one side is symmetric and the other a cone kind: the pairs that
+    /// need birthday probing, and so are judged on a success rate.
+    pub hard_runs: usize,
+    /// Runs of every other pair.
+    pub runs: usize,
+    /// How long `burrow connect` waits for a direct path.
+    pub direct_timeout: Duration,
+    /// Connections under way at once.
+    pub parallel: usize,
+    /// Bytes each connection sends through the listener's sink.
+    pub bytes: u64,
+}
+
+impl MatrixOptions {
+    /// Every kind, both variants, 20 ms per link, 10 runs of the hard pairs.
+    pub fn new(burrow: PathBuf) -> MatrixOptions {
+        MatrixOptions {
+            burrow,
+            kinds: NatKind::ALL.to_vec(),
+            variants: RouterVariant::ALL.to_vec(),
+            delay: Duration::from_millis(20),
+            hard_runs: 10,
+            runs: 1,
+            direct_timeout: Duration::from_secs(12),
+            parallel: 4,
+            bytes: 100_000,
+        }
+    }
+}
+
+/// Whether a pair can go direct at all: not when a side drops UDP, and not when both map
+/// per destination (neither side can learn the port the other's NAT will use towards it).
+pub fn direct_possible(a: NatKind, b: NatKind) -> bool {
+    use NatKind::*;
+    !(a == UdpBlocked || b == UdpBlocked || (a == Symmetric && b == Symmetric))
+}
+
+/// A pair that needs birthday probing: one side symmetric, the other a cone kind (the lab's
+/// carrier NAT maps endpoint-independently, so `cgnat` counts as a cone).
+pub fn is_hard_pair(a: NatKind, b: NatKind) -> bool {
+    use NatKind::*;
+    let cone = |k| matches!(k, FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
+    (a == Symmetric && cone(b)) || (b == Symmetric && cone(a))
+}
+
+/// Whether a pair of easy NATs: both endpoint-independent (or no NAT).
+pub fn is_easy_pair(a: NatKind, b: NatKind) -> bool {
+    use NatKind::*;
+    let easy = |k| matches!(k, Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
+    easy(a) && easy(b)
+}
+
+/// One `burrow connect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRun {
+    /// Router variant of both homes.
+    pub variant: String,
+    /// NAT kind of the listener's home.
+    pub listener: String,
+    /// NAT kind of the connector's home.
+    pub connector: String,
+    /// Run number of this pair, from 0.
+    pub run: usize,
+    /// The connection came up and carried its bytes.
+    pub connected: bool,
+    /// `direct` or `relay` when connect finished.
+    pub path: Option<String>,
+    /// Time from dialling to the listener's first byte.
+    pub time_to_first_byte_ms: Option<f64>,
+    /// Time from dialling to the direct path, if it went direct.
+    pub time_to_direct_ms: Option<f64>,
+    /// Round-trip time through the relay, measured by QUIC while still relayed.
+    pub relay_rtt_ms: Option<f64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl MatrixRun {
+    fn kinds(&self) -> (NatKind, NatKind) {
+        (
+            self.listener.parse().expect("a kind we wrote"),
+            self.connector.parse().expect("a kind we wrote"),
+        )
+    }
+
+    fn direct(&self) -> bool {
+        self.path.as_deref() == Some("direct")
+    }
+}
+
+/// All runs, and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixReport {
+    /// One-way delay per home link, in ms.
+    pub delay_ms: f64,
+    /// Every run.
+    pub runs: Vec<MatrixRun>,
+}
+
+/// Allowed slack on top of "relay round trip plus QUIC handshake" for the first byte, for the
+/// scheduling noise of a loaded 2-core machine.
+const TTFB_SLACK: Duration = Duration::from_millis(100);
+/// Easy pairs must be direct this soon after dialling.
+const EASY_DIRECT_WITHIN: Duration = Duration::from_secs(1);
+/// Hard pairs must be direct this soon after dialling.
+const HARD_DIRECT_WITHIN: Duration = Duration::from_secs(10);
+/// Hard pairs must go direct in at least this share of their runs.
+const HARD_SUCCESS_RATE: f64 = 0.9;
+
+impl MatrixReport {
+    /// Every way the runs fall short of the acceptance criteria; empty when all hold.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut hard: Vec<(String, String, String, usize, usize)> = Vec::new();
+        for r in &self.runs {
+            let (l, c) = r.kinds();
+            let name = format!("{} {} <- {} #{}", r.variant, r.listener, r.connector, r.run);
+            if !r.connected {
+                out.push(format!(
+                    "{name}: did not connect: {}",
+                    r.error.as_deref().unwrap_or("?")
+                ));
+                continue;
+            }
+            if let (Some(ttfb), Some(rtt)) = (r.time_to_first_byte_ms, r.relay_rtt_ms) {
+                // The listener's greeting arrives after the handshake's round trip and the
+                // relay round trip that carries it.
+                let bound = 2.0 * rtt + TTFB_SLACK.as_secs_f64() * 1e3;
+                if ttfb > bound {
+                    out.push(format!(
+                        "{name}: first byte after {ttfb:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + slack"
+                    ));
+                }
+            }
+            let within = if is_hard_pair(l, c) {
+                HARD_DIRECT_WITHIN
+            } else {
+                EASY_DIRECT_WITHIN
+            };
+            let in_time = r
+                .time_to_direct_ms
+                .is_some_and(|t| t <= within.as_secs_f64() * 1e3);
+            if is_hard_pair(l, c) {
+                let key = (r.variant.clone(), r.listener.clone(), r.connector.clone());
+                match hard
+                    .iter_mut()
+                    .find(|h| (&h.0, &h.1, &h.2) == (&key.0, &key.1, &key.2))
+                {
+                    Some(h) => {
+                        h.3 += 1;
+                        h.4 += usize::from(r.direct() && in_time);
+                    }
+                    None => hard.push((key.0, key.1, key.2, 1, usize::from(r.direct() && in_time))),
+                }
+            } else if !direct_possible(l, c) {
+                if r.direct() {
+                    out.push(format!("{name}: went direct, which should be impossible"));
+                }
+            } else if !(r.direct() && in_time) {
+                out.push(format!(
+                    "{name}: path {:?}, direct after {:?} ms (want direct within {within:?})",
+                    r.path, r.time_to_direct_ms
+                ));
+            }
+        }
+        for (variant, l, c, total, ok) in hard {
+            if (ok as f64) < HARD_SUCCESS_RATE * total as f64 {
+                out.push(format!(
+                    "{variant} {l} <- {c}: direct within {HARD_DIRECT_WITHIN:?} in {ok} of {total} runs"
+                ));
+            }
+        }
+        out
+    }
+
+    /// A table: one row per variant and pair, with how many runs went direct and the medians.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
+            "variant", "listener", "connector", "direct", "ttfb ms", "direct ms", "relay rtt"
+        );
+        for group in self.groups() {
+            let r0 = group[0];
+            let direct = group.iter().filter(|r| r.direct()).count();
+            let connected = group.iter().filter(|r| r.connected).count();
+            let med = |f: fn(&MatrixRun) -> Option<f64>| {
+                median(group.iter().filter_map(|r| f(r)).collect())
+                    .map_or("-".to_string(), |m| format!("{m:.0}"))
+            };
+            let direct_col = if connected < group.len() {
+                format!("{direct}/{} ({} failed)", group.len(), group.len() - connected)
+            } else {
+                format!("{direct}/{}", group.len())
+            };
+            out.push_str(&format!(
+                "{:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
+                r0.variant,
+                r0.listener,
+                r0.connector,
+                direct_col,
+                med(|r| r.time_to_first_byte_ms),
+                med(|r| r.time_to_direct_ms),
+                med(|r| r.relay_rtt_ms),
+            ));
+        }
+        let ttfb = median(self.runs.iter().filter_map(|r| r.time_to_first_byte_ms).collect());
+        let pick = |hard: bool| {
+            median(
+                self.runs
+                    .iter()
+                    .filter(|r| {
+                        let (l, c) = r.kinds();
+                        if hard {
+                            is_hard_pair(l, c)
+                        } else {
+                            is_easy_pair(l, c)
+                        }
+                    })
+                    .filter_map(|r| r.time_to_direct_ms)
+                    .collect(),
+            )
+        };
+        let fmt = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{m:.0} ms"));
+        out.push_str(&format!(
+            "medians: first byte {}, easy pairs direct after {}, symmetric x cone direct after {}\n",
+            fmt(ttfb),
+            fmt(pick(false)),
+            fmt(pick(true))
+        ));
+        out
+    }
+
+    fn groups(&self) -> Vec<Vec<&MatrixRun>> {
+        let mut groups: Vec<Vec<&MatrixRun>> = Vec::new();
+        for r in &self.runs {
+            match groups.iter_mut().find(|g| {
+                (&g[0].variant, &g[0].listener, &g[0].connector)
+                    == (&r.variant, &r.listener, &r.connector)
+            }) {
+                Some(g) => g.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+        groups
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Runs the matrix; `progress` gets a line per finished run.
+pub fn run_matrix(opts: &MatrixOptions, progress: &(dyn Fn(&MatrixRun) + Sync)) -> Result<MatrixReport> {
+    if !opts.burrow.is_file() {
+        bail!("no burrow binary at {}", opts.burrow.display());
+    }
+    let mut runs = Vec::new();
+    for &variant in &opts.variants {
+        runs.extend(run_variant(opts, variant, progress)?);
+    }
+    Ok(MatrixReport {
+        delay_ms: opts.delay.as_secs_f64() * 1e3,
+        runs,
+    })
+}
+
+/// Home names: two per kind, so that a kind can face itself.
+fn home_name(kind: NatKind, second: bool) -> String {
+    format!("{}{}", short(kind), if second { "2" } else { "" })
+}
+
+fn short(kind: NatKind) -> &'static str {
+    match kind {
+        NatKind::Open => "open",
+        NatKind::FullCone => "full",
+        NatKind::RestrictedCone => "rc",
+        NatKind::PortRestrictedCone => "prc",
+        NatKind::Symmetric => "sym",
+        NatKind::Cgnat => "cgnat",
+        NatKind::UdpBlocked => "blocked",
+    }
+}
+
+struct Job {
+    listener: NatKind,
+    connector: NatKind,
+    run: usize,
+}
+
+fn run_variant(
+    opts: &MatrixOptions,
+    variant: RouterVariant,
+    progress: &(dyn Fn(&MatrixRun) + Sync),
+) -> Result<Vec<MatrixRun>> {
+    let mut b = Lab::builder().server("relay", &RELAY_IPS);
+    let cond = LinkConditions {
+        delay: Some(opts.delay).filter(|d| !d.is_zero()),
+        ..Default::default()
+    };
+    for &k in &opts.kinds {
+        for second in [false, true] {
+            let name = home_name(k, second);
+            b = b.home(&name, k, variant).link_conditions(&name, cond);
+        }
+    }
+    let lab = b.build().context("building the matrix lab")?;
+    let relay_ns = lab.server_ns("relay").to_string();
+    lab.spawn(
+        &relay_ns,
+        &opts.burrow,
+        [
+            "relay",
+            "--listen",
+            &format!("{}:8080", RELAY_IPS[0]),
+            "--stun",
+            &format!("{}:3478", RELAY_IPS[0]),
+            "--alt-ip",
+            &RELAY_IPS[1].to_string(),
+        ],
+    )?;
+
+    // One listener per kind, in the kind's first home.
+    let relay_url = format!("http://{}:8080", RELAY_IPS[0]);
+    let mut tickets = Vec::new();
+    for &k in &opts.kinds {
+        let key = lab.dir().join(format!("{}.key", short(k)));
+        let p = lab.spawn(
+            lab.host_ns(&home_name(k, false)),
+            &opts.burrow,
+            [
+                "listen",
+                "--relay",
+                &relay_url,
+                "--json",
+                "--key",
+                &key.to_string_lossy(),
+            ],
+        )?;
+        tickets.push((k, p));
+    }
+    let tickets: Vec<(NatKind, String)> = tickets
+        .into_iter()
+        .map(|(k, p)| Ok((k, first_json(&p, "ticket")?)))
+        .collect::<Result<_>>()?;
+
+    let mut jobs = VecDeque::new();
+    for &l in &opts.kinds {
+        for &c in &opts.kinds {
+            let n = if is_hard_pair(l, c) {
+                opts.hard_runs
+            } else {
+                opts.runs
+            };
+            for run in 0..n {
+                jobs.push_back(Job {
+                    listener: l,
+                    connector: c,
+                    run,
+                });
+            }
+        }
+    }
+    let jobs = Mutex::new(jobs);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..opts.parallel.max(1) {
+            s.spawn(|| loop {
+                let Some(job) = jobs.lock().expect("lock").pop_front() else {
+                    break;
+                };
+                let ticket = &tickets
+                    .iter()
+                    .find(|(k, _)| *k == job.listener)
+                    .expect("a listener per kind")
+                    .1;
+                // The connector sits in the kind's second home, so a kind can face itself.
+                let home = home_name(job.connector, true);
+                let r = connect(&lab, opts, variant, &job, &home, ticket);
+                progress(&r);
+                results.lock().expect("lock").push(r);
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("lock");
+    let order = |k: &str| opts.kinds.iter().position(|x| x.name() == k);
+    results.sort_by_key(|r| (order(&r.listener), order(&r.connector), r.run));
+    Ok(results)
+}
+
+/// The string `key` of the first JSON line `p` prints.
+fn first_json(p: &crate::Spawned, key: &str) -> Result<String> {
+    let line = p.wait_for_line(Duration::from_secs(20), |_| true)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("listen printed {line:?}"))?;
+    v[key]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no {key:?} in {line}"))
+}
+
+fn connect(
+    lab: &Lab,
+    opts: &MatrixOptions,
+    variant: RouterVariant,
+    job: &Job,
+    home: &str,
+    ticket: &str,
+) -> MatrixRun {
+    let mut r = MatrixRun {
+        variant: variant.name().to_string(),
+        listener: job.listener.name().to_string(),
+        connector: job.connector.name().to_string(),
+        run: job.run,
+        connected: false,
+        path: None,
+        time_to_first_byte_ms: None,
+        time_to_direct_ms: None,
+        relay_rtt_ms: None,
+        error: None,
+    };
+    let mut cmd = lab.command(lab.host_ns(home), &opts.burrow);
+    cmd.args([
+        "connect",
+        ticket,
+        "--json",
+        "--direct-timeout",
+        &format!("{}ms", opts.direct_timeout.as_millis()),
+        "--bytes",
+        &opts.bytes.to_string(),
+    ]);
+    let out = match output_with_timeout(cmd, opts.direct_timeout + Duration::from_secs(40)) {
+        Ok(o) => o,
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
+        }
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        r.error = Some(crate::process::tail(&err, 3));
+        return r;
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(format!("connect printed no JSON: {e}"));
+            return r;
+        }
+    };
+    r.connected = v["connected"] == true && v["bytes"] == opts.bytes;
+    r.path = v["path"].as_str().map(str::to_string);
+    r.time_to_first_byte_ms = v["time_to_first_byte_ms"].as_f64();
+    r.time_to_direct_ms = v["time_to_direct_ms"].as_f64();
+    r.relay_rtt_ms = v["relay_rtt_ms"].as_f64();
+    r
+}
