@@ -80,7 +80,12 @@ pub fn is_hard_pair(a: NatKind, b: NatKind) -> bool {
 /// Whether a pair of easy NATs: both endpoint-independent (or no NAT).
 pub fn is_easy_pair(a: NatKind, b: NatKind) -> bool {
     use NatKind::*;
-    let easy = |k| matches!(k, Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
+    let easy = |k| {
+        matches!(
+            k,
+            Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat
+        )
+    };
     easy(a) && easy(b)
 }
 
@@ -222,7 +227,11 @@ impl MatrixReport {
                     .map_or("-".to_string(), |m| format!("{m:.0}"))
             };
             let direct_col = if connected < group.len() {
-                format!("{direct}/{} ({} failed)", group.len(), group.len() - connected)
+                format!(
+                    "{direct}/{} ({} failed)",
+                    group.len(),
+                    group.len() - connected
+                )
             } else {
                 format!("{direct}/{}", group.len())
             };
@@ -237,7 +246,12 @@ impl MatrixReport {
                 med(|r| r.relay_rtt_ms),
             ));
         }
-        let ttfb = median(self.runs.iter().filter_map(|r| r.time_to_first_byte_ms).collect());
+        let ttfb = median(
+            self.runs
+                .iter()
+                .filter_map(|r| r.time_to_first_byte_ms)
+                .collect(),
+        );
         let pick = |hard: bool| {
             median(
                 self.runs
@@ -288,7 +302,10 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Runs the matrix; `progress` gets a line per finished run.
-pub fn run_matrix(opts: &MatrixOptions, progress: &(dyn Fn(&MatrixRun) + Sync)) -> Result<MatrixReport> {
+pub fn run_matrix(
+    opts: &MatrixOptions,
+    progress: &(dyn Fn(&MatrixRun) + Sync),
+) -> Result<MatrixReport> {
     if !opts.burrow.is_file() {
         bail!("no burrow binary at {}", opts.burrow.display());
     }
@@ -376,9 +393,10 @@ fn run_variant(
         )?;
         tickets.push((k, p));
     }
-    let tickets: Vec<(NatKind, String)> = tickets
-        .into_iter()
-        .map(|(k, p)| Ok((k, first_json(&p, "ticket")?)))
+    let listeners = tickets;
+    let tickets: Vec<(NatKind, String)> = listeners
+        .iter()
+        .map(|(k, p)| Ok((*k, first_json(p, "ticket")?)))
         .collect::<Result<_>>()?;
 
     let mut jobs = VecDeque::new();
@@ -398,12 +416,42 @@ fn run_variant(
             }
         }
     }
-    let jobs = Mutex::new(jobs);
+    // Runs at once never share a listener or a connector's home: two hosts behind one
+    // symmetric NAT, birthday probing at once, would hit each other's spare ports.
+    let queue = Mutex::new((jobs, Vec::<(NatKind, NatKind)>::new()));
+    let wake = std::sync::Condvar::new();
     let results = Mutex::new(Vec::new());
+    let take = || {
+        let mut q = queue.lock().expect("lock");
+        loop {
+            if q.0.is_empty() {
+                return None;
+            }
+            let busy = &q.1;
+            let free = q.0.iter().position(|j| {
+                !busy
+                    .iter()
+                    .any(|&(l, c)| l == j.listener || c == j.connector)
+            });
+            if let Some(i) = free {
+                let job = q.0.remove(i).expect("in range");
+                q.1.push((job.listener, job.connector));
+                return Some(job);
+            }
+            q = wake.wait(q).expect("lock");
+        }
+    };
+    let done = |job: &Job| {
+        let mut q = queue.lock().expect("lock");
+        if let Some(i) = q.1.iter().position(|&b| b == (job.listener, job.connector)) {
+            q.1.swap_remove(i);
+        }
+        wake.notify_all();
+    };
     std::thread::scope(|s| {
         for _ in 0..opts.parallel.max(1) {
             s.spawn(|| loop {
-                let Some(job) = jobs.lock().expect("lock").pop_front() else {
+                let Some(job) = take() else {
                     break;
                 };
                 let ticket = &tickets
@@ -414,11 +462,18 @@ fn run_variant(
                 // The connector sits in the kind's second home, so a kind can face itself.
                 let home = home_name(job.connector, true);
                 let r = connect(&lab, opts, variant, &job, &home, ticket);
+                done(&job);
                 progress(&r);
                 results.lock().expect("lock").push(r);
             });
         }
     });
+    if let Some(dir) = std::env::var_os("BURROW_MATRIX_LOGS") {
+        for (k, p) in &listeners {
+            let name = format!("{}-listen-{}.log", variant.name(), k.name());
+            let _ = std::fs::write(PathBuf::from(&dir).join(name), p.stderr());
+        }
+    }
     let mut results = results.into_inner().expect("lock");
     let order = |k: &str| opts.kinds.iter().position(|x| x.name() == k);
     results.sort_by_key(|r| (order(&r.listener), order(&r.connector), r.run));
@@ -473,6 +528,10 @@ fn connect(
             return r;
         }
     };
+    if let Some(dir) = std::env::var_os("BURROW_MATRIX_LOGS") {
+        let name = format!("{}-{}-{}-{}.log", r.variant, r.listener, r.connector, r.run);
+        let _ = std::fs::write(PathBuf::from(dir).join(name), &out.stderr);
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         r.error = Some(crate::process::tail(&err, 3));

@@ -323,6 +323,11 @@ impl PeerPaths {
         }
     }
 
+    /// Whether `addr` is one of the peer's paths (proven or not).
+    pub fn knows(&self, addr: SocketAddr) -> bool {
+        self.paths.iter().any(|p| p.addr == addr)
+    }
+
     /// Spare sockets that live paths use; the driver may close the others once no attempt is
     /// under way.
     pub fn spares_in_use(&self) -> impl Iterator<Item = u16> + '_ {

@@ -101,14 +101,13 @@ impl Net {
         if side == Side::B || !self.a_symmetric {
             return Self::public(side);
         }
-        if let Some(m) = self
-            .a_mappings
-            .iter()
-            .find(|m| m.0 == spare && m.1 == to)
-        {
+        if let Some(m) = self.a_mappings.iter().find(|m| m.0 == spare && m.1 == to) {
             return SocketAddr::new(addr(A_PUB).ip(), m.2);
         }
-        self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.rng = self
+            .rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let port = 1024 + ((self.rng >> 33) % 64512) as u16;
         self.a_mappings.push((spare, to, port));
         SocketAddr::new(addr(A_PUB).ip(), port)
@@ -428,21 +427,34 @@ fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
         net.run(start + Duration::from_secs(10));
         // (Pings from A's main socket reach B early, from ports B never heard of: a symmetric
         // NAT's fresh mapping can't be primed for. They cost B nothing it needs.)
-        let path_a = net.a.best().unwrap_or_else(|| panic!("seed {seed}: A found no path"));
-        let path_b = net.b.best().unwrap_or_else(|| panic!("seed {seed}: B found no path"));
+        let path_a = net
+            .a
+            .best()
+            .unwrap_or_else(|| panic!("seed {seed}: A found no path"));
+        let path_b = net
+            .b
+            .best()
+            .unwrap_or_else(|| panic!("seed {seed}: B found no path"));
         assert_eq!(path_a.addr, addr(B_PUB));
         assert!(path_a.spare.is_some(), "the hard side uses a spare socket");
         assert_eq!(path_b.addr.ip(), addr(A_PUB).ip());
         assert!(path_b.spare.is_none());
         let (at, _) = net.path_change(Side::B).unwrap();
-        assert!(at - start < Duration::from_secs(6), "seed {seed}: {:?}", at - start);
+        assert!(
+            at - start < Duration::from_secs(6),
+            "seed {seed}: {:?}",
+            at - start
+        );
         // Bounded: the spares once, the spray at most its budget, and it stopped when found.
         let cfg = PunchConfig::default();
         assert!(net.sent[Side::A as usize] < usize::from(cfg.spare_sockets) + 200);
         assert!(net.sent[Side::B as usize] <= usize::from(cfg.spray_max) + 200);
         // Probes in flight when the first hit landed may prove a second spare or so.
         let in_use: Vec<u16> = net.a.spares_in_use().collect();
-        assert!(in_use.contains(&path_a.spare.unwrap()) && in_use.len() <= 3, "{in_use:?}");
+        assert!(
+            in_use.contains(&path_a.spare.unwrap()) && in_use.len() <= 3,
+            "{in_use:?}"
+        );
     }
 }
 
@@ -457,5 +469,9 @@ fn two_symmetric_nats_do_not_spray() {
     assert!(net.a.best().is_none());
     // A primed its spares before it knew B was hard too; nobody sprayed.
     let spares = usize::from(PunchConfig::default().spare_sockets);
-    assert!(net.sent[0] < spares + 50 && net.sent[1] < 50, "{:?}", net.sent);
+    assert!(
+        net.sent[0] < spares + 50 && net.sent[1] < 50,
+        "{:?}",
+        net.sent
+    );
 }

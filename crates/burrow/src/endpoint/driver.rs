@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,9 @@ use burrow_proto::holepunch::{Dest, Event, PeerPaths, PunchConfig};
 use burrow_proto::identity::{NodeId, SecretKey};
 use burrow_proto::stun::{Class, Message as StunMessage, MessageWriter, Method, TransactionId};
 use bytes::Bytes;
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
 use super::peers::{Peer, PeerMap};
@@ -23,6 +26,11 @@ use crate::relay_client::RelayClient;
 const STUN_EVERY: Duration = Duration::from_secs(20);
 /// Until a STUN server answers, it is asked this often.
 const STUN_RETRY: Duration = Duration::from_millis(500);
+/// A dial waits at most this long for the primer TTL and our public address before punching
+/// (the peer needs the public address, and hard-NAT peers aim their spares at it).
+const HOPS_WAIT: Duration = Duration::from_secs(1);
+/// Spare sockets open at once across all peers (each is a file descriptor).
+const MAX_SPARES: usize = 1024;
 
 /// What the endpoint asks of the driver.
 #[derive(Debug)]
@@ -42,6 +50,8 @@ struct PeerState {
     peer: Arc<Peer>,
     key: SharedKey,
     paths: PeerPaths,
+    /// Readers of this peer's open spare sockets.
+    spare_readers: Vec<(u16, JoinHandle<()>)>,
 }
 
 pub(crate) struct Driver {
@@ -52,6 +62,10 @@ pub(crate) struct Driver {
     pub stun_servers: Vec<SocketAddr>,
     pub punch: PunchConfig,
     pub control: mpsc::Receiver<Control>,
+    /// Where spare-socket readers send control packets...
+    pub control_tx: mpsc::Sender<Control>,
+    /// ...and QUIC packets (under the peer's made-up address).
+    pub quic_tx: mpsc::Sender<(SocketAddr, Bytes)>,
     pub relayed_disco: mpsc::Receiver<Relayed>,
     pub commands: mpsc::Receiver<Command>,
     /// Our candidate addresses, for tickets.
@@ -60,30 +74,75 @@ pub(crate) struct Driver {
     pub path_changes: watch::Sender<u64>,
 }
 
+/// Our public address as STUN servers see it, and whether it depends on the destination.
+#[derive(Default)]
+struct Stun {
+    /// Requests in flight: transaction, server.
+    pending: Vec<(TransactionId, SocketAddr)>,
+    /// Alternate addresses servers offered (RFC 5780 OTHER-ADDRESS), asked too.
+    others: Vec<SocketAddr>,
+    /// The latest mapped address per server asked.
+    mapped: Vec<(SocketAddr, SocketAddr)>,
+    answered: bool,
+}
+
+impl Stun {
+    /// A server answered, and so did every alternate address offered: what we know of our
+    /// mapping won't change soon.
+    fn settled(&self) -> bool {
+        self.answered
+            && self
+                .others
+                .iter()
+                .all(|o| self.mapped.iter().any(|(s, _)| s == o))
+    }
+
+    /// Two destinations saw different public ports: the NAT maps per destination.
+    fn hard_nat(&self) -> bool {
+        self.mapped.iter().any(|(_, a)| {
+            self.mapped
+                .iter()
+                .any(|(_, b)| a.is_ipv4() == b.is_ipv4() && a != b)
+        })
+    }
+}
+
 impl Driver {
     pub async fn run(mut self) {
         let me = self.secret.node_id();
         let mut states: HashMap<NodeId, PeerState> = HashMap::new();
         let mut local = local_candidates(&self.socket);
         let mut reflexive: Option<SocketAddr> = None;
-        let mut stun_pending: Vec<(TransactionId, SocketAddr)> = Vec::new();
+        let mut stun = Stun::default();
+        let mut hard_nat = false;
         let mut next_stun = Instant::now();
-        let mut stun_answered = false;
+        // The primer TTL is measured once, off the runtime; dials wait for it (briefly).
+        let (hops_tx, mut hops_rx) = tokio::sync::oneshot::channel();
+        match self.stun_servers.iter().find(|s| s.is_ipv4()).copied() {
+            Some(server) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = hops_tx.send(super::hops::nat_exit_ttl(server));
+                });
+            }
+            None => drop(hops_tx),
+        }
+        let mut hops_known = false;
+        let mut deferred: Vec<(NodeId, Instant)> = Vec::new();
         loop {
             let now = Instant::now();
             if now >= next_stun && !self.stun_servers.is_empty() {
-                stun_pending.clear();
-                for &server in &self.stun_servers {
+                stun.pending.clear();
+                for &server in self.stun_servers.iter().chain(&stun.others) {
                     let tid = TransactionId(rand::random());
                     let mut req = Vec::new();
                     MessageWriter::new(&mut req, Class::Request, Method::BINDING, tid).finish();
                     if let Some(udp) = self.socket.udp_for(&server) {
                         let _ = udp.send_control(server, &req, None);
-                        stun_pending.push((tid, server));
+                        stun.pending.push((tid, server));
                     }
                 }
                 next_stun = now
-                    + if stun_answered {
+                    + if stun.answered {
                         STUN_EVERY
                     } else {
                         STUN_RETRY
@@ -94,6 +153,19 @@ impl Driver {
             } else {
                 next_stun
             };
+            // Dials start punching once we know our primer TTL and public address, or waited
+            // long enough for them.
+            let ready = hops_known && (stun.settled() || self.stun_servers.is_empty());
+            let due = |at: Instant| ready || now >= at + HOPS_WAIT;
+            for (node, _) in deferred.iter().filter(|(_, at)| due(*at)) {
+                if let Some(st) = states.get_mut(node) {
+                    st.paths.start(now);
+                }
+            }
+            deferred.retain(|(_, at)| !due(*at));
+            if let Some((_, at)) = deferred.first() {
+                wake = wake.min(*at + HOPS_WAIT);
+            }
             for st in states.values_mut() {
                 let (direct_rx, activity) = self.peers.times(&st.peer);
                 if let (Some(t), Some(d)) = (direct_rx, st.peer.direct()) {
@@ -104,23 +176,36 @@ impl Driver {
                 }
                 st.paths.handle_timeout(now);
                 self.flush(me, st);
+                if !st.paths.is_punching() && !st.spare_readers.is_empty() {
+                    close_unused_spares(st);
+                }
                 if let Some(t) = st.paths.poll_timeout(now) {
                     wake = wake.min(t);
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
+                ttl = &mut hops_rx, if !hops_known => {
+                    hops_known = true;
+                    if let Ok(Some(ttl)) = ttl {
+                        debug!(ttl, "primer TTL: hops to leave our NATs");
+                        self.punch.primer_ttl = ttl;
+                        for st in states.values_mut() {
+                            st.paths.set_primer_ttl(ttl);
+                        }
+                    }
+                }
                 cmd = self.commands.recv() => match cmd {
                     None => return,
                     Some(Command::Connect { node, addrs }) => {
-                        let Some(st) = self.state(&mut states, node, &local, reflexive) else { continue };
+                        let Some(st) = self.state(&mut states, node, &local, reflexive, hard_nat) else { continue };
                         st.paths.add_peer_candidates(&addrs);
-                        st.paths.start(Instant::now());
-                        self.flush(me, st);
+                        // Started by the loop's next turn, at once when nothing is missing.
+                        deferred.push((node, Instant::now()));
                     }
                 },
                 Some(Relayed(node, packet)) = self.relayed_disco.recv() => {
-                    let Some(st) = self.state(&mut states, node, &local, reflexive) else { continue };
+                    let Some(st) = self.state(&mut states, node, &local, reflexive, hard_nat) else { continue };
                     match st.key.open(&packet) {
                         Ok(msg) => {
                             st.paths.handle_message(Instant::now(), Dest::Relay, msg);
@@ -129,37 +214,65 @@ impl Driver {
                         Err(e) => debug!(peer = %node.short(), "bad relayed disco packet: {e}"),
                     }
                 }
-                Some(Control::Udp(from, packet)) = self.control.recv() => {
-                    // Disco first: a sender key can start with STUN's magic cookie.
-                    let stun = (!disco::looks_like_disco(&packet)).then(|| StunMessage::parse(&packet).ok()).flatten();
-                    if let Some(stun) = stun {
-                        let Some(i) = stun_pending.iter().position(|(t, s)| *t == stun.transaction_id && *s == from) else { continue };
-                        stun_pending.swap_remove(i);
-                        let Some(mapped) = stun.mapped() else { continue };
-                        stun_answered = true;
-                        if reflexive != Some(mapped) {
-                            debug!(%mapped, "public address");
-                            reflexive = Some(mapped);
-                            local = local_candidates(&self.socket);
-                            let ours = merge(&local, reflexive);
-                            // Sent even when unchanged: it tells waiters that STUN answered.
-                            self.candidates.send_replace(ours.clone());
-                            for st in states.values_mut() {
-                                st.paths.set_our_candidates(ours.clone());
+                Some(control) = self.control.recv() => {
+                    let (node, via, packet) = match control {
+                        Control::Udp(from, packet) => {
+                            // Disco first: a sender key can start with STUN's magic cookie.
+                            if !disco::looks_like_disco(&packet) {
+                                let Ok(msg) = StunMessage::parse(&packet) else { continue };
+                                let Some(i) = stun.pending.iter().position(|(t, s)| *t == msg.transaction_id && *s == from) else { continue };
+                                stun.pending.swap_remove(i);
+                                let Some(mapped) = msg.mapped() else { continue };
+                                stun.answered = true;
+                                if let Some(other) = msg.other_address.filter(|o| *o != from && !stun.others.contains(o) && stun.others.len() < 4) {
+                                    // Ask the alternate address too, to see whether our mapping
+                                    // depends on the destination.
+                                    stun.others.push(other);
+                                    next_stun = Instant::now();
+                                }
+                                stun.mapped.retain(|(s, _)| *s != from);
+                                stun.mapped.push((from, mapped));
+                                if stun.hard_nat() != hard_nat {
+                                    hard_nat = stun.hard_nat();
+                                    debug!(hard_nat, "our NAT maps per destination");
+                                    for st in states.values_mut() {
+                                        st.paths.set_hard_nat(hard_nat);
+                                    }
+                                }
+                                // Our public address is what the configured servers see.
+                                if self.stun_servers.contains(&from) && reflexive != Some(mapped) {
+                                    debug!(%mapped, "public address");
+                                    reflexive = Some(mapped);
+                                    local = local_candidates(&self.socket);
+                                    let ours = merge(&local, reflexive);
+                                    self.candidates.send_replace(ours.clone());
+                                    for st in states.values_mut() {
+                                        st.paths.set_our_candidates(ours.clone());
+                                    }
+                                } else if self.stun_servers.contains(&from) {
+                                    // Unchanged, but it tells waiters that STUN answered.
+                                    self.candidates.send_modify(|_| {});
+                                }
+                                continue;
                             }
+                            // Disco over UDP only from peers we already know: strangers cannot
+                            // make us keep state.
+                            let Ok(node) = disco::sender(&packet) else { continue };
+                            (node, Dest::Direct(from), packet)
                         }
-                        continue;
-                    }
-                    // Disco over UDP only from peers we already know: strangers cannot make us
-                    // keep state.
-                    let Ok(node) = disco::sender(&packet) else { continue };
+                        Control::Spare { node, n, from, packet } => (node, Dest::Spare(n, from), packet),
+                    };
                     let Some(st) = states.get_mut(&node) else { continue };
+                    let from = match via {
+                        Dest::Direct(a) | Dest::Spare(_, a) => a,
+                        Dest::Relay => continue,
+                    };
                     match st.key.open(&packet) {
                         Ok(msg) => {
-                            trace!(peer = %node.short(), %from, ?msg, "disco");
+                            trace!(peer = %node.short(), ?via, ?msg, "disco");
                             // An authenticated packet: QUIC from this address is the peer's.
                             self.peers.set_direct_source(from, &st.peer);
-                            st.paths.handle_message(Instant::now(), Dest::Direct(from), msg);
+                            st.paths.handle_message(Instant::now(), via, msg);
                             self.flush(me, st);
                         }
                         Err(e) => debug!(peer = %node.short(), %from, "bad disco packet: {e}"),
@@ -176,6 +289,7 @@ impl Driver {
         node: NodeId,
         local: &[SocketAddr],
         reflexive: Option<SocketAddr>,
+        hard_nat: bool,
     ) -> Option<&'a mut PeerState> {
         use std::collections::hash_map::Entry;
         match states.entry(node) {
@@ -187,9 +301,51 @@ impl Driver {
                 let (peer, _) = self.peers.get_or_insert(node);
                 let mut paths = PeerPaths::new(self.punch.clone(), rand::random());
                 paths.set_our_candidates(merge(local, reflexive));
-                Some(e.insert(PeerState { peer, key, paths }))
+                paths.set_hard_nat(hard_nat);
+                Some(e.insert(PeerState {
+                    peer,
+                    key,
+                    paths,
+                    spare_readers: Vec::new(),
+                }))
             }
         }
+    }
+
+    /// Spare socket `n` of this peer, opened (with a reader) on first use; `None` past
+    /// [`MAX_SPARES`] or when binding fails.
+    fn spare(&self, st: &mut PeerState, n: u16, to: SocketAddr) -> Option<Arc<UdpSocket>> {
+        if let Some(s) = st.peer.spare(n) {
+            return Some(s);
+        }
+        if SPARES_OPEN.load(Ordering::Relaxed) >= MAX_SPARES {
+            return None;
+        }
+        let bind: SocketAddr = if to.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(bind)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .map_err(|e| debug!("spare socket: {e}"))
+            .ok()?;
+        let socket = Arc::new(socket);
+        SPARES_OPEN.fetch_add(1, Ordering::Relaxed);
+        st.peer.add_spare(n, socket.clone());
+        let reader = tokio::spawn(spare_reader(
+            socket.clone(),
+            n,
+            st.peer.clone(),
+            self.peers.clone(),
+            self.control_tx.clone(),
+            self.quic_tx.clone(),
+        ));
+        st.spare_readers.push((n, reader));
+        Some(socket)
     }
 
     /// Sends what the peer's core wants sent, and applies its path changes.
@@ -205,11 +361,23 @@ impl Driver {
             match t.dest {
                 Dest::Direct(to) => {
                     if let Some(udp) = self.socket.udp_for(&to) {
-                        // Allow QUIC from where we probe: the peer may switch first.
-                        self.peers.set_direct_source(to, &st.peer);
+                        // Allow QUIC from where we probe: the peer may switch first. (Not from
+                        // every port a birthday spray tries.)
+                        if st.paths.knows(to) {
+                            self.peers.set_direct_source(to, &st.peer);
+                        }
                         if let Err(e) = udp.send_control(to, &packet, t.ttl) {
                             trace!(%to, "disco send: {e}");
                         }
+                    }
+                }
+                Dest::Spare(n, to) => {
+                    let Some(spare) = self.spare(st, n, to) else {
+                        continue;
+                    };
+                    self.peers.set_direct_source(to, &st.peer);
+                    if let Err(e) = send_with_ttl(&spare, to, &packet, t.ttl) {
+                        trace!(%to, n, "disco send on a spare socket: {e}");
                     }
                 }
                 Dest::Relay => {
@@ -227,6 +395,93 @@ impl Driver {
                     self.path_changes.send_modify(|n| *n += 1);
                 }
                 Event::Observed(addr) => trace!(%addr, "observed by peer"),
+            }
+        }
+    }
+}
+
+/// Spare sockets open now, across all endpoints of the process.
+static SPARES_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Closes the spare sockets no live path uses.
+fn close_unused_spares(st: &mut PeerState) {
+    let keep: Vec<u16> = st.paths.spares_in_use().collect();
+    st.peer.retain_spares(|n| keep.contains(&n));
+    st.spare_readers.retain(|(n, reader)| {
+        let used = keep.contains(n);
+        if !used {
+            reader.abort();
+            SPARES_OPEN.fetch_sub(1, Ordering::Relaxed);
+        }
+        used
+    });
+}
+
+/// One packet with a TTL of its own, if given. Straight to the kernel: a fresh socket has no
+/// writability from tokio's reactor yet, and would refuse.
+fn send_with_ttl(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    ttl: Option<u8>,
+) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    let Some(ttl) = ttl else {
+        return sock.send_to(data, &to.into()).map(drop);
+    };
+    let v6 = to.is_ipv6();
+    let old = if v6 {
+        sock.unicast_hops_v6()?
+    } else {
+        sock.ttl_v4()?
+    };
+    let set = |t: u32| {
+        if v6 {
+            sock.set_unicast_hops_v6(t)
+        } else {
+            sock.set_ttl_v4(t)
+        }
+    };
+    set(u32::from(ttl))?;
+    let sent = sock.send_to(data, &to.into());
+    set(old)?;
+    sent.map(drop)
+}
+
+/// Reads a spare socket: disco to the driver, QUIC from the peer to quinn.
+async fn spare_reader(
+    socket: Arc<UdpSocket>,
+    n: u16,
+    peer: Arc<Peer>,
+    peers: Arc<PeerMap>,
+    control: mpsc::Sender<Control>,
+    quic: mpsc::Sender<(SocketAddr, Bytes)>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let data = &buf[..len];
+        if disco::looks_like_disco(data) {
+            let _ = control.try_send(Control::Spare {
+                node: peer.node,
+                n,
+                from,
+                packet: Bytes::copy_from_slice(data),
+            });
+        } else if data.first().is_some_and(|b| b & 0x40 != 0)
+            && peers
+                .by_direct(&from)
+                .is_some_and(|p| Arc::ptr_eq(&p, &peer))
+        {
+            peers.note_direct_rx(&peer);
+            if quic
+                .send((peer.mapped, Bytes::copy_from_slice(data)))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }

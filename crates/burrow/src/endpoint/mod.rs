@@ -6,6 +6,7 @@
 //! address STUN learns is the one peers punch to.
 
 mod driver;
+mod hops;
 mod peers;
 mod socket;
 pub(crate) mod tls;
@@ -165,7 +166,7 @@ impl Endpoint {
             peers: peers.clone(),
             relay: relay.clone(),
             relayed: Mutex::new(relayed_rx),
-            control: control_tx,
+            control: control_tx.clone(),
         });
         let server =
             tls::server_config(&secret, &opts.alpns).map_err(|e| BindError::Tls(e.to_string()))?;
@@ -189,7 +190,7 @@ impl Endpoint {
             tasks.push(tokio::spawn(driver::relay_reader(
                 relay.clone(),
                 peers.clone(),
-                relayed_tx,
+                relayed_tx.clone(),
                 disco_tx,
             )));
         }
@@ -201,6 +202,8 @@ impl Endpoint {
             stun_servers: opts.stun_servers.clone(),
             punch: opts.punch.clone(),
             control: control_rx,
+            control_tx,
+            quic_tx: relayed_tx,
             relayed_disco: disco_rx,
             commands: commands_rx,
             candidates: candidates.clone(),

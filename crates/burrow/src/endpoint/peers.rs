@@ -35,6 +35,9 @@ pub(crate) struct Peer {
     pub mapped: SocketAddr,
     /// The direct path traffic takes; `None` means through the relay.
     direct: Mutex<Option<DirectPath>>,
+    /// Spare sockets open for birthday probing towards this peer (see
+    /// [`burrow_proto::holepunch`]), by number; a direct path may use one.
+    spares: Mutex<Vec<(u16, Arc<tokio::net::UdpSocket>)>>,
     /// Milliseconds since the map's epoch of the last packet from the direct address.
     last_direct_rx: AtomicU64,
     /// Milliseconds since the map's epoch of the last QUIC packet either way, on any path.
@@ -49,6 +52,27 @@ impl Peer {
 
     pub fn set_direct(&self, path: Option<DirectPath>) {
         *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = path;
+    }
+
+    /// Spare socket `n`, if open.
+    pub fn spare(&self, n: u16) -> Option<Arc<tokio::net::UdpSocket>> {
+        let spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        spares.iter().find(|s| s.0 == n).map(|s| s.1.clone())
+    }
+
+    pub fn add_spare(&self, n: u16, socket: Arc<tokio::net::UdpSocket>) {
+        self.spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((n, socket));
+    }
+
+    /// Closes the spare sockets `keep` does not name; returns how many.
+    pub fn retain_spares(&self, keep: impl Fn(u16) -> bool) -> usize {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        let before = spares.len();
+        spares.retain(|s| keep(s.0));
+        before - spares.len()
     }
 }
 
@@ -112,6 +136,7 @@ impl PeerMap {
             node,
             mapped: SocketAddr::V6(SocketAddrV6::new(ip, MAPPED_PORT, 0, 0)),
             direct: Mutex::new(None),
+            spares: Mutex::new(Vec::new()),
             last_direct_rx: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
         });

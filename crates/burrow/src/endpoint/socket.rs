@@ -28,8 +28,15 @@ use crate::relay_client::RelayClient;
 /// A packet the driver must look at: a STUN answer or a disco message.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Arrived over UDP from this address.
+    /// Arrived on a main socket from this address.
     Udp(SocketAddr, Bytes),
+    /// Arrived on spare socket `n` of the peer `node` from this address.
+    Spare {
+        node: burrow_proto::identity::NodeId,
+        n: u16,
+        from: SocketAddr,
+        packet: Bytes,
+    },
 }
 
 impl Control {
@@ -213,6 +220,16 @@ impl AsyncUdpSocket for MagicSocket {
         };
         self.peers.note_activity(&peer);
         if let Some(direct) = peer.direct() {
+            if let Some(spare) = direct.spare.and_then(|n| peer.spare(n)) {
+                // Birthday paths are rare: plain sends, no GSO, and a full buffer is loss
+                // (quinn's writability poller watches the main socket, not this one).
+                let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
+                let sock = socket2::SockRef::from(&*spare);
+                for chunk in t.contents.chunks(seg) {
+                    let _ = sock.send_to(chunk, &direct.addr.into());
+                }
+                return Ok(());
+            }
             if let Some(udp) = self.udp_for(&direct.addr) {
                 let t = Transmit {
                     destination: direct.addr,
