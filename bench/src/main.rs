@@ -6,7 +6,11 @@
 //! * `stun` ([`run_stun`]): STUN Binding requests answered per second over loopback UDP, by
 //!   `burrow stun` and by coturn's `turnserver`, with one load generator ([`stun::Load`]),
 //!   alternating between the two servers round by round. See `bench/README.md`.
+//! * `relay` ([`run_relay`]): forwarded throughput and memory per idle client.
+//! * `registry` ([`run_registry`]): the bootstrap registry's memory per record and lookups per
+//!   second over HTTP, next to a plain `HashMap` behind the same HTTP stack.
 
+mod registry;
 mod relay;
 mod server;
 mod stun;
@@ -45,6 +49,41 @@ enum Command {
     /// loopback TCP connection (same bytes, same write sizes), and the relay's memory per
     /// connected idle client.
     Relay(RelayArgs),
+    /// The bootstrap registry: memory per record with `--records` records in the store, and
+    /// `GET /records/{id}` lookups per second over keep-alive HTTP, next to a plain HashMap
+    /// holding the same bytes behind the same hyper + axum stack.
+    Registry(RegistryArgs),
+}
+
+#[derive(Args, Debug)]
+struct RegistryArgs {
+    /// Records inserted into the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    /// Measuring time per server per round, after the warm-up.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load applied before each measurement starts, not counted.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Rounds; each measures the relay and the anchor once, alternating which goes first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Keep-alive HTTP connections, each with one request outstanding.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Threads of the servers' runtime.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Measure the lookups of only one of the servers (`relay` or `anchor`).
+    #[arg(long, value_parser = ["relay", "anchor"])]
+    only: Option<String>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +166,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Stun(args) => run_stun(&args),
         Command::Relay(args) => run_relay(&args),
+        Command::Registry(args) => run_registry(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.
     match result {
@@ -318,6 +358,151 @@ fn run_relay(args: &RelayArgs) -> Result<()> {
     println!("anchor: one plain loopback TCP connection, same bytes and write sizes (throughput);");
     println!("        two-hop anchor: the same through a plain userspace TCP forwarder;");
     println!("        the 16 KiB aim (memory). Medians over rounds; MB = 10^6 bytes.");
+    Ok(())
+}
+
+/// Runs the `registry` benchmark and prints its result.
+fn run_registry(args: &RegistryArgs) -> Result<()> {
+    use std::sync::Arc;
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .thread_name("servers")
+        .enable_all()
+        .build()?;
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let n = args.records;
+    if n == 0 {
+        bail!("--records must be at least 1");
+    }
+    let relay = servers.block_on(registry::start_relay(n))?;
+    let store = relay.records().context("registry is on")?.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let expires = now + 24 * 3600;
+
+    // Touched before the baseline, so that only the store's growth is counted.
+    let mut ids = vec![[1u8; 32]; n];
+    server::sleep(Duration::from_millis(200))?;
+    let rss0 = registry::own_rss()?;
+    let started = Instant::now();
+    eprintln!("memory: signing and inserting {n} records");
+    registry::fill_store(&store, n, expires, &mut ids, |k| {
+        eprintln!("memory: ~{k} records inserted")
+    })?;
+    let fill_secs = started.elapsed().as_secs_f64();
+    let rss1 = registry::own_rss()?;
+    let anchor_map = Arc::new(registry::fill_anchor(&store, &ids, now)?);
+    let rss2 = registry::own_rss()?;
+    let ours_mem = rss1.saturating_sub(rss0) as f64 / n as f64;
+    let anchor_mem = rss2.saturating_sub(rss1) as f64 / n as f64;
+    eprintln!(
+        "memory: store {ours_mem:.0} B/record, plain HashMap {anchor_mem:.0} B/record ({fill_secs:.1} s to sign and insert)"
+    );
+
+    let (ours_local, anchor_local) =
+        registry::in_process_lookups(&store, &anchor_map, &ids, now, Duration::from_secs(1))?;
+
+    let anchor_addr = servers.block_on(registry::start_anchor(anchor_map.clone()))?;
+    let relay_addr = relay.local_addr();
+    let texts: Arc<Vec<String>> = Arc::new(
+        ids.iter()
+            .map(|id| burrow::NodeId::from_bytes(*id).map(|n| n.to_string()))
+            .collect::<Result<_, _>>()?,
+    );
+    let (mut ours, mut anchor, mut errors) = (Vec::new(), Vec::new(), 0);
+    for round in 0..args.rounds {
+        let mut order = [("relay", relay_addr), ("anchor", anchor_addr)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (name, addr) in order {
+            if args.only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let (rate, errs) = clients.block_on(registry::measure_http(
+                addr,
+                texts.clone(),
+                args.connections,
+                args.warmup,
+                args.duration,
+            ))?;
+            eprintln!(
+                "round {}/{} {name:>6}: {rate:>9.0} lookups/s",
+                round + 1,
+                args.rounds
+            );
+            errors += errs;
+            if name == "relay" {
+                ours.push(rate);
+            } else {
+                anchor.push(rate);
+            }
+        }
+    }
+    if errors > 0 {
+        eprintln!("warning: {errors} lookups were not answered with 200");
+    }
+    let (o, a) = (median(ours.clone()), median(anchor.clone()));
+    let rows: Vec<(String, f64, f64, usize)> = vec![
+        (
+            format!("RSS per record (bytes), {n} records"),
+            ours_mem,
+            anchor_mem,
+            0,
+        ),
+        ("  vs the 512-byte aim".into(), ours_mem, 512.0, 0),
+        ("lookups/s over HTTP, median".into(), o, a, 0),
+        ("  vs the 50,000/s aim".into(), o, 50_000.0, 0),
+        (
+            "lookups/s in-process (no HTTP)".into(),
+            ours_local,
+            anchor_local,
+            0,
+        ),
+    ];
+    drop(clients);
+    servers.block_on(relay.shutdown());
+
+    if args.json {
+        let out = serde_json::json!({
+            "benchmark": "registry",
+            "records": n,
+            "memory": {"rss_before": rss0, "rss_after_store": rss1, "rss_after_anchor": rss2,
+                "store_bytes_per_record": ours_mem, "hashmap_bytes_per_record": anchor_mem,
+                "aim_bytes": 512, "fill_secs": fill_secs},
+            "lookups_http": {"relay_per_sec": ours, "anchor_per_sec": anchor,
+                "relay_median": o, "anchor_median": a, "ratio": o / a, "aim_per_sec": 50_000,
+                "connections": args.connections, "errors": errors},
+            "lookups_in_process": {"store_per_sec": ours_local, "hashmap_per_sec": anchor_local},
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:>10} {:>10} {:>6}",
+        "figure", "registry", "anchor", "ratio"
+    );
+    for (label, ours, anchor, decimals) in rows {
+        let ratio = if anchor > 0.0 {
+            format!("{:.2}", ours / anchor)
+        } else {
+            "-".into()
+        };
+        println!("{label:<44} {ours:>10.decimals$} {anchor:>10.decimals$} {ratio:>6}");
+    }
+    println!();
+    println!("anchor: the same signed records in a plain HashMap<[u8; 32], Box<[u8]>> (memory,");
+    println!("        in-process), served by a handler that only looks up and base64-encodes");
+    println!("        behind the same hyper HTTP/1.1 + axum stack (lookups/s); the aims.");
+    println!(
+        "{} keep-alive connections; {} server / {} client runtime threads; medians over {} rounds.",
+        args.connections, args.server_threads, args.client_threads, args.rounds
+    );
     Ok(())
 }
 

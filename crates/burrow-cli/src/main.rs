@@ -48,7 +48,8 @@ enum Command {
         threads: usize,
     },
     /// Run a relay: forwards end-to-end encrypted datagrams between keys over WebSocket
-    /// (GET /relay), with GET /health and GET /metrics, and optionally a STUN server. Every
+    /// (GET /relay), with GET /health and GET /metrics, the bootstrap registry of signed node
+    /// records (/records, /namespaces), and optionally a STUN server. Every
     /// setting can also go in the config file's [relay] table; flags override it.
     Relay(Box<RelayArgs>),
     /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
@@ -160,6 +161,49 @@ struct RelayArgs {
     /// Bytes queued for one client before dropping [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     client_queue_bytes: Option<usize>,
+    /// Do not serve the bootstrap registry (/records, /namespaces).
+    #[arg(long)]
+    no_registry: bool,
+    /// Keep registry records in this file across restarts (loaded at start, written
+    /// periodically and at shutdown) [default: memory only].
+    #[arg(long, value_name = "FILE")]
+    records_snapshot: Option<PathBuf>,
+    /// How often the records snapshot is written, when records changed [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    registry_snapshot_interval: Option<Duration>,
+    /// How often expired records are dropped [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    registry_sweep_interval: Option<Duration>,
+    /// Records the registry holds at once [default: 1000000].
+    #[arg(long, value_name = "N")]
+    registry_max_records: Option<usize>,
+    /// Records listed under one namespace [default: 100000].
+    #[arg(long, value_name = "N")]
+    registry_max_per_namespace: Option<usize>,
+    /// Namespaces one record may be listed under [default: 8].
+    #[arg(long, value_name = "N")]
+    registry_max_namespaces: Option<usize>,
+    /// Longest a record is held after registering [default: 24h].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    registry_max_ttl: Option<Duration>,
+    /// Largest registry request body, bytes [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    registry_max_body: Option<usize>,
+    /// Registry requests per second per source IP; 0 = unlimited [default: 20].
+    #[arg(long, value_name = "PER_SEC")]
+    registry_ip_rate: Option<f64>,
+    /// Registry request burst per source IP [default: 100].
+    #[arg(long, value_name = "N")]
+    registry_ip_burst: Option<u32>,
+    /// Registry writes per second per key; 0 = unlimited [default: 0.2].
+    #[arg(long, value_name = "PER_SEC")]
+    registry_key_rate: Option<f64>,
+    /// Registry write burst per key [default: 10].
+    #[arg(long, value_name = "N")]
+    registry_key_burst: Option<u32>,
+    /// Records per page of a namespace listing, at most [default: 100].
+    #[arg(long, value_name = "N")]
+    registry_page_size: Option<usize>,
 }
 
 impl RelayArgs {
@@ -179,6 +223,21 @@ impl RelayArgs {
             max_frame: self.max_frame,
             client_queue_frames: self.client_queue_frames,
             client_queue_bytes: self.client_queue_bytes,
+            // Only a flag that was given overrides the file.
+            no_registry: self.no_registry.then_some(true),
+            records_snapshot: self.records_snapshot,
+            registry_snapshot_interval: self.registry_snapshot_interval,
+            registry_sweep_interval: self.registry_sweep_interval,
+            registry_max_records: self.registry_max_records,
+            registry_max_per_namespace: self.registry_max_per_namespace,
+            registry_max_namespaces: self.registry_max_namespaces,
+            registry_max_ttl: self.registry_max_ttl,
+            registry_max_body: self.registry_max_body,
+            registry_ip_rate: self.registry_ip_rate,
+            registry_ip_burst: self.registry_ip_burst,
+            registry_key_rate: self.registry_key_rate,
+            registry_key_burst: self.registry_key_burst,
+            registry_page_size: self.registry_page_size,
         }
     }
 }
@@ -337,6 +396,14 @@ fn relay(settings: RelayFileConfig) -> Result<()> {
         );
         for addr in server.stun_addrs() {
             eprintln!("STUN listening on {addr}");
+        }
+        if let Some(records) = server.records() {
+            eprintln!(
+                "registry at {}/records and {}/namespaces ({} records loaded)",
+                server.url(),
+                server.url(),
+                records.len()
+            );
         }
         wait_for_shutdown_signal().await;
         eprintln!("relay shutting down: telling clients to reconnect");

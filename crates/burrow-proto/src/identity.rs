@@ -1,5 +1,6 @@
 //! Node identity: a node is its Ed25519 public key.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -46,6 +47,26 @@ impl NodeId {
     pub fn short(&self) -> String {
         self.to_string()[..10].to_string()
     }
+
+    /// The 32 key bytes of a node id's text form, without checking that they are an Ed25519
+    /// point (which costs a point decompression): for looking a key up among ids that were
+    /// checked when they were stored. Use [`FromStr`] for anything else.
+    pub fn text_to_bytes(s: &str) -> Result<[u8; 32], NodeIdError> {
+        let bytes = BASE32_NOPAD
+            .decode(s.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|e| NodeIdError::Encoding(e.to_string()))?;
+        bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeIdError::Length(bytes.len()))
+    }
+}
+
+/// Maps keyed by NodeId can be searched with bare key bytes (same `Hash` and `Eq`).
+impl Borrow<[u8; 32]> for NodeId {
+    fn borrow(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl fmt::Display for NodeId {
@@ -64,14 +85,7 @@ impl FromStr for NodeId {
     type Err = NodeIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = BASE32_NOPAD
-            .decode(s.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|e| NodeIdError::Encoding(e.to_string()))?;
-        let bytes: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| NodeIdError::Length(bytes.len()))?;
-        NodeId::from_bytes(bytes)
+        NodeId::from_bytes(NodeId::text_to_bytes(s)?)
     }
 }
 
@@ -139,5 +153,21 @@ mod tests {
             Err(NodeIdError::Length(5))
         ));
         assert!(!format!("{:?}", SecretKey::from_bytes([1; 32])).contains("0101"));
+    }
+
+    #[test]
+    fn text_to_bytes_skips_only_the_point_check() {
+        let id = SecretKey::from_bytes([7; 32]).node_id();
+        assert_eq!(NodeId::text_to_bytes(&id.to_string()), Ok(*id.as_bytes()));
+        let not_a_point = NodeId([2; 32]).to_string();
+        assert_eq!(NodeId::text_to_bytes(&not_a_point), Ok([2; 32]));
+        assert_eq!(not_a_point.parse::<NodeId>(), Err(NodeIdError::NotAKey));
+        assert_eq!(
+            NodeId::text_to_bytes("aaaaaaaa"),
+            Err(NodeIdError::Length(5))
+        );
+        let mut map = std::collections::HashMap::new();
+        map.insert(id, 1);
+        assert_eq!(map.get(id.as_bytes()), Some(&1));
     }
 }

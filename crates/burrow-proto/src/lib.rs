@@ -10,6 +10,7 @@ pub mod holepunch;
 pub mod identity;
 #[cfg(test)]
 mod mutation;
+pub mod record;
 pub mod relay;
 pub mod stun;
 pub mod ticket;

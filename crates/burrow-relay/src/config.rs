@@ -1,4 +1,5 @@
-//! What a relay server is told: where to listen, TLS, co-hosted STUN and its limits.
+//! What a relay server is told: where to listen, TLS, co-hosted STUN, the bootstrap registry
+//! and their limits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,102 @@ impl Limits {
     }
 }
 
+/// The bootstrap registry's limits. Every one is explicit, has a default and a key in the
+/// config file's `[relay]` table (written here after each field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryLimits {
+    /// Records held at once; a new node's record beyond it gets HTTP 503.
+    /// Default 1,000,000. `registry_max_records`.
+    pub max_records: usize,
+    /// Records listed under one namespace; a new one beyond it gets HTTP 503.
+    /// Default 100,000. `registry_max_per_namespace`.
+    pub max_per_namespace: usize,
+    /// Namespaces one record may be listed under. Default 8. `registry_max_namespaces`.
+    pub max_namespaces_per_record: usize,
+    /// Longest a record is held after its last registration, whatever `ttl_secs` asks for
+    /// (a longer one is lowered to it); a record is never held past its own `expires`.
+    /// Default 24 h. `registry_max_ttl`.
+    pub max_ttl: Duration,
+    /// Largest request body, bytes; larger gets HTTP 413. Default 4096 (a signed record is at
+    /// most 1000 bytes, 1336 in base64). `registry_max_body`.
+    pub max_body_bytes: usize,
+    /// Registry requests per second from one IP address (token bucket; 0 = unlimited); over
+    /// it, HTTP 429. Default 20. `registry_ip_rate`.
+    pub ip_rate_per_sec: f64,
+    /// Registry requests one IP address may make at once above its rate. Default 100.
+    /// `registry_ip_burst`.
+    pub ip_burst: u32,
+    /// Writes (register, refresh, delete) per second for one key (0 = unlimited); over it,
+    /// HTTP 429. Counted only once the request's signature has verified, so nobody can use up
+    /// another key's budget. Default 0.2 (one every 5 s). `registry_key_rate`.
+    pub key_rate_per_sec: f64,
+    /// Writes one key may make at once above its rate. Default 10. `registry_key_burst`.
+    pub key_burst: u32,
+    /// Records in one page of a namespace listing, at most (and when `limit` is not given).
+    /// Default 100. `registry_page_size`.
+    pub page_size: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_records: 1_000_000,
+            max_per_namespace: 100_000,
+            max_namespaces_per_record: 8,
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_body_bytes: 4096,
+            ip_rate_per_sec: 20.0,
+            ip_burst: 100,
+            key_rate_per_sec: 0.2,
+            key_burst: 10,
+            page_size: 100,
+        }
+    }
+}
+
+impl RegistryLimits {
+    /// No rate limits: for tests and benchmarks.
+    pub fn unlimited() -> Self {
+        RegistryLimits {
+            ip_rate_per_sec: 0.0,
+            key_rate_per_sec: 0.0,
+            ..RegistryLimits::default()
+        }
+    }
+}
+
+/// The bootstrap registry: signed node records by key and by namespace, over HTTP JSON (see
+/// [`crate::records`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryConfig {
+    /// Serve `/records` and `/namespaces`. Default true. Flag `--no-registry` turns it off.
+    pub enabled: bool,
+    /// Its limits.
+    pub limits: RegistryLimits,
+    /// Keep the records in this file across restarts: loaded (and every record re-verified,
+    /// expired ones dropped) at start, written every `snapshot_interval` when something
+    /// changed, and at shutdown. Default none: records live in memory only.
+    /// Flag `--records-snapshot`.
+    pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is written (when records changed). Default 60 s.
+    /// `registry_snapshot_interval`.
+    pub snapshot_interval: Duration,
+    /// How often expired records are dropped. Default 30 s. `registry_sweep_interval`.
+    pub sweep_interval: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            enabled: true,
+            limits: RegistryLimits::default(),
+            snapshot: None,
+            snapshot_interval: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 /// PEM files for TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -120,6 +217,8 @@ pub struct RelayConfig {
     pub tls: Option<TlsFiles>,
     /// Limits.
     pub limits: Limits,
+    /// The bootstrap registry.
+    pub registry: RegistryConfig,
     /// What graceful shutdown tells clients.
     pub restart_notice: RestartNotice,
     /// How long graceful shutdown waits for clients to take their close frame. Default 2 s.
@@ -139,6 +238,7 @@ impl Default for RelayConfig {
             stun: None,
             tls: None,
             limits: Limits::default(),
+            registry: RegistryConfig::default(),
             restart_notice: RestartNotice::default(),
             shutdown_grace: Duration::from_secs(2),
             ws_read_buffer_bytes: 4 * 1024,
@@ -194,6 +294,39 @@ impl RelayConfig {
         if l.max_frame_bytes < 128 {
             return bad("max-frame must be at least 128 bytes (a ClientAuth is 98)");
         }
+        let r = &mut c.registry;
+        r.enabled = !s.no_registry.unwrap_or(false);
+        r.snapshot = s.records_snapshot.clone();
+        r.snapshot_interval = s.registry_snapshot_interval.unwrap_or(r.snapshot_interval);
+        r.sweep_interval = s.registry_sweep_interval.unwrap_or(r.sweep_interval);
+        let rl = &mut r.limits;
+        rl.max_records = s.registry_max_records.unwrap_or(rl.max_records);
+        rl.max_per_namespace = s.registry_max_per_namespace.unwrap_or(rl.max_per_namespace);
+        rl.max_namespaces_per_record = s
+            .registry_max_namespaces
+            .unwrap_or(rl.max_namespaces_per_record);
+        rl.max_ttl = s.registry_max_ttl.unwrap_or(rl.max_ttl);
+        rl.max_body_bytes = s.registry_max_body.unwrap_or(rl.max_body_bytes);
+        rl.ip_rate_per_sec = s.registry_ip_rate.unwrap_or(rl.ip_rate_per_sec);
+        rl.ip_burst = s.registry_ip_burst.unwrap_or(rl.ip_burst);
+        rl.key_rate_per_sec = s.registry_key_rate.unwrap_or(rl.key_rate_per_sec);
+        rl.key_burst = s.registry_key_burst.unwrap_or(rl.key_burst);
+        rl.page_size = s.registry_page_size.unwrap_or(rl.page_size);
+        if rl.max_records == 0 || rl.max_per_namespace == 0 || rl.page_size == 0 {
+            return bad("registry max records, max per namespace and page size must be at least 1");
+        }
+        if rl.max_ttl.is_zero() || r.snapshot_interval.is_zero() || r.sweep_interval.is_zero() {
+            return bad("registry max TTL and intervals must be longer than zero");
+        }
+        let valid_rate = |r: f64| r.is_finite() && r >= 0.0;
+        if !valid_rate(rl.ip_rate_per_sec) || !valid_rate(rl.key_rate_per_sec) {
+            return bad("registry rates must be numbers of at least 0");
+        }
+        if rl.max_body_bytes < 2048 {
+            return bad(
+                "registry max body must be at least 2048 bytes (a record is up to 1336 in base64)",
+            );
+        }
         Ok(c)
     }
 }
@@ -232,6 +365,7 @@ mod tests {
         let file: burrow::config::Config = toml::from_str(text).unwrap();
         let c = RelayConfig::from_settings(&file.relay.unwrap()).unwrap();
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.registry, RegistryConfig::default());
         assert!(c.stun.is_some());
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP side: our own accept loop (per-IP limit at accept, optional TLS), hyper serving
-//! an axum router with `/relay`, `/health` and `/metrics`.
+//! an axum router with `/relay`, `/health`, `/metrics` and the registry's routes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,8 +25,8 @@ use crate::{session, Shared, RELAY_PATH};
 
 /// Per-connection facts handed to the handlers.
 #[derive(Clone)]
-struct ConnInfo {
-    peer: SocketAddr,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
     /// Held for as long as the connection lives, including after a WebSocket upgrade.
     _slot: Arc<IpSlot>,
 }
@@ -132,11 +132,16 @@ where
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(RELAY_PATH, get(relay))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .with_state(shared)
+        .route("/metrics", get(metrics));
+    let router = if shared.records.is_some() {
+        router.merge(crate::records::routes::router())
+    } else {
+        router
+    };
+    router.with_state(shared)
 }
 
 async fn relay(
@@ -179,6 +184,9 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<crate::Health> {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, Infallible> {
+    if let Some(reg) = &shared.records {
+        shared.metrics.registry_records.set(reg.store.len() as i64);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

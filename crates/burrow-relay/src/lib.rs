@@ -1,5 +1,6 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
-//! WebSocket, co-hosts STUN, and serves `GET /health` and `GET /metrics`.
+//! WebSocket, co-hosts STUN and the bootstrap registry of signed node records ([`records`]),
+//! and serves `GET /health` and `GET /metrics`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {
@@ -16,6 +17,7 @@
 mod config;
 mod http;
 mod metrics;
+pub mod records;
 mod registry;
 mod session;
 mod tls;
@@ -30,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Limits, RelayConfig, RestartNotice, TlsFiles};
+pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNotice, TlsFiles};
 pub use metrics::{RelayStats, CLOSE_LABELS};
 
 /// The path of the WebSocket endpoint.
@@ -56,6 +58,9 @@ pub enum RelayError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The registry's snapshot file could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] records::SnapshotError),
 }
 
 /// State every connection shares.
@@ -63,6 +68,8 @@ pub(crate) struct Shared {
     config: RelayConfig,
     metrics: metrics::Metrics,
     registry: registry::Registry,
+    /// The bootstrap registry, unless turned off.
+    records: Option<records::routes::Registry>,
     started: Instant,
     conn_ids: AtomicU64,
     /// Live WebSocket sessions, for max_clients and for shutdown to wait on.
@@ -90,6 +97,8 @@ pub struct RelayServer {
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
     stun: Option<StunService>,
+    /// The registry's sweeper and snapshot writer.
+    maintenance: Vec<JoinHandle<()>>,
 }
 
 /// A snapshot for `/health`.
@@ -127,17 +136,35 @@ impl RelayServer {
             Some(options) => Some(StunService::start(options)?),
             None => None,
         };
+        let records = if config.registry.enabled {
+            let store = Arc::new(records::RecordStore::new(config.registry.limits.clone()));
+            if let Some(path) = config.registry.snapshot.clone() {
+                let loader = store.clone();
+                let now = records::routes::unix_now();
+                let loaded = tokio::task::spawn_blocking(move || loader.load(&path, now))
+                    .await
+                    .map_err(|e| {
+                        RelayError::Config(format!("loading the records snapshot: {e}"))
+                    })??;
+                tracing::info!(loaded, "records snapshot loaded");
+            }
+            Some(records::routes::Registry::new(store))
+        } else {
+            None
+        };
         let (shutting_down, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
             metrics: metrics::Metrics::new(),
             registry: registry::Registry::default(),
+            records,
             started: Instant::now(),
             conn_ids: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
             shutting_down,
         });
         let is_tls = tls.is_some();
+        let maintenance = records::maintenance(&shared);
         let accept = tokio::spawn(http::accept_loop(listener, shared.clone(), tls));
         tracing::info!(%local_addr, tls = is_tls, "relay listening");
         Ok(RelayServer {
@@ -146,6 +173,7 @@ impl RelayServer {
             shared,
             accept,
             stun,
+            maintenance,
         })
     }
 
@@ -179,6 +207,12 @@ impl RelayServer {
         self.shared.health()
     }
 
+    /// The bootstrap registry's records, unless the registry is turned off. Programs (and the
+    /// benchmark) may insert into it directly.
+    pub fn records(&self) -> Option<&Arc<records::RecordStore>> {
+        self.shared.records.as_ref().map(|r| &r.store)
+    }
+
     /// Graceful shutdown: stops accepting, sends every client a Restarting notice and a
     /// close with code 1012, waits up to the configured grace for them, stops STUN.
     pub async fn shutdown(mut self) {
@@ -193,6 +227,12 @@ impl RelayServer {
         if let Some(stun) = self.stun.take() {
             let _ = tokio::task::spawn_blocking(move || stun.shutdown()).await;
         }
+        for task in self.maintenance.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        // After the writers are gone, so the last snapshot has every record.
+        records::final_snapshot(&self.shared).await;
         tracing::info!("relay stopped");
     }
 }
@@ -215,5 +255,8 @@ impl Shared {
 impl Drop for RelayServer {
     fn drop(&mut self) {
         self.accept.abort();
+        for task in &self.maintenance {
+            task.abort();
+        }
     }
 }

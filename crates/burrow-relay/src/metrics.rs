@@ -61,6 +61,7 @@ pub(crate) struct Metrics {
     pub auth_failures: Counter,
     closes: Family<Reason, Counter>,
     notices: Family<Reason, Counter>,
+    pub registry_records: Gauge,
 }
 
 impl Metrics {
@@ -128,6 +129,12 @@ impl Metrics {
             "PeerGone notices sent, by reason",
             notices.clone(),
         );
+        let registry_records = Gauge::default();
+        registry.register(
+            "registry_records",
+            "Node records held by the bootstrap registry",
+            registry_records.clone(),
+        );
         for r in ["per_ip_limit", "max_clients"] {
             let _ = refused.get_or_create(&Reason { reason: r });
         }
@@ -161,6 +168,7 @@ impl Metrics {
             auth_failures,
             closes,
             notices,
+            registry_records,
         }
     }
 

@@ -20,7 +20,7 @@ pub const STUN_SERVERS_ENV: &str = "BURROW_STUN_SERVERS";
 pub const CONFIG_ENV: &str = "BURROW_CONFIG";
 
 /// The configuration file's contents. Unknown keys are errors, so typos do not pass silently.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// STUN servers as `host:port`.
@@ -32,7 +32,7 @@ pub struct Config {
 /// The `[relay]` table: the same settings as `burrow relay`'s flags (with `_` for `-`), each
 /// optional. Sizes are
 /// bytes, rates bytes per second, durations written like `10s` or `500ms`.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RelayFileConfig {
     /// TCP address for HTTP(S) and WebSocket.
@@ -65,6 +65,37 @@ pub struct RelayFileConfig {
     pub client_queue_frames: Option<usize>,
     /// Bytes queued per client.
     pub client_queue_bytes: Option<usize>,
+    /// Turn the bootstrap registry off.
+    pub no_registry: Option<bool>,
+    /// File the registry keeps its records in across restarts.
+    pub records_snapshot: Option<PathBuf>,
+    /// How often the records snapshot is written.
+    #[serde(default, deserialize_with = "duration")]
+    pub registry_snapshot_interval: Option<Duration>,
+    /// How often expired records are dropped.
+    #[serde(default, deserialize_with = "duration")]
+    pub registry_sweep_interval: Option<Duration>,
+    /// Records held at once.
+    pub registry_max_records: Option<usize>,
+    /// Records per namespace.
+    pub registry_max_per_namespace: Option<usize>,
+    /// Namespaces per record.
+    pub registry_max_namespaces: Option<usize>,
+    /// Longest a record is held after its registration.
+    #[serde(default, deserialize_with = "duration")]
+    pub registry_max_ttl: Option<Duration>,
+    /// Largest registry request body, bytes.
+    pub registry_max_body: Option<usize>,
+    /// Registry requests per second per IP; 0 = unlimited.
+    pub registry_ip_rate: Option<f64>,
+    /// Registry request burst per IP.
+    pub registry_ip_burst: Option<u32>,
+    /// Registry writes per second per key; 0 = unlimited.
+    pub registry_key_rate: Option<f64>,
+    /// Registry write burst per key.
+    pub registry_key_burst: Option<u32>,
+    /// Records per page of a namespace listing, at most.
+    pub registry_page_size: Option<usize>,
 }
 
 impl RelayFileConfig {
@@ -85,6 +116,28 @@ impl RelayFileConfig {
             max_frame: flags.max_frame.or(self.max_frame),
             client_queue_frames: flags.client_queue_frames.or(self.client_queue_frames),
             client_queue_bytes: flags.client_queue_bytes.or(self.client_queue_bytes),
+            no_registry: flags.no_registry.or(self.no_registry),
+            records_snapshot: flags.records_snapshot.or(self.records_snapshot),
+            registry_snapshot_interval: flags
+                .registry_snapshot_interval
+                .or(self.registry_snapshot_interval),
+            registry_sweep_interval: flags
+                .registry_sweep_interval
+                .or(self.registry_sweep_interval),
+            registry_max_records: flags.registry_max_records.or(self.registry_max_records),
+            registry_max_per_namespace: flags
+                .registry_max_per_namespace
+                .or(self.registry_max_per_namespace),
+            registry_max_namespaces: flags
+                .registry_max_namespaces
+                .or(self.registry_max_namespaces),
+            registry_max_ttl: flags.registry_max_ttl.or(self.registry_max_ttl),
+            registry_max_body: flags.registry_max_body.or(self.registry_max_body),
+            registry_ip_rate: flags.registry_ip_rate.or(self.registry_ip_rate),
+            registry_ip_burst: flags.registry_ip_burst.or(self.registry_ip_burst),
+            registry_key_rate: flags.registry_key_rate.or(self.registry_key_rate),
+            registry_key_burst: flags.registry_key_burst.or(self.registry_key_burst),
+            registry_page_size: flags.registry_page_size.or(self.registry_page_size),
         }
     }
 }

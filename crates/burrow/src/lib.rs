@@ -1,15 +1,18 @@
 //! burrow: find peers by key and reach them through any NAT.
 //!
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
-//! service, `netcheck`, key storage, configuration, the relay client and the [`endpoint`]. The `burrow` binary is a thin layer over it.
+//! service, `netcheck`, key storage, configuration, the relay client, the bootstrap
+//! [`registry_client`] and the [`endpoint`]. The `burrow` binary is a thin layer over it.
 
 pub mod config;
 pub mod endpoint;
 pub mod keyfile;
 pub mod netcheck;
+pub mod registry_client;
 pub mod relay_client;
 pub mod stun_service;
 pub mod tool;
 
 pub use burrow_proto::identity::{NodeId, SecretKey};
+pub use burrow_proto::record;
 pub use burrow_proto::ticket;

@@ -26,7 +26,7 @@
 //! ```
 
 mod conn;
-mod tls;
+pub(crate) mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

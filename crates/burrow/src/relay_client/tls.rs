@@ -1,5 +1,5 @@
-//! TLS for `https://` relays: rustls with the ring provider, the web PKI roots and any extra
-//! roots from the options.
+//! TLS for `https://` relays (and registries): rustls with the ring provider, the web PKI roots
+//! and any extra roots from the options.
 
 use std::sync::Arc;
 
@@ -12,15 +12,21 @@ use tokio_rustls::TlsConnector;
 use super::RelayClientOptions;
 
 /// The TLS client configuration, or why there is none (reported on each https relay).
-pub(super) type TlsConfig = Result<Arc<ClientConfig>, String>;
+pub(crate) type TlsConfig = Result<Arc<ClientConfig>, String>;
 
 /// Builds the configuration once per client.
 pub(super) fn client_config(opts: &RelayClientOptions) -> TlsConfig {
+    client_config_with(opts.webpki_roots, &opts.extra_roots)
+}
+
+/// Builds a configuration trusting the web PKI roots (if `webpki_roots`) and `extra_roots`
+/// (DER).
+pub(crate) fn client_config_with(webpki_roots: bool, extra_roots: &[Vec<u8>]) -> TlsConfig {
     let mut roots = RootCertStore::empty();
-    if opts.webpki_roots {
+    if webpki_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    for (i, der) in opts.extra_roots.iter().enumerate() {
+    for (i, der) in extra_roots.iter().enumerate() {
         roots
             .add(CertificateDer::from(der.clone()))
             .map_err(|e| format!("extra root certificate #{i} is not usable: {e}"))?;
@@ -42,7 +48,7 @@ pub(super) fn client_config(opts: &RelayClientOptions) -> TlsConfig {
 
 /// Runs the TLS handshake on a connected socket; `host` is checked against the certificate
 /// (a DNS name, or an IP address for IP SANs).
-pub(super) async fn connect(
+pub(crate) async fn connect(
     config: &TlsConfig,
     host: &str,
     tcp: TcpStream,

@@ -1,0 +1,367 @@
+//! The registry's HTTP JSON routes (the API is described in [`crate::records`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use burrow_proto::identity::NodeId;
+use burrow_proto::record::{verify_delete, NodeRecord, RecordError, SignedRecord, SIGNATURE_LEN};
+use data_encoding::BASE64URL_NOPAD;
+use serde::{Deserialize, Serialize};
+
+use super::{RateLimiter, RecordStore, StoreError, Stored};
+use crate::http::ConnInfo;
+use crate::Shared;
+
+/// The registry's state next to the relay's.
+pub(crate) struct Registry {
+    pub store: Arc<RecordStore>,
+    ips: RateLimiter<IpAddr>,
+    keys: RateLimiter<[u8; 32]>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<RecordStore>) -> Registry {
+        let l = store.limits().clone();
+        Registry {
+            store,
+            ips: RateLimiter::new(l.ip_rate_per_sec, l.ip_burst),
+            keys: RateLimiter::new(l.key_rate_per_sec, l.key_burst),
+        }
+    }
+
+    /// Forgets refilled rate-limit buckets.
+    pub fn prune(&self, now: Instant) {
+        self.ips.prune(now);
+        self.keys.prune(now);
+    }
+}
+
+/// The routes, for the relay's router.
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/records/{node_id}",
+            get(get_record).put(put_record).delete(delete_record),
+        )
+        .route("/namespaces/{namespace}", get(list_namespace))
+}
+
+/// Unix time in seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An error response: `{"error": "..."}` with a status.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> ApiError {
+        let status = match e {
+            RecordError::Signature | RecordError::DeleteTimestamp { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            RecordError::Stale { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match e {
+            StoreError::Stale { .. } => StatusCode::CONFLICT,
+            StoreError::Full(_) | StoreError::NamespaceFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::BadNamespace(_) | StoreError::TooManyNamespaces(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            StoreError::NotFound => StatusCode::NOT_FOUND,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A stored record as the API shows it.
+#[derive(Serialize)]
+struct View {
+    node_id: String,
+    /// The signed record, base64url without padding: what a client verifies.
+    record: String,
+    seq: u64,
+    expires: u64,
+    relays: Vec<String>,
+    addrs: Vec<String>,
+    name: Option<String>,
+    capabilities: Vec<String>,
+    stored_until: u64,
+}
+
+impl View {
+    fn of(stored: &Stored) -> ApiResult<View> {
+        // Stored bytes passed verification, so the payload decodes; an error here is a bug.
+        let payload = stored
+            .bytes
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .map(|n| &stored.bytes[..n])
+            .unwrap_or_default();
+        let r = NodeRecord::decode_payload_for(payload, &stored.node).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored record: {e}"),
+            )
+        })?;
+        Ok(View {
+            node_id: r.node_id.to_string(),
+            record: BASE64URL_NOPAD.encode(&stored.bytes),
+            seq: r.seq,
+            expires: r.expires,
+            relays: r.relays.iter().map(ToString::to_string).collect(),
+            addrs: r.addrs.iter().map(ToString::to_string).collect(),
+            name: r.name,
+            capabilities: r.capabilities,
+            stored_until: stored.stored_until,
+        })
+    }
+}
+
+fn registry(shared: &Shared) -> ApiResult<&Registry> {
+    shared
+        .records
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this relay runs no registry"))
+}
+
+/// The per-IP rate limit, checked first on every route.
+fn admit(reg: &Registry, info: &ConnInfo) -> ApiResult<()> {
+    if reg.ips.allow(info.peer.ip(), Instant::now()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited: too many registry requests from this address",
+        ))
+    }
+}
+
+/// The per-key rate limit, checked once a write's signature has verified.
+fn admit_key(reg: &Registry, node: &NodeId) -> ApiResult<()> {
+    if reg.keys.allow(*node.as_bytes(), Instant::now()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited: too many writes for this node",
+        ))
+    }
+}
+
+fn node_id(path: Result<Path<String>, PathRejection>) -> ApiResult<NodeId> {
+    let Path(text) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    text.parse()
+        .map_err(|e| ApiError::bad_request(format!("bad node id in the path: {e}")))
+}
+
+/// Reads a JSON body of at most the configured size.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    reg: &Registry,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let cap = reg.store.limits().max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {cap} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    // Past the cap without a Content-Length (chunked), or a broken body: either way no
+    // request is coming.
+    let bytes = axum::body::to_bytes(body, cap)
+        .await
+        .map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
+
+fn base64(field: &str, text: &str) -> ApiResult<Vec<u8>> {
+    BASE64URL_NOPAD.decode(text.as_bytes()).map_err(|e| {
+        ApiError::bad_request(format!("{field} is not base64url without padding: {e}"))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    record: String,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    ttl_secs: Option<u64>,
+}
+
+async fn put_record(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<View>> {
+    let reg = registry(&shared)?;
+    admit(reg, &info)?;
+    let node = node_id(path)?;
+    let put: PutBody = json_body(reg, &headers, body).await?;
+    let bytes = base64("record", &put.record)?;
+    let now = unix_now();
+    let signed = SignedRecord::verify(&bytes, now)?;
+    if signed.node_id() != node {
+        return Err(ApiError::bad_request(format!(
+            "the record is {}'s, not {node}'s",
+            signed.node_id()
+        )));
+    }
+    admit_key(reg, &node)?;
+    let limits = reg.store.limits();
+    let max_ttl = limits.max_ttl.as_secs();
+    let ttl = put.ttl_secs.unwrap_or(max_ttl).min(max_ttl);
+    let stored_until = signed.record().expires.min(now.saturating_add(ttl));
+    reg.store
+        .insert(&signed, &put.namespaces, stored_until, now)?;
+    tracing::debug!(node = %node.short(), seq = signed.record().seq, "record registered");
+    Ok(Json(View::of(&Stored {
+        node,
+        bytes,
+        stored_until,
+    })?))
+}
+
+async fn get_record(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<View>> {
+    let reg = registry(&shared)?;
+    admit(reg, &info)?;
+    let Path(text) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // The key bytes suffice to look up (only checked keys are stored), which spares the
+    // point decompression of a full NodeId check on the hot path.
+    let key = NodeId::text_to_bytes(&text)
+        .map_err(|e| ApiError::bad_request(format!("bad node id in the path: {e}")))?;
+    match reg.store.get(&key, unix_now()) {
+        Some(stored) => Ok(Json(View::of(&stored)?)),
+        None => {
+            NodeId::from_bytes(key)
+                .map_err(|e| ApiError::bad_request(format!("bad node id in the path: {e}")))?;
+            Err(StoreError::NotFound.into())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    seq: u64,
+    timestamp: u64,
+    signature: String,
+}
+
+async fn delete_record(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let reg = registry(&shared)?;
+    admit(reg, &info)?;
+    let node = node_id(path)?;
+    let del: DeleteBody = json_body(reg, &headers, body).await?;
+    let signature = base64("signature", &del.signature)?;
+    verify_delete(&node, del.seq, del.timestamp, &signature, unix_now())?;
+    admit_key(reg, &node)?;
+    reg.store.remove(&node, del.seq)?;
+    tracing::debug!(node = %node.short(), "record deleted");
+    Ok(Json(serde_json::json!({ "deleted": true })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    namespace: String,
+    records: Vec<View>,
+    next_cursor: Option<String>,
+}
+
+async fn list_namespace(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Page>> {
+    let reg = registry(&shared)?;
+    admit(reg, &info)?;
+    let Path(namespace) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    super::check_namespace(&namespace)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            c.parse::<NodeId>()
+                .map_err(|e| ApiError::bad_request(format!("bad cursor: {e}")))?,
+        ),
+        None => None,
+    };
+    let page_size = reg.store.limits().page_size;
+    let limit = q.limit.unwrap_or(page_size).clamp(1, page_size);
+    let (stored, next) = reg
+        .store
+        .list(&namespace, after.as_ref(), limit, unix_now());
+    let records = stored.iter().map(View::of).collect::<ApiResult<_>>()?;
+    Ok(Json(Page {
+        namespace,
+        records,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
