@@ -69,11 +69,11 @@ pub fn direct_possible(a: NatKind, b: NatKind) -> bool {
     !(a == UdpBlocked || b == UdpBlocked || (a == Symmetric && b == Symmetric))
 }
 
-/// A pair that needs birthday probing: one side symmetric, the other a cone kind (the lab's
-/// carrier NAT maps endpoint-independently, so `cgnat` counts as a cone).
+/// A pair that may need birthday probing: one side symmetric, the other a cone kind (the lab's
+/// carrier NAT maps endpoint-independently, so `cgnat` counts as a cone) or no NAT.
 pub fn is_hard_pair(a: NatKind, b: NatKind) -> bool {
     use NatKind::*;
-    let cone = |k| matches!(k, FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
+    let cone = |k| matches!(k, Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
     (a == Symmetric && cone(b)) || (b == Symmetric && cone(a))
 }
 
@@ -143,6 +143,8 @@ const TTFB_SLACK: Duration = Duration::from_millis(100);
 const EASY_DIRECT_WITHIN: Duration = Duration::from_secs(1);
 /// Hard pairs must be direct this soon after dialling.
 const HARD_DIRECT_WITHIN: Duration = Duration::from_secs(10);
+/// How long pairs that cannot go direct are watched for a direct path.
+const RELAY_PAIR_WAIT: Duration = Duration::from_secs(6);
 /// Hard pairs must go direct in at least this share of their runs.
 const HARD_SUCCESS_RATE: f64 = 0.9;
 
@@ -416,9 +418,15 @@ fn run_variant(
             }
         }
     }
-    // Runs at once never share a listener or a connector's home: two hosts behind one
-    // symmetric NAT, birthday probing at once, would hit each other's spare ports.
+    // Birthday runs never share their symmetric side: spray aimed at one run's spare ports
+    // would land on the other's. Everything else runs side by side.
     let queue = Mutex::new((jobs, Vec::<(NatKind, NatKind)>::new()));
+    let clash = |a: &(NatKind, NatKind), b: &(NatKind, NatKind)| {
+        is_hard_pair(a.0, a.1)
+            && is_hard_pair(b.0, b.1)
+            && ((a.0 == NatKind::Symmetric && b.0 == NatKind::Symmetric)
+                || (a.1 == NatKind::Symmetric && b.1 == NatKind::Symmetric))
+    };
     let wake = std::sync::Condvar::new();
     let results = Mutex::new(Vec::new());
     let take = || {
@@ -428,11 +436,10 @@ fn run_variant(
                 return None;
             }
             let busy = &q.1;
-            let free = q.0.iter().position(|j| {
-                !busy
-                    .iter()
-                    .any(|&(l, c)| l == j.listener || c == j.connector)
-            });
+            let free = q
+                .0
+                .iter()
+                .position(|j| !busy.iter().any(|b| clash(b, &(j.listener, j.connector))));
             if let Some(i) = free {
                 let job = q.0.remove(i).expect("in range");
                 q.1.push((job.listener, job.connector));
@@ -511,13 +518,20 @@ fn connect(
         relay_rtt_ms: None,
         error: None,
     };
+    // Where physics rules a direct path out, one punch window (and then some) shows that
+    // none appears.
+    let wait = if direct_possible(job.listener, job.connector) {
+        opts.direct_timeout
+    } else {
+        opts.direct_timeout.min(RELAY_PAIR_WAIT)
+    };
     let mut cmd = lab.command(lab.host_ns(home), &opts.burrow);
     cmd.args([
         "connect",
         ticket,
         "--json",
         "--direct-timeout",
-        &format!("{}ms", opts.direct_timeout.as_millis()),
+        &format!("{}ms", wait.as_millis()),
         "--bytes",
         &opts.bytes.to_string(),
     ]);

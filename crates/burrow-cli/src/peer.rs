@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -187,6 +189,22 @@ pub async fn connect(
     let peer = conn.remote;
     // QUIC's RTT estimate is all relay hops while the connection is still relayed.
     let relay_rtt = matches!(ep.path(&peer), PathInfo::Relay(_)).then(|| conn.quic.rtt());
+    // Moves between the relay and a direct path, for the whole run.
+    let path_changes = Arc::new(AtomicU64::new(0));
+    let watch = {
+        let (ep, changes) = (ep.clone(), path_changes.clone());
+        let mut last = std::mem::discriminant(&ep.path(&peer));
+        tokio::spawn(async move {
+            loop {
+                ep.path_changed().await;
+                let now = std::mem::discriminant(&ep.path(&peer));
+                if now != last {
+                    changes.fetch_add(1, Ordering::Relaxed);
+                    last = now;
+                }
+            }
+        })
+    };
     let direct_deadline = start + direct_timeout;
     let to_direct = loop {
         if let PathInfo::Direct(_) = ep.path(&peer) {
@@ -213,6 +231,7 @@ pub async fn connect(
     } else {
         None
     };
+    watch.abort();
     let (path, addr, rtt) = path_json(&ep.path(&peer));
     let rtt = rtt.or_else(|| Some(ms(conn.quic.rtt())));
     let mbps = took.map(|t| bytes as f64 * 8.0 / t.as_secs_f64() / 1e6);
@@ -222,6 +241,7 @@ pub async fn connect(
             json!({"connected": true, "path": path, "remote_addr": addr,
                 "time_to_first_byte_ms": ms(ttfb), "time_to_direct_ms": to_direct.map(ms),
                 "relay_rtt_ms": relay_rtt.map(ms),
+                "path_changes": path_changes.load(Ordering::Relaxed),
                 "rtt_ms": rtt, "bytes": bytes, "throughput_mbps": mbps})
         );
     } else {

@@ -53,7 +53,7 @@ pub struct PunchConfig {
     /// A primed side waits this long for the other's pings before pinging on its own.
     pub responder_wait: Duration,
     /// After an attempt found nothing, or the direct path died, the next attempt starts this
-    /// much later.
+    /// much later, if the connection carried traffic in the meantime.
     pub retry_after: Duration,
     /// While traffic flows, a path quiet for this long is probed.
     pub active_heartbeat: Duration,
@@ -525,8 +525,19 @@ impl PeerPaths {
             Phase::Idle => {}
             Phase::Waiting { retry_at } => {
                 if now >= retry_at {
-                    self.phase = Phase::Idle;
-                    self.start(now);
+                    // Only a connection in use is worth punching for; a closed one would
+                    // otherwise probe (and spray) forever.
+                    if self
+                        .last_activity
+                        .is_some_and(|t| now.saturating_duration_since(t) < self.config.retry_after)
+                    {
+                        self.phase = Phase::Idle;
+                        self.start(now);
+                    } else {
+                        self.phase = Phase::Waiting {
+                            retry_at: now + self.config.retry_after,
+                        };
+                    }
                 }
             }
             Phase::Punching {

@@ -4,7 +4,8 @@
 //! - On every connection the listener at once opens a unidirectional stream and writes one
 //!   greeting byte: the connecting side's time to first byte.
 //! - A bidirectional stream starts with a mode byte: [`ECHO`] sends everything back; [`SINK`]
-//!   reads to the end and answers with the byte count (8 bytes, big-endian).
+//!   reads to the end and answers with the byte count (8 bytes, big-endian) and the SHA-256 of
+//!   the bytes (32), so the sender can check that every byte arrived intact.
 //! - Every QUIC datagram is echoed (pings).
 
 use std::time::{Duration, Instant};
@@ -89,16 +90,18 @@ async fn serve_stream(
     let mut mode = [0u8];
     recv.read_exact(&mut mode).await?;
     let mut total = 0u64;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     while let Some(chunk) = recv.read_chunk(CHUNK, true).await? {
         total += chunk.bytes.len() as u64;
-        if mode[0] == ECHO {
-            send.write_chunk(chunk.bytes).await?;
+        match mode[0] {
+            ECHO => send.write_chunk(chunk.bytes).await?,
+            SINK => hash.update(&chunk.bytes),
+            _ => return Err(ToolError::Protocol("unknown stream mode")),
         }
     }
-    match mode[0] {
-        ECHO => {}
-        SINK => send.write_all(&total.to_be_bytes()).await?,
-        _ => return Err(ToolError::Protocol("unknown stream mode")),
+    if mode[0] == SINK {
+        send.write_all(&total.to_be_bytes()).await?;
+        send.write_all(hash.finish().as_ref()).await?;
     }
     send.finish()?;
     Ok(total)
@@ -115,24 +118,40 @@ pub async fn greeting(conn: &Connection) -> Result<(), ToolError> {
     Ok(())
 }
 
-/// Sends `bytes` bytes to the listener's sink and waits for its count; returns the time taken.
+/// Sends `bytes` random bytes to the listener's sink and checks its count and hash; returns
+/// the time taken.
 pub async fn send_bytes(conn: &Connection, bytes: u64) -> Result<Duration, ToolError> {
     let start = Instant::now();
     let (mut send, mut recv) = conn.quic.open_bi().await?;
     send.write_all(&[SINK]).await?;
-    let chunk = Bytes::from(vec![0x5a; CHUNK]);
+    let block: Vec<u8> = (0..CHUNK).map(|_| rand::random()).collect();
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut left = bytes;
+    let mut index = 0u64;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
-        send.write_chunk(chunk.slice(..n)).await?;
+        // Every chunk differs (its index in front), so a lost, repeated or reordered chunk
+        // changes the hash.
+        let mut chunk = block[..n].to_vec();
+        for (b, i) in chunk.iter_mut().zip(index.to_be_bytes()) {
+            *b ^= i;
+        }
+        hash.update(&chunk);
+        send.write_chunk(Bytes::from(chunk)).await?;
         left -= n as u64;
+        index += 1;
     }
     send.finish()?;
-    let mut count = [0u8; 8];
-    recv.read_exact(&mut count).await?;
-    if u64::from_be_bytes(count) != bytes {
+    let mut answer = [0u8; 8 + 32];
+    recv.read_exact(&mut answer).await?;
+    if answer[..8] != bytes.to_be_bytes() {
         return Err(ToolError::Protocol(
             "the listener counted a different number of bytes",
+        ));
+    }
+    if answer[8..] != *hash.finish().as_ref() {
+        return Err(ToolError::Protocol(
+            "the listener received different bytes (SHA-256 mismatch)",
         ));
     }
     Ok(start.elapsed())

@@ -399,7 +399,14 @@ fn with_no_direct_path_it_stays_on_the_relay_and_retries_at_a_bounded_pace() {
     net.cut = true;
     let start = net.now;
     net.a.start(start);
-    net.run(start + Duration::from_secs(60));
+    // The connection is in use throughout.
+    let mut t = start;
+    while t < start + Duration::from_secs(60) {
+        net.a.note_activity(t);
+        net.b.note_activity(t);
+        net.run(t);
+        t += Duration::from_millis(500);
+    }
     assert_eq!(net.a.best(), None);
     assert_eq!(net.path_change(Side::A), None);
     // One attempt per punch window plus retry delay (15 s), each one CallMeMaybe from each side.
@@ -474,4 +481,19 @@ fn two_symmetric_nats_do_not_spray() {
         "{:?}",
         net.sent
     );
+}
+
+#[test]
+fn a_connection_no_longer_used_is_not_punched_for_again() {
+    let mut net = Net::new(Duration::from_millis(20));
+    net.cut = true;
+    let start = net.now;
+    net.a.start(start);
+    net.run(start + Duration::from_secs(60));
+    assert_eq!(net.calls[Side::A as usize], 1, "one attempt, no retries");
+    // Traffic again: the next check punches.
+    let later = start + Duration::from_secs(60);
+    net.a.note_activity(later);
+    net.run(later + Duration::from_secs(11));
+    assert_eq!(net.calls[Side::A as usize], 2);
 }

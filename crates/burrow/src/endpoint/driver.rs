@@ -29,6 +29,9 @@ const STUN_RETRY: Duration = Duration::from_millis(500);
 /// A dial waits at most this long for the primer TTL and our public address before punching
 /// (the peer needs the public address, and hard-NAT peers aim their spares at it).
 const HOPS_WAIT: Duration = Duration::from_secs(1);
+/// A peer with no traffic for this long, and no punching under way, is forgotten by the
+/// driver: its connection has ended (QUIC closes idle connections after 30 s).
+const PEER_STATE_IDLE: Duration = Duration::from_secs(60);
 /// Spare sockets open at once across all peers (each is a file descriptor).
 const MAX_SPARES: usize = 1024;
 
@@ -52,6 +55,8 @@ struct PeerState {
     paths: PeerPaths,
     /// Readers of this peer's open spare sockets.
     spare_readers: Vec<(u16, JoinHandle<()>)>,
+    /// Birthday probes sent to this peer (for the log).
+    sprayed: u32,
 }
 
 pub(crate) struct Driver {
@@ -183,6 +188,13 @@ impl Driver {
                     wake = wake.min(t);
                 }
             }
+            // Peers whose connections ended: their punching state and spares go.
+            states.retain(|node, st| {
+                let (_, activity) = self.peers.times(&st.peer);
+                st.paths.is_punching()
+                    || deferred.iter().any(|(n, _)| n == node)
+                    || activity.is_some_and(|t| now.saturating_duration_since(t) < PEER_STATE_IDLE)
+            });
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 ttl = &mut hops_rx, if !hops_known => {
@@ -307,6 +319,7 @@ impl Driver {
                     key,
                     paths,
                     spare_readers: Vec::new(),
+                    sprayed: 0,
                 }))
             }
         }
@@ -365,6 +378,11 @@ impl Driver {
                         // every port a birthday spray tries.)
                         if st.paths.knows(to) {
                             self.peers.set_direct_source(to, &st.peer);
+                        } else {
+                            st.sprayed += 1;
+                            if st.sprayed % 512 == 1 {
+                                debug!(peer = %st.peer.node.short(), ip = %to.ip(), sent = st.sprayed, "birthday spray");
+                            }
                         }
                         if let Err(e) = udp.send_control(to, &packet, t.ttl) {
                             trace!(%to, "disco send: {e}");
@@ -372,6 +390,9 @@ impl Driver {
                     }
                 }
                 Dest::Spare(n, to) => {
+                    if n == 0 && t.ttl.is_some() {
+                        debug!(peer = %st.peer.node.short(), %to, "priming spare sockets");
+                    }
                     let Some(spare) = self.spare(st, n, to) else {
                         continue;
                     };
@@ -402,6 +423,18 @@ impl Driver {
 
 /// Spare sockets open now, across all endpoints of the process.
 static SPARES_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for PeerState {
+    fn drop(&mut self) {
+        // Nobody watches the direct path any more: traffic that comes back starts on the relay.
+        self.peer.set_direct(None);
+        self.peer.retain_spares(|_| false);
+        for (_, reader) in self.spare_readers.drain(..) {
+            reader.abort();
+            SPARES_OPEN.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Closes the spare sockets no live path uses.
 fn close_unused_spares(st: &mut PeerState) {
