@@ -1,11 +1,15 @@
 //! burrow: find peers by key and reach them through any NAT.
 //!
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
-//! service, `netcheck`, key storage, configuration, the relay client and the [`endpoint`]. The `burrow` binary is a thin layer over it.
+//! service, `netcheck`, key storage, configuration, the relay client, the [`endpoint`], and
+//! discovery: records and namespaces on the Mainline DHT ([`dht`]) and LAN peers by mDNS
+//! ([`mdns`]). The `burrow` binary is a thin layer over it.
 
 pub mod config;
+pub mod dht;
 pub mod endpoint;
 pub mod keyfile;
+pub mod mdns;
 pub mod netcheck;
 pub mod relay_client;
 pub mod stun_service;
