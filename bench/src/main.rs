@@ -11,6 +11,10 @@
 //!   second over HTTP, next to a plain `HashMap` behind the same HTTP stack.
 
 mod registry;
+//! * `dht` ([`dht::run`]): record publish and resolve latency on a private Mainline DHT on
+//!   loopback; absolute figures, no anchor.
+
+mod dht;
 mod relay;
 mod server;
 mod stun;
@@ -53,6 +57,10 @@ enum Command {
     /// `GET /records/{id}` lookups per second over keep-alive HTTP, next to a plain HashMap
     /// holding the same bytes behind the same hyper + axum stack.
     Registry(RegistryArgs),
+    /// Record publish and resolve latency on a private Mainline DHT of `--nodes` nodes on
+    /// 127.0.0.1: publishes `--records` records from as many keys, then resolves each from a
+    /// node started afterwards, and prints median and tail latencies. No anchor.
+    Dht(DhtArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +89,25 @@ struct RegistryArgs {
     /// Measure the lookups of only one of the servers (`relay` or `anchor`).
     #[arg(long, value_parser = ["relay", "anchor"])]
     only: Option<String>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DhtArgs {
+    /// DHT nodes on loopback.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(20..=2000))]
+    nodes: u16,
+    /// Records to publish and resolve, each under its own key.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    records: u32,
+    /// Bytes per record (BEP 44 allows up to 1000).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    record_bytes: u16,
+    /// How long a lookup waits for one DHT node's answer.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    request_timeout: Duration,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -167,6 +194,7 @@ fn main() -> ExitCode {
         Command::Stun(args) => run_stun(&args),
         Command::Relay(args) => run_relay(&args),
         Command::Registry(args) => run_registry(&args),
+        Command::Dht(args) => run_dht(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.
     match result {
@@ -253,6 +281,26 @@ const FIGURES: [Figure; 5] = [
         decimals: 2,
     },
 ];
+
+/// Runs the `dht` benchmark and prints its result.
+fn run_dht(args: &DhtArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(dht::run(
+        usize::from(args.nodes),
+        args.records as usize,
+        usize::from(args.record_bytes),
+        args.request_timeout,
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        dht::print(&report);
+    }
+    Ok(())
+}
 
 /// Runs the `relay` benchmark and prints its result.
 fn run_relay(args: &RelayArgs) -> Result<()> {

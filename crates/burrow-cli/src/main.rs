@@ -1,12 +1,13 @@
 //! The `burrow` command: a thin layer that parses arguments, calls the library and prints.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use burrow::config::{Config, RelayFileConfig};
+use burrow::dht::{DhtConfig, DhtDiscovery};
 use burrow::netcheck::{self, Report};
 use burrow::relay_client::RelayUrl;
 use burrow::stun_service::{StunOptions, StunService};
@@ -105,6 +106,27 @@ enum Command {
         interval: Duration,
         #[command(flatten)]
         node: peer::NodeArgs,
+    },
+    /// Run a Mainline DHT node in server mode (BEP 5/44): a bootstrap node for a private DHT,
+    /// or one more node of the public one. Prints its address, then runs until Ctrl-C.
+    DhtNode {
+        /// UDP address to listen on (IPv4; the DHT library has no IPv6).
+        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
+        bind: SocketAddrV4,
+        /// Node to join through; repeat for several [default: Mainline's public bootstrap
+        /// nodes].
+        #[arg(
+            long = "bootstrap",
+            value_name = "HOST:PORT",
+            conflicts_with = "no_bootstrap"
+        )]
+        bootstrap: Vec<String>,
+        /// Join nobody: be the first node of a new, private DHT.
+        #[arg(long)]
+        no_bootstrap: bool,
+        /// Print JSON lines: the address first, then one when bootstrapping is done.
+        #[arg(long)]
+        json: bool,
     },
     /// Print this node's id, creating its key on first use.
     Id {
@@ -322,6 +344,21 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             node,
         } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
+        Command::DhtNode {
+            bind,
+            bootstrap,
+            no_bootstrap,
+            json,
+        } => {
+            let bootstrap = if no_bootstrap {
+                Vec::new()
+            } else if bootstrap.is_empty() {
+                DhtConfig::default().bootstrap
+            } else {
+                bootstrap
+            };
+            runtime()?.block_on(dht_node(bind, bootstrap, json))
+        }
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);
             let key = burrow::keyfile::load_or_create(&path)?;
@@ -410,6 +447,46 @@ fn relay(settings: RelayFileConfig) -> Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+async fn dht_node(bind: SocketAddrV4, bootstrap: Vec<String>, json: bool) -> Result<()> {
+    let config = DhtConfig {
+        bootstrap: bootstrap.clone(),
+        bind,
+        server: true,
+        ..DhtConfig::default()
+    };
+    let node = DhtDiscovery::start(config).await?;
+    let addr = node.local_addr();
+    if json {
+        let out = serde_json::json!({ "addr": addr.to_string(), "bootstrap": bootstrap });
+        println!("{out}");
+    } else {
+        eprintln!("DHT node listening on {addr} (server mode)");
+    }
+    let report = async {
+        // A first node of a new DHT has nobody to find until others join it.
+        let bootstrapped = !bootstrap.is_empty() && node.bootstrapped().await;
+        let known = node.known_nodes().await.len();
+        if json {
+            let out = serde_json::json!({
+                "event": "bootstrapped",
+                "ok": bootstrapped,
+                "known_nodes": known,
+            });
+            println!("{out}");
+        } else if bootstrapped {
+            eprintln!("joined the DHT: {known} nodes known");
+        } else if !bootstrap.is_empty() {
+            eprintln!("warning: no DHT node answered yet; still trying");
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = report => {}
+        _ = wait_for_shutdown_signal() => {}
+    }
+    Ok(())
 }
 
 async fn wait_for_shutdown_signal() {

@@ -228,3 +228,97 @@ fn id_creates_a_key_once_and_prints_the_same_node_id() {
     assert_eq!(j["node_id"].as_str().unwrap(), first.trim());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `burrow dht-node --json` as a child: its stdout read line by line on a thread, so a read
+/// can time out.
+struct DhtNode {
+    _child: Running,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl DhtNode {
+    fn start(args: &[&str]) -> DhtNode {
+        use std::io::BufRead;
+        let mut child = Command::new(BURROW)
+            .args(["dht-node", "--json", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(serde_json::from_str(&line).expect("a JSON line"));
+            }
+        });
+        DhtNode {
+            _child: Running(child),
+            lines,
+        }
+    }
+
+    fn next(&self) -> serde_json::Value {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line within 10 s")
+    }
+}
+
+#[test]
+fn dht_nodes_on_loopback_bootstrap_off_each_other() {
+    // Only loopback: a new private DHT, never Mainline's public bootstrap nodes.
+    let first = DhtNode::start(&["--no-bootstrap"]);
+    let a = first.next();
+    let a_addr = a["addr"].as_str().unwrap().to_string();
+    assert!(a_addr.starts_with("127.0.0.1:"), "{a}");
+    assert_eq!(a["bootstrap"], serde_json::json!([]));
+
+    let second = DhtNode::start(&["--bootstrap", &a_addr]);
+    let b_addr = second.next()["addr"].as_str().unwrap().to_string();
+    assert_ne!(a_addr, b_addr);
+    let joined = second.next();
+    assert_eq!(joined["event"], "bootstrapped");
+    assert_eq!(joined["ok"], true, "{joined}");
+    assert!(joined["known_nodes"].as_u64().unwrap() >= 1, "{joined}");
+
+    // The third joins through the second and learns the first from it.
+    let third = DhtNode::start(&["--bootstrap", &b_addr]);
+    third.next();
+    let joined = third.next();
+    assert_eq!(joined["ok"], true, "{joined}");
+    assert!(joined["known_nodes"].as_u64().unwrap() >= 2, "{joined}");
+}
+
+#[test]
+fn dht_node_usage_and_failures() {
+    let usage = Command::new(BURROW)
+        .args(["dht-node", "--bind", "[::1]:6881"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "IPv6 is a usage error");
+    let both = Command::new(BURROW)
+        .args(["dht-node", "--no-bootstrap", "--bootstrap", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    let bad = Command::new(BURROW)
+        .args(["dht-node", "--bind", "127.0.0.1:0", "--bootstrap", "noport"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("noport"),
+        "{err}"
+    );
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = Command::new(BURROW)
+        .args(["dht-node", "--no-bootstrap", "--bind"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+}

@@ -3,10 +3,15 @@
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
 //! service, `netcheck`, key storage, configuration, the relay client, the bootstrap
 //! [`registry_client`] and the [`endpoint`]. The `burrow` binary is a thin layer over it.
+//! service, `netcheck`, key storage, configuration, the relay client, the [`endpoint`], and
+//! discovery: records and namespaces on the Mainline DHT ([`dht`]) and LAN peers by mDNS
+//! ([`mdns`]). The `burrow` binary is a thin layer over it.
 
 pub mod config;
+pub mod dht;
 pub mod endpoint;
 pub mod keyfile;
+pub mod mdns;
 pub mod netcheck;
 pub mod registry_client;
 pub mod relay_client;
