@@ -9,12 +9,11 @@
 //! * `relay` ([`run_relay`]): forwarded throughput and memory per idle client.
 //! * `registry` ([`run_registry`]): the bootstrap registry's memory per record and lookups per
 //!   second over HTTP, next to a plain `HashMap` behind the same HTTP stack.
-
-mod registry;
 //! * `dht` ([`dht::run`]): record publish and resolve latency on a private Mainline DHT on
 //!   loopback; absolute figures, no anchor.
 
 mod dht;
+mod registry;
 mod relay;
 mod server;
 mod stun;

@@ -561,10 +561,19 @@ impl PeerPaths {
                     next_probe = now;
                 }
                 if pinging && now >= next_probe {
+                    // A hard side's main socket meets the peer's public address through a
+                    // fresh mapping the peer never sent to: such a ping only arrives early, and
+                    // a bare router that keeps state for it remaps the peer's next flows (its
+                    // birthday probes among them). The spares do that work instead.
+                    let birthday_ip = self
+                        .peer_public
+                        .filter(|_| self.birthday())
+                        .map(|a| a.ip());
                     let unproven: Vec<(Option<u16>, SocketAddr)> = self
                         .paths
                         .iter()
                         .filter(|p| !p.live)
+                        .filter(|p| p.spare.is_some() || Some(p.addr.ip()) != birthday_ip)
                         .map(|p| (p.spare, p.addr))
                         .collect();
                     for (spare, addr) in unproven {
@@ -711,10 +720,15 @@ impl PeerPaths {
         }
     }
 
+    /// We are the hard side of a birthday pair.
+    fn birthday(&self) -> bool {
+        self.hard_nat && !self.peer_hard_nat && self.config.spare_sockets > 0
+    }
+
     /// Birthday probing, hard side: primes every spare socket towards the peer's public
     /// address, once per attempt, unless the peer is hard too (then no port can be guessed).
     fn prime_spares(&mut self) {
-        if !self.hard_nat || self.peer_hard_nat || self.spares_primed || self.best.is_some() {
+        if !self.birthday() || self.spares_primed || self.best.is_some() {
             return;
         }
         let Some(target) = self.peer_public else {

@@ -432,8 +432,9 @@ fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
             net.b.start(start);
         }
         net.run(start + Duration::from_secs(10));
-        // (Pings from A's main socket reach B early, from ports B never heard of: a symmetric
-        // NAT's fresh mapping can't be primed for. They cost B nothing it needs.)
+        // Nothing reaches B before B sent towards it: A's main socket leaves B's public
+        // address to the spares (an early packet there would remap B's probes).
+        assert_eq!(net.early, 0, "seed {seed}: early packet at the easy side");
         let path_a = net
             .a
             .best()
