@@ -30,7 +30,7 @@ const STUN_RETRY: Duration = Duration::from_millis(500);
 /// (the peer needs the public address, and hard-NAT peers aim their spares at it).
 const HOPS_WAIT: Duration = Duration::from_secs(1);
 /// A peer with no traffic for this long, and no punching under way, is forgotten by the
-/// driver: its connection has ended (QUIC closes idle connections after 30 s).
+/// driver: its connection has ended (open connections send QUIC keep-alives every 15 s).
 const PEER_STATE_IDLE: Duration = Duration::from_secs(60);
 /// Spare sockets open at once across all peers (each is a file descriptor).
 const MAX_SPARES: usize = 1024;

@@ -74,6 +74,21 @@ pub(crate) fn client_config(
     client_config_with(certified_key(key), peer, alpns)
 }
 
+/// QUIC keep-alive while a connection idles, so it stays up for as long as both ends hold
+/// it; well inside the idle timeout.
+pub(crate) const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+/// A connection that hears nothing for this long is closed.
+pub(crate) const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("45 s is a valid idle timeout"),
+    ));
+    Arc::new(t)
+}
+
 /// The key the peer proved in the handshake.
 pub(crate) fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     let certs = conn
@@ -103,7 +118,9 @@ fn server_config_with(
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport());
+    Ok(server)
 }
 
 fn client_config_with(
@@ -130,7 +147,9 @@ fn client_config_with(
     config.resumption = Resumption::disabled();
     config.enable_sni = false;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)?;
-    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport());
+    Ok(client)
 }
 
 /// An explicit provider: the process-wide default may be unset or ambiguous when other crates
