@@ -73,7 +73,12 @@ pub fn direct_possible(a: NatKind, b: NatKind) -> bool {
 /// carrier NAT maps endpoint-independently, so `cgnat` counts as a cone) or no NAT.
 pub fn is_hard_pair(a: NatKind, b: NatKind) -> bool {
     use NatKind::*;
-    let cone = |k| matches!(k, Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat);
+    let cone = |k| {
+        matches!(
+            k,
+            Open | FullCone | RestrictedCone | PortRestrictedCone | Cgnat
+        )
+    };
     (a == Symmetric && cone(b)) || (b == Symmetric && cone(a))
 }
 
@@ -436,10 +441,9 @@ fn run_variant(
                 return None;
             }
             let busy = &q.1;
-            let free = q
-                .0
-                .iter()
-                .position(|j| !busy.iter().any(|b| clash(b, &(j.listener, j.connector))));
+            let free =
+                q.0.iter()
+                    .position(|j| !busy.iter().any(|b| clash(b, &(j.listener, j.connector))));
             if let Some(i) = free {
                 let job = q.0.remove(i).expect("in range");
                 q.1.push((job.listener, job.connector));

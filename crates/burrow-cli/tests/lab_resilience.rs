@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use burrow_lab::{Lab, LinkConditions, NatKind, RouterVariant, Spawned};
-use burrow_proto::disco::{Message, SharedKey};
+use burrow_proto::disco::{Message, NatHint, SharedKey};
 use burrow_proto::identity::{NodeId, SecretKey};
 
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
@@ -149,7 +149,10 @@ fn a_transfer_survives_its_direct_path_being_cut_and_finishes_over_the_relay() {
     s.wait_direct();
     std::thread::sleep(Duration::from_secs(1));
     // Cut: the listener's router drops every UDP packet (the relay is TCP).
-    s.iptables(s.lab.router_ns("a"), &["-I", "FORWARD", "-p", "udp", "-j", "DROP"]);
+    s.iptables(
+        s.lab.router_ns("a"),
+        &["-I", "FORWARD", "-p", "udp", "-j", "DROP"],
+    );
     let cut = Instant::now();
     s.listener
         .wait_for_line(Duration::from_secs(5), |l| {
@@ -164,7 +167,10 @@ fn a_transfer_survives_its_direct_path_being_cut_and_finishes_over_the_relay() {
         "back on the relay after {back:?}"
     );
     assert_eq!(r["connected"], true);
-    assert_eq!(r["bytes"], 100_000_000u64, "every byte arrived, hash checked");
+    assert_eq!(
+        r["bytes"], 100_000_000u64,
+        "every byte arrived, hash checked"
+    );
     assert_eq!(r["path"], "relay");
     assert!(r["path_changes"].as_u64().unwrap() >= 2, "{r}");
 }
@@ -186,7 +192,10 @@ fn a_relay_restart_does_not_disturb_a_direct_transfer() {
     let r = s.finish(&connect);
     eprintln!("{r}");
     assert_eq!(r["connected"], true);
-    assert_eq!(r["bytes"], 60_000_000u64, "every byte arrived, hash checked");
+    assert_eq!(
+        r["bytes"], 60_000_000u64,
+        "every byte arrived, hash checked"
+    );
     assert_eq!(r["path"], "direct");
     assert_eq!(r["path_changes"], 1, "only relay -> direct: {r}");
 }
@@ -226,7 +235,7 @@ fn forged_probes_from_a_third_host_do_not_move_the_path() {
                     },
                     _ => Message::CallMeMaybe {
                         candidates: vec![sock.local_addr()?],
-                        hard_nat: false,
+                        nat: NatHint::Easy,
                     },
                 };
                 // Claims the victim as sender, sealed with a key that is not the victim's.

@@ -47,8 +47,9 @@ const KDF_SALT: &[u8] = b"burrow disco v1";
 const T_PING: u8 = 0x01;
 const T_PONG: u8 = 0x02;
 const T_CALL_ME_MAYBE: u8 = 0x03;
-/// CallMeMaybe flag: the sender's NAT maps per destination.
-const FLAG_HARD_NAT: u8 = 0x01;
+/// CallMeMaybe's NAT byte: [`NatHint::Hard`] and [`NatHint::Open`] (0 is easy).
+const NAT_HARD: u8 = 0x01;
+const NAT_OPEN: u8 = 0x02;
 
 /// One disco message, the plaintext of a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,10 +72,22 @@ pub enum Message {
         /// The sender's candidate addresses, at most [`MAX_CANDIDATES`], its public
         /// (STUN-reflexive) address first.
         candidates: Vec<SocketAddr>,
-        /// The sender's NAT maps per destination (symmetric): its public port towards us is
-        /// none of its candidates, so only birthday probing can find it.
-        hard_nat: bool,
+        /// What the sender knows of its own NAT.
+        nat: NatHint,
     },
+}
+
+/// What a node knows of its own NAT, told in [`Message::CallMeMaybe`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NatHint {
+    /// Endpoint-independent mapping, or not known (yet).
+    #[default]
+    Easy,
+    /// The NAT maps per destination (symmetric): its public port towards the peer is none of
+    /// its candidates, so only birthday probing can find it.
+    Hard,
+    /// No NAT: the public address is one of the node's own.
+    Open,
 }
 
 /// Why a packet or message was refused.
@@ -123,8 +136,8 @@ pub enum DiscoError {
     /// An address family other than 4 or 6.
     #[error("unknown address family {0}")]
     UnknownFamily(u8),
-    /// A CallMeMaybe with flag bits this version does not define.
-    #[error("unknown CallMeMaybe flags {0:#04x}")]
+    /// A CallMeMaybe with a NAT byte this version does not define.
+    #[error("unknown CallMeMaybe NAT hint {0:#04x}")]
     UnknownFlags(u8),
     /// A CallMeMaybe over [`MAX_CANDIDATES`], sent or received.
     #[error("{0} candidates exceed the limit of {MAX_CANDIDATES}")]
@@ -271,10 +284,7 @@ impl Message {
                 out.extend_from_slice(tx);
                 put_addr(&mut out, observed);
             }
-            Message::CallMeMaybe {
-                candidates,
-                hard_nat,
-            } => {
+            Message::CallMeMaybe { candidates, nat } => {
                 if candidates.len() > MAX_CANDIDATES {
                     return Err(DiscoError::TooManyCandidates(candidates.len()));
                 }
@@ -282,7 +292,11 @@ impl Message {
                 for addr in candidates {
                     put_addr(&mut out, addr);
                 }
-                out.push(if *hard_nat { FLAG_HARD_NAT } else { 0 });
+                out.push(match nat {
+                    NatHint::Easy => 0,
+                    NatHint::Hard => NAT_HARD,
+                    NatHint::Open => NAT_OPEN,
+                });
             }
         }
         Ok(out)
@@ -308,14 +322,13 @@ impl Message {
                     return Err(DiscoError::TooManyCandidates(count.into()));
                 }
                 let candidates = (0..count).map(|_| r.addr()).collect::<Result<_, _>>()?;
-                let [flags] = r.array()?;
-                if flags & !FLAG_HARD_NAT != 0 {
-                    return Err(DiscoError::UnknownFlags(flags));
-                }
-                Message::CallMeMaybe {
-                    candidates,
-                    hard_nat: flags & FLAG_HARD_NAT != 0,
-                }
+                let nat = match r.array()? {
+                    [0] => NatHint::Easy,
+                    [NAT_HARD] => NatHint::Hard,
+                    [NAT_OPEN] => NatHint::Open,
+                    [other] => return Err(DiscoError::UnknownFlags(other)),
+                };
+                Message::CallMeMaybe { candidates, nat }
             }
             other => return Err(DiscoError::UnknownType(other)),
         };

@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::disco::{Message, TxId, MAX_CANDIDATES};
+use crate::disco::{Message, NatHint, TxId, MAX_CANDIDATES};
 
 /// Timings and limits of hole punching.
 #[derive(Clone, Debug)]
@@ -256,15 +256,16 @@ pub struct PeerPaths {
     best: Option<usize>,
     phase: Phase,
     call_sent_at: Option<Instant>,
-    /// Our NAT maps per destination.
-    hard_nat: bool,
-    /// The peer's NAT does, as its last CallMeMaybe said.
-    peer_hard_nat: bool,
+    /// What we know of our NAT.
+    nat: NatHint,
+    /// What the peer's last CallMeMaybe said of its NAT.
+    peer_nat: NatHint,
     /// Spare sockets were primed in this attempt.
     spares_primed: bool,
     spray: Option<Spray>,
     /// The peer's public address: the first candidate it told us, where spares point.
     peer_public: Option<SocketAddr>,
+
     sent_pings: VecDeque<SentPing>,
     last_activity: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -283,8 +284,8 @@ impl PeerPaths {
             best: None,
             phase: Phase::Idle,
             call_sent_at: None,
-            hard_nat: false,
-            peer_hard_nat: false,
+            nat: NatHint::Easy,
+            peer_nat: NatHint::Easy,
             spares_primed: false,
             spray: None,
             peer_public: None,
@@ -301,10 +302,10 @@ impl PeerPaths {
         self.ours = addrs;
     }
 
-    /// Whether our NAT maps per destination (a symmetric NAT), as STUN found; told to the
-    /// peer in CallMeMaybe, and it decides who does what in birthday probing.
-    pub fn set_hard_nat(&mut self, hard: bool) {
-        self.hard_nat = hard;
+    /// What STUN found of our NAT; told to the peer in CallMeMaybe. It decides who does what
+    /// in birthday probing.
+    pub fn set_nat(&mut self, nat: NatHint) {
+        self.nat = nat;
     }
 
     /// The TTL of priming pings: enough hops to leave our own NATs (see
@@ -387,13 +388,9 @@ impl PeerPaths {
     /// A disco message from the peer, `via` the relay or straight from an address.
     pub fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
         match (msg, via) {
-            (
-                Message::CallMeMaybe {
-                    candidates,
-                    hard_nat,
-                },
-                _,
-            ) => self.handle_call(now, &candidates, hard_nat),
+            (Message::CallMeMaybe { candidates, nat }, _) => {
+                self.handle_call(now, &candidates, nat)
+            }
             (Message::Ping { tx }, via @ (Dest::Direct(_) | Dest::Spare(..))) => {
                 self.handle_ping(now, via, tx)
             }
@@ -405,8 +402,8 @@ impl PeerPaths {
         }
     }
 
-    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr], hard_nat: bool) {
-        self.peer_hard_nat = hard_nat;
+    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr], nat: NatHint) {
+        self.peer_nat = nat;
         self.add_peer_candidates(candidates);
         let answering_ours = self
             .call_sent_at
@@ -567,7 +564,7 @@ impl PeerPaths {
                     // birthday probes among them). The spares do that work instead.
                     let birthday_ip = self
                         .peer_public
-                        .filter(|_| self.birthday())
+                        .filter(|_| self.birthday() && self.peer_nat != NatHint::Open)
                         .map(|a| a.ip());
                     let unproven: Vec<(Option<u16>, SocketAddr)> = self
                         .paths
@@ -699,7 +696,7 @@ impl PeerPaths {
             dest: Dest::Relay,
             msg: Message::CallMeMaybe {
                 candidates: self.ours.clone(),
-                hard_nat: self.hard_nat,
+                nat: self.nat,
             },
             ttl: None,
         });
@@ -722,7 +719,7 @@ impl PeerPaths {
 
     /// We are the hard side of a birthday pair.
     fn birthday(&self) -> bool {
-        self.hard_nat && !self.peer_hard_nat && self.config.spare_sockets > 0
+        self.nat == NatHint::Hard && self.peer_nat != NatHint::Hard && self.config.spare_sockets > 0
     }
 
     /// Birthday probing, hard side: primes every spare socket towards the peer's public
@@ -747,7 +744,7 @@ impl PeerPaths {
 
     /// Birthday probing, easy side: the next batch of random-port pings at a hard peer.
     fn spraying(&self) -> bool {
-        !self.hard_nat && self.peer_hard_nat && self.best.is_none()
+        self.nat != NatHint::Hard && self.peer_nat == NatHint::Hard && self.best.is_none()
     }
 
     fn spray(&mut self, now: Instant) {

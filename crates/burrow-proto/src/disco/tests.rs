@@ -37,7 +37,7 @@ fn messages() -> Vec<Message> {
         },
         Message::CallMeMaybe {
             candidates: vec![],
-            hard_nat: true,
+            nat: NatHint::Hard,
         },
         Message::CallMeMaybe {
             candidates: vec![
@@ -45,11 +45,11 @@ fn messages() -> Vec<Message> {
                 v6(2),
                 "[::]:0".parse().unwrap(),
             ],
-            hard_nat: false,
+            nat: NatHint::Open,
         },
         Message::CallMeMaybe {
             candidates: (0..MAX_CANDIDATES as u16).map(v6).collect(),
-            hard_nat: false,
+            nat: NatHint::Easy,
         },
     ]
 }
@@ -226,7 +226,7 @@ fn too_many_candidates_are_refused_both_ways() {
     let a = key(1).node_id();
     let msg = Message::CallMeMaybe {
         candidates: (0..=MAX_CANDIDATES as u16).map(v6).collect(),
-        hard_nat: false,
+        nat: NatHint::Easy,
     };
     assert_eq!(msg.encode(), Err(DiscoError::TooManyCandidates(33)));
     assert_eq!(
@@ -264,13 +264,13 @@ fn unknown_types_families_and_trailing_bytes_are_refused() {
     );
     let mut cmm = Message::CallMeMaybe {
         candidates: vec![v6(1)],
-        hard_nat: false,
+        nat: NatHint::Easy,
     }
     .encode()
     .unwrap();
     let mut flagged = cmm.clone();
-    *flagged.last_mut().unwrap() = 0x02;
-    assert_eq!(open_plain(flagged), Err(DiscoError::UnknownFlags(0x02)));
+    *flagged.last_mut().unwrap() = 0x03;
+    assert_eq!(open_plain(flagged), Err(DiscoError::UnknownFlags(0x03)));
     let mut unflagged = cmm.clone();
     unflagged.pop();
     assert_eq!(

@@ -81,7 +81,7 @@ impl Net {
     fn symmetric_a(delay: Duration) -> Net {
         let mut net = Net::new(delay);
         net.a_symmetric = true;
-        net.a.set_hard_nat(true);
+        net.a.set_nat(NatHint::Hard);
         net
     }
 
@@ -327,7 +327,7 @@ fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
         Dest::Relay,
         Message::CallMeMaybe {
             candidates: vec![],
-            hard_nat: false,
+            nat: NatHint::Easy,
         },
     );
     p.handle_timeout(now + Duration::from_secs(1));
@@ -370,7 +370,7 @@ fn the_lowest_rtt_path_wins() {
         Dest::Relay,
         Message::CallMeMaybe {
             candidates: vec![],
-            hard_nat: false,
+            nat: NatHint::Easy,
         },
     );
     p.handle_timeout(t0 + Duration::from_secs(1));
@@ -469,7 +469,7 @@ fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
 #[test]
 fn two_symmetric_nats_do_not_spray() {
     let mut net = Net::symmetric_a(Duration::from_millis(20));
-    net.b.set_hard_nat(true);
+    net.b.set_nat(NatHint::Hard);
     let start = net.now;
     net.a.add_peer_candidates(&[addr(B_PUB)]);
     net.a.start(start);

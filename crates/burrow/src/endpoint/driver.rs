@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow_proto::disco::{self, SharedKey};
+use burrow_proto::disco::{self, NatHint, SharedKey};
 use burrow_proto::holepunch::{Dest, Event, PeerPaths, PunchConfig};
 use burrow_proto::identity::{NodeId, SecretKey};
 use burrow_proto::stun::{Class, Message as StunMessage, MessageWriter, Method, TransactionId};
@@ -119,7 +119,7 @@ impl Driver {
         let mut local = local_candidates(&self.socket);
         let mut reflexive: Option<SocketAddr> = None;
         let mut stun = Stun::default();
-        let mut hard_nat = false;
+        let mut nat = NatHint::Easy;
         let mut next_stun = Instant::now();
         // The primer TTL is measured once, off the runtime; dials wait for it (briefly).
         let (hops_tx, mut hops_rx) = tokio::sync::oneshot::channel();
@@ -210,14 +210,14 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     None => return,
                     Some(Command::Connect { node, addrs }) => {
-                        let Some(st) = self.state(&mut states, node, &local, reflexive, hard_nat) else { continue };
+                        let Some(st) = self.state(&mut states, node, &local, reflexive, nat) else { continue };
                         st.paths.add_peer_candidates(&addrs);
                         // Started by the loop's next turn, at once when nothing is missing.
                         deferred.push((node, Instant::now()));
                     }
                 },
                 Some(Relayed(node, packet)) = self.relayed_disco.recv() => {
-                    let Some(st) = self.state(&mut states, node, &local, reflexive, hard_nat) else { continue };
+                    let Some(st) = self.state(&mut states, node, &local, reflexive, nat) else { continue };
                     match st.key.open(&packet) {
                         Ok(msg) => {
                             st.paths.handle_message(Instant::now(), Dest::Relay, msg);
@@ -244,11 +244,18 @@ impl Driver {
                                 }
                                 stun.mapped.retain(|(s, _)| *s != from);
                                 stun.mapped.push((from, mapped));
-                                if stun.hard_nat() != hard_nat {
-                                    hard_nat = stun.hard_nat();
-                                    debug!(hard_nat, "our NAT maps per destination");
+                                let now_nat = if stun.hard_nat() {
+                                    NatHint::Hard
+                                } else if stun.mapped.iter().all(|(_, m)| local.contains(m)) {
+                                    NatHint::Open
+                                } else {
+                                    NatHint::Easy
+                                };
+                                if now_nat != nat {
+                                    nat = now_nat;
+                                    debug!(?nat, "our NAT");
                                     for st in states.values_mut() {
-                                        st.paths.set_hard_nat(hard_nat);
+                                        st.paths.set_nat(nat);
                                     }
                                 }
                                 // Our public address is what the configured servers see.
@@ -301,7 +308,7 @@ impl Driver {
         node: NodeId,
         local: &[SocketAddr],
         reflexive: Option<SocketAddr>,
-        hard_nat: bool,
+        nat: NatHint,
     ) -> Option<&'a mut PeerState> {
         use std::collections::hash_map::Entry;
         match states.entry(node) {
@@ -313,7 +320,7 @@ impl Driver {
                 let (peer, _) = self.peers.get_or_insert(node);
                 let mut paths = PeerPaths::new(self.punch.clone(), rand::random());
                 paths.set_our_candidates(merge(local, reflexive));
-                paths.set_hard_nat(hard_nat);
+                paths.set_nat(nat);
                 Some(e.insert(PeerState {
                     peer,
                     key,
