@@ -112,7 +112,8 @@ impl Setup {
         let line = self
             .listener
             .wait_for_line(Duration::from_secs(20), |l| {
-                l.contains("\"event\":\"path\"") && l.contains("\"path\":\"direct\"")
+                (l.contains("\"event\":\"path\"") || l.contains("\"event\":\"connected\""))
+                    && l.contains("\"path\":\"direct\"")
             })
             .expect("the connection goes direct");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -172,7 +173,7 @@ fn a_transfer_survives_its_direct_path_being_cut_and_finishes_over_the_relay() {
         "every byte arrived, hash checked"
     );
     assert_eq!(r["path"], "relay");
-    assert!(r["path_changes"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["path_changes"].as_u64().unwrap() >= 1, "{r}");
 }
 
 #[test]
@@ -197,7 +198,10 @@ fn a_relay_restart_does_not_disturb_a_direct_transfer() {
         "every byte arrived, hash checked"
     );
     assert_eq!(r["path"], "direct");
-    assert_eq!(r["path_changes"], 1, "only relay -> direct: {r}");
+    assert!(
+        r["path_changes"].as_u64().unwrap() <= 1,
+        "never back on the relay: {r}"
+    );
 }
 
 #[test]
@@ -261,14 +265,23 @@ fn forged_probes_from_a_third_host_do_not_move_the_path() {
     assert_eq!(r["connected"], true);
     assert_eq!(r["bytes"], 40_000_000u64);
     assert_eq!(r["path"], "direct");
-    assert_eq!(r["path_changes"], 1, "the path never moved: {r}");
-    let moves: Vec<String> = s
-        .listener
-        .stdout()
+    assert!(
+        r["path_changes"].as_u64().unwrap() <= 1,
+        "the path never moved: {r}"
+    );
+    // The listener reports a path event only when the path changes (none after going direct).
+    let out = s.listener.stdout();
+    let moves: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("\"event\":\"path\""))
-        .map(str::to_string)
         .collect();
-    assert_eq!(moves.len(), 1, "the listener's path moved: {moves:#?}");
-    assert!(moves[0].contains(&direct_from));
+    assert!(
+        moves.iter().all(|m| m.contains("\"path\":\"direct\"")) && moves.len() <= 1,
+        "the listener's path moved: {moves:#?}"
+    );
+    let closed = out
+        .lines()
+        .find(|l| l.contains("\"event\":\"closed\""))
+        .expect("the listener saw the connection close");
+    assert!(closed.contains(&direct_from), "{closed}");
 }

@@ -188,9 +188,15 @@ impl Path {
         }
     }
 
-    fn heard(&mut self, now: Instant) {
-        self.last_rx = Some(now);
-        self.unanswered_since = None;
+    /// Something arrived on this path at `at`. Old news (a driver reporting the same last
+    /// packet again) neither refreshes the path nor answers probes sent since.
+    fn heard(&mut self, at: Instant) {
+        if self.last_rx.is_none_or(|t| at > t) {
+            self.last_rx = Some(at);
+        }
+        if self.unanswered_since.is_some_and(|u| at >= u) {
+            self.unanswered_since = None;
+        }
     }
 
     fn dest(&self) -> Dest {
