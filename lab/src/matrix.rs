@@ -461,21 +461,20 @@ fn run_variant(
     };
     std::thread::scope(|s| {
         for _ in 0..opts.parallel.max(1) {
-            s.spawn(|| loop {
-                let Some(job) = take() else {
-                    break;
-                };
-                let ticket = &tickets
-                    .iter()
-                    .find(|(k, _)| *k == job.listener)
-                    .expect("a listener per kind")
-                    .1;
-                // The connector sits in the kind's second home, so a kind can face itself.
-                let home = home_name(job.connector, true);
-                let r = connect(&lab, opts, variant, &job, &home, ticket);
-                done(&job);
-                progress(&r);
-                results.lock().expect("lock").push(r);
+            s.spawn(|| {
+                while let Some(job) = take() {
+                    let ticket = &tickets
+                        .iter()
+                        .find(|(k, _)| *k == job.listener)
+                        .expect("a listener per kind")
+                        .1;
+                    // The connector sits in the kind's second home, so a kind can face itself.
+                    let home = home_name(job.connector, true);
+                    let r = connect(&lab, opts, variant, &job, &home, ticket);
+                    done(&job);
+                    progress(&r);
+                    results.lock().expect("lock").push(r);
+                }
             });
         }
     });

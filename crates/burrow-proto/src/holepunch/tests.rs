@@ -502,3 +502,21 @@ fn a_connection_no_longer_used_is_not_punched_for_again() {
     net.run(later + Duration::from_secs(11));
     assert_eq!(net.calls[Side::A as usize], 2);
 }
+
+#[test]
+fn an_idle_path_costs_one_probe_each_way_per_keepalive_interval() {
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.a.add_peer_candidates(&[addr(B_PUB)]);
+    net.a.start(start);
+    net.run(start + Duration::from_secs(10));
+    assert!(net.a.best().is_some());
+    let before = net.sent;
+    net.run(start + Duration::from_secs(70));
+    let sent = [net.sent[0] - before[0], net.sent[1] - before[1]];
+    // One ping and one pong per side every 10 s: 12 in 60 s, and some slack.
+    assert!(
+        sent[0] <= 14 && sent[1] <= 14,
+        "{sent:?} direct packets in 60 s"
+    );
+}
