@@ -11,8 +11,11 @@
 //!   second over HTTP, next to a plain `HashMap` behind the same HTTP stack.
 //! * `dht` ([`dht::run`]): record publish and resolve latency on a private Mainline DHT on
 //!   loopback; absolute figures, no anchor.
+//! * `direct` ([`direct::run`]): throughput, idle keep-alive bytes and memory per peer of a
+//!   direct burrow path in the NAT lab, next to plain quinn between the same namespaces.
 
 mod dht;
+mod direct;
 mod registry;
 mod relay;
 mod server;
@@ -60,6 +63,54 @@ enum Command {
     /// 127.0.0.1: publishes `--records` records from as many keys, then resolves each from a
     /// node started afterwards, and prints median and tail latencies. No anchor.
     Dht(DhtArgs),
+    /// A direct (hole-punched) burrow path next to plain quinn, in the NAT lab (needs root):
+    /// throughput of one stream between two open homes, idle keep-alive bytes per second of
+    /// one connected peer, and RSS per connected peer.
+    Direct(DirectArgs),
+    /// Internal: one side of `direct`'s memory figure, run inside a lab namespace.
+    #[command(hide = true)]
+    DirectPeers(PeersArgs),
+}
+
+#[derive(Args, Debug)]
+struct DirectArgs {
+    /// Bytes sent per throughput measurement.
+    #[arg(long, default_value_t = 200_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    bytes: u64,
+    /// Rounds; each measures burrow and quinn once, alternating which goes first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// How long the idle connections' bytes are counted (0 skips it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle: Duration,
+    /// Connected peers for the memory figure (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    peers: usize,
+    /// The burrow binary, run as the relay [default: `burrow` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    burrow: Option<PathBuf>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PeersArgs {
+    /// `listen` or `connect`.
+    role: String,
+    /// `burrow` or `quinn`.
+    #[arg(long)]
+    kind: String,
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    #[arg(long)]
+    bind: Option<std::net::Ipv4Addr>,
+    #[arg(long)]
+    ticket: Option<String>,
+    #[arg(long)]
+    addr: Option<String>,
+    #[arg(long)]
+    cert: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +245,8 @@ fn main() -> ExitCode {
         Command::Relay(args) => run_relay(&args),
         Command::Registry(args) => run_registry(&args),
         Command::Dht(args) => run_dht(&args),
+        Command::Direct(args) => run_direct(&args),
+        Command::DirectPeers(args) => direct::peers_main(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.
     match result {
@@ -280,6 +333,120 @@ const FIGURES: [Figure; 5] = [
         decimals: 2,
     },
 ];
+
+/// Runs the `direct` benchmark and prints its result.
+fn run_direct(args: &DirectArgs) -> Result<()> {
+    let r = direct::run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let mut rows: Vec<(String, f64, f64, usize)> = Vec::new();
+    for (i, (b, q)) in r.burrow_mbit.iter().zip(&r.quinn_mbit).enumerate() {
+        rows.push((format!("Mbit/s, round {}", i + 1), *b, *q, 0));
+    }
+    rows.push((
+        "Mbit/s, median".into(),
+        r.burrow_mbit_median,
+        r.quinn_mbit_median,
+        0,
+    ));
+    rows.push((
+        "process CPU-s per GB (both ends)".into(),
+        r.burrow_cpu_s_per_gb,
+        r.quinn_cpu_s_per_gb,
+        2,
+    ));
+    if let Some(i) = &r.idle {
+        rows.push((
+            "idle peer: UDP bytes/s (both directions)".into(),
+            i.burrow_peer_bytes_per_sec,
+            i.quinn_bytes_per_sec,
+            1,
+        ));
+        rows.push((
+            "idle peer: UDP packets".into(),
+            i.burrow_peer_packets as f64,
+            i.quinn_packets as f64,
+            0,
+        ));
+        if let (Some(b), Some(p)) = (i.burrow_disco_bytes_per_sec, i.burrow_disco_packets) {
+            rows.push(("  of which disco: bytes/s".into(), b, 0.0, 1));
+            rows.push(("  of which disco: packets".into(), p as f64, 0.0, 0));
+        }
+        rows.push((
+            "  per endpoint: STUN bytes/s (UDP)".into(),
+            i.burrow_stun_bytes_per_sec,
+            0.0,
+            1,
+        ));
+        rows.push((
+            "  per endpoint: relay TCP bytes/s".into(),
+            i.burrow_relay_tcp_bytes_per_sec,
+            0.0,
+            1,
+        ));
+    }
+    if let Some(m) = &r.memory {
+        rows.push((
+            format!("RSS per peer, listener ({} peers)", m.peers),
+            m.burrow.listener_bytes_per_peer,
+            m.quinn.listener_bytes_per_peer,
+            0,
+        ));
+        rows.push((
+            "RSS per peer, connectors (endpoint each)".into(),
+            m.burrow.connector_bytes_per_peer,
+            m.quinn.connector_bytes_per_peer,
+            0,
+        ));
+    }
+    println!(
+        "{:<42} {:>10} {:>10} {:>6}",
+        "figure", "burrow", "quinn", "ratio"
+    );
+    for (label, ours, anchor, decimals) in rows {
+        let (o, a, ratio) = if anchor > 0.0 {
+            (
+                format!("{ours:.decimals$}"),
+                format!("{anchor:.decimals$}"),
+                format!("{:.2}", ours / anchor),
+            )
+        } else {
+            (format!("{ours:.decimals$}"), "-".into(), "-".into())
+        };
+        println!("{label:<42} {o:>10} {a:>10} {ratio:>6}");
+    }
+    println!();
+    println!(
+        "{} x {} bytes per round on one bidirectional stream, home B -> home A (open homes,",
+        r.rounds, r.bytes
+    );
+    println!(
+        "firewalled routers, no delay); burrow direct path: {}.",
+        r.direct_path
+    );
+    if r.burrow_left_direct > 0 {
+        println!(
+            "WARNING: burrow was off the direct path after {} transfer(s).",
+            r.burrow_left_direct
+        );
+    }
+    if let Some(i) = &r.idle {
+        println!(
+            "idle: iptables counters in home A over {:.0} s (IP packet bytes); keep-alive 15 s for both.",
+            i.secs
+        );
+    }
+    if let Some(m) = &r.memory {
+        println!(
+            "memory: VmRSS growth / peers; burrow {} connected ({} direct), quinn {} connected.",
+            m.burrow.connected, m.burrow.direct, m.quinn.connected
+        );
+    }
+    println!("ratio = burrow / quinn; MB and GB are 10^6 and 10^9 bytes.");
+    Ok(())
+}
 
 /// Runs the `dht` benchmark and prints its result.
 fn run_dht(args: &DhtArgs) -> Result<()> {
