@@ -71,6 +71,12 @@ pub struct PunchConfig {
     pub spray_interval: Duration,
     /// ...and at most this many per attempt.
     pub spray_max: u16,
+    /// A birthday attempt lasts this long (room for the responder's wait and the whole
+    /// spray)...
+    pub birthday_window: Duration,
+    /// ...and the first one that finds nothing is retried this soon, with fresh spares and a
+    /// fresh port order, instead of after [`PunchConfig::retry_after`].
+    pub birthday_retry: Duration,
     /// A faster path replaces the current one only below this fraction of its RTT...
     pub switch_ratio: f64,
     /// ...and by at least this much.
@@ -93,6 +99,8 @@ impl Default for PunchConfig {
             spray_batch: 5,
             spray_interval: Duration::from_millis(10),
             spray_max: 2048,
+            birthday_window: Duration::from_secs(7),
+            birthday_retry: Duration::from_millis(500),
             switch_ratio: 0.75,
             switch_margin: Duration::from_millis(1),
         }
@@ -268,6 +276,8 @@ pub struct PeerPaths {
     peer_nat: NatHint,
     /// Spare sockets were primed in this attempt.
     spares_primed: bool,
+    /// Birthday attempts that found nothing, since the last path.
+    birthday_failures: u32,
     spray: Option<Spray>,
     /// The peer's public address: the first candidate it told us, where spares point.
     peer_public: Option<SocketAddr>,
@@ -293,6 +303,7 @@ impl PeerPaths {
             nat: NatHint::Easy,
             peer_nat: NatHint::Easy,
             spares_primed: false,
+            birthday_failures: 0,
             spray: None,
             peer_public: None,
             sent_pings: VecDeque::new(),
@@ -442,6 +453,11 @@ impl PeerPaths {
                 next_probe: now,
             };
         }
+        if self.birthday() || self.spraying() {
+            if let Phase::Punching { until, .. } = &mut self.phase {
+                *until = (*until).max(now + self.config.birthday_window);
+            }
+        }
     }
 
     fn handle_ping(&mut self, now: Instant, via: Dest, tx: TxId) {
@@ -550,9 +566,17 @@ impl PeerPaths {
                 mut next_probe,
             } => {
                 if now >= until {
+                    let birthday = self.birthday() || self.spraying();
                     self.phase = if self.best.is_some() {
+                        self.birthday_failures = 0;
                         Phase::Idle
+                    } else if birthday && self.birthday_failures == 0 {
+                        self.birthday_failures += 1;
+                        Phase::Waiting {
+                            retry_at: now + self.config.birthday_retry,
+                        }
                     } else {
+                        self.birthday_failures += u32::from(birthday);
                         Phase::Waiting {
                             retry_at: now + self.config.retry_after,
                         }

@@ -520,3 +520,33 @@ fn an_idle_path_costs_one_probe_each_way_per_keepalive_interval() {
         "{sent:?} direct packets in 60 s"
     );
 }
+
+#[test]
+fn a_birthday_attempt_that_misses_is_retried_at_once_then_at_the_normal_pace() {
+    let mut net = Net::symmetric_a(Duration::from_millis(20));
+    // A budget that (almost) cannot hit: one spare, one probe.
+    for p in [&mut net.a, &mut net.b] {
+        p.config.spare_sockets = 1;
+        p.config.spray_max = 1;
+    }
+    let start = net.now;
+    net.a.add_peer_candidates(&[addr(B_PUB)]);
+    net.a.start(start);
+    let mut t = start;
+    let mut calls_at = Vec::new();
+    while t < start + Duration::from_secs(30) {
+        net.a.note_activity(t);
+        net.b.note_activity(t);
+        let before = net.calls[Side::A as usize];
+        net.run(t);
+        if net.calls[Side::A as usize] > before {
+            calls_at.push((t - start).as_secs_f64());
+        }
+        t += Duration::from_millis(100);
+    }
+    assert!(net.a.best().is_none());
+    // Attempt at 0 s, its window (7 s), a retry 0.5 s later, then the 10 s pace.
+    assert!(calls_at.len() >= 3, "{calls_at:?}");
+    assert!((7.4..8.0).contains(&calls_at[1]), "{calls_at:?}");
+    assert!(calls_at[2] - calls_at[1] > 10.0, "{calls_at:?}");
+}
