@@ -14,6 +14,7 @@ use burrow::stun_service::{StunOptions, StunService};
 use burrow::ticket::Ticket;
 use clap::{Parser, Subcommand};
 
+mod discover;
 mod peer;
 
 /// burrow: find peers by key and reach them through any NAT.
@@ -73,7 +74,22 @@ enum Command {
         relays: Vec<RelayUrl>,
         #[command(flatten)]
         node: peer::NodeArgs,
+        /// Do not publish this node's signed record to the relays' registries.
+        #[arg(long)]
+        no_publish: bool,
         /// Print JSON lines: the ticket first, then one per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find how to reach a node by its id: asks each registry, prints every answer with its
+    /// latency, and a ticket for `burrow connect`.
+    Resolve {
+        /// The node id.
+        node_id: burrow::NodeId,
+        /// Registry to ask (a relay's address, http(s)://host:port); repeat for several.
+        #[arg(long = "registry", value_name = "URL")]
+        registries: Vec<RelayUrl>,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -328,9 +344,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Listen { relays, node, json } => {
-            runtime()?.block_on(peer::listen(node, relays, json))
-        }
+        Command::Listen {
+            relays,
+            node,
+            no_publish,
+            json,
+        } => runtime()?.block_on(peer::listen(node, relays, !no_publish, json)),
+        Command::Resolve {
+            node_id,
+            registries,
+            json,
+        } => runtime()?.block_on(discover::resolve(node_id, registries, json)),
         Command::Connect {
             ticket,
             bytes,

@@ -84,7 +84,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `burrow listen`.
-pub async fn listen(args: NodeArgs, relays: Vec<RelayUrl>, json_out: bool) -> Result<()> {
+pub async fn listen(
+    args: NodeArgs,
+    relays: Vec<RelayUrl>,
+    publish: bool,
+    json_out: bool,
+) -> Result<()> {
     let key_path = args
         .key
         .clone()
@@ -93,7 +98,7 @@ pub async fn listen(args: NodeArgs, relays: Vec<RelayUrl>, json_out: bool) -> Re
     if relays.is_empty() {
         eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
     }
-    let ep = bind(&args, key, relays).await?;
+    let ep = bind(&args, key.clone(), relays.clone()).await?;
     ep.wait_public_addr(Duration::from_secs(2)).await;
     let ticket = ep.ticket();
     if json_out {
@@ -108,6 +113,22 @@ pub async fn listen(args: NodeArgs, relays: Vec<RelayUrl>, json_out: bool) -> Re
         println!("ticket:  {ticket}");
         println!("waiting for connections (burrow connect TICKET); Ctrl-C stops");
     }
+    // The signed record goes to each relay's registry, so `burrow resolve` finds this node.
+    let publisher = (publish && !relays.is_empty()).then(|| {
+        let ep = ep.clone();
+        tokio::spawn(async move {
+            loop {
+                match crate::discover::publish(&relays, &key, &ep.ticket()).await {
+                    Ok(n) if json_out => {
+                        println!("{}", json!({"event": "published", "registries": n}))
+                    }
+                    Ok(n) => eprintln!("record published at {n} of {} registries", relays.len()),
+                    Err(e) => eprintln!("warning: publishing the record: {e:#}"),
+                }
+                tokio::time::sleep(crate::discover::REPUBLISH_EVERY).await;
+            }
+        })
+    });
     loop {
         let conn = tokio::select! {
             c = ep.accept() => match c { Some(c) => c, None => break },
@@ -157,6 +178,9 @@ pub async fn listen(args: NodeArgs, relays: Vec<RelayUrl>, json_out: bool) -> Re
             watch.abort();
             report("closed", json!({"bytes": bytes}));
         });
+    }
+    if let Some(p) = publisher {
+        p.abort();
     }
     ep.close().await;
     Ok(())

@@ -322,3 +322,90 @@ fn dht_node_usage_and_failures() {
         .unwrap();
     assert_eq!(busy.status.code(), Some(1));
 }
+
+/// The first line `child` prints, within 20 s.
+fn first_line(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn listen_publishes_its_record_to_the_relay_and_resolve_finds_it() {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    drop(tcp);
+    let stun = free_port_pair();
+    let _relay = Running(
+        Command::new(BURROW)
+            .args([
+                "relay",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--stun",
+                &format!("127.0.0.1:{stun}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let relay = format!("http://127.0.0.1:{port}");
+    let key = std::env::temp_dir().join(format!("burrow-resolve-test-{}", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let mut listen = Command::new(BURROW)
+        .args([
+            "listen",
+            "--json",
+            "--relay",
+            &relay,
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .args(["--stun", &format!("127.0.0.1:{stun}"), "--key"])
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first_line(&mut listen)).unwrap();
+    let _listen = Running(listen);
+    let node = first["node_id"].as_str().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let v = loop {
+        let out = Command::new(BURROW)
+            .args(["resolve", &node, "--json", "--registry", &relay])
+            .args(["--registry", "http://127.0.0.1:1"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["found"], true, "{v}");
+    // One answer per registry: the live one with the record, the dead one with an error.
+    let answers = v["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 2, "{v}");
+    let good = answers.iter().find(|a| a.get("error").is_none()).unwrap();
+    assert_eq!(good["relays"][0], relay.as_str());
+    assert_eq!(good["addrs"], first["addrs"]);
+    assert!(answers.iter().any(|a| a["error"].is_string()));
+    let ticket: burrow::ticket::Ticket = v["ticket"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ticket.node_id.to_string(), node);
+
+    // An unknown node: not found, exit 1, a clear message.
+    let stranger = burrow::SecretKey::from_bytes([7; 32]).node_id().to_string();
+    let out = Command::new(BURROW)
+        .args(["resolve", &stranger, "--registry", &relay])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source knows"));
+    let _ = std::fs::remove_file(&key);
+}

@@ -1,0 +1,129 @@
+//! Discovery from the command line: `listen` publishing its signed record to its relays'
+//! registries, and `burrow resolve`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use burrow::record::{NodeRecord, SignedRecord};
+use burrow::registry_client::{RegistryClient, RegistryClientOptions};
+use burrow::relay_client::RelayUrl;
+use burrow::ticket::Ticket;
+use burrow::{NodeId, SecretKey};
+use serde_json::json;
+
+/// How long a published record lives; it is re-published well before.
+const RECORD_LIFETIME: Duration = Duration::from_secs(3600);
+/// How often `listen` re-publishes its record.
+pub const REPUBLISH_EVERY: Duration = Duration::from_secs(600);
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The record for what a ticket says, signed; its seq is the time in milliseconds.
+pub fn signed_record(key: &SecretKey, ticket: &Ticket) -> Result<SignedRecord> {
+    let now = unix_now();
+    let mut record = NodeRecord::new(
+        key.node_id(),
+        now.as_millis() as u64,
+        (now + RECORD_LIFETIME).as_secs(),
+    );
+    record.relays = ticket
+        .relays
+        .iter()
+        .take(burrow::record::MAX_RELAYS)
+        .cloned()
+        .collect();
+    record.addrs = ticket
+        .addrs
+        .iter()
+        .take(burrow::record::MAX_ADDRS)
+        .copied()
+        .collect();
+    Ok(record.sign(key)?)
+}
+
+/// Publishes the record at every registry; returns how many accepted it.
+pub async fn publish(registries: &[RelayUrl], key: &SecretKey, ticket: &Ticket) -> Result<usize> {
+    let client = RegistryClient::new(registries.to_vec(), RegistryClientOptions::default());
+    let record = signed_record(key, ticket)?;
+    let report = client.publish(&record, &[], Some(RECORD_LIFETIME)).await?;
+    Ok(report.accepted.len())
+}
+
+/// `burrow resolve`: asks every registry on its own, prints each answer with its latency,
+/// and a ticket made from the newest record.
+pub async fn resolve(node: NodeId, registries: Vec<RelayUrl>, json_out: bool) -> Result<()> {
+    if registries.is_empty() {
+        bail!("no registry to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080)");
+    }
+    let mut answers = Vec::new();
+    let mut best: Option<SignedRecord> = None;
+    let mut lookups = tokio::task::JoinSet::new();
+    for url in registries {
+        lookups.spawn(async move {
+            let client = RegistryClient::new(vec![url.clone()], RegistryClientOptions::default());
+            let start = Instant::now();
+            let r = client.lookup(&node).await;
+            (url, start.elapsed(), r)
+        });
+    }
+    while let Some(Ok((url, took, r))) = lookups.join_next().await {
+        let ms = (took.as_secs_f64() * 1e5).round() / 100.0;
+        match r {
+            Ok(rec) => {
+                let record = rec.record();
+                answers.push(json!({"source": format!("registry {url}"), "ms": ms,
+                    "seq": record.seq, "expires": record.expires,
+                    "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                if best.as_ref().is_none_or(|b| record.seq > b.record().seq) {
+                    best = Some(rec);
+                }
+            }
+            Err(e) => answers.push(
+                json!({"source": format!("registry {url}"), "ms": ms, "error": e.to_string()}),
+            ),
+        }
+    }
+    let ticket = best.map(|b| Ticket {
+        node_id: node,
+        relays: b.record().relays.clone(),
+        addrs: b.record().addrs.clone(),
+    });
+    if json_out {
+        println!(
+            "{}",
+            json!({"node_id": node.to_string(), "found": ticket.is_some(), "answers": answers,
+                "ticket": ticket.as_ref().map(ToString::to_string)})
+        );
+    } else {
+        for a in &answers {
+            match a.get("error") {
+                Some(e) => println!(
+                    "{:<40} {:>8.1} ms  {}",
+                    a["source"].as_str().unwrap_or(""),
+                    a["ms"].as_f64().unwrap_or(0.0),
+                    e.as_str().unwrap_or("")
+                ),
+                None => println!(
+                    "{:<40} {:>8.1} ms  seq {}  relays {}  addrs {}",
+                    a["source"].as_str().unwrap_or(""),
+                    a["ms"].as_f64().unwrap_or(0.0),
+                    a["seq"],
+                    a["relays"],
+                    a["addrs"]
+                ),
+            }
+        }
+        if let Some(t) = &ticket {
+            println!("ticket: {t}");
+        }
+    }
+    if ticket.is_none() {
+        bail!("no source knows {node}");
+    }
+    Ok(())
+}
