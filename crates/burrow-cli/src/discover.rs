@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+use burrow::discovery::Discovery;
 use burrow::record::{NodeRecord, SignedRecord};
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
@@ -51,6 +52,21 @@ pub async fn publish(registries: &[RelayUrl], key: &SecretKey, ticket: &Ticket) 
     let record = signed_record(key, ticket)?;
     let report = client.publish(&record, &[], Some(RECORD_LIFETIME)).await?;
     Ok(report.accepted.len())
+}
+
+/// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries.
+pub async fn target(target: &str, registries: Vec<RelayUrl>) -> Result<Ticket> {
+    if let Ok(ticket) = target.parse::<Ticket>() {
+        return Ok(ticket);
+    }
+    let Ok(node) = target.parse::<NodeId>() else {
+        bail!("{target:?} is neither a ticket (burrow...) nor a node id");
+    };
+    if registries.is_empty() {
+        bail!("to dial a node id, give --registry URL (or use its ticket)");
+    }
+    let discovery = Discovery::new(registries, None, Duration::from_secs(5));
+    Ok(discovery.resolve(&node).await?.ticket)
 }
 
 /// `burrow resolve`: asks every registry on its own, prints each answer with its latency,

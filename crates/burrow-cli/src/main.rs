@@ -96,8 +96,11 @@ enum Command {
     /// Connect to a ticket: report the time to first byte, the path and the time until it
     /// went direct, and optionally transfer bytes.
     Connect {
-        /// The listener's ticket.
-        ticket: Ticket,
+        /// The listener's ticket, or its node id (then found through --registry).
+        target: String,
+        /// Registry to find a node id's addresses at (a relay's address); repeat for several.
+        #[arg(long = "registry", value_name = "URL")]
+        registries: Vec<RelayUrl>,
         /// Bytes to send to the listener's sink (reports throughput).
         #[arg(long, value_name = "N", default_value_t = 0)]
         bytes: u64,
@@ -356,12 +359,16 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => runtime()?.block_on(discover::resolve(node_id, registries, json)),
         Command::Connect {
-            ticket,
+            target,
+            registries,
             bytes,
             direct_timeout,
             node,
             json,
-        } => runtime()?.block_on(peer::connect(node, ticket, bytes, direct_timeout, json)),
+        } => runtime()?.block_on(async {
+            let ticket = discover::target(&target, registries).await?;
+            peer::connect(node, ticket, bytes, direct_timeout, json).await
+        }),
         Command::Ping {
             ticket,
             count,

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod dht;
+pub mod discovery;
 pub mod endpoint;
 pub mod keyfile;
 pub mod mdns;

@@ -90,6 +90,9 @@ pub enum ConnectError {
     /// The peer cannot be reached: no relay in common and no direct address.
     #[error("no way to reach {0}: the ticket has no relay this endpoint uses and no address")]
     NoRoute(String),
+    /// Discovery found no record of the node.
+    #[error(transparent)]
+    NotFound(#[from] crate::discovery::DiscoveryError),
     /// TLS could not be set up.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -289,6 +292,19 @@ impl Endpoint {
             .connect_with(client, peer.mapped, tls::SERVER_NAME)?;
         let quic = connecting.await?;
         Ok(Connection { quic, remote: node })
+    }
+
+    /// Connects to a node known only by its key: `discovery` finds its relays and addresses
+    /// (a record signed by that key), then as [`Endpoint::connect`]. The relayed path needs
+    /// this endpoint to share a relay with the node.
+    pub async fn connect_node(
+        &self,
+        node: NodeId,
+        discovery: &crate::discovery::Discovery,
+        alpn: &[u8],
+    ) -> Result<Connection, ConnectError> {
+        let found = discovery.resolve(&node).await?;
+        self.connect(&found.ticket, alpn).await
     }
 
     /// The next incoming connection, authenticated (`None` once the endpoint is closed).

@@ -1,0 +1,95 @@
+//! Discovery across the NAT lab: peers behind different NATs, each told only the relay's URL,
+//! connect by node id (the listener publishes its signed record to the relay's registry).
+//!
+//! Needs root. Without it the test skips and says so, except under CI (CI=true), where a skip is
+//! a failure because CI runs as root.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use burrow_lab::{Lab, NatKind, RouterVariant};
+
+const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
+const RELAY_IPS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 30),
+    Ipv4Addr::new(203, 0, 113, 31),
+];
+
+#[test]
+fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
+    if !Lab::tests_allowed() {
+        return;
+    }
+    let lab = Lab::builder()
+        .server("relay", &RELAY_IPS)
+        .home("a", NatKind::PortRestrictedCone, RouterVariant::Firewalled)
+        .home("b", NatKind::Cgnat, RouterVariant::Bare)
+        .build()
+        .expect("lab builds");
+    lab.spawn(
+        lab.server_ns("relay"),
+        BURROW,
+        [
+            "relay",
+            "--listen",
+            &format!("{}:8080", RELAY_IPS[0]),
+            "--stun",
+            &format!("{}:3478", RELAY_IPS[0]),
+            "--alt-ip",
+            &RELAY_IPS[1].to_string(),
+        ],
+    )
+    .expect("relay starts");
+    let url = format!("http://{}:8080", RELAY_IPS[0]);
+    let key = lab.dir().join("listener.key");
+    let listener = lab
+        .spawn(
+            lab.host_ns("a"),
+            BURROW,
+            [
+                "listen",
+                "--json",
+                "--relay",
+                &url,
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        )
+        .expect("listen starts");
+    let first = listener
+        .wait_for_line(Duration::from_secs(20), |_| true)
+        .expect("listen prints its id");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let node = first["node_id"].as_str().unwrap().to_string();
+    listener
+        .wait_for_line(Duration::from_secs(10), |l| l.contains("\"published\""))
+        .expect("listen publishes its record");
+
+    let start = Instant::now();
+    let mut cmd = lab.command(lab.host_ns("b"), BURROW);
+    cmd.args(["connect", &node, "--registry", &url, "--json"])
+        .args(["--bytes", "1000000", "--direct-timeout", "5s"]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(40)).unwrap();
+    assert!(
+        out.status.success(),
+        "connect by node id: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("connected by node id in {:?}: {r}", start.elapsed());
+    assert_eq!(r["connected"], true);
+    assert_eq!(r["bytes"], 1_000_000);
+    assert_eq!(r["path"], "direct");
+
+    // A node nobody published: a clear error.
+    let stranger = burrow::SecretKey::from_bytes([9; 32]).node_id().to_string();
+    let mut cmd = lab.command(lab.host_ns("b"), BURROW);
+    cmd.args(["connect", &stranger, "--registry", &url]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no source knows"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
