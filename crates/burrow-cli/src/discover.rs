@@ -46,12 +46,70 @@ pub fn signed_record(key: &SecretKey, ticket: &Ticket) -> Result<SignedRecord> {
     Ok(record.sign(key)?)
 }
 
-/// Publishes the record at every registry; returns how many accepted it.
-pub async fn publish(registries: &[RelayUrl], key: &SecretKey, ticket: &Ticket) -> Result<usize> {
+/// Publishes the record at every registry, listed under `namespaces`; returns how many
+/// registries accepted it.
+pub async fn publish(
+    registries: &[RelayUrl],
+    key: &SecretKey,
+    ticket: &Ticket,
+    namespaces: &[String],
+) -> Result<usize> {
     let client = RegistryClient::new(registries.to_vec(), RegistryClientOptions::default());
     let record = signed_record(key, ticket)?;
-    let report = client.publish(&record, &[], Some(RECORD_LIFETIME)).await?;
+    let report = client
+        .publish(&record, namespaces, Some(RECORD_LIFETIME))
+        .await?;
     Ok(report.accepted.len())
+}
+
+/// Most pages `burrow peers` reads (each up to the registry's page size).
+const MAX_PAGES: usize = 100;
+
+/// `burrow peers`: the nodes listed under a namespace, page by page.
+pub async fn peers(namespace: String, registries: Vec<RelayUrl>, json_out: bool) -> Result<()> {
+    if registries.is_empty() {
+        bail!("no registry to ask: give --registry URL (a relay's address)");
+    }
+    let client = RegistryClient::new(registries, RegistryClientOptions::default());
+    let mut members = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_PAGES {
+        let page = client.list(&namespace, after.as_ref(), 100).await?;
+        members.extend(page.records);
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let rows: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| {
+            let r = m.record();
+            let ticket = Ticket {
+                node_id: r.node_id,
+                relays: r.relays.clone(),
+                addrs: r.addrs.clone(),
+            };
+            json!({"node_id": r.node_id.to_string(), "seq": r.seq, "expires": r.expires,
+                "relays": r.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "addrs": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "ticket": ticket.to_string()})
+        })
+        .collect();
+    if json_out {
+        println!("{}", json!({"namespace": namespace, "peers": rows}));
+    } else {
+        println!("{} peers in {namespace}", rows.len());
+        for r in &rows {
+            println!(
+                "{}  relays {}  addrs {}",
+                r["node_id"].as_str().unwrap_or(""),
+                r["relays"],
+                r["addrs"]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries.

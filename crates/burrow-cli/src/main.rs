@@ -77,7 +77,23 @@ enum Command {
         /// Do not publish this node's signed record to the relays' registries.
         #[arg(long)]
         no_publish: bool,
+        /// List the record under this namespace at the registries (`burrow peers`); repeat
+        /// for several.
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
         /// Print JSON lines: the ticket first, then one per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the nodes that published themselves under a namespace at the registries.
+    Peers {
+        /// The namespace (1 to 64 of A-Z a-z 0-9 . _ - :).
+        #[arg(long)]
+        namespace: String,
+        /// Registry to ask (a relay's address); repeat for several.
+        #[arg(long = "registry", value_name = "URL")]
+        registries: Vec<RelayUrl>,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -351,8 +367,14 @@ fn run(cli: Cli) -> Result<()> {
             relays,
             node,
             no_publish,
+            namespaces,
             json,
-        } => runtime()?.block_on(peer::listen(node, relays, !no_publish, json)),
+        } => runtime()?.block_on(peer::listen(node, relays, !no_publish, namespaces, json)),
+        Command::Peers {
+            namespace,
+            registries,
+            json,
+        } => runtime()?.block_on(discover::peers(namespace, registries, json)),
         Command::Resolve {
             node_id,
             registries,

@@ -88,6 +88,7 @@ pub async fn listen(
     args: NodeArgs,
     relays: Vec<RelayUrl>,
     publish: bool,
+    namespaces: Vec<String>,
     json_out: bool,
 ) -> Result<()> {
     let key_path = args
@@ -118,7 +119,7 @@ pub async fn listen(
         let ep = ep.clone();
         tokio::spawn(async move {
             loop {
-                match crate::discover::publish(&relays, &key, &ep.ticket()).await {
+                match crate::discover::publish(&relays, &key, &ep.ticket(), &namespaces).await {
                     Ok(n) if json_out => {
                         println!("{}", json!({"event": "published", "registries": n}))
                     }

@@ -333,7 +333,7 @@ fn first_line(child: &mut Child) -> String {
 }
 
 #[test]
-fn listen_publishes_its_record_to_the_relay_and_resolve_finds_it() {
+fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tcp.local_addr().unwrap().port();
     drop(tcp);
@@ -365,7 +365,13 @@ fn listen_publishes_its_record_to_the_relay_and_resolve_finds_it() {
             "--bind",
             "127.0.0.1:0",
         ])
-        .args(["--stun", &format!("127.0.0.1:{stun}"), "--key"])
+        .args([
+            "--stun",
+            &format!("127.0.0.1:{stun}"),
+            "--namespace",
+            "team.a",
+        ])
+        .arg("--key")
         .arg(&key)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -398,6 +404,24 @@ fn listen_publishes_its_record_to_the_relay_and_resolve_finds_it() {
     assert!(answers.iter().any(|a| a["error"].is_string()));
     let ticket: burrow::ticket::Ticket = v["ticket"].as_str().unwrap().parse().unwrap();
     assert_eq!(ticket.node_id.to_string(), node);
+
+    // Listed under its namespace, and nowhere else.
+    let peers = |ns: &str| -> serde_json::Value {
+        let out = Command::new(BURROW)
+            .args(["peers", "--namespace", ns, "--registry", &relay, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let team = peers("team.a");
+    assert_eq!(team["peers"].as_array().unwrap().len(), 1, "{team}");
+    assert_eq!(team["peers"][0]["node_id"], node.as_str());
+    assert_eq!(peers("team.b")["peers"].as_array().unwrap().len(), 0);
 
     // An unknown node: not found, exit 1, a clear message.
     let stranger = burrow::SecretKey::from_bytes([7; 32]).node_id().to_string();
