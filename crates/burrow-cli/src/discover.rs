@@ -4,6 +4,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+use std::sync::Arc;
+
+use burrow::dht::{DhtConfig, DhtDiscovery, Republisher};
 use burrow::discovery::Discovery;
 use burrow::record::{NodeRecord, SignedRecord};
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
@@ -16,6 +19,29 @@ use serde_json::json;
 const RECORD_LIFETIME: Duration = Duration::from_secs(3600);
 /// How often `listen` re-publishes its record.
 pub const REPUBLISH_EVERY: Duration = Duration::from_secs(600);
+
+/// A Mainline DHT client node joined through `bootstrap` (`HOST:PORT`s), or `None` without
+/// any: the DHT is opt-in from the command line.
+pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
+    if bootstrap.is_empty() {
+        return Ok(None);
+    }
+    let dht = DhtDiscovery::start(DhtConfig {
+        bootstrap: bootstrap.to_vec(),
+        ..Default::default()
+    })
+    .await?;
+    dht.bootstrapped().await;
+    Ok(Some(Arc::new(dht)))
+}
+
+/// Keeps the record for `ticket` published in the DHT (a BEP 44 item under the node key)
+/// until the handle is dropped.
+pub fn keep_in_dht(dht: &DhtDiscovery, key: &SecretKey, ticket: &Ticket) -> Result<Republisher> {
+    let record = signed_record(key, ticket)?;
+    let payload = record.record().encode_payload()?;
+    Ok(dht.keep_published(key.clone(), payload, record.record().seq as i64)?)
+}
 
 fn unix_now() -> Duration {
     SystemTime::now()
@@ -113,28 +139,48 @@ pub async fn peers(namespace: String, registries: Vec<RelayUrl>, json_out: bool)
 }
 
 /// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries.
-pub async fn target(target: &str, registries: Vec<RelayUrl>) -> Result<Ticket> {
+pub async fn target(target: &str, registries: Vec<RelayUrl>, dht: &[String]) -> Result<Ticket> {
     if let Ok(ticket) = target.parse::<Ticket>() {
         return Ok(ticket);
     }
     let Ok(node) = target.parse::<NodeId>() else {
         bail!("{target:?} is neither a ticket (burrow...) nor a node id");
     };
-    if registries.is_empty() {
-        bail!("to dial a node id, give --registry URL (or use its ticket)");
+    if registries.is_empty() && dht.is_empty() {
+        bail!("to dial a node id, give --registry URL or --dht-bootstrap HOST:PORT (or use its ticket)");
     }
-    let discovery = Discovery::new(registries, None, Duration::from_secs(5));
+    let discovery = Discovery::new(registries, self::dht(dht).await?, Duration::from_secs(10));
     Ok(discovery.resolve(&node).await?.ticket)
 }
 
 /// `burrow resolve`: asks every registry on its own, prints each answer with its latency,
 /// and a ticket made from the newest record.
-pub async fn resolve(node: NodeId, registries: Vec<RelayUrl>, json_out: bool) -> Result<()> {
-    if registries.is_empty() {
-        bail!("no registry to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080)");
+pub async fn resolve(
+    node: NodeId,
+    registries: Vec<RelayUrl>,
+    dht_bootstrap: Vec<String>,
+    json_out: bool,
+) -> Result<()> {
+    if registries.is_empty() && dht_bootstrap.is_empty() {
+        bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT");
     }
     let mut answers = Vec::new();
-    let mut best: Option<SignedRecord> = None;
+    let mut best: Option<NodeRecord> = None;
+    if let Some(dht) = dht(&dht_bootstrap).await? {
+        let start = Instant::now();
+        let found = dht.resolve(&node).await;
+        let ms = (start.elapsed().as_secs_f64() * 1e5).round() / 100.0;
+        match found.and_then(|f| NodeRecord::decode_payload_for(&f.value, &node).ok()) {
+            Some(record) => {
+                answers.push(json!({"source": "dht", "ms": ms, "seq": record.seq,
+                    "expires": record.expires,
+                    "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                best = Some(record);
+            }
+            None => answers.push(json!({"source": "dht", "ms": ms, "error": "no valid record"})),
+        }
+    }
     let mut lookups = tokio::task::JoinSet::new();
     for url in registries {
         lookups.spawn(async move {
@@ -153,8 +199,8 @@ pub async fn resolve(node: NodeId, registries: Vec<RelayUrl>, json_out: bool) ->
                     "seq": record.seq, "expires": record.expires,
                     "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
-                if best.as_ref().is_none_or(|b| record.seq > b.record().seq) {
-                    best = Some(rec);
+                if best.as_ref().is_none_or(|b| record.seq > b.seq) {
+                    best = Some(record.clone());
                 }
             }
             Err(e) => answers.push(
@@ -164,8 +210,8 @@ pub async fn resolve(node: NodeId, registries: Vec<RelayUrl>, json_out: bool) ->
     }
     let ticket = best.map(|b| Ticket {
         node_id: node,
-        relays: b.record().relays.clone(),
-        addrs: b.record().addrs.clone(),
+        relays: b.relays,
+        addrs: b.addrs,
     });
     if json_out {
         println!(

@@ -81,6 +81,10 @@ enum Command {
         /// for several.
         #[arg(long = "namespace", value_name = "NS")]
         namespaces: Vec<String>,
+        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
+        /// for several. Without it the DHT is not used.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
         /// Print JSON lines: the ticket first, then one per event.
         #[arg(long)]
         json: bool,
@@ -105,6 +109,10 @@ enum Command {
         /// Registry to ask (a relay's address, http(s)://host:port); repeat for several.
         #[arg(long = "registry", value_name = "URL")]
         registries: Vec<RelayUrl>,
+        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
+        /// for several. Without it the DHT is not used.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -117,6 +125,10 @@ enum Command {
         /// Registry to find a node id's addresses at (a relay's address); repeat for several.
         #[arg(long = "registry", value_name = "URL")]
         registries: Vec<RelayUrl>,
+        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
+        /// for several. Without it the DHT is not used.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
         /// Bytes to send to the listener's sink (reports throughput).
         #[arg(long, value_name = "N", default_value_t = 0)]
         bytes: u64,
@@ -368,8 +380,16 @@ fn run(cli: Cli) -> Result<()> {
             node,
             no_publish,
             namespaces,
+            dht_bootstrap,
             json,
-        } => runtime()?.block_on(peer::listen(node, relays, !no_publish, namespaces, json)),
+        } => runtime()?.block_on(peer::listen(
+            node,
+            relays,
+            !no_publish,
+            namespaces,
+            dht_bootstrap,
+            json,
+        )),
         Command::Peers {
             namespace,
             registries,
@@ -378,17 +398,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Resolve {
             node_id,
             registries,
+            dht_bootstrap,
             json,
-        } => runtime()?.block_on(discover::resolve(node_id, registries, json)),
+        } => runtime()?.block_on(discover::resolve(node_id, registries, dht_bootstrap, json)),
         Command::Connect {
             target,
             registries,
+            dht_bootstrap,
             bytes,
             direct_timeout,
             node,
             json,
         } => runtime()?.block_on(async {
-            let ticket = discover::target(&target, registries).await?;
+            let ticket = discover::target(&target, registries, &dht_bootstrap).await?;
             peer::connect(node, ticket, bytes, direct_timeout, json).await
         }),
         Command::Ping {

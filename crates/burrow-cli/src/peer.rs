@@ -89,6 +89,7 @@ pub async fn listen(
     relays: Vec<RelayUrl>,
     publish: bool,
     namespaces: Vec<String>,
+    dht_bootstrap: Vec<String>,
     json_out: bool,
 ) -> Result<()> {
     let key_path = args
@@ -114,6 +115,16 @@ pub async fn listen(
         println!("ticket:  {ticket}");
         println!("waiting for connections (burrow connect TICKET); Ctrl-C stops");
     }
+    // The record also goes into the DHT when one was given.
+    let dht = if publish {
+        crate::discover::dht(&dht_bootstrap).await?
+    } else {
+        None
+    };
+    let _in_dht = match &dht {
+        Some(d) => Some(crate::discover::keep_in_dht(d, &key, &ticket)?),
+        None => None,
+    };
     // The signed record goes to each relay's registry, so `burrow resolve` finds this node.
     let publisher = (publish && !relays.is_empty()).then(|| {
         let ep = ep.clone();

@@ -433,3 +433,70 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no source knows"));
     let _ = std::fs::remove_file(&key);
 }
+
+#[test]
+fn listen_publishes_into_a_private_dht_and_resolve_finds_it_there() {
+    let port = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let node = |bind: u16, bootstrap: Option<u16>| {
+        let mut cmd = Command::new(BURROW);
+        cmd.args(["dht-node", "--bind", &format!("127.0.0.1:{bind}")]);
+        match bootstrap {
+            Some(b) => cmd.args(["--bootstrap", &format!("127.0.0.1:{b}")]),
+            None => cmd.arg("--no-bootstrap"),
+        };
+        Running(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (p1, p2, p3) = (port(), port(), port());
+    let _n1 = node(p1, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let _n2 = node(p2, Some(p1));
+    let _n3 = node(p3, Some(p1));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let key = std::env::temp_dir().join(format!("burrow-dht-test-{}", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let mut listen = Command::new(BURROW)
+        .args([
+            "listen",
+            "--json",
+            "--bind",
+            "127.0.0.1:0",
+            "--dht-bootstrap",
+        ])
+        .arg(format!("127.0.0.1:{p2}"))
+        .arg("--key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first_line(&mut listen)).unwrap();
+    let _listen = Running(listen);
+    let id = first["node_id"].as_str().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let out = Command::new(BURROW)
+            .args(["resolve", &id, "--json", "--dht-bootstrap"])
+            .arg(format!("127.0.0.1:{p3}"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(v["found"], true, "{v}");
+    assert_eq!(v["answers"][0]["source"], "dht");
+    assert_eq!(v["answers"][0]["addrs"], first["addrs"]);
+    let _ = std::fs::remove_file(&key);
+}
