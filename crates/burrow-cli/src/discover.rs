@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
 use std::sync::Arc;
 
+use anyhow::{bail, Result};
 use burrow::dht::{DhtConfig, DhtDiscovery, Republisher};
 use burrow::discovery::Discovery;
 use burrow::record::{NodeRecord, SignedRecord};
@@ -41,6 +41,16 @@ pub fn keep_in_dht(dht: &DhtDiscovery, key: &SecretKey, ticket: &Ticket) -> Resu
     let record = signed_record(key, ticket)?;
     let payload = record.record().encode_payload()?;
     Ok(dht.keep_published(key.clone(), payload, record.record().seq as i64)?)
+}
+
+/// Replaces the record [`keep_in_dht`] keeps published with a fresh one.
+pub fn update_in_dht(r: &Republisher, key: &SecretKey, ticket: &Ticket) -> Result<()> {
+    let record = signed_record(key, ticket)?;
+    r.update(
+        record.record().encode_payload()?,
+        record.record().seq as i64,
+    )?;
+    Ok(())
 }
 
 fn unix_now() -> Duration {

@@ -121,23 +121,34 @@ pub async fn listen(
     } else {
         None
     };
-    let _in_dht = match &dht {
+    let in_dht = match &dht {
         Some(d) => Some(crate::discover::keep_in_dht(d, &key, &ticket)?),
         None => None,
     };
-    // The signed record goes to each relay's registry, so `burrow resolve` finds this node.
-    let publisher = (publish && !relays.is_empty()).then(|| {
+    // The signed record goes to each relay's registry, so `burrow resolve` finds this node;
+    // both copies are renewed (fresh addresses, expiry and seq) every few minutes.
+    let publisher = (publish && (!relays.is_empty() || in_dht.is_some())).then(|| {
         let ep = ep.clone();
         tokio::spawn(async move {
             loop {
-                match crate::discover::publish(&relays, &key, &ep.ticket(), &namespaces).await {
-                    Ok(n) if json_out => {
-                        println!("{}", json!({"event": "published", "registries": n}))
+                if !relays.is_empty() {
+                    let ticket = ep.ticket();
+                    match crate::discover::publish(&relays, &key, &ticket, &namespaces).await {
+                        Ok(n) if json_out => {
+                            println!("{}", json!({"event": "published", "registries": n}))
+                        }
+                        Ok(n) => {
+                            eprintln!("record published at {n} of {} registries", relays.len())
+                        }
+                        Err(e) => eprintln!("warning: publishing the record: {e:#}"),
                     }
-                    Ok(n) => eprintln!("record published at {n} of {} registries", relays.len()),
-                    Err(e) => eprintln!("warning: publishing the record: {e:#}"),
                 }
                 tokio::time::sleep(crate::discover::REPUBLISH_EVERY).await;
+                if let Some(r) = &in_dht {
+                    if let Err(e) = crate::discover::update_in_dht(r, &key, &ep.ticket()) {
+                        eprintln!("warning: renewing the DHT record: {e:#}");
+                    }
+                }
             }
         })
     });
