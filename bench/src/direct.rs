@@ -677,7 +677,7 @@ fn memory(lab: &Lab, exe: &Path, kind: &str, peers: usize) -> Result<MemorySide>
         let v: serde_json::Value = serde_json::from_str(&ready)?;
         check_is_harness(&listener)?;
         std::thread::sleep(Duration::from_secs(1));
-        let l0 = pid_rss(listener.pid())?;
+        let l0 = crate::vm_rss(Some(listener.pid()))?;
         let mut cargs = vec![
             "direct-peers".to_string(),
             "connect".into(),
@@ -700,7 +700,7 @@ fn memory(lab: &Lab, exe: &Path, kind: &str, peers: usize) -> Result<MemorySide>
             let line = connector.wait_for_line(Duration::from_secs(180), |l| l.starts_with('{'))?;
             let c: serde_json::Value = serde_json::from_str(&line)?;
             std::thread::sleep(Duration::from_secs(1));
-            let l1 = pid_rss(listener.pid())?;
+            let l1 = crate::vm_rss(Some(listener.pid()))?;
             let n = |k: &str| c[k].as_u64().with_context(|| format!("no {k} in {line}"));
             let (c0, c1) = (n("rss_before")?, n("rss_after")?);
             let connected = n("connected")? as usize;
@@ -745,21 +745,6 @@ fn check_is_harness(p: &Spawned) -> Result<()> {
     Ok(())
 }
 
-fn pid_rss(pid: u32) -> Result<u64> {
-    rss(&format!("/proc/{pid}/status"))
-}
-
-fn rss(path: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib * 1024)
-}
-
 /// The hidden `direct-peers` subcommand, run inside a lab namespace by [`memory`].
 pub fn peers_main(args: &PeersArgs) -> Result<()> {
     runtime()?.block_on(async {
@@ -798,7 +783,7 @@ pub fn peers_main(args: &PeersArgs) -> Result<()> {
 async fn connect_peers(args: &PeersArgs, kind: &str) -> Result<()> {
     // Settle first, so the baseline includes the runtime and everything loaded at start.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss("/proc/self/status")?;
+    let before = crate::vm_rss(None)?;
     let n = args.peers;
     let mut held_burrow: Vec<(Endpoint, burrow::endpoint::Connection)> = Vec::new();
     let mut held_quinn: Vec<(quinn::Endpoint, quinn::Connection)> = Vec::new();
@@ -856,7 +841,7 @@ async fn connect_peers(args: &PeersArgs, kind: &str) -> Result<()> {
         _ => bail!("unknown kind {kind:?}"),
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss("/proc/self/status")?;
+    let after = crate::vm_rss(None)?;
     let connected = held_burrow.len() + held_quinn.len();
     println!(
         "{}",

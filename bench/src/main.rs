@@ -602,16 +602,16 @@ fn run_registry(args: &RegistryArgs) -> Result<()> {
     // Touched before the baseline, so that only the store's growth is counted.
     let mut ids = vec![[1u8; 32]; n];
     server::sleep(Duration::from_millis(200))?;
-    let rss0 = registry::own_rss()?;
+    let rss0 = crate::vm_rss(None)?;
     let started = Instant::now();
     eprintln!("memory: signing and inserting {n} records");
     registry::fill_store(&store, n, expires, &mut ids, |k| {
         eprintln!("memory: ~{k} records inserted")
     })?;
     let fill_secs = started.elapsed().as_secs_f64();
-    let rss1 = registry::own_rss()?;
+    let rss1 = crate::vm_rss(None)?;
     let anchor_map = Arc::new(registry::fill_anchor(&store, &ids, now)?);
-    let rss2 = registry::own_rss()?;
+    let rss2 = crate::vm_rss(None)?;
     let ours_mem = rss1.saturating_sub(rss0) as f64 / n as f64;
     let anchor_mem = rss2.saturating_sub(rss1) as f64 / n as f64;
     eprintln!(
@@ -851,6 +851,22 @@ fn measure(server: &mut Server, args: &StunArgs) -> Result<Measurement> {
 }
 
 /// Median of `values` (mean of the middle two for an even count); NaN if empty.
+/// Resident memory of process `pid` (`None`: this one), in bytes, from /proc.
+pub(crate) fn vm_rss(pid: Option<u32>) -> Result<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib * 1024)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();

@@ -39,18 +39,6 @@ use tower_service::Service;
 /// The anchor's records: the same signed bytes in a plain map.
 pub type AnchorMap = HashMap<[u8; 32], Box<[u8]>>;
 
-/// Resident memory of this process, in bytes.
-pub fn own_rss() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib * 1024)
-}
-
 /// A relay with the registry on, no rate limits, and room for `records` records.
 pub async fn start_relay(records: usize) -> Result<RelayServer> {
     Ok(RelayServer::start(RelayConfig {

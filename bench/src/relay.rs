@@ -64,14 +64,7 @@ impl RelayProcess {
 
     /// Resident memory of the relay process, in bytes.
     pub fn rss(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS")?;
-        Ok(kib * 1024)
+        crate::vm_rss(Some(self.child.id()))
     }
 }
 

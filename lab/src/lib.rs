@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod burrow;
 mod cleanup;
 mod coturn;
 mod delay;

@@ -176,17 +176,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts.hard_runs = hard_runs;
             opts.runs = runs;
             opts.parallel = parallel;
-            let report = burrow_lab::matrix::run_matrix(&opts, &|r| {
-                eprintln!(
-                    "{} {} <- {} #{}: {} {}",
-                    r.variant,
-                    r.listener,
-                    r.connector,
-                    r.run,
-                    r.path.as_deref().unwrap_or("failed"),
-                    r.error.as_deref().unwrap_or("")
-                )
-            })?;
+            let report = burrow_lab::matrix::run_matrix(&opts, &|r| eprintln!("{r}"))?;
             print!("{}", report.table());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

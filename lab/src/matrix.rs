@@ -5,21 +5,14 @@
 //! physics allows.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::{output_with_timeout, Lab, LinkConditions, NatKind, RouterVariant};
-
-/// The relay's two addresses (the second serves RFC 5780's alternate-address tests).
-const RELAY_IPS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(203, 0, 113, 30),
-    Ipv4Addr::new(203, 0, 113, 31),
-];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -129,6 +122,22 @@ impl MatrixRun {
 
     fn direct(&self) -> bool {
         self.path.as_deref() == Some("direct")
+    }
+}
+
+impl std::fmt::Display for MatrixRun {
+    /// `variant listener <- connector #run: path error`, the progress line of a run.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} <- {} #{}: {} {}",
+            self.variant,
+            self.listener,
+            self.connector,
+            self.run,
+            self.path.as_deref().unwrap_or("failed"),
+            self.error.as_deref().unwrap_or("")
+        )
     }
 }
 
@@ -354,7 +363,7 @@ fn run_variant(
     variant: RouterVariant,
     progress: &(dyn Fn(&MatrixRun) + Sync),
 ) -> Result<Vec<MatrixRun>> {
-    let mut b = Lab::builder().server("relay", &RELAY_IPS);
+    let mut b = Lab::builder().server("relay", &crate::burrow::RELAY_IPS);
     let cond = LinkConditions {
         delay: Some(opts.delay).filter(|d| !d.is_zero()),
         ..Default::default()
@@ -366,45 +375,15 @@ fn run_variant(
         }
     }
     let lab = b.build().context("building the matrix lab")?;
-    let relay_ns = lab.server_ns("relay").to_string();
-    lab.spawn(
-        &relay_ns,
-        &opts.burrow,
-        [
-            "relay",
-            "--listen",
-            &format!("{}:8080", RELAY_IPS[0]),
-            "--stun",
-            &format!("{}:3478", RELAY_IPS[0]),
-            "--alt-ip",
-            &RELAY_IPS[1].to_string(),
-        ],
-    )?;
-
+    lab.spawn_relay(&opts.burrow, "relay")?;
     // One listener per kind, in the kind's first home.
-    let relay_url = format!("http://{}:8080", RELAY_IPS[0]);
+    let mut listeners = Vec::new();
     let mut tickets = Vec::new();
     for &k in &opts.kinds {
-        let key = lab.dir().join(format!("{}.key", short(k)));
-        let p = lab.spawn(
-            lab.host_ns(&home_name(k, false)),
-            &opts.burrow,
-            [
-                "listen",
-                "--relay",
-                &relay_url,
-                "--json",
-                "--key",
-                &key.to_string_lossy(),
-            ],
-        )?;
-        tickets.push((k, p));
+        let (p, first) = lab.spawn_listener(&opts.burrow, &home_name(k, false), &[])?;
+        tickets.push((k, first["ticket"].as_str().unwrap_or_default().to_string()));
+        listeners.push((k, p));
     }
-    let listeners = tickets;
-    let tickets: Vec<(NatKind, String)> = listeners
-        .iter()
-        .map(|(k, p)| Ok((*k, first_json(p, "ticket")?)))
-        .collect::<Result<_>>()?;
 
     let mut jobs = VecDeque::new();
     for &l in &opts.kinds {
@@ -488,17 +467,6 @@ fn run_variant(
     let order = |k: &str| opts.kinds.iter().position(|x| x.name() == k);
     results.sort_by_key(|r| (order(&r.listener), order(&r.connector), r.run));
     Ok(results)
-}
-
-/// The string `key` of the first JSON line `p` prints.
-fn first_json(p: &crate::Spawned, key: &str) -> Result<String> {
-    let line = p.wait_for_line(Duration::from_secs(20), |_| true)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("listen printed {line:?}"))?;
-    v[key]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("no {key:?} in {line}"))
 }
 
 fn connect(

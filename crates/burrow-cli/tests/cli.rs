@@ -323,7 +323,25 @@ fn dht_node_usage_and_failures() {
     assert_eq!(busy.status.code(), Some(1));
 }
 
-/// The first line `child` prints, within 20 s.
+/// `burrow resolve --json ARGS`, repeated until it finds the node or `patience` runs out;
+/// the last answer.
+fn resolve_until_found(args: &[&str], patience: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let out = Command::new(BURROW)
+            .args(["resolve", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The first line `child` prints.
 fn first_line(child: &mut Child) -> String {
     use std::io::BufRead;
     let out = child.stdout.take().unwrap();
@@ -381,19 +399,16 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     let _listen = Running(listen);
     let node = first["node_id"].as_str().unwrap().to_string();
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let v = loop {
-        let out = Command::new(BURROW)
-            .args(["resolve", &node, "--json", "--registry", &relay])
-            .args(["--registry", "http://127.0.0.1:1"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if out.status.success() || Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let v = resolve_until_found(
+        &[
+            &node,
+            "--registry",
+            &relay,
+            "--registry",
+            "http://127.0.0.1:1",
+        ],
+        Duration::from_secs(15),
+    );
     assert_eq!(v["found"], true, "{v}");
     // One answer per registry: the live one with the record, the dead one with an error.
     let answers = v["answers"].as_array().unwrap();
@@ -482,19 +497,8 @@ fn listen_publishes_into_a_private_dht_and_resolve_finds_it_there() {
     let _listen = Running(listen);
     let id = first["node_id"].as_str().unwrap().to_string();
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let v = loop {
-        let out = Command::new(BURROW)
-            .args(["resolve", &id, "--json", "--dht-bootstrap"])
-            .arg(format!("127.0.0.1:{p3}"))
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if out.status.success() || Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let dht = format!("127.0.0.1:{p3}");
+    let v = resolve_until_found(&[&id, "--dht-bootstrap", &dht], Duration::from_secs(30));
     assert_eq!(v["found"], true, "{v}");
     assert_eq!(v["answers"][0]["source"], "dht");
     assert_eq!(v["answers"][0]["addrs"], first["addrs"]);

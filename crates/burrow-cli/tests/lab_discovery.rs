@@ -4,17 +4,12 @@
 //! Needs root. Without it the test skips and says so, except under CI (CI=true), where a skip is
 //! a failure because CI runs as root.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use burrow_lab::burrow::{relay_url, RELAY_IPS};
 use burrow_lab::{Lab, NatKind, RouterVariant};
 
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
-const RELAY_IPS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(203, 0, 113, 30),
-    Ipv4Addr::new(203, 0, 113, 31),
-];
-
 #[test]
 fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
     if !Lab::tests_allowed() {
@@ -26,40 +21,11 @@ fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
         .home("b", NatKind::Cgnat, RouterVariant::Bare)
         .build()
         .expect("lab builds");
-    lab.spawn(
-        lab.server_ns("relay"),
-        BURROW,
-        [
-            "relay",
-            "--listen",
-            &format!("{}:8080", RELAY_IPS[0]),
-            "--stun",
-            &format!("{}:3478", RELAY_IPS[0]),
-            "--alt-ip",
-            &RELAY_IPS[1].to_string(),
-        ],
-    )
-    .expect("relay starts");
-    let url = format!("http://{}:8080", RELAY_IPS[0]);
-    let key = lab.dir().join("listener.key");
-    let listener = lab
-        .spawn(
-            lab.host_ns("a"),
-            BURROW,
-            [
-                "listen",
-                "--json",
-                "--relay",
-                &url,
-                "--key",
-                key.to_str().unwrap(),
-            ],
-        )
-        .expect("listen starts");
-    let first = listener
-        .wait_for_line(Duration::from_secs(20), |_| true)
+    lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    let url = relay_url();
+    let (listener, first) = lab
+        .spawn_listener(BURROW, "a", &[])
         .expect("listen prints its id");
-    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
     let node = first["node_id"].as_str().unwrap().to_string();
     listener
         .wait_for_line(Duration::from_secs(10), |l| l.contains("\"published\""))

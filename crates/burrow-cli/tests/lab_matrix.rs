@@ -15,18 +15,7 @@ fn every_pair_connects_and_goes_direct_wherever_physics_allows() {
         return;
     }
     let opts = MatrixOptions::new(env!("CARGO_BIN_EXE_burrow").into());
-    let report = run_matrix(&opts, &|r| {
-        eprintln!(
-            "{} {} <- {} #{}: {} {}",
-            r.variant,
-            r.listener,
-            r.connector,
-            r.run,
-            r.path.as_deref().unwrap_or("failed"),
-            r.error.as_deref().unwrap_or("")
-        )
-    })
-    .expect("the matrix runs");
+    let report = run_matrix(&opts, &|r| eprintln!("{r}")).expect("the matrix runs");
     eprintln!("{}", report.table());
     let failures = report.failures();
     assert!(failures.is_empty(), "{failures:#?}");

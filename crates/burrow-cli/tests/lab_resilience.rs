@@ -5,18 +5,15 @@
 //! Needs root. Without it the tests skip and say so, except under CI (CI=true), where a skip is a
 //! failure because CI runs as root.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use burrow_lab::burrow::RELAY_IPS;
 use burrow_lab::{Lab, LinkConditions, NatKind, RouterVariant, Spawned};
 use burrow_proto::disco::{Message, NatHint, SharedKey};
 use burrow_proto::identity::{NodeId, SecretKey};
 
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
-const RELAY_IPS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(203, 0, 113, 30),
-    Ipv4Addr::new(203, 0, 113, 31),
-];
 /// The connector's link is held to this rate, so transfers last long enough to be cut.
 const RATE_KBIT: u32 = 100_000;
 
@@ -25,18 +22,6 @@ struct Setup {
     relay: u32,
     listener: Spawned,
     ticket: String,
-}
-
-fn relay_args() -> Vec<String> {
-    vec![
-        "relay".into(),
-        "--listen".into(),
-        format!("{}:8080", RELAY_IPS[0]),
-        "--stun".into(),
-        format!("{}:3478", RELAY_IPS[0]),
-        "--alt-ip".into(),
-        RELAY_IPS[1].to_string(),
-    ]
 }
 
 /// A relay, a listener in home `a` and a rate-limited home `b`, both port-restricted; `extra`
@@ -58,29 +43,13 @@ fn setup(extra: &[(&str, NatKind)]) -> Setup {
     }
     let lab = b.build().expect("lab builds");
     let relay = lab
-        .spawn(lab.server_ns("relay"), BURROW, relay_args())
+        .spawn_relay(BURROW, "relay")
         .expect("relay starts")
         .pid();
-    let key = lab.dir().join("listener.key");
-    let listener = lab
-        .spawn(
-            lab.host_ns("a"),
-            BURROW,
-            [
-                "listen",
-                "--relay",
-                &format!("http://{}:8080", RELAY_IPS[0]),
-                "--json",
-                "--key",
-                key.to_str().unwrap(),
-            ],
-        )
-        .expect("listen starts");
-    let first = listener
-        .wait_for_line(Duration::from_secs(20), |_| true)
+    let (listener, first) = lab
+        .spawn_listener(BURROW, "a", &[])
         .expect("listen prints its ticket");
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let ticket = v["ticket"].as_str().unwrap().to_string();
+    let ticket = first["ticket"].as_str().unwrap().to_string();
     Setup {
         lab,
         relay,
@@ -188,7 +157,7 @@ fn a_relay_restart_does_not_disturb_a_direct_transfer() {
     s.lab.kill(s.relay).expect("relay stops");
     std::thread::sleep(Duration::from_millis(500));
     s.lab
-        .spawn(s.lab.server_ns("relay"), BURROW, relay_args())
+        .spawn_relay(BURROW, "relay")
         .expect("relay starts again");
     let r = s.finish(&connect);
     eprintln!("{r}");

@@ -342,8 +342,8 @@ impl Message {
     }
 }
 
-/// Family (4 or 6), address, port.
-fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+/// Family (4 or 6), address, port: the address encoding of disco messages and node records.
+pub(crate) fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr.ip() {
         IpAddr::V4(ip) => {
             out.push(4);

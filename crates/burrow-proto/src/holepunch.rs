@@ -825,15 +825,6 @@ impl PeerPaths {
 
     fn ping(&mut self, now: Instant, spare: Option<u16>, addr: SocketAddr) {
         let tx = self.next_tx();
-        if self.sent_pings.len() >= MAX_SENT_PINGS {
-            self.sent_pings.pop_front();
-        }
-        self.sent_pings.push_back(SentPing {
-            tx,
-            spare,
-            addr,
-            at: now,
-        });
         let Some(p) = self
             .paths
             .iter_mut()
@@ -843,6 +834,15 @@ impl PeerPaths {
         };
         p.last_ping = Some(now);
         let dest = p.dest();
+        if self.sent_pings.len() >= MAX_SENT_PINGS {
+            self.sent_pings.pop_front();
+        }
+        self.sent_pings.push_back(SentPing {
+            tx,
+            spare,
+            addr,
+            at: now,
+        });
         self.transmits.push_back(Transmit {
             dest,
             msg: Message::Ping { tx },

@@ -219,17 +219,7 @@ impl NodeRecord {
         }
         out.push(self.addrs.len() as u8);
         for addr in &self.addrs {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_be_bytes());
+            crate::disco::put_addr(&mut out, addr);
         }
         match &self.name {
             None => out.push(0),

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
 use super::peers::{Peer, PeerMap};
-use super::socket::{Control, MagicSocket};
+use super::socket::{send_with_ttl, Control, MagicSocket};
 use crate::relay_client::RelayClient;
 
 /// Our public address is asked again this often (which also holds the NAT mapping open).
@@ -455,37 +455,6 @@ fn close_unused_spares(st: &mut PeerState) {
         }
         used
     });
-}
-
-/// One packet with a TTL of its own, if given. Straight to the kernel: a fresh socket has no
-/// writability from tokio's reactor yet, and would refuse.
-fn send_with_ttl(
-    socket: &UdpSocket,
-    to: SocketAddr,
-    data: &[u8],
-    ttl: Option<u8>,
-) -> std::io::Result<()> {
-    let sock = socket2::SockRef::from(socket);
-    let Some(ttl) = ttl else {
-        return sock.send_to(data, &to.into()).map(drop);
-    };
-    let v6 = to.is_ipv6();
-    let old = if v6 {
-        sock.unicast_hops_v6()?
-    } else {
-        sock.ttl_v4()?
-    };
-    let set = |t: u32| {
-        if v6 {
-            sock.set_unicast_hops_v6(t)
-        } else {
-            sock.set_ttl_v4(t)
-        }
-    };
-    set(u32::from(ttl))?;
-    let sent = sock.send_to(data, &to.into());
-    set(old)?;
-    sent.map(drop)
 }
 
 /// Reads a spare socket: disco to the driver, QUIC from the peer to quinn.

@@ -90,9 +90,9 @@ mod linux {
             match answer(&sock)? {
                 Answer::Hop(ip) if is_public(ip) => return Ok(Some(ttl)),
                 Answer::Hop(_) => continue,
-                // Reached the server through private hops only: no NAT of ours to leave.
-                Answer::Server => return Ok(None),
-                Answer::Nothing => return Ok(None),
+                // Reached the server through private hops only (no NAT of ours to leave), or
+                // no hop tells.
+                Answer::Server | Answer::Nothing => return Ok(None),
             }
         }
         Ok(None)

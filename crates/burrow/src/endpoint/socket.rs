@@ -78,33 +78,45 @@ impl Udp {
     /// Sends one control packet (disco or STUN), with `ttl` if given. Never waits: a full
     /// socket buffer drops it, as UDP would.
     pub fn send_control(&self, to: SocketAddr, data: &[u8], ttl: Option<u8>) -> io::Result<()> {
-        let Some(ttl) = ttl else {
-            return self.io.try_send_to(data, to).map(drop);
-        };
-        let _guard = self.ttl_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let sock = socket2::SockRef::from(&self.io);
-        let v6 = to.is_ipv6();
-        let old = if v6 {
-            sock.unicast_hops_v6()?
-        } else {
-            sock.ttl_v4()?
-        };
-        let set = |t: u32| {
-            if v6 {
-                sock.set_unicast_hops_v6(t)
-            } else {
-                sock.set_ttl_v4(t)
-            }
-        };
-        set(u32::from(ttl))?;
-        let sent = self.io.try_send_to(data, to);
-        set(old)?;
-        sent.map(drop)
+        let _guard = ttl.map(|_| self.ttl_lock.lock().unwrap_or_else(|e| e.into_inner()));
+        send_with_ttl(&self.io, to, data, ttl)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.local_addr()
     }
+}
+
+/// One datagram with a TTL (hop limit) of its own, if given, straight to the kernel: a fresh
+/// socket has no writability from tokio's reactor yet, and would refuse. The caller keeps other
+/// senders off the socket while the TTL is changed.
+pub(crate) fn send_with_ttl(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    ttl: Option<u8>,
+) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    let Some(ttl) = ttl else {
+        return sock.send_to(data, &to.into()).map(drop);
+    };
+    let v6 = to.is_ipv6();
+    let old = if v6 {
+        sock.unicast_hops_v6()?
+    } else {
+        sock.ttl_v4()?
+    };
+    let set = |t: u32| {
+        if v6 {
+            sock.set_unicast_hops_v6(t)
+        } else {
+            sock.set_ttl_v4(t)
+        }
+    };
+    set(u32::from(ttl))?;
+    let sent = sock.send_to(data, &to.into());
+    set(old)?;
+    sent.map(drop)
 }
 
 /// The socket quinn sees.
@@ -224,9 +236,8 @@ impl AsyncUdpSocket for MagicSocket {
                 // Birthday paths are rare: plain sends, no GSO, and a full buffer is loss
                 // (quinn's writability poller watches the main socket, not this one).
                 let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
-                let sock = socket2::SockRef::from(&*spare);
                 for chunk in t.contents.chunks(seg) {
-                    let _ = sock.send_to(chunk, &direct.addr.into());
+                    let _ = send_with_ttl(&spare, direct.addr, chunk, None);
                 }
                 return Ok(());
             }
