@@ -34,6 +34,11 @@ const HOPS_WAIT: Duration = Duration::from_secs(1);
 const PEER_STATE_IDLE: Duration = Duration::from_secs(60);
 /// Spare sockets open at once across all peers (each is a file descriptor).
 const MAX_SPARES: usize = 1024;
+/// Peers with punching state at once; past it, pings from strangers are ignored.
+const MAX_PEER_STATES: usize = 4096;
+/// Pings from unknown keys whose key agreement we try per second: each costs an X25519
+/// operation, so a flood of forged pings must not eat the CPU.
+const STRANGER_PINGS_PER_SEC: u32 = 64;
 
 /// What the endpoint asks of the driver.
 #[derive(Debug)]
@@ -133,6 +138,7 @@ impl Driver {
         }
         let mut hops_known = false;
         let mut deferred: Vec<(NodeId, Instant)> = Vec::new();
+        let mut strangers = RateWindow::default();
         loop {
             let now = Instant::now();
             if now >= next_stun && !self.stun_servers.is_empty() {
@@ -274,18 +280,29 @@ impl Driver {
                                 }
                                 continue;
                             }
-                            // Disco over UDP only from peers we already know: strangers cannot
-                            // make us keep state.
+                            // A stranger's disco makes state only if it is an authentic ping.
                             let Ok(node) = disco::sender(&packet) else { continue };
                             (node, Dest::Direct(from), packet)
                         }
                         Control::Spare { node, n, from, packet } => (node, Dest::Spare(n, from), packet),
                     };
-                    let Some(st) = states.get_mut(&node) else { continue };
                     let from = match via {
                         Dest::Direct(a) | Dest::Spare(_, a) => a,
                         Dest::Relay => continue,
                     };
+                    if !states.contains_key(&node) {
+                        // A peer that found our address itself (a ticket without relay, mDNS):
+                        // its first packet is a ping, and only an authentic one makes state.
+                        if states.len() >= MAX_PEER_STATES || !strangers.allow(Instant::now(), STRANGER_PINGS_PER_SEC) {
+                            continue;
+                        }
+                        let Ok(key) = SharedKey::new(&self.secret, &node) else { continue };
+                        if !matches!(key.open(&packet), Ok(disco::Message::Ping { .. })) {
+                            continue;
+                        }
+                        debug!(peer = %node.short(), %from, "ping from a new peer");
+                    }
+                    let Some(st) = self.state(&mut states, node, &local, reflexive, nat) else { continue };
                     match st.key.open(&packet) {
                         Ok(msg) => {
                             trace!(peer = %node.short(), ?via, ?msg, "disco");
@@ -420,11 +437,45 @@ impl Driver {
                 Event::PathChanged(path) => {
                     debug!(peer = %st.peer.node.short(), ?path, "path");
                     st.peer.set_direct(path);
+                    if let Some(path) = &path {
+                        for datagram in st.peer.take_held() {
+                            let t = quinn::udp::Transmit {
+                                destination: path.addr,
+                                ecn: None,
+                                contents: &datagram,
+                                segment_size: None,
+                                src_ip: None,
+                            };
+                            let _ = self.socket.send_direct(&st.peer, path, &t);
+                        }
+                    }
                     self.path_changes.send_modify(|n| *n += 1);
                 }
                 Event::Observed(addr) => trace!(%addr, "observed by peer"),
             }
         }
+    }
+}
+
+/// Counts events in one-second windows.
+#[derive(Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    count: u32,
+}
+
+impl RateWindow {
+    /// Whether one more event fits `per_sec` in the current window.
+    fn allow(&mut self, now: Instant, per_sec: u32) -> bool {
+        if self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
+        {
+            self.start = Some(now);
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= per_sec
     }
 }
 
@@ -435,6 +486,7 @@ impl Drop for PeerState {
     fn drop(&mut self) {
         // Nobody watches the direct path any more: traffic that comes back starts on the relay.
         self.peer.set_direct(None);
+        self.peer.take_held();
         self.peer.retain_spares(|_| false);
         for (_, reader) in self.spare_readers.drain(..) {
             reader.abort();

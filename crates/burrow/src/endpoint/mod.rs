@@ -197,13 +197,18 @@ impl Endpoint {
                 disco_tx,
             )));
         }
+        let mut punch = opts.punch.clone();
+        if relay.is_none() {
+            // Nobody can answer a call-me-maybe without a relay: ping at once.
+            punch.responder_wait = Duration::ZERO;
+        }
         let driver = Driver {
             secret: secret.clone(),
             socket: socket.clone(),
             peers: peers.clone(),
             relay: relay.clone(),
             stun_servers: opts.stun_servers.clone(),
-            punch: opts.punch.clone(),
+            punch,
             control: control_rx,
             control_tx,
             quic_tx: relayed_tx,

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use burrow_proto::holepunch::DirectPath;
 use burrow_proto::identity::NodeId;
+use bytes::Bytes;
 
 /// The /64 the made-up addresses live in (fd00::/8 is unique-local and never routed).
 const MAPPED_PREFIX: [u16; 4] = [0xfdb7, 0x7277, 0x6275, 0x7277];
 /// The port of every made-up address.
 const MAPPED_PORT: u16 = 1;
+/// Datagrams held per peer while no path exists (a QUIC handshake's first flight).
+const MAX_HELD: usize = 8;
 
 /// Whether `addr` is one of the made-up peer addresses.
 pub(crate) fn is_mapped(addr: &SocketAddr) -> bool {
@@ -38,6 +41,9 @@ pub(crate) struct Peer {
     /// Spare sockets open for birthday probing towards this peer (see
     /// [`burrow_proto::holepunch`]), by number; a direct path may use one.
     spares: Mutex<Vec<(u16, Arc<tokio::net::UdpSocket>)>>,
+    /// QUIC datagrams sent before any path existed (an endpoint without relays), sent once a
+    /// direct path is proven instead of waiting for QUIC's retransmission.
+    held: Mutex<Vec<Bytes>>,
     /// Milliseconds since the map's epoch of the last packet from the direct address.
     last_direct_rx: AtomicU64,
     /// Milliseconds since the map's epoch of the last QUIC packet either way, on any path.
@@ -52,6 +58,19 @@ impl Peer {
 
     pub fn set_direct(&self, path: Option<DirectPath>) {
         *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = path;
+    }
+
+    /// Keeps a datagram that has no path yet (the first [`MAX_HELD`] only: QUIC resends).
+    pub fn hold(&self, datagram: Bytes) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() < MAX_HELD {
+            held.push(datagram);
+        }
+    }
+
+    /// The held datagrams, emptied.
+    pub fn take_held(&self) -> Vec<Bytes> {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Spare socket `n`, if open.
@@ -137,6 +156,7 @@ impl PeerMap {
             mapped: SocketAddr::V6(SocketAddrV6::new(ip, MAPPED_PORT, 0, 0)),
             direct: Mutex::new(None),
             spares: Mutex::new(Vec::new()),
+            held: Mutex::new(Vec::new()),
             last_direct_rx: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
         });

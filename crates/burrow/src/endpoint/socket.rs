@@ -22,7 +22,8 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use super::peers::{is_mapped, PeerMap};
+use super::peers::{is_mapped, Peer, PeerMap};
+use super::DirectPath;
 use crate::relay_client::RelayClient;
 
 /// A packet the driver must look at: a STUN answer or a disco message.
@@ -148,6 +149,38 @@ impl MagicSocket {
         }
     }
 
+    /// Sends `t` on the direct path; `None` when the path's socket is missing (then the
+    /// caller falls back to the relay).
+    pub fn send_direct(
+        &self,
+        peer: &Peer,
+        direct: &DirectPath,
+        t: &Transmit,
+    ) -> Option<io::Result<()>> {
+        if let Some(spare) = direct.spare.and_then(|n| peer.spare(n)) {
+            // Birthday paths are rare: plain sends, no GSO, and a full buffer is loss
+            // (quinn's writability poller watches the main socket, not this one).
+            let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
+            for chunk in t.contents.chunks(seg) {
+                let _ = send_with_ttl(&spare, direct.addr, chunk, None);
+            }
+            return Some(Ok(()));
+        }
+        let udp = self.udp_for(&direct.addr)?;
+        let t = Transmit {
+            destination: direct.addr,
+            ecn: t.ecn,
+            contents: t.contents,
+            segment_size: t.segment_size,
+            src_ip: None,
+        };
+        Some(match udp.try_send(&t) {
+            // A broken direct path is the driver's to notice; QUIC sees loss.
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Ok(()),
+            r => r,
+        })
+    }
+
     /// Splits a received batch: control packets to the driver, QUIC packets kept (compacted
     /// to the front of the buffer) under their peer's made-up address. Returns the QUIC
     /// bytes kept.
@@ -232,35 +265,17 @@ impl AsyncUdpSocket for MagicSocket {
         };
         self.peers.note_activity(&peer);
         if let Some(direct) = peer.direct() {
-            if let Some(spare) = direct.spare.and_then(|n| peer.spare(n)) {
-                // Birthday paths are rare: plain sends, no GSO, and a full buffer is loss
-                // (quinn's writability poller watches the main socket, not this one).
-                let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
-                for chunk in t.contents.chunks(seg) {
-                    let _ = send_with_ttl(&spare, direct.addr, chunk, None);
-                }
-                return Ok(());
-            }
-            if let Some(udp) = self.udp_for(&direct.addr) {
-                let t = Transmit {
-                    destination: direct.addr,
-                    ecn: t.ecn,
-                    contents: t.contents,
-                    segment_size: t.segment_size,
-                    src_ip: None,
-                };
-                return match udp.try_send(&t) {
-                    // A broken direct path is the driver's to notice; QUIC sees loss.
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => Ok(()),
-                    r => r,
-                };
+            if let Some(r) = self.send_direct(&peer, &direct, t) {
+                return r;
             }
         }
-        if let Some(relay) = &self.relay {
-            let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
-            for chunk in t.contents.chunks(seg) {
+        let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
+        for chunk in t.contents.chunks(seg) {
+            match &self.relay {
                 // A full relay queue is loss, which QUIC's congestion control answers.
-                let _ = relay.send(peer.node, Bytes::copy_from_slice(chunk));
+                Some(relay) => drop(relay.send(peer.node, Bytes::copy_from_slice(chunk))),
+                // No route yet: the driver sends it once punching proves a path.
+                None => peer.hold(Bytes::copy_from_slice(chunk)),
             }
         }
         Ok(())
