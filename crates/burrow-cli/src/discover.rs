@@ -1,19 +1,72 @@
 //! Discovery from the command line: `listen` publishing its signed record to its relays'
-//! registries, and `burrow resolve`.
+//! registries, the DHT and the LAN, and `burrow resolve`, `peers` and `connect NODE_ID`.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use burrow::dht::{DhtConfig, DhtDiscovery, Republisher};
-use burrow::discovery::Discovery;
+use burrow::discovery::{Discovery, MDNS_WAIT};
+use burrow::endpoint::Endpoint;
+use burrow::mdns::{LanPeers, MdnsConfig};
 use burrow::record::{NodeRecord, SignedRecord};
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
 use burrow::{NodeId, SecretKey};
 use serde_json::json;
+
+/// mDNS, on by default.
+#[derive(clap::Args, Clone, Copy)]
+pub struct MdnsArgs {
+    /// No mDNS: neither announce on nor search the LAN (env: 1/true/yes).
+    #[arg(long, env = "BURROW_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
+    no_mdns: bool,
+}
+
+impl MdnsArgs {
+    pub fn enabled(self) -> bool {
+        !self.no_mdns
+    }
+}
+
+/// mDNS on every interface, or only on the one `bind` names.
+pub fn mdns_config(bind: IpAddr) -> MdnsConfig {
+    MdnsConfig {
+        addresses: (!bind.is_unspecified())
+            .then_some(bind)
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Announces `ticket` on the LAN; a failure is a warning, since mDNS is a convenience.
+pub fn announce_on_lan(ep: &Endpoint, ticket: &Ticket, config: &MdnsConfig) -> Option<LanPeers> {
+    let announce = || -> Result<LanPeers> {
+        let lan = LanPeers::start(config)?;
+        let relay = ticket.relays.first().map(ToString::to_string);
+        lan.announce(
+            ep.node_id(),
+            ep.local_addr()?.port(),
+            &ticket.addrs,
+            relay.as_deref(),
+        )?;
+        Ok(lan)
+    };
+    announce()
+        .map_err(|e| eprintln!("warning: not announced on the LAN: {e:#}"))
+        .ok()
+}
+
+/// The LAN's peers, browsed in the background, or `None` (with a warning) if mDNS fails.
+fn lan_peers(config: &MdnsConfig) -> Option<LanPeers> {
+    LanPeers::start(config)
+        .map_err(|e| eprintln!("warning: mDNS unavailable: {e:#}"))
+        .ok()
+}
 
 /// How long a published record lives; it is re-published well before.
 const RECORD_LIFETIME: Duration = Duration::from_secs(3600);
@@ -148,34 +201,54 @@ pub async fn peers(namespace: String, registries: Vec<RelayUrl>, json_out: bool)
     Ok(())
 }
 
-/// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries.
-pub async fn target(target: &str, registries: Vec<RelayUrl>, dht: &[String]) -> Result<Ticket> {
+/// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries,
+/// in the DHT and on the LAN.
+pub async fn target(
+    target: &str,
+    registries: Vec<RelayUrl>,
+    dht: &[String],
+    mdns: Option<MdnsConfig>,
+) -> Result<Ticket> {
     if let Ok(ticket) = target.parse::<Ticket>() {
         return Ok(ticket);
     }
     let Ok(node) = target.parse::<NodeId>() else {
         bail!("{target:?} is neither a ticket (burrow...) nor a node id");
     };
-    if registries.is_empty() && dht.is_empty() {
-        bail!("to dial a node id, give --registry URL or --dht-bootstrap HOST:PORT (or use its ticket)");
+    if registries.is_empty() && dht.is_empty() && mdns.is_none() {
+        bail!("to dial a node id, give --registry URL or --dht-bootstrap HOST:PORT, or allow mDNS (or use its ticket)");
     }
-    let discovery = Discovery::new(registries, self::dht(dht).await?, Duration::from_secs(10));
+    let mut discovery = Discovery::new(registries, self::dht(dht).await?, Duration::from_secs(10));
+    if let Some(lan) = mdns.as_ref().and_then(lan_peers) {
+        discovery = discovery.with_mdns(lan);
+    }
     Ok(discovery.resolve(&node).await?.ticket)
 }
 
-/// `burrow resolve`: asks every registry on its own, prints each answer with its latency,
-/// and a ticket made from the newest record.
+/// `burrow resolve`: asks every registry, the DHT and the LAN on their own, prints each answer
+/// with its latency, and a ticket made from the newest record (plus LAN addresses).
 pub async fn resolve(
     node: NodeId,
     registries: Vec<RelayUrl>,
     dht_bootstrap: Vec<String>,
+    mdns: bool,
     json_out: bool,
 ) -> Result<()> {
-    if registries.is_empty() && dht_bootstrap.is_empty() {
-        bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT");
+    if registries.is_empty() && dht_bootstrap.is_empty() && !mdns {
+        bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT, or allow mDNS");
     }
     let mut answers = Vec::new();
     let mut best: Option<NodeRecord> = None;
+    // mDNS browses while the others are asked.
+    let lan = mdns
+        .then(|| lan_peers(&MdnsConfig::default()))
+        .flatten()
+        .map(|lan| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                (lan.find(&node, MDNS_WAIT).await, start.elapsed())
+            })
+        });
     if let Some(dht) = dht(&dht_bootstrap).await? {
         let start = Instant::now();
         let found = dht.resolve(&node).await;
@@ -218,11 +291,38 @@ pub async fn resolve(
             ),
         }
     }
-    let ticket = best.map(|b| Ticket {
+    let mut ticket = best.map(|b| Ticket {
         node_id: node,
         relays: b.relays,
         addrs: b.addrs,
     });
+    if let Some(Ok((found, took))) = match lan {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        let ms = (took.as_secs_f64() * 1e5).round() / 100.0;
+        match found {
+            Some(peer) => {
+                answers.push(json!({"source": "mdns", "ms": ms,
+                    "relays": peer.relay.iter().collect::<Vec<_>>(),
+                    "addrs": peer.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                let t = ticket.get_or_insert_with(|| Ticket::new(node));
+                for a in peer.addrs {
+                    if !t.addrs.contains(&a) {
+                        t.addrs.push(a);
+                    }
+                }
+                if let Some(r) = peer.relay.and_then(|r| r.parse().ok()) {
+                    if !t.relays.contains(&r) {
+                        t.relays.push(r);
+                    }
+                }
+            }
+            None => {
+                answers.push(json!({"source": "mdns", "ms": ms, "error": "not seen on the LAN"}))
+            }
+        }
+    }
     if json_out {
         println!(
             "{}",
@@ -242,7 +342,7 @@ pub async fn resolve(
                     "{:<40} {:>8.1} ms  seq {}  relays {}  addrs {}",
                     a["source"].as_str().unwrap_or(""),
                     a["ms"].as_f64().unwrap_or(0.0),
-                    a["seq"],
+                    a.get("seq").map_or("-".into(), ToString::to_string),
                     a["relays"],
                     a["addrs"]
                 ),

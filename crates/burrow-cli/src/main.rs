@@ -85,6 +85,8 @@ enum Command {
         /// for several. Without it the DHT is not used.
         #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
         dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        mdns: discover::MdnsArgs,
         /// Print JSON lines: the ticket first, then one per event.
         #[arg(long)]
         json: bool,
@@ -101,8 +103,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Find how to reach a node by its id: asks each registry, prints every answer with its
-    /// latency, and a ticket for `burrow connect`.
+    /// Find how to reach a node by its id: asks each registry, the DHT and the LAN (mDNS),
+    /// prints every answer with its latency, and a ticket for `burrow connect`.
     Resolve {
         /// The node id.
         node_id: burrow::NodeId,
@@ -113,6 +115,8 @@ enum Command {
         /// for several. Without it the DHT is not used.
         #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
         dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        mdns: discover::MdnsArgs,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -120,7 +124,8 @@ enum Command {
     /// Connect to a ticket: report the time to first byte, the path and the time until it
     /// went direct, and optionally transfer bytes.
     Connect {
-        /// The listener's ticket, or its node id (then found through --registry).
+        /// The listener's ticket, or its node id (then found through --registry, the DHT or
+        /// on the LAN by mDNS).
         target: String,
         /// Registry to find a node id's addresses at (a relay's address); repeat for several.
         #[arg(long = "registry", value_name = "URL")]
@@ -129,6 +134,8 @@ enum Command {
         /// for several. Without it the DHT is not used.
         #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
         dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        mdns: discover::MdnsArgs,
         /// Bytes to send to the listener's sink (reports throughput).
         #[arg(long, value_name = "N", default_value_t = 0)]
         bytes: u64,
@@ -381,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             no_publish,
             namespaces,
             dht_bootstrap,
+            mdns,
             json,
         } => runtime()?.block_on(peer::listen(
             node,
@@ -388,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
             !no_publish,
             namespaces,
             dht_bootstrap,
+            mdns.enabled(),
             json,
         )),
         Command::Peers {
@@ -399,18 +408,29 @@ fn run(cli: Cli) -> Result<()> {
             node_id,
             registries,
             dht_bootstrap,
+            mdns,
             json,
-        } => runtime()?.block_on(discover::resolve(node_id, registries, dht_bootstrap, json)),
+        } => runtime()?.block_on(discover::resolve(
+            node_id,
+            registries,
+            dht_bootstrap,
+            mdns.enabled(),
+            json,
+        )),
         Command::Connect {
             target,
             registries,
             dht_bootstrap,
+            mdns,
             bytes,
             direct_timeout,
             node,
             json,
         } => runtime()?.block_on(async {
-            let ticket = discover::target(&target, registries, &dht_bootstrap).await?;
+            let mdns = mdns
+                .enabled()
+                .then(|| discover::mdns_config(node.bind.ip()));
+            let ticket = discover::target(&target, registries, &dht_bootstrap, mdns).await?;
             peer::connect(node, ticket, bytes, direct_timeout, json).await
         }),
         Command::Ping {

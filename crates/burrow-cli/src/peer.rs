@@ -27,7 +27,7 @@ pub struct NodeArgs {
     stun: Vec<SocketAddr>,
     /// Local UDP address to bind (IPv4).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:0")]
-    bind: SocketAddr,
+    pub bind: SocketAddr,
 }
 
 /// STUN servers: the flags, else port 3478 on each relay host.
@@ -90,6 +90,7 @@ pub async fn listen(
     publish: bool,
     namespaces: Vec<String>,
     dht_bootstrap: Vec<String>,
+    mdns: bool,
     json_out: bool,
 ) -> Result<()> {
     let key_path = args
@@ -103,16 +104,30 @@ pub async fn listen(
     let ep = bind(&args, key.clone(), relays.clone()).await?;
     ep.wait_public_addr(Duration::from_secs(2)).await;
     let ticket = ep.ticket();
+    // Peers on the LAN find this node with nothing configured.
+    let lan = mdns
+        .then(|| {
+            let config = crate::discover::mdns_config(args.bind.ip());
+            crate::discover::announce_on_lan(&ep, &ticket, &config)
+        })
+        .flatten();
     if json_out {
         println!(
             "{}",
             json!({"node_id": ep.node_id().to_string(), "ticket": ticket.to_string(),
                 "relays": ticket.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "addrs": ticket.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                "addrs": ticket.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mdns": lan.is_some()})
         );
     } else {
         println!("node id: {}", ep.node_id());
         println!("ticket:  {ticket}");
+        if lan.is_some() {
+            println!(
+                "announced on the LAN (mDNS): burrow connect {}",
+                ep.node_id()
+            );
+        }
         println!("waiting for connections (burrow connect TICKET); Ctrl-C stops");
     }
     // The record also goes into the DHT when one was given.
@@ -205,6 +220,7 @@ pub async fn listen(
     if let Some(p) = publisher {
         p.abort();
     }
+    drop(lan);
     ep.close().await;
     Ok(())
 }

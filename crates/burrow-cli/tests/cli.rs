@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
 
+/// The binary, with mDNS off: these tests run on the host, whose LAN must see no multicast
+/// from them (the NAT lab tests mDNS inside namespaces).
+fn burrow() -> Command {
+    let mut cmd = Command::new(BURROW);
+    cmd.env("BURROW_NO_MDNS", "1");
+    cmd
+}
+
 /// A child process killed on drop, so a failing test leaves nothing running.
 struct Running(Child);
 
@@ -34,7 +42,7 @@ fn free_port_pair() -> u16 {
 /// `burrow stun` on 127.0.0.1 with 127.0.0.2 as its alternate IP; returns its primary port.
 fn start_rfc5780_stun() -> (u16, Running) {
     let port = free_port_pair();
-    let child = Command::new(BURROW)
+    let child = burrow()
         .args([
             "stun",
             "--listen",
@@ -52,7 +60,7 @@ fn start_rfc5780_stun() -> (u16, Running) {
 
 fn netcheck_json(args: &[&str]) -> (serde_json::Value, Duration) {
     let start = Instant::now();
-    let out = Command::new(BURROW)
+    let out = burrow()
         .args(["netcheck", "--json"])
         .args(args)
         .env_remove("BURROW_STUN_SERVERS")
@@ -111,7 +119,7 @@ fn netcheck_works_over_ipv6_loopback() {
     let probe = UdpSocket::bind("[::1]:0").unwrap();
     let port = probe.local_addr().unwrap().port();
     drop(probe);
-    let child = Command::new(BURROW)
+    let child = burrow()
         .args(["stun", "--listen", &format!("[::1]:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -138,7 +146,7 @@ fn netcheck_with_no_answer_finishes_within_its_timeout_and_says_so() {
     assert_eq!(r["nat_type"], "udp-blocked");
     assert!(took < Duration::from_millis(1900), "took {took:?}");
 
-    let out = Command::new(BURROW)
+    let out = burrow()
         .args(["netcheck", "--stun", &addr, "--timeout", "500ms"])
         .output()
         .unwrap();
@@ -159,12 +167,12 @@ fn netcheck_with_unresolvable_servers_says_so_at_once() {
 
 #[test]
 fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
-    let usage = Command::new(BURROW)
+    let usage = burrow()
         .args(["netcheck", "--timeout", "soon"])
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
-    let bad = Command::new(BURROW)
+    let bad = burrow()
         .args(["netcheck", "--stun", "nohostport"])
         .output()
         .unwrap();
@@ -172,7 +180,7 @@ fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: "), "{err}");
-    let alt = Command::new(BURROW)
+    let alt = burrow()
         .args(["stun", "--listen", "127.0.0.1:0", "--alt-port", "5"])
         .output()
         .unwrap();
@@ -212,7 +220,7 @@ fn id_creates_a_key_once_and_prints_the_same_node_id() {
     let dir = std::env::temp_dir().join(format!("burrow-cli-id-{}", std::process::id()));
     let key = dir.join("key");
     let id = |json: bool| {
-        let mut c = Command::new(BURROW);
+        let mut c = burrow();
         c.args(["id", "--key", key.to_str().unwrap()]);
         if json {
             c.arg("--json");
@@ -239,7 +247,7 @@ struct DhtNode {
 impl DhtNode {
     fn start(args: &[&str]) -> DhtNode {
         use std::io::BufRead;
-        let mut child = Command::new(BURROW)
+        let mut child = burrow()
             .args(["dht-node", "--json", "--bind", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -294,17 +302,17 @@ fn dht_nodes_on_loopback_bootstrap_off_each_other() {
 
 #[test]
 fn dht_node_usage_and_failures() {
-    let usage = Command::new(BURROW)
+    let usage = burrow()
         .args(["dht-node", "--bind", "[::1]:6881"])
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2), "IPv6 is a usage error");
-    let both = Command::new(BURROW)
+    let both = burrow()
         .args(["dht-node", "--no-bootstrap", "--bootstrap", "127.0.0.1:1"])
         .output()
         .unwrap();
     assert_eq!(both.status.code(), Some(2));
-    let bad = Command::new(BURROW)
+    let bad = burrow()
         .args(["dht-node", "--bind", "127.0.0.1:0", "--bootstrap", "noport"])
         .output()
         .unwrap();
@@ -315,7 +323,7 @@ fn dht_node_usage_and_failures() {
         "{err}"
     );
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let busy = Command::new(BURROW)
+    let busy = burrow()
         .args(["dht-node", "--no-bootstrap", "--bind"])
         .arg(taken.local_addr().unwrap().to_string())
         .output()
@@ -328,7 +336,7 @@ fn dht_node_usage_and_failures() {
 fn resolve_until_found(args: &[&str], patience: Duration) -> serde_json::Value {
     let deadline = Instant::now() + patience;
     loop {
-        let out = Command::new(BURROW)
+        let out = burrow()
             .args(["resolve", "--json"])
             .args(args)
             .output()
@@ -357,7 +365,7 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     drop(tcp);
     let stun = free_port_pair();
     let _relay = Running(
-        Command::new(BURROW)
+        burrow()
             .args([
                 "relay",
                 "--listen",
@@ -374,7 +382,7 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     let relay = format!("http://127.0.0.1:{port}");
     let key = std::env::temp_dir().join(format!("burrow-resolve-test-{}", std::process::id()));
     let _ = std::fs::remove_file(&key);
-    let mut listen = Command::new(BURROW)
+    let mut listen = burrow()
         .args([
             "listen",
             "--json",
@@ -422,7 +430,7 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
 
     // Listed under its namespace, and nowhere else.
     let peers = |ns: &str| -> serde_json::Value {
-        let out = Command::new(BURROW)
+        let out = burrow()
             .args(["peers", "--namespace", ns, "--registry", &relay, "--json"])
             .output()
             .unwrap();
@@ -440,7 +448,7 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
 
     // An unknown node: not found, exit 1, a clear message.
     let stranger = burrow::SecretKey::from_bytes([7; 32]).node_id().to_string();
-    let out = Command::new(BURROW)
+    let out = burrow()
         .args(["resolve", &stranger, "--registry", &relay])
         .output()
         .unwrap();
@@ -456,7 +464,7 @@ fn listen_publishes_into_a_private_dht_and_resolve_finds_it_there() {
         s.local_addr().unwrap().port()
     };
     let node = |bind: u16, bootstrap: Option<u16>| {
-        let mut cmd = Command::new(BURROW);
+        let mut cmd = burrow();
         cmd.args(["dht-node", "--bind", &format!("127.0.0.1:{bind}")]);
         match bootstrap {
             Some(b) => cmd.args(["--bootstrap", &format!("127.0.0.1:{b}")]),
@@ -478,7 +486,7 @@ fn listen_publishes_into_a_private_dht_and_resolve_finds_it_there() {
 
     let key = std::env::temp_dir().join(format!("burrow-dht-test-{}", std::process::id()));
     let _ = std::fs::remove_file(&key);
-    let mut listen = Command::new(BURROW)
+    let mut listen = burrow()
         .args([
             "listen",
             "--json",

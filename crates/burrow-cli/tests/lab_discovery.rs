@@ -59,3 +59,57 @@ fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn two_peers_on_one_lan_with_no_servers_find_each_other_by_mdns_and_connect() {
+    if !Lab::tests_allowed() {
+        return;
+    }
+    // One LAN segment: a home's host and its router, and nothing else running: no relay, no
+    // registry, no DHT, no STUN.
+    let lab = Lab::builder()
+        .home("lan", NatKind::Open, RouterVariant::Bare)
+        .build()
+        .expect("lab builds");
+    let key = lab.dir().join("lan.key");
+    let args = ["listen", "--json", "--key", key.to_str().unwrap()];
+    let listener = lab
+        .spawn(lab.router_ns("lan"), BURROW, args)
+        .expect("listen starts");
+    let first = listener
+        .wait_for_line(Duration::from_secs(20), |_| true)
+        .expect("listen prints its id");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["mdns"], true, "{first}");
+    let node = first["node_id"].as_str().unwrap().to_string();
+
+    let start = Instant::now();
+    let mut cmd = lab.command(lab.host_ns("lan"), BURROW);
+    cmd.env_remove("BURROW_NO_MDNS")
+        .args(["connect", &node, "--json", "--bytes", "1000000"]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(40)).unwrap();
+    assert!(
+        out.status.success(),
+        "connect by node id over mDNS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "found on the LAN and connected in {:?}: {r}",
+        start.elapsed()
+    );
+    assert_eq!(r["connected"], true);
+    assert_eq!(r["bytes"], 1_000_000);
+    assert_eq!(r["path"], "direct");
+
+    // Without mDNS there is nothing to ask.
+    let mut cmd = lab.command(lab.host_ns("lan"), BURROW);
+    cmd.args(["connect", &node, "--no-mdns"]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allow mDNS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,27 +1,46 @@
-//! Finding how to reach a node by its key alone: bootstrap registries and the Mainline DHT
-//! behind one call, the first verified answer winning.
+//! Finding how to reach a node by its key alone: bootstrap registries, the Mainline DHT and
+//! mDNS behind one call. The first good answer is returned at once; the sources still asking
+//! go on in the background, and what they find is merged into a cache that later calls read.
 //!
-//! Every answer is a record signed by the node's own key (registries) or a BEP 44 item signed
-//! by it (DHT), so a source can withhold a node but never misdirect to another address set.
+//! Registry and DHT answers are records signed by the node's own key, so a source can withhold
+//! a node but never misdirect to another address set; of two records the newer (higher `seq`)
+//! wins. mDNS answers are unsigned LAN hints: their addresses are added to the record's, never
+//! put in its place. Either way the QUIC handshake proves the key, so a lie costs a failed dial,
+//! not a connection to the wrong node.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use burrow_proto::record::NodeRecord;
 use burrow_proto::relay::RelayUrl;
 use burrow_proto::ticket::Ticket;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::dht::DhtDiscovery;
+use crate::mdns::LanPeers;
 use crate::registry_client::{RegistryClient, RegistryClientOptions};
 use crate::NodeId;
+
+/// How long a resolved answer is served from the cache.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most nodes the cache holds; past it, the oldest answer goes.
+pub const CACHE_CAPACITY: usize = 4096;
+/// How long mDNS is given to see a node that has not announced itself yet.
+pub const MDNS_WAIT: Duration = Duration::from_secs(3);
+/// Most direct addresses a merged answer keeps.
+const MAX_MERGED_ADDRS: usize = 32;
 
 /// Where to look.
 #[derive(Clone)]
 pub struct Discovery {
     registries: Option<RegistryClient>,
     dht: Option<Arc<DhtDiscovery>>,
+    mdns: Option<LanPeers>,
     timeout: Duration,
+    cache: Arc<Mutex<HashMap<NodeId, (Found, Instant)>>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -32,27 +51,55 @@ impl std::fmt::Debug for Discovery {
                 &self.registries.as_ref().map(|r| r.registries().to_vec()),
             )
             .field("dht", &self.dht.is_some())
+            .field("mdns", &self.mdns.is_some())
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
 /// A node's addressing, and who told us.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     /// Relays and direct addresses, ready for [`crate::endpoint::Endpoint::connect`].
     pub ticket: Ticket,
-    /// `registry` or `dht`.
+    /// Who answered first: `registry`, `dht` or `mdns`.
     pub source: &'static str,
-    /// The record's sequence number.
+    /// The signed record's sequence number (0 for an mDNS answer alone).
     pub seq: u64,
+}
+
+impl Found {
+    /// `self` with what `later` adds: a newer signed record replaces the relays and addresses,
+    /// an mDNS answer only adds addresses (and a relay).
+    fn merged(self, later: Found) -> Found {
+        let newer_record =
+            later.source != "mdns" && (self.source == "mdns" || later.seq > self.seq);
+        let (mut base, extra) = if newer_record {
+            (later, self)
+        } else {
+            (self, later)
+        };
+        if extra.source == "mdns" {
+            for a in extra.ticket.addrs {
+                if !base.ticket.addrs.contains(&a) && base.ticket.addrs.len() < MAX_MERGED_ADDRS {
+                    base.ticket.addrs.push(a);
+                }
+            }
+            for r in extra.ticket.relays {
+                if !base.ticket.relays.contains(&r) {
+                    base.ticket.relays.push(r);
+                }
+            }
+        }
+        base
+    }
 }
 
 /// Why a node was not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
-    /// No registry and no DHT to ask.
-    #[error("no discovery source configured (give a registry or a DHT)")]
+    /// No registry, DHT or mDNS to ask.
+    #[error("no discovery source configured (give a registry or a DHT, or enable mDNS)")]
     NoSources,
     /// Every source answered without a valid, unexpired record, or timed out.
     #[error("no source knows {0}")]
@@ -79,56 +126,204 @@ impl Discovery {
         Discovery {
             registries,
             dht,
+            mdns: None,
             timeout,
+            cache: Arc::default(),
         }
     }
 
-    /// The first verified answer from any source.
+    /// Also asks the LAN through mDNS (waiting at most [`MDNS_WAIT`] for a node to appear).
+    pub fn with_mdns(mut self, lan: LanPeers) -> Discovery {
+        self.mdns = Some(lan);
+        self
+    }
+
+    /// The first good answer from any source (or a cached one).
     pub async fn resolve(&self, node: &NodeId) -> Result<Found, DiscoveryError> {
-        if self.registries.is_none() && self.dht.is_none() {
-            return Err(DiscoveryError::NoSources);
+        self.resolve_with_updates(node)
+            .await
+            .map(|(found, _)| found)
+    }
+
+    /// The first good answer, and a channel that yields the answer merged with every other
+    /// source's once they are done (not sent when nothing was added, or on a cache hit).
+    pub async fn resolve_with_updates(
+        &self,
+        node: &NodeId,
+    ) -> Result<(Found, oneshot::Receiver<Found>), DiscoveryError> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(found) = self.cached(node) {
+            return Ok((found, rx));
         }
-        let node = *node;
-        let mut asks = JoinSet::new();
-        if let Some(reg) = self.registries.clone() {
-            asks.spawn(async move {
-                let rec = reg.lookup(&node).await.ok()?;
-                Some((rec.record().clone(), "registry"))
-            });
-        }
-        if let Some(dht) = self.dht.clone() {
-            asks.spawn(async move {
-                let item = dht.resolve(&node).await?;
-                let rec = NodeRecord::decode_payload_for(&item.value, &node).ok()?;
-                Some((rec, "dht"))
-            });
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let first = tokio::time::timeout(self.timeout, async {
+        let mut asks = self.ask_all(*node)?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let first = tokio::time::timeout_at(deadline, async {
             while let Some(r) = asks.join_next().await {
-                if let Ok(Some((rec, source))) = r {
-                    if !rec.is_expired(now) {
-                        return Some((rec, source));
-                    }
+                if let Ok(Some(found)) = r {
+                    return Some(found);
                 }
             }
             None
         })
         .await
         .ok()
-        .flatten();
-        let (rec, source) = first.ok_or(DiscoveryError::NotFound(node))?;
-        Ok(Found {
+        .flatten()
+        .ok_or(DiscoveryError::NotFound(*node))?;
+        self.remember(first.clone());
+        if !asks.is_empty() {
+            let this = self.clone();
+            let first_ticket = first.ticket.clone();
+            let mut merged = first.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout_at(deadline, async {
+                    while let Some(r) = asks.join_next().await {
+                        if let Ok(Some(found)) = r {
+                            merged = merged.clone().merged(found);
+                        }
+                    }
+                })
+                .await;
+                this.remember(merged.clone());
+                if merged.ticket != first_ticket {
+                    let _ = tx.send(merged);
+                }
+            });
+        }
+        Ok((first, rx))
+    }
+
+    /// Starts every source's lookup; each yields an answer or `None`.
+    fn ask_all(&self, node: NodeId) -> Result<JoinSet<Option<Found>>, DiscoveryError> {
+        if self.registries.is_none() && self.dht.is_none() && self.mdns.is_none() {
+            return Err(DiscoveryError::NoSources);
+        }
+        let mut asks = JoinSet::new();
+        if let Some(reg) = self.registries.clone() {
+            asks.spawn(async move {
+                let rec = reg.lookup(&node).await.ok()?;
+                from_record(rec.record().clone(), "registry")
+            });
+        }
+        if let Some(dht) = self.dht.clone() {
+            asks.spawn(async move {
+                let item = dht.resolve(&node).await?;
+                let rec = NodeRecord::decode_payload_for(&item.value, &node).ok()?;
+                from_record(rec, "dht")
+            });
+        }
+        if let Some(lan) = self.mdns.clone() {
+            let wait = MDNS_WAIT.min(self.timeout);
+            asks.spawn(async move {
+                let peer = lan.find(&node, wait).await?;
+                let relays = peer
+                    .relay
+                    .and_then(|r| r.parse::<RelayUrl>().ok())
+                    .into_iter()
+                    .collect();
+                let addrs: Vec<SocketAddr> = peer.addrs;
+                (!addrs.is_empty()).then_some(Found {
+                    ticket: Ticket {
+                        node_id: node,
+                        relays,
+                        addrs,
+                    },
+                    source: "mdns",
+                    seq: 0,
+                })
+            });
+        }
+        Ok(asks)
+    }
+
+    fn cached(&self, node: &NodeId) -> Option<Found> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (found, at) = cache.get(node)?;
+        (at.elapsed() < CACHE_TTL).then(|| found.clone())
+    }
+
+    fn remember(&self, found: Found) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&found.ticket.node_id) {
+            if let Some(oldest) = cache.iter().min_by_key(|(_, (_, at))| *at).map(|(n, _)| *n) {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(found.ticket.node_id, (found, Instant::now()));
+    }
+}
+
+/// A verified record's addressing, unless it has expired.
+fn from_record(rec: NodeRecord, source: &'static str) -> Option<Found> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    (!rec.is_expired(now)).then_some(Found {
+        ticket: Ticket {
+            node_id: rec.node_id,
+            relays: rec.relays,
+            addrs: rec.addrs,
+        },
+        source,
+        seq: rec.seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_proto::identity::SecretKey;
+
+    fn found(source: &'static str, seq: u64, addrs: &[&str]) -> Found {
+        Found {
             ticket: Ticket {
-                node_id: node,
-                relays: rec.relays,
-                addrs: rec.addrs,
+                node_id: SecretKey::from_bytes([3; 32]).node_id(),
+                relays: Vec::new(),
+                addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             },
             source,
-            seq: rec.seq,
-        })
+            seq,
+        }
+    }
+
+    #[test]
+    fn the_newer_record_wins_and_mdns_only_adds_addresses() {
+        let old = found("dht", 5, &["1.1.1.1:1"]);
+        let new = found("registry", 9, &["2.2.2.2:2"]);
+        let lan = found("mdns", 0, &["192.168.1.2:7", "2.2.2.2:2"]);
+        assert_eq!(old.clone().merged(new.clone()), new);
+        assert_eq!(new.clone().merged(old.clone()), new);
+        let both = new.clone().merged(lan.clone());
+        assert_eq!(both.seq, 9);
+        assert_eq!(
+            both.ticket.addrs,
+            ["2.2.2.2:2", "192.168.1.2:7"].map(|a| a.parse().unwrap())
+        );
+        // Whichever came first, the signed record is the base.
+        assert_eq!(lan.merged(new.clone()), both);
+    }
+
+    #[tokio::test]
+    async fn no_sources_is_an_error() {
+        let d = Discovery::new(Vec::new(), None, Duration::from_secs(1));
+        let node = SecretKey::from_bytes([4; 32]).node_id();
+        assert_eq!(d.resolve(&node).await, Err(DiscoveryError::NoSources));
+    }
+
+    #[test]
+    fn the_cache_serves_fresh_answers_and_stays_bounded() {
+        let d = Discovery::new(Vec::new(), None, Duration::from_secs(1));
+        let f = found("registry", 1, &["1.1.1.1:1"]);
+        d.remember(f.clone());
+        assert_eq!(d.cached(&f.ticket.node_id), Some(f));
+        for i in 0..CACHE_CAPACITY + 10 {
+            let mut g = found("dht", 1, &[]);
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64 + 100).to_le_bytes());
+            g.ticket.node_id = SecretKey::from_bytes(seed).node_id();
+            d.remember(g);
+        }
+        assert_eq!(d.cache.lock().unwrap().len(), CACHE_CAPACITY);
     }
 }

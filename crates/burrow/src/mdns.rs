@@ -11,10 +11,14 @@
 //! parsed and checked (no unspecified, multicast or port-0 addresses); a relay URL must be
 //! short `http(s)`. A peer is only a hint: connecting authenticates its key.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use burrow_proto::identity::NodeId;
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::sync::watch;
 use tracing::debug;
 
 /// The DNS-SD service type burrow nodes announce.
@@ -23,12 +27,17 @@ pub const SERVICE_TYPE: &str = "_burrow._udp.local.";
 pub const MAX_ADDRS: usize = 16;
 /// Longest relay URL accepted.
 pub const MAX_RELAY_URL_LEN: usize = 200;
+/// Most LAN peers [`LanPeers`] remembers: a hostile LAN can announce without end.
+pub const MAX_LAN_PEERS: usize = 1024;
 
 /// Where to run mDNS.
 #[derive(Clone, Debug, Default)]
 pub struct MdnsConfig {
-    /// Interfaces by name (`eth0`, `wlan0`); empty means every interface, mDNS's usual way.
+    /// Interfaces by name (`eth0`, `wlan0`). With `addresses` also empty: every interface,
+    /// mDNS's usual way.
     pub interfaces: Vec<String>,
+    /// Interfaces by one of their addresses (the one a node is bound to, say).
+    pub addresses: Vec<IpAddr>,
 }
 
 /// mDNS failures (the daemon's own errors, as text).
@@ -84,10 +93,13 @@ impl Mdns {
     /// namespace).
     pub fn new(config: &MdnsConfig) -> Result<Self, MdnsError> {
         let daemon = ServiceDaemon::new()?;
-        if !config.interfaces.is_empty() {
+        if !config.interfaces.is_empty() || !config.addresses.is_empty() {
             daemon.disable_interface(IfKind::All)?;
             for name in &config.interfaces {
                 daemon.enable_interface(IfKind::Name(name.clone()))?;
+            }
+            for ip in &config.addresses {
+                daemon.enable_interface(IfKind::Addr(*ip))?;
             }
         }
         Ok(Mdns {
@@ -175,6 +187,100 @@ impl MdnsBrowser {
                 None => {}
             }
         }
+    }
+}
+
+/// How to reach a peer seen on the LAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LanPeer {
+    /// Its direct addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// Its relay, if it named one.
+    pub relay: Option<String>,
+}
+
+/// mDNS as a discovery source: announces this node and keeps, in the background, the peers
+/// seen on the LAN (at most [`MAX_LAN_PEERS`]). Clones share one daemon; the last one dropped
+/// withdraws the announcement.
+#[derive(Clone)]
+pub struct LanPeers {
+    mdns: Arc<Mutex<Mdns>>,
+    seen: watch::Receiver<HashMap<NodeId, LanPeer>>,
+}
+
+impl std::fmt::Debug for LanPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanPeers")
+            .field("seen", &self.seen.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LanPeers {
+    /// Starts the daemon and browsing. Must be called within a Tokio runtime.
+    pub fn start(config: &MdnsConfig) -> Result<LanPeers, MdnsError> {
+        let mdns = Mdns::new(config)?;
+        let mut browser = mdns.browse()?;
+        let (tx, seen) = watch::channel(HashMap::new());
+        tokio::spawn(async move {
+            while let Some(event) = browser.next().await {
+                tx.send_if_modified(|seen| match event {
+                    MdnsEvent::Found { node, addrs, relay } => {
+                        if seen.len() >= MAX_LAN_PEERS && !seen.contains_key(&node) {
+                            return false;
+                        }
+                        seen.insert(node, LanPeer { addrs, relay });
+                        true
+                    }
+                    MdnsEvent::Lost { node } => seen.remove(&node).is_some(),
+                });
+            }
+        });
+        Ok(LanPeers {
+            mdns: Arc::new(Mutex::new(mdns)),
+            seen,
+        })
+    }
+
+    /// Announces this node (see [`Mdns::announce`]); a second call replaces the first.
+    pub fn announce(
+        &self,
+        node: NodeId,
+        port: u16,
+        direct: &[SocketAddr],
+        relay: Option<&str>,
+    ) -> Result<(), MdnsError> {
+        let mut mdns = self.mdns.lock().unwrap_or_else(|e| e.into_inner());
+        mdns.announce(node, port, direct, relay)
+    }
+
+    /// The peers seen so far.
+    pub fn peers(&self) -> Vec<(NodeId, LanPeer)> {
+        let own = self
+            .mdns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .announced;
+        let seen = self.seen.borrow();
+        let mut out: Vec<_> = seen
+            .iter()
+            .filter(|(n, _)| Some(**n) != own)
+            .map(|(n, p)| (*n, p.clone()))
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
+    }
+
+    /// `node` as seen on the LAN, waiting up to `wait` for it to show up.
+    pub async fn find(&self, node: &NodeId, wait: Duration) -> Option<LanPeer> {
+        let mut seen = self.seen.clone();
+        let found = tokio::time::timeout(wait, seen.wait_for(|s| s.contains_key(node)))
+            .await
+            .ok()?
+            .ok()?
+            .get(node)
+            .cloned();
+        found
     }
 }
 

@@ -42,6 +42,7 @@ fn two_hosts_on_a_lan_find_each_other_and_see_one_leave() {
     let start = |ns: &str, ifname: &str| {
         let config = MdnsConfig {
             interfaces: vec![ifname.to_string()],
+            ..Default::default()
         };
         lab.in_ns(ns, || Ok(Mdns::new(&config)?))
             .expect("mdns starts")

@@ -132,6 +132,7 @@ struct Inner {
     candidates: watch::Receiver<Vec<SocketAddr>>,
     path_changes: watch::Receiver<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    has_stun: bool,
 }
 
 /// A node on the network: its key, its sockets, its relays, and its connections.
@@ -229,6 +230,7 @@ impl Endpoint {
                 candidates: candidates.subscribe(),
                 path_changes: path_changes.subscribe(),
                 tasks: Mutex::new(tasks),
+                has_stun: !opts.stun_servers.is_empty(),
             }),
         })
     }
@@ -253,8 +255,12 @@ impl Endpoint {
         self.inner.candidates.borrow().clone()
     }
 
-    /// Waits until STUN has told us our public address (at most `timeout`).
+    /// Waits until STUN has told us our public address (at most `timeout`; not at all
+    /// without STUN servers).
     pub async fn wait_public_addr(&self, timeout: Duration) {
+        if !self.inner.has_stun {
+            return;
+        }
         // The candidates start as the interface addresses and change only once STUN answers.
         let mut rx = self.inner.candidates.clone();
         if rx.has_changed().unwrap_or(true) {
@@ -299,16 +305,24 @@ impl Endpoint {
         Ok(Connection { quic, remote: node })
     }
 
-    /// Connects to a node known only by its key: `discovery` finds its relays and addresses
-    /// (a record signed by that key), then as [`Endpoint::connect`]. The relayed path needs
-    /// this endpoint to share a relay with the node.
+    /// Connects to a node known only by its key: `discovery` finds its relays and addresses,
+    /// then as [`Endpoint::connect`]. Addresses that slower sources find later are handed to
+    /// the hole punching while the connection is under way. The relayed path needs this
+    /// endpoint to share a relay with the node.
     pub async fn connect_node(
         &self,
         node: NodeId,
         discovery: &crate::discovery::Discovery,
         alpn: &[u8],
     ) -> Result<Connection, ConnectError> {
-        let found = discovery.resolve(&node).await?;
+        let (found, later) = discovery.resolve_with_updates(&node).await?;
+        let commands = self.inner.commands.clone();
+        tokio::spawn(async move {
+            if let Ok(merged) = later.await {
+                let addrs = merged.ticket.addrs;
+                let _ = commands.send(Command::Connect { node, addrs }).await;
+            }
+        });
         self.connect(&found.ticket, alpn).await
     }
 
