@@ -89,6 +89,7 @@ pub async fn listen(
     relays: Vec<RelayUrl>,
     publish: bool,
     namespaces: Vec<String>,
+    namespace_secret: Option<Vec<u8>>,
     dht_bootstrap: Vec<String>,
     json_out: bool,
 ) -> Result<()> {
@@ -97,6 +98,19 @@ pub async fn listen(
         .clone()
         .unwrap_or_else(burrow::keyfile::default_path);
     let key = burrow::keyfile::load_or_create(&key_path)?;
+    // A registry lists namespaces for anyone to read: a closed one must stay out of it.
+    let registry_namespaces = if namespace_secret.is_some() {
+        if publish && !relays.is_empty() {
+            eprintln!(
+                "warning: closed namespaces ({}) go to the DHT only, not to the registries, \
+                 whose listings are public",
+                namespaces.join(", ")
+            );
+        }
+        Vec::new()
+    } else {
+        namespaces.clone()
+    };
     if relays.is_empty() {
         eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
     }
@@ -125,6 +139,17 @@ pub async fn listen(
         Some(d) => Some(crate::discover::keep_in_dht(d, &key, &ticket)?),
         None => None,
     };
+    // Dropped when listen returns, which stops the re-announcing.
+    let _announced = match &dht {
+        Some(d) => crate::discover::keep_announced(
+            d,
+            &key,
+            &namespaces,
+            namespace_secret.as_deref(),
+            json_out,
+        ),
+        None => Vec::new(),
+    };
     // The signed record goes to each relay's registry, so `burrow resolve` finds this node;
     // both copies are renewed (fresh addresses, expiry and seq) every few minutes.
     let publisher = (publish && (!relays.is_empty() || in_dht.is_some())).then(|| {
@@ -133,7 +158,9 @@ pub async fn listen(
             loop {
                 if !relays.is_empty() {
                     let ticket = ep.ticket();
-                    match crate::discover::publish(&relays, &key, &ticket, &namespaces).await {
+                    match crate::discover::publish(&relays, &key, &ticket, &registry_namespaces)
+                        .await
+                    {
                         Ok(n) if json_out => {
                             println!("{}", json!({"event": "published", "registries": n}))
                         }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use burrow_proto::record::NodeRecord;
 use burrow_proto::relay::RelayUrl;
 use burrow_proto::ticket::Ticket;
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::dht::DhtDiscovery;
@@ -103,10 +104,7 @@ impl Discovery {
                 Some((rec, "dht"))
             });
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let first = tokio::time::timeout(self.timeout, async {
             while let Some(r) = asks.join_next().await {
                 if let Ok(Some((rec, source))) = r {
@@ -131,4 +129,35 @@ impl Discovery {
             seq: rec.seq,
         })
     }
+}
+
+/// The records `nodes` keep in the DHT, in the order of `nodes`: `None` where the DHT has no
+/// valid, unexpired record or the lookup took longer than `timeout`. At most `parallel`
+/// lookups run at once, since each one's answers arrive as a burst on the node's one socket.
+pub async fn resolve_in_dht(
+    dht: &DhtDiscovery,
+    nodes: &[NodeId],
+    parallel: usize,
+    timeout: Duration,
+) -> Vec<Option<NodeRecord>> {
+    let now = unix_now();
+    futures_util::stream::iter(nodes)
+        .map(|node| async move {
+            let item = tokio::time::timeout(timeout, dht.resolve(node))
+                .await
+                .ok()??;
+            NodeRecord::decode_payload_for(&item.value, node)
+                .ok()
+                .filter(|r| !r.is_expired(now))
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
