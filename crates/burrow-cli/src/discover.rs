@@ -1,14 +1,16 @@
 //! Discovery from the command line: `listen` publishing its signed record to its relays'
-//! registries, the DHT and the LAN, and `burrow resolve`, `peers` and `connect NODE_ID`.
+//! registries, the DHT and the LAN, announcing its namespaces, and `burrow resolve`, `peers`
+//! and `connect NODE_ID`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::sync::Arc;
-
-use anyhow::{bail, Result};
-use burrow::dht::{DhtConfig, DhtDiscovery, Republisher};
-use burrow::discovery::{Discovery, MDNS_WAIT};
+use anyhow::{bail, Context, Result};
+use burrow::dht::{DhtConfig, DhtDiscovery, Namespace, Periodic, Republisher};
+use burrow::discovery::{resolve_in_dht, Discovery, MDNS_WAIT};
 use burrow::endpoint::Endpoint;
 use burrow::mdns::{LanPeers, MdnsConfig};
 use burrow::record::{NodeRecord, SignedRecord};
@@ -106,6 +108,39 @@ pub fn update_in_dht(r: &Republisher, key: &SecretKey, ticket: &Ticket) -> Resul
     Ok(())
 }
 
+/// Keeps `key` announced in the DHT's directory of each namespace (closed by `secret` if
+/// given) until the handles are dropped; reports each namespace's first announce.
+pub fn keep_announced(
+    dht: &DhtDiscovery,
+    key: &SecretKey,
+    namespaces: &[String],
+    secret: Option<&[u8]>,
+    json_out: bool,
+) -> Vec<Periodic> {
+    namespaces
+        .iter()
+        .map(|name| {
+            let (handle, mut announced) =
+                dht.keep_announced_counting(Namespace::new(name, secret), key.clone());
+            let name = name.clone();
+            // Ends after the first report, or with the handle (the sender goes away).
+            tokio::spawn(async move {
+                if announced.wait_for(|n| *n > 0).await.is_ok() {
+                    if json_out {
+                        println!(
+                            "{}",
+                            json!({"event": "announced", "namespace": name, "source": "dht"})
+                        );
+                    } else {
+                        eprintln!("announced in the DHT under namespace {name}");
+                    }
+                }
+            });
+            handle
+        })
+        .collect()
+}
+
 fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,36 +188,139 @@ pub async fn publish(
 
 /// Most pages `burrow peers` reads (each up to the registry's page size).
 const MAX_PAGES: usize = 100;
+/// Records of DHT-only members looked up at once.
+const PARALLEL_RESOLVES: usize = 8;
+/// How long one such lookup may take before the row goes without a record.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `burrow peers`: the nodes listed under a namespace, page by page.
-pub async fn peers(namespace: String, registries: Vec<RelayUrl>, json_out: bool) -> Result<()> {
-    if registries.is_empty() {
-        bail!("no registry to ask: give --registry URL (a relay's address)");
+/// The secret of a closed namespace: the file's bytes, less one final newline (as editors
+/// and `echo` leave one).
+pub fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let mut secret = std::fs::read(path)
+        .with_context(|| format!("cannot read the namespace secret {}", path.display()))?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
     }
+    if secret.is_empty() {
+        bail!("the namespace secret file {} is empty", path.display());
+    }
+    Ok(Some(secret))
+}
+
+/// Every record the registries list under `namespace`, page by page.
+async fn list_registries(namespace: &str, registries: Vec<RelayUrl>) -> Result<Vec<SignedRecord>> {
     let client = RegistryClient::new(registries, RegistryClientOptions::default());
     let mut members = Vec::new();
     let mut after = None;
     for _ in 0..MAX_PAGES {
-        let page = client.list(&namespace, after.as_ref(), 100).await?;
+        let page = client.list(namespace, after.as_ref(), 100).await?;
         members.extend(page.records);
         match page.next_cursor {
             Some(c) => after = Some(c),
             None => break,
         }
     }
-    let rows: Vec<serde_json::Value> = members
-        .iter()
-        .map(|m| {
-            let r = m.record();
-            let ticket = Ticket {
-                node_id: r.node_id,
-                relays: r.relays.clone(),
-                addrs: r.addrs.clone(),
-            };
-            json!({"node_id": r.node_id.to_string(), "seq": r.seq, "expires": r.expires,
-                "relays": r.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "addrs": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "ticket": ticket.to_string()})
+    Ok(members)
+}
+
+/// The NodeIds in the DHT's directory of the namespace, and the DHT node that read them (for
+/// looking up their records); `None` without a bootstrap node.
+async fn list_dht(
+    ns: &Namespace,
+    bootstrap: &[String],
+) -> Result<Option<(Vec<NodeId>, Arc<DhtDiscovery>)>> {
+    let Some(dht) = dht(bootstrap).await? else {
+        return Ok(None);
+    };
+    if !dht.bootstrapped().await {
+        eprintln!("warning: no DHT bootstrap node answered: the DHT lists nobody");
+    }
+    Ok(Some((dht.members(ns).await, dht)))
+}
+
+/// One node in `burrow peers`: who listed it, and its record with where that came from.
+#[derive(Default)]
+struct PeerRow {
+    sources: Vec<&'static str>,
+    record: Option<(&'static str, NodeRecord)>,
+}
+
+/// `burrow peers`: the nodes under a namespace at the registries and in the DHT, merged.
+pub async fn peers(
+    namespace: String,
+    registries: Vec<RelayUrl>,
+    dht_bootstrap: Vec<String>,
+    secret: Option<Vec<u8>>,
+    json_out: bool,
+) -> Result<()> {
+    if registries.is_empty() && dht_bootstrap.is_empty() {
+        bail!("nothing to ask: give --registry URL (a relay's address) or --dht-bootstrap HOST:PORT, or both");
+    }
+    let ns = Namespace::new(&namespace, secret.as_deref());
+    let asked_registries = !registries.is_empty();
+    let (from_registries, from_dht) = tokio::join!(
+        async {
+            if asked_registries {
+                Some(list_registries(&namespace, registries).await)
+            } else {
+                None
+            }
+        },
+        list_dht(&ns, &dht_bootstrap)
+    );
+    let from_dht = from_dht?;
+    let mut rows: BTreeMap<NodeId, PeerRow> = BTreeMap::new();
+    match from_registries {
+        Some(Ok(records)) => {
+            for r in records {
+                let row = rows.entry(r.record().node_id).or_default();
+                row.sources.push("registry");
+                row.record = Some(("registry", r.record().clone()));
+            }
+        }
+        // With the DHT to fall back on, a registry failure is not the end.
+        Some(Err(e)) if from_dht.is_some() => eprintln!("warning: registries: {e:#}"),
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
+    if let Some((members, dht)) = from_dht {
+        for m in &members {
+            rows.entry(*m).or_default().sources.push("dht");
+        }
+        // The directory holds NodeIds only: the addresses of nodes no registry listed come
+        // from their records in the DHT.
+        let missing: Vec<NodeId> = members
+            .into_iter()
+            .filter(|m| rows[m].record.is_none())
+            .collect();
+        let found = resolve_in_dht(&dht, &missing, PARALLEL_RESOLVES, RESOLVE_TIMEOUT).await;
+        for (node, record) in missing.iter().zip(found) {
+            if let Some(record) = record {
+                rows.get_mut(node).expect("listed").record = Some(("dht", record));
+            }
+        }
+    }
+    let rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(node, row)| match row.record {
+            Some((from, r)) => {
+                let ticket = Ticket {
+                    node_id: node,
+                    relays: r.relays.clone(),
+                    addrs: r.addrs.clone(),
+                };
+                json!({"node_id": node.to_string(), "sources": row.sources, "record": from,
+                    "seq": r.seq, "expires": r.expires,
+                    "relays": r.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "addrs": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "ticket": ticket.to_string()})
+            }
+            None => json!({"node_id": node.to_string(), "sources": row.sources, "record": null,
+                "seq": null, "expires": null, "relays": [], "addrs": [], "ticket": null}),
         })
         .collect();
     if json_out {
@@ -190,11 +328,21 @@ pub async fn peers(namespace: String, registries: Vec<RelayUrl>, json_out: bool)
     } else {
         println!("{} peers in {namespace}", rows.len());
         for r in &rows {
+            let sources: Vec<&str> = r["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect();
+            let addressing = if r["record"].is_null() {
+                "no record found".to_string()
+            } else {
+                format!("relays {}  addrs {}", r["relays"], r["addrs"])
+            };
             println!(
-                "{}  relays {}  addrs {}",
+                "{}  [{}]  {addressing}",
                 r["node_id"].as_str().unwrap_or(""),
-                r["relays"],
-                r["addrs"]
+                sources.join(",")
             );
         }
     }

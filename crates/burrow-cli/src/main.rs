@@ -74,13 +74,23 @@ enum Command {
         relays: Vec<RelayUrl>,
         #[command(flatten)]
         node: peer::NodeArgs,
-        /// Do not publish this node's signed record to the relays' registries.
+        /// Do not publish this node's signed record (registries, DHT) nor announce its
+        /// namespaces.
         #[arg(long)]
         no_publish: bool,
-        /// List the record under this namespace at the registries (`burrow peers`); repeat
-        /// for several.
+        /// List this node under namespace NS for `burrow peers`: at the registries, and with
+        /// --dht-bootstrap in the DHT's directory of NS too; repeat for several.
         #[arg(long = "namespace", value_name = "NS")]
         namespaces: Vec<String>,
+        /// Close the namespaces with the secret in FILE (its bytes, less a final newline):
+        /// they go to the DHT only, never to the registries, whose listings are public.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "namespaces",
+            requires = "dht_bootstrap"
+        )]
+        namespace_secret_file: Option<PathBuf>,
         /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
         /// for several. Without it the DHT is not used.
         #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
@@ -91,14 +101,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the nodes that published themselves under a namespace at the registries.
+    /// List the nodes under a namespace, from the registries and the DHT's directory of it:
+    /// one row per node, with the sources that listed it.
     Peers {
-        /// The namespace (1 to 64 of A-Z a-z 0-9 . _ - :).
+        /// The namespace (for registries: 1 to 64 of A-Z a-z 0-9 . _ - :).
         #[arg(long)]
         namespace: String,
         /// Registry to ask (a relay's address); repeat for several.
         #[arg(long = "registry", value_name = "URL")]
         registries: Vec<RelayUrl>,
+        /// Mainline DHT node to join through (HOST:PORT); repeat for several. Lists the DHT's
+        /// directory of the namespace and looks up the records of its members.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
+        /// The closed namespace's secret, as on `listen` (DHT only: registries never list
+        /// closed namespaces).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "dht_bootstrap",
+            conflicts_with = "registries"
+        )]
+        namespace_secret_file: Option<PathBuf>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -387,23 +411,37 @@ fn run(cli: Cli) -> Result<()> {
             node,
             no_publish,
             namespaces,
+            namespace_secret_file,
             dht_bootstrap,
             mdns,
             json,
-        } => runtime()?.block_on(peer::listen(
-            node,
-            relays,
-            !no_publish,
-            namespaces,
-            dht_bootstrap,
-            mdns.enabled(),
-            json,
-        )),
+        } => {
+            let secret = discover::namespace_secret(namespace_secret_file.as_deref())?;
+            let publish = peer::Publish {
+                records: !no_publish,
+                namespaces,
+                namespace_secret: secret,
+                dht_bootstrap,
+                mdns: mdns.enabled(),
+            };
+            runtime()?.block_on(peer::listen(node, relays, publish, json))
+        }
         Command::Peers {
             namespace,
             registries,
+            dht_bootstrap,
+            namespace_secret_file,
             json,
-        } => runtime()?.block_on(discover::peers(namespace, registries, json)),
+        } => {
+            let secret = discover::namespace_secret(namespace_secret_file.as_deref())?;
+            runtime()?.block_on(discover::peers(
+                namespace,
+                registries,
+                dht_bootstrap,
+                secret,
+                json,
+            ))
+        }
         Command::Resolve {
             node_id,
             registries,

@@ -83,21 +83,52 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
+/// Where `burrow listen` makes itself known.
+pub struct Publish {
+    /// Its record to the relays' registries (and the DHT, given bootstrap nodes).
+    pub records: bool,
+    /// Namespaces to be listed under.
+    pub namespaces: Vec<String>,
+    /// The secret closing those namespaces (then the DHT only lists them).
+    pub namespace_secret: Option<Vec<u8>>,
+    /// DHT nodes to join through; none means no DHT.
+    pub dht_bootstrap: Vec<String>,
+    /// Announce on the LAN.
+    pub mdns: bool,
+}
+
 /// `burrow listen`.
 pub async fn listen(
     args: NodeArgs,
     relays: Vec<RelayUrl>,
-    publish: bool,
-    namespaces: Vec<String>,
-    dht_bootstrap: Vec<String>,
-    mdns: bool,
+    publish: Publish,
     json_out: bool,
 ) -> Result<()> {
+    let Publish {
+        records: publish,
+        namespaces,
+        namespace_secret,
+        dht_bootstrap,
+        mdns,
+    } = publish;
     let key_path = args
         .key
         .clone()
         .unwrap_or_else(burrow::keyfile::default_path);
     let key = burrow::keyfile::load_or_create(&key_path)?;
+    // A registry lists namespaces for anyone to read: a closed one must stay out of it.
+    let registry_namespaces = if namespace_secret.is_some() {
+        if publish && !relays.is_empty() {
+            eprintln!(
+                "warning: closed namespaces ({}) go to the DHT only, not to the registries, \
+                 whose listings are public",
+                namespaces.join(", ")
+            );
+        }
+        Vec::new()
+    } else {
+        namespaces.clone()
+    };
     if relays.is_empty() {
         eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
     }
@@ -140,6 +171,17 @@ pub async fn listen(
         Some(d) => Some(crate::discover::keep_in_dht(d, &key, &ticket)?),
         None => None,
     };
+    // Dropped when listen returns, which stops the re-announcing.
+    let _announced = match &dht {
+        Some(d) => crate::discover::keep_announced(
+            d,
+            &key,
+            &namespaces,
+            namespace_secret.as_deref(),
+            json_out,
+        ),
+        None => Vec::new(),
+    };
     // The signed record goes to each relay's registry, so `burrow resolve` finds this node;
     // both copies are renewed (fresh addresses, expiry and seq) every few minutes.
     let publisher = (publish && (!relays.is_empty() || in_dht.is_some())).then(|| {
@@ -148,7 +190,9 @@ pub async fn listen(
             loop {
                 if !relays.is_empty() {
                     let ticket = ep.ticket();
-                    match crate::discover::publish(&relays, &key, &ticket, &namespaces).await {
+                    match crate::discover::publish(&relays, &key, &ticket, &registry_namespaces)
+                        .await
+                    {
                         Ok(n) if json_out => {
                             println!("{}", json!({"event": "published", "registries": n}))
                         }

@@ -237,21 +237,20 @@ fn id_creates_a_key_once_and_prints_the_same_node_id() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `burrow dht-node --json` as a child: its stdout read line by line on a thread, so a read
-/// can time out.
-struct DhtNode {
+/// A `burrow ... --json` child: its stdout read line by line on a thread, so a read can time
+/// out, and its stderr kept for assertions.
+struct JsonChild {
     _child: Running,
     lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-impl DhtNode {
-    fn start(args: &[&str]) -> DhtNode {
-        use std::io::BufRead;
-        let mut child = burrow()
-            .args(["dht-node", "--json", "--bind", "127.0.0.1:0"])
-            .args(args)
+impl JsonChild {
+    fn spawn(cmd: &mut Command) -> JsonChild {
+        use std::io::{BufRead, Read};
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -262,9 +261,20 @@ impl DhtNode {
                 let _ = tx.send(serde_json::from_str(&line).expect("a JSON line"));
             }
         });
-        DhtNode {
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut pipe, kept) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                kept.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        JsonChild {
             _child: Running(child),
             lines,
+            stderr,
         }
     }
 
@@ -273,18 +283,50 @@ impl DhtNode {
             .recv_timeout(Duration::from_secs(10))
             .expect("a line within 10 s")
     }
+
+    /// The first line of each event in `names` (in that order), skipping other lines.
+    fn events(&self, names: &[&str], patience: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + patience;
+        let mut seen: Vec<Option<serde_json::Value>> = vec![None; names.len()];
+        while seen.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "events {names:?} within {patience:?}: saw {seen:?}; stderr: {}",
+                    self.stderr()
+                )
+            });
+            if let Some(i) = names.iter().position(|n| line["event"] == *n) {
+                seen[i].get_or_insert(line);
+            }
+        }
+        seen.into_iter().map(Option::unwrap).collect()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// `burrow dht-node --json` on 127.0.0.1 with `args`.
+fn dht_node(args: &[&str]) -> JsonChild {
+    JsonChild::spawn(
+        burrow()
+            .args(["dht-node", "--json", "--bind", "127.0.0.1:0"])
+            .args(args),
+    )
 }
 
 #[test]
 fn dht_nodes_on_loopback_bootstrap_off_each_other() {
     // Only loopback: a new private DHT, never Mainline's public bootstrap nodes.
-    let first = DhtNode::start(&["--no-bootstrap"]);
+    let first = dht_node(&["--no-bootstrap"]);
     let a = first.next();
     let a_addr = a["addr"].as_str().unwrap().to_string();
     assert!(a_addr.starts_with("127.0.0.1:"), "{a}");
     assert_eq!(a["bootstrap"], serde_json::json!([]));
 
-    let second = DhtNode::start(&["--bootstrap", &a_addr]);
+    let second = dht_node(&["--bootstrap", &a_addr]);
     let b_addr = second.next()["addr"].as_str().unwrap().to_string();
     assert_ne!(a_addr, b_addr);
     let joined = second.next();
@@ -293,11 +335,39 @@ fn dht_nodes_on_loopback_bootstrap_off_each_other() {
     assert!(joined["known_nodes"].as_u64().unwrap() >= 1, "{joined}");
 
     // The third joins through the second and learns the first from it.
-    let third = DhtNode::start(&["--bootstrap", &b_addr]);
+    let third = dht_node(&["--bootstrap", &b_addr]);
     third.next();
     let joined = third.next();
     assert_eq!(joined["ok"], true, "{joined}");
     assert!(joined["known_nodes"].as_u64().unwrap() >= 2, "{joined}");
+}
+
+/// A private DHT of three `burrow dht-node`s on loopback (never Mainline's public nodes): the
+/// first starts it, the other two join through it.
+struct PrivateDht {
+    _nodes: Vec<JsonChild>,
+    /// The nodes' `IP:PORT`s, for `--dht-bootstrap`.
+    addrs: Vec<String>,
+}
+
+fn private_dht() -> PrivateDht {
+    let first = dht_node(&["--no-bootstrap"]);
+    let first_addr = first.next()["addr"].as_str().unwrap().to_string();
+    let mut addrs = vec![first_addr.clone()];
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let node = dht_node(&["--bootstrap", &first_addr]);
+        addrs.push(node.next()["addr"].as_str().unwrap().to_string());
+        nodes.push(node);
+    }
+    for node in &nodes[1..] {
+        let joined = node.next();
+        assert_eq!(joined["ok"], true, "{joined}");
+    }
+    PrivateDht {
+        _nodes: nodes,
+        addrs,
+    }
 }
 
 #[test]
@@ -331,80 +401,121 @@ fn dht_node_usage_and_failures() {
     assert_eq!(busy.status.code(), Some(1));
 }
 
-/// `burrow resolve --json ARGS`, repeated until it finds the node or `patience` runs out;
-/// the last answer.
-fn resolve_until_found(args: &[&str], patience: Duration) -> serde_json::Value {
+/// `burrow ARGS` (a command printing one JSON object), repeated until `done(succeeded, answer)`
+/// or until `patience` runs out; the last answer.
+fn poll_json(
+    args: &[&str],
+    patience: Duration,
+    done: impl Fn(bool, &serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + patience;
     loop {
-        let out = burrow()
-            .args(["resolve", "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if out.status.success() || Instant::now() > deadline {
+        let out = burrow().args(args).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: {e}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        if done(out.status.success(), &v) || Instant::now() > deadline {
             return v;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
 }
 
-/// The first line `child` prints.
-fn first_line(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let out = child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).unwrap();
-    line
+/// `burrow resolve --json ARGS`, repeated until it finds the node or `patience` runs out;
+/// the last answer.
+fn resolve_until_found(args: &[&str], patience: Duration) -> serde_json::Value {
+    let args: Vec<&str> = ["resolve", "--json"].iter().chain(args).copied().collect();
+    poll_json(&args, patience, |ok, _| ok)
 }
 
-#[test]
-fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
+/// `burrow peers --json ARGS`, which must succeed.
+fn peers_json(args: &[&str]) -> serde_json::Value {
+    let args: Vec<&str> = ["peers", "--json"].iter().chain(args).copied().collect();
+    poll_json(&args, Duration::ZERO, |ok, v| {
+        assert!(ok, "{args:?}: {v}");
+        true
+    })
+}
+
+/// The node ids in a `burrow peers --json` answer.
+fn peer_ids(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v["peers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no peers in {v}"))
+        .iter()
+        .map(|p| p["node_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A file under the temp directory that this test process owns; removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(label: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("burrow-cli-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `burrow relay` on loopback with STUN beside it: its URL and STUN address.
+fn start_relay() -> (String, String, Running) {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tcp.local_addr().unwrap().port();
     drop(tcp);
-    let stun = free_port_pair();
-    let _relay = Running(
+    let stun = format!("127.0.0.1:{}", free_port_pair());
+    let relay = Running(
         burrow()
-            .args([
-                "relay",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--stun",
-                &format!("127.0.0.1:{stun}"),
-            ])
+            .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--stun", &stun])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let relay = format!("http://127.0.0.1:{port}");
-    let key = std::env::temp_dir().join(format!("burrow-resolve-test-{}", std::process::id()));
-    let _ = std::fs::remove_file(&key);
-    let mut listen = burrow()
-        .args([
-            "listen",
-            "--json",
-            "--relay",
-            &relay,
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--stun",
-            &format!("127.0.0.1:{stun}"),
-            "--namespace",
-            "team.a",
-        ])
-        .arg("--key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first: serde_json::Value = serde_json::from_str(&first_line(&mut listen)).unwrap();
-    let _listen = Running(listen);
+    (format!("http://127.0.0.1:{port}"), stun, relay)
+}
+
+/// `burrow listen --json` on 127.0.0.1 with the key in `key` and `args`: its first line
+/// (node id, ticket, addresses) and the child.
+fn listen(key: &TempFile, args: &[&str]) -> (serde_json::Value, JsonChild) {
+    let child = JsonChild::spawn(
+        burrow()
+            .args([
+                "listen",
+                "--json",
+                "--bind",
+                "127.0.0.1:0",
+                "--key",
+                key.path(),
+            ])
+            .args(args),
+    );
+    (child.next(), child)
+}
+
+#[test]
+fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
+    let (relay, stun, _relay) = start_relay();
+    let key = TempFile::new("resolve-test");
+    let (first, _listen) = listen(
+        &key,
+        &["--relay", &relay, "--stun", &stun, "--namespace", "team.a"],
+    );
     let node = first["node_id"].as_str().unwrap().to_string();
 
     let v = resolve_until_found(
@@ -429,22 +540,19 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
     assert_eq!(ticket.node_id.to_string(), node);
 
     // Listed under its namespace, and nowhere else.
-    let peers = |ns: &str| -> serde_json::Value {
-        let out = burrow()
-            .args(["peers", "--namespace", ns, "--registry", &relay, "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let team = peers("team.a");
+    let team = peers_json(&["--namespace", "team.a", "--registry", &relay]);
     assert_eq!(team["peers"].as_array().unwrap().len(), 1, "{team}");
     assert_eq!(team["peers"][0]["node_id"], node.as_str());
-    assert_eq!(peers("team.b")["peers"].as_array().unwrap().len(), 0);
+    assert_eq!(team["peers"][0]["sources"], serde_json::json!(["registry"]));
+    assert_eq!(team["peers"][0]["record"], "registry");
+    assert_eq!(team["peers"][0]["addrs"], first["addrs"]);
+    assert!(peer_ids(&peers_json(&[
+        "--namespace",
+        "team.b",
+        "--registry",
+        &relay
+    ]))
+    .is_empty());
 
     // An unknown node: not found, exit 1, a clear message.
     let stranger = burrow::SecretKey::from_bytes([7; 32]).node_id().to_string();
@@ -454,61 +562,196 @@ fn listen_publishes_its_record_and_resolve_and_peers_find_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no source knows"));
-    let _ = std::fs::remove_file(&key);
 }
 
 #[test]
 fn listen_publishes_into_a_private_dht_and_resolve_finds_it_there() {
-    let port = || {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
-    let node = |bind: u16, bootstrap: Option<u16>| {
-        let mut cmd = burrow();
-        cmd.args(["dht-node", "--bind", &format!("127.0.0.1:{bind}")]);
-        match bootstrap {
-            Some(b) => cmd.args(["--bootstrap", &format!("127.0.0.1:{b}")]),
-            None => cmd.arg("--no-bootstrap"),
-        };
-        Running(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let (p1, p2, p3) = (port(), port(), port());
-    let _n1 = node(p1, None);
-    std::thread::sleep(Duration::from_millis(300));
-    let _n2 = node(p2, Some(p1));
-    let _n3 = node(p3, Some(p1));
-    std::thread::sleep(Duration::from_millis(500));
-
-    let key = std::env::temp_dir().join(format!("burrow-dht-test-{}", std::process::id()));
-    let _ = std::fs::remove_file(&key);
-    let mut listen = burrow()
-        .args([
-            "listen",
-            "--json",
-            "--bind",
-            "127.0.0.1:0",
-            "--dht-bootstrap",
-        ])
-        .arg(format!("127.0.0.1:{p2}"))
-        .arg("--key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first: serde_json::Value = serde_json::from_str(&first_line(&mut listen)).unwrap();
-    let _listen = Running(listen);
+    let dht = private_dht();
+    let key = TempFile::new("dht-test");
+    let (first, _listen) = listen(&key, &["--dht-bootstrap", &dht.addrs[1]]);
     let id = first["node_id"].as_str().unwrap().to_string();
 
-    let dht = format!("127.0.0.1:{p3}");
-    let v = resolve_until_found(&[&id, "--dht-bootstrap", &dht], Duration::from_secs(30));
+    let v = resolve_until_found(
+        &[&id, "--dht-bootstrap", &dht.addrs[2]],
+        Duration::from_secs(30),
+    );
     assert_eq!(v["found"], true, "{v}");
     assert_eq!(v["answers"][0]["source"], "dht");
     assert_eq!(v["answers"][0]["addrs"], first["addrs"]);
-    let _ = std::fs::remove_file(&key);
+}
+
+#[test]
+fn two_listeners_announce_a_namespace_in_the_dht_and_peers_lists_both() {
+    let dht = private_dht();
+    let (key_a, key_b) = (TempFile::new("ns-a"), TempFile::new("ns-b"));
+    let (first_a, a) = listen(
+        &key_a,
+        &["--namespace", "team.x", "--dht-bootstrap", &dht.addrs[1]],
+    );
+    let (first_b, b) = listen(
+        &key_b,
+        &["--namespace", "team.x", "--dht-bootstrap", &dht.addrs[2]],
+    );
+    for l in [&a, &b] {
+        let announced = &l.events(&["announced"], Duration::from_secs(30))[0];
+        assert_eq!(
+            announced,
+            &serde_json::json!({"event": "announced", "namespace": "team.x", "source": "dht"})
+        );
+    }
+    let want: std::collections::BTreeSet<String> = [&first_a, &first_b]
+        .iter()
+        .map(|f| f["node_id"].as_str().unwrap().to_string())
+        .collect();
+    // Until both are listed and both records (published beside the announce) are found.
+    let args = [
+        "peers",
+        "--json",
+        "--namespace",
+        "team.x",
+        "--dht-bootstrap",
+        &dht.addrs[0],
+    ];
+    let v = poll_json(&args, Duration::from_secs(60), |ok, v| {
+        ok && peer_ids(v) == want
+            && v["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["record"].is_null())
+    });
+    assert_eq!(peer_ids(&v), want, "{v}");
+    for first in [&first_a, &first_b] {
+        let row = v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == first["node_id"])
+            .unwrap();
+        assert_eq!(row["sources"], serde_json::json!(["dht"]), "{v}");
+        assert_eq!(row["record"], "dht", "{v}");
+        assert_eq!(row["addrs"], first["addrs"], "{v}");
+        let ticket: burrow::ticket::Ticket = row["ticket"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            ticket.node_id.to_string(),
+            first["node_id"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_closed_namespace_is_listed_only_with_its_secret_and_never_at_the_registry() {
+    let dht = private_dht();
+    let (relay, stun, _relay) = start_relay();
+    let (key, secret) = (
+        TempFile::new("closed-ns"),
+        TempFile::new("closed-ns-secret"),
+    );
+    std::fs::write(&secret.0, "team x only\n").unwrap();
+    let (first, l) = listen(
+        &key,
+        &[
+            "--relay",
+            &relay,
+            "--stun",
+            &stun,
+            "--namespace",
+            "team.x",
+            "--namespace-secret-file",
+            secret.path(),
+            "--dht-bootstrap",
+            &dht.addrs[1],
+        ],
+    );
+    let id = first["node_id"].as_str().unwrap().to_string();
+    // Announced in the DHT, and the record (by key only) at the registry.
+    let seen = l.events(&["announced", "published"], Duration::from_secs(30));
+    assert_eq!(seen[1]["registries"], 1, "{seen:?}");
+    assert!(
+        l.stderr()
+            .contains("warning: closed namespaces (team.x) go to the DHT only"),
+        "{}",
+        l.stderr()
+    );
+
+    // A DHT listing takes some 20 s on loopback (sixteen slot lookups, two at a time, each
+    // waiting out unresponsive client nodes): the open namespace is listed meanwhile.
+    let open_dht = {
+        let dht = dht.addrs[2].clone();
+        std::thread::spawn(move || peers_json(&["--namespace", "team.x", "--dht-bootstrap", &dht]))
+    };
+    let with_secret = [
+        "peers",
+        "--json",
+        "--namespace",
+        "team.x",
+        "--namespace-secret-file",
+        secret.path(),
+        "--dht-bootstrap",
+        &dht.addrs[2],
+    ];
+    let v = poll_json(&with_secret, Duration::from_secs(45), |ok, v| {
+        ok && peer_ids(v).contains(&id)
+    });
+    assert_eq!(peer_ids(&v), [id.clone()].into(), "{v}");
+    assert_eq!(v["peers"][0]["sources"], serde_json::json!(["dht"]));
+
+    // The open namespace of the same name knows nothing of it, in the DHT or at the registry.
+    let open = open_dht.join().unwrap();
+    assert!(peer_ids(&open).is_empty(), "{open}");
+    let open = peers_json(&["--namespace", "team.x", "--registry", &relay]);
+    assert!(peer_ids(&open).is_empty(), "{open}");
+}
+
+#[test]
+fn peers_needs_a_source_and_a_closed_namespace_needs_the_dht() {
+    let run = |args: &[&str]| burrow().args(args).output().unwrap();
+    let none = run(&["peers", "--namespace", "x"]);
+    assert_eq!(none.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("--registry") && err.contains("--dht-bootstrap"),
+        "{err}"
+    );
+
+    let secret = TempFile::new("usage-secret");
+    std::fs::write(&secret.0, "s").unwrap();
+    let s = secret.path();
+    // A closed namespace is DHT only: no registry, and the DHT is required.
+    for args in [
+        &["peers", "--namespace", "x", "--namespace-secret-file", s][..],
+        &[
+            "peers",
+            "--namespace",
+            "x",
+            "--namespace-secret-file",
+            s,
+            "--dht-bootstrap",
+            "127.0.0.1:1",
+            "--registry",
+            "http://127.0.0.1:1",
+        ],
+        &["listen", "--namespace", "x", "--namespace-secret-file", s],
+        &[
+            "listen",
+            "--dht-bootstrap",
+            "127.0.0.1:1",
+            "--namespace-secret-file",
+            s,
+        ],
+    ] {
+        assert_eq!(run(args).status.code(), Some(2), "{args:?}");
+    }
+    std::fs::write(&secret.0, "\n").unwrap();
+    let empty = run(&[
+        "peers",
+        "--namespace",
+        "x",
+        "--namespace-secret-file",
+        s,
+        "--dht-bootstrap",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("is empty"));
 }

@@ -149,7 +149,10 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
             .await
             .expect("the DHT answers")
             .expect("a merged answer");
-        assert_eq!((merged.seq, merged.ticket.addrs.clone()), (2, new.addrs.clone()));
+        assert_eq!(
+            (merged.seq, merged.ticket.addrs.clone()),
+            (2, new.addrs.clone())
+        );
     }
     // Either way the cache now serves the newest record.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -329,11 +329,27 @@ impl DhtDiscovery {
 
     /// Announces now and then every republish interval until the handle is dropped.
     pub fn keep_announced(&self, ns: Namespace, key: SecretKey) -> Periodic {
+        self.keep_announced_counting(ns, key).0
+    }
+
+    /// Like [`keep_announced`](Self::keep_announced), and counts the announces that succeeded
+    /// on the returned receiver (0 until the first lands), so a caller can report it.
+    /// Failures are logged as warnings and retried, as there.
+    pub fn keep_announced_counting(
+        &self,
+        ns: Namespace,
+        key: SecretKey,
+    ) -> (Periodic, watch::Receiver<u64>) {
         let this = self.clone();
-        Periodic(tokio::spawn(async move {
+        let (tx, rx) = watch::channel(0);
+        let task = Periodic(tokio::spawn(async move {
             loop {
                 let wait = match this.announce(&ns, &key).await {
-                    Ok(()) => this.republish_interval,
+                    Ok(()) => {
+                        // send_modify: counts even when nobody holds the receiver.
+                        tx.send_modify(|n| *n += 1);
+                        this.republish_interval
+                    }
                     Err(e) => {
                         warn!(namespace = ns.name(), "DHT announce failed: {e}");
                         this.republish_interval.min(RETRY_AFTER_FAILURE)
@@ -341,7 +357,8 @@ impl DhtDiscovery {
                 };
                 tokio::time::sleep(wait).await;
             }
-        }))
+        }));
+        (task, rx)
     }
 
     /// A slot as the DHT holds it: the highest seq seen, and the entries of every distinct

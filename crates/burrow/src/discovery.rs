@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use burrow_proto::record::NodeRecord;
 use burrow_proto::relay::RelayUrl;
 use burrow_proto::ticket::Ticket;
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -255,11 +256,7 @@ impl Discovery {
 
 /// A verified record's addressing, unless it has expired.
 fn from_record(rec: NodeRecord, source: &'static str) -> Option<Found> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    (!rec.is_expired(now)).then_some(Found {
+    (!rec.is_expired(unix_now())).then_some(Found {
         ticket: Ticket {
             node_id: rec.node_id,
             relays: rec.relays,
@@ -268,6 +265,37 @@ fn from_record(rec: NodeRecord, source: &'static str) -> Option<Found> {
         source,
         seq: rec.seq,
     })
+}
+
+/// The records `nodes` keep in the DHT, in the order of `nodes`: `None` where the DHT has no
+/// valid, unexpired record or the lookup took longer than `timeout`. At most `parallel`
+/// lookups run at once, since each one's answers arrive as a burst on the node's one socket.
+pub async fn resolve_in_dht(
+    dht: &DhtDiscovery,
+    nodes: &[NodeId],
+    parallel: usize,
+    timeout: Duration,
+) -> Vec<Option<NodeRecord>> {
+    let now = unix_now();
+    futures_util::stream::iter(nodes)
+        .map(|node| async move {
+            let item = tokio::time::timeout(timeout, dht.resolve(node))
+                .await
+                .ok()??;
+            NodeRecord::decode_payload_for(&item.value, node)
+                .ok()
+                .filter(|r| !r.is_expired(now))
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 #[cfg(test)]
