@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use burrow::dht::{DhtConfig, DhtDiscovery, Namespace, Periodic, Republisher};
-use burrow::discovery::{resolve_in_dht, Discovery, MDNS_WAIT};
+use burrow::discovery::{resolve_in_dht, Discovery, Found, MDNS_WAIT};
 use burrow::endpoint::Endpoint;
 use burrow::mdns::{LanPeers, MdnsConfig};
 use burrow::record::{NodeRecord, SignedRecord};
@@ -386,7 +386,16 @@ pub async fn resolve(
         bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT, or allow mDNS");
     }
     let mut answers = Vec::new();
-    let mut best: Option<NodeRecord> = None;
+    // Merged as `Discovery` merges: the newest record, plus LAN addresses.
+    let mut best: Option<Found> = None;
+    let mut add = |found: Option<Found>| {
+        if let Some(f) = found {
+            best = Some(match best.take() {
+                Some(b) => b.merged(f),
+                None => f,
+            });
+        }
+    };
     // mDNS browses while the others are asked.
     let lan = mdns
         .then(|| lan_peers(&MdnsConfig::default()))
@@ -407,7 +416,7 @@ pub async fn resolve(
                     "expires": record.expires,
                     "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
-                best = Some(record);
+                add(Found::from_record(record, "dht"));
             }
             None => answers.push(json!({"source": "dht", "ms": ms, "error": "no valid record"})),
         }
@@ -430,20 +439,13 @@ pub async fn resolve(
                     "seq": record.seq, "expires": record.expires,
                     "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
-                if best.as_ref().is_none_or(|b| record.seq > b.seq) {
-                    best = Some(record.clone());
-                }
+                add(Found::from_record(record.clone(), "registry"));
             }
             Err(e) => answers.push(
                 json!({"source": format!("registry {url}"), "ms": ms, "error": e.to_string()}),
             ),
         }
     }
-    let mut ticket = best.map(|b| Ticket {
-        node_id: node,
-        relays: b.relays,
-        addrs: b.addrs,
-    });
     if let Some(Ok((found, took))) = match lan {
         Some(task) => Some(task.await),
         None => None,
@@ -454,23 +456,14 @@ pub async fn resolve(
                 answers.push(json!({"source": "mdns", "ms": ms,
                     "relays": peer.relay.iter().collect::<Vec<_>>(),
                     "addrs": peer.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
-                let t = ticket.get_or_insert_with(|| Ticket::new(node));
-                for a in peer.addrs {
-                    if !t.addrs.contains(&a) {
-                        t.addrs.push(a);
-                    }
-                }
-                if let Some(r) = peer.relay.and_then(|r| r.parse().ok()) {
-                    if !t.relays.contains(&r) {
-                        t.relays.push(r);
-                    }
-                }
+                add(Found::from_lan(node, peer));
             }
             None => {
                 answers.push(json!({"source": "mdns", "ms": ms, "error": "not seen on the LAN"}))
             }
         }
     }
+    let ticket = best.map(|b| b.ticket);
     if json_out {
         println!(
             "{}",

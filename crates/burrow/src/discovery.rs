@@ -9,7 +9,6 @@
 //! not a connection to the wrong node.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::dht::DhtDiscovery;
-use crate::mdns::LanPeers;
+use crate::mdns::{LanPeer, LanPeers};
 use crate::registry_client::{RegistryClient, RegistryClientOptions};
 use crate::NodeId;
 
@@ -70,9 +69,40 @@ pub struct Found {
 }
 
 impl Found {
+    /// A verified record's addressing, unless it has expired.
+    pub fn from_record(rec: NodeRecord, source: &'static str) -> Option<Found> {
+        (!rec.is_expired(unix_now())).then_some(Found {
+            ticket: Ticket {
+                node_id: rec.node_id,
+                relays: rec.relays,
+                addrs: rec.addrs,
+            },
+            source,
+            seq: rec.seq,
+        })
+    }
+
+    /// What an mDNS announcement of `node` says, unless it gave no address.
+    pub fn from_lan(node: NodeId, peer: LanPeer) -> Option<Found> {
+        let relays = peer
+            .relay
+            .and_then(|r| r.parse::<RelayUrl>().ok())
+            .into_iter()
+            .collect();
+        (!peer.addrs.is_empty()).then_some(Found {
+            ticket: Ticket {
+                node_id: node,
+                relays,
+                addrs: peer.addrs,
+            },
+            source: "mdns",
+            seq: 0,
+        })
+    }
+
     /// `self` with what `later` adds: a newer signed record replaces the relays and addresses,
     /// an mDNS answer only adds addresses (and a relay).
-    fn merged(self, later: Found) -> Found {
+    pub fn merged(self, later: Found) -> Found {
         let newer_record =
             later.source != "mdns" && (self.source == "mdns" || later.seq > self.seq);
         let (mut base, extra) = if newer_record {
@@ -202,36 +232,19 @@ impl Discovery {
         if let Some(reg) = self.registries.clone() {
             asks.spawn(async move {
                 let rec = reg.lookup(&node).await.ok()?;
-                from_record(rec.record().clone(), "registry")
+                Found::from_record(rec.record().clone(), "registry")
             });
         }
         if let Some(dht) = self.dht.clone() {
             asks.spawn(async move {
                 let item = dht.resolve(&node).await?;
                 let rec = NodeRecord::decode_payload_for(&item.value, &node).ok()?;
-                from_record(rec, "dht")
+                Found::from_record(rec, "dht")
             });
         }
         if let Some(lan) = self.mdns.clone() {
             let wait = MDNS_WAIT.min(self.timeout);
-            asks.spawn(async move {
-                let peer = lan.find(&node, wait).await?;
-                let relays = peer
-                    .relay
-                    .and_then(|r| r.parse::<RelayUrl>().ok())
-                    .into_iter()
-                    .collect();
-                let addrs: Vec<SocketAddr> = peer.addrs;
-                (!addrs.is_empty()).then_some(Found {
-                    ticket: Ticket {
-                        node_id: node,
-                        relays,
-                        addrs,
-                    },
-                    source: "mdns",
-                    seq: 0,
-                })
-            });
+            asks.spawn(async move { Found::from_lan(node, lan.find(&node, wait).await?) });
         }
         Ok(asks)
     }
@@ -252,19 +265,6 @@ impl Discovery {
         }
         cache.insert(found.ticket.node_id, (found, Instant::now()));
     }
-}
-
-/// A verified record's addressing, unless it has expired.
-fn from_record(rec: NodeRecord, source: &'static str) -> Option<Found> {
-    (!rec.is_expired(unix_now())).then_some(Found {
-        ticket: Ticket {
-            node_id: rec.node_id,
-            relays: rec.relays,
-            addrs: rec.addrs,
-        },
-        source,
-        seq: rec.seq,
-    })
 }
 
 /// The records `nodes` keep in the DHT, in the order of `nodes`: `None` where the DHT has no
