@@ -1,6 +1,8 @@
 //! [`Endpoint`]: connect to a peer by its key. A connection works at once through the relay;
 //! hole punching runs beside it, and traffic moves to a direct path as soon as one is proven
 //! (and back to the relay if it dies) under the same QUIC connection, so streams carry on.
+//! An endpoint without relays reaches peers at their direct addresses alone (a LAN, a public
+//! host): it pings at once, and accepts a new peer whose first ping is authentic.
 //!
 //! One UDP socket per address family carries QUIC, STUN and the disco probes, so the public
 //! address STUN learns is the one peers punch to.
