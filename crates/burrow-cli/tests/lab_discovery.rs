@@ -10,6 +10,39 @@ use burrow_lab::burrow::{relay_url, RELAY_IPS};
 use burrow_lab::{Lab, NatKind, RouterVariant};
 
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
+
+/// `burrow connect ARGS --json --bytes 1000000` in `ns` (mDNS allowed): checks it connected
+/// directly and moved the bytes; returns its report.
+fn connect_directly(lab: &Lab, ns: &str, args: &[&str]) -> serde_json::Value {
+    let start = Instant::now();
+    let mut cmd = lab.command(ns, BURROW);
+    cmd.env_remove("BURROW_NO_MDNS")
+        .arg("connect")
+        .args(args)
+        .args(["--json", "--bytes", "1000000"]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(40)).unwrap();
+    assert!(
+        out.status.success(),
+        "connect {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("connect {args:?} done in {:?}: {r}", start.elapsed());
+    assert_eq!(r["connected"], true);
+    assert_eq!(r["bytes"], 1_000_000);
+    assert_eq!(r["path"], "direct");
+    r
+}
+
+/// `burrow connect ARGS` in `ns` fails, saying `why`.
+fn connect_fails(lab: &Lab, ns: &str, args: &[&str], why: &str) {
+    let mut cmd = lab.command(ns, BURROW);
+    cmd.arg("connect").args(args);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(why), "{stderr}");
+}
+
 #[test]
 fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
     if !Lab::tests_allowed() {
@@ -31,32 +64,19 @@ fn peers_behind_different_nats_connect_by_node_id_with_only_the_relay_url() {
         .wait_for_line(Duration::from_secs(10), |l| l.contains("\"published\""))
         .expect("listen publishes its record");
 
-    let start = Instant::now();
-    let mut cmd = lab.command(lab.host_ns("b"), BURROW);
-    cmd.args(["connect", &node, "--registry", &url, "--json"])
-        .args(["--bytes", "1000000", "--direct-timeout", "5s"]);
-    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(40)).unwrap();
-    assert!(
-        out.status.success(),
-        "connect by node id: {}",
-        String::from_utf8_lossy(&out.stderr)
+    connect_directly(
+        &lab,
+        lab.host_ns("b"),
+        &[&node, "--registry", &url, "--direct-timeout", "5s"],
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("connected by node id in {:?}: {r}", start.elapsed());
-    assert_eq!(r["connected"], true);
-    assert_eq!(r["bytes"], 1_000_000);
-    assert_eq!(r["path"], "direct");
 
     // A node nobody published: a clear error.
     let stranger = burrow::SecretKey::from_bytes([9; 32]).node_id().to_string();
-    let mut cmd = lab.command(lab.host_ns("b"), BURROW);
-    cmd.args(["connect", &stranger, "--registry", &url]);
-    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no source knows"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    connect_fails(
+        &lab,
+        lab.host_ns("b"),
+        &[&stranger, "--registry", &url],
+        "no source knows",
     );
 }
 
@@ -83,33 +103,13 @@ fn two_peers_on_one_lan_with_no_servers_find_each_other_by_mdns_and_connect() {
     assert_eq!(first["mdns"], true, "{first}");
     let node = first["node_id"].as_str().unwrap().to_string();
 
-    let start = Instant::now();
-    let mut cmd = lab.command(lab.host_ns("lan"), BURROW);
-    cmd.env_remove("BURROW_NO_MDNS")
-        .args(["connect", &node, "--json", "--bytes", "1000000"]);
-    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(40)).unwrap();
-    assert!(
-        out.status.success(),
-        "connect by node id over mDNS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!(
-        "found on the LAN and connected in {:?}: {r}",
-        start.elapsed()
-    );
-    assert_eq!(r["connected"], true);
-    assert_eq!(r["bytes"], 1_000_000);
-    assert_eq!(r["path"], "direct");
+    connect_directly(&lab, lab.host_ns("lan"), &[&node]);
 
     // Without mDNS there is nothing to ask.
-    let mut cmd = lab.command(lab.host_ns("lan"), BURROW);
-    cmd.args(["connect", &node, "--no-mdns"]);
-    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("allow mDNS"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    connect_fails(
+        &lab,
+        lab.host_ns("lan"),
+        &[&node, "--no-mdns"],
+        "allow mDNS",
     );
 }

@@ -1,6 +1,8 @@
 //! `Discovery` over real sources on loopback: a relay's registry and a private Mainline DHT.
 //! An endpoint dials a node by its key alone; later, newer answers are merged and cached.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,20 +13,11 @@ use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::SecretKey;
-use burrow_relay::{Limits, RelayConfig, RelayServer};
+use burrow_relay::RelayServer;
+use common::loopback_relay as relay;
 use tokio::time::timeout;
 
 const ALPN: &[u8] = b"burrow-test/1";
-
-async fn relay() -> RelayServer {
-    RelayServer::start(RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Limits::unlimited(),
-        ..Default::default()
-    })
-    .await
-    .expect("relay starts")
-}
 
 fn url(relay: &RelayServer) -> RelayUrl {
     relay.url().parse().unwrap()

@@ -1,24 +1,17 @@
 //! Two [`Endpoint`]s and a real relay on loopback: the connection works through the relay at
 //! once, moves to the direct path, and the streams carry on across the move.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use burrow::endpoint::{Endpoint, EndpointOptions, PathInfo};
 use burrow::SecretKey;
-use burrow_relay::{Limits, RelayConfig, RelayServer};
+use burrow_relay::RelayServer;
+use common::loopback_relay as relay;
 use tokio::time::timeout;
 
 const ALPN: &[u8] = b"burrow-test/1";
-
-async fn relay() -> RelayServer {
-    RelayServer::start(RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Limits::unlimited(),
-        ..Default::default()
-    })
-    .await
-    .expect("relay starts")
-}
 
 async fn endpoint(relay: &RelayServer) -> Endpoint {
     let ep = Endpoint::bind(

@@ -115,3 +115,15 @@ pub fn parse_response(out: &str) -> (u16, String) {
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// A relay on 127.0.0.1 (a free port) with no limits.
+#[allow(dead_code)] // not used by every test file
+pub async fn loopback_relay() -> burrow_relay::RelayServer {
+    burrow_relay::RelayServer::start(burrow_relay::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        limits: burrow_relay::Limits::unlimited(),
+        ..Default::default()
+    })
+    .await
+    .expect("relay starts")
+}
