@@ -2,13 +2,13 @@
 //! plus a bounded overhead (no amplification).
 #![no_main]
 
-use burrow_proto::stun::server::{Outcome, Role, ServerConfig, StunServer};
+use burrow_proto::stun::server::{Alternate, Outcome, Role, ServerConfig, StunServer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let server = StunServer::new(ServerConfig {
         primary: "203.0.113.10:3478".parse().unwrap(),
-        alternate: Some("203.0.113.11:3479".parse().unwrap()),
+        alternate: Alternate::Address("203.0.113.11:3479".parse().unwrap()),
         software: Some("burrow-fuzz".into()),
     });
     let mut out = Vec::new();

@@ -16,17 +16,62 @@ pub const RELAY_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 31),
 ];
 
-/// `burrow relay` on [`RELAY_IPS`]: WebSocket on port 8080, STUN on 3478.
-pub fn relay_args() -> Vec<String> {
-    vec![
+/// How many addresses the relay's host has: two for the whole of RFC 5780, or one, as on most
+/// rented servers, where STUN's second port alone shows a symmetric NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayHost {
+    /// [`RELAY_IPS`], STUN with `--alt-ip`.
+    TwoAddresses,
+    /// The first of [`RELAY_IPS`] only.
+    OneAddress,
+}
+
+impl RelayHost {
+    /// Both, two addresses first.
+    pub const ALL: [RelayHost; 2] = [RelayHost::TwoAddresses, RelayHost::OneAddress];
+
+    /// The addresses to build the relay's server with.
+    pub fn ips(self) -> &'static [Ipv4Addr] {
+        match self {
+            RelayHost::TwoAddresses => &RELAY_IPS,
+            RelayHost::OneAddress => &RELAY_IPS[..1],
+        }
+    }
+
+    /// `two-address` or `one-address`, as reports and the command line name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayHost::TwoAddresses => "two-address",
+            RelayHost::OneAddress => "one-address",
+        }
+    }
+}
+
+impl std::str::FromStr for RelayHost {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        RelayHost::ALL
+            .into_iter()
+            .find(|h| h.name() == s)
+            .ok_or_else(|| format!("{s:?}: the relay host is two-address or one-address"))
+    }
+}
+
+/// `burrow relay` on the first of `ips`: WebSocket on port 8080, STUN on 3478 (and its second
+/// port, 3479), with the second of `ips`, if any, as STUN's alternate IP.
+pub fn relay_args(ips: &[Ipv4Addr]) -> Vec<String> {
+    let mut args = vec![
         "relay".into(),
         "--listen".into(),
-        format!("{}:8080", RELAY_IPS[0]),
+        format!("{}:8080", ips[0]),
         "--stun".into(),
-        format!("{}:3478", RELAY_IPS[0]),
-        "--alt-ip".into(),
-        RELAY_IPS[1].to_string(),
-    ]
+        format!("{}:3478", ips[0]),
+    ];
+    if let Some(alt) = ips.get(1) {
+        args.extend(["--alt-ip".into(), alt.to_string()]);
+    }
+    args
 }
 
 /// The relay's URL, for `--relay` and `--registry`.
@@ -35,9 +80,14 @@ pub fn relay_url() -> String {
 }
 
 impl Lab {
-    /// Starts `burrow relay` in the server namespace `server` (built with [`RELAY_IPS`]).
+    /// Starts `burrow relay` in the server namespace `server` (built with the addresses of a
+    /// [`RelayHost`]), on as many addresses as it has.
     pub fn spawn_relay(&self, burrow: impl AsRef<OsStr>, server: &str) -> Result<Spawned> {
-        self.spawn(self.server_ns(server), burrow, relay_args())
+        self.spawn(
+            self.server_ns(server),
+            burrow,
+            relay_args(self.server_ips(server)),
+        )
     }
 
     /// Starts `burrow listen --json --relay URL` in `home`, with a key of its own in the lab's

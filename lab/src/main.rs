@@ -5,7 +5,8 @@
 //! * `burrow-lab delay-line --queue N --delay-ms MS`: hold every packet of NFQUEUE N for MS
 //!   milliseconds (run it inside a namespace with `ip netns exec`).
 //! * `burrow-lab matrix [--burrow PATH] [--json FILE]`: `burrow listen` and `burrow connect`
-//!   across every pair of NAT kinds in both router variants; exit 1 when a pair falls short.
+//!   across every pair of NAT kinds in both router variants, with a relay on two addresses and
+//!   on one; exit 1 when a pair falls short.
 //! * `burrow-lab sweep`: remove lab namespaces whose process has died.
 
 use std::process::ExitCode;
@@ -42,7 +43,8 @@ enum Cmd {
         #[arg(long)]
         delay_ms: u64,
     },
-    /// Connect every pair of NAT kinds in both router variants and report paths and timings.
+    /// Connect every pair of NAT kinds in both router variants, with a relay on two addresses
+    /// and on one, and report paths and timings.
     Matrix {
         /// The burrow binary (default: `burrow` next to this program).
         #[arg(long)]
@@ -56,6 +58,13 @@ enum Cmd {
         /// Only this router variant (default both).
         #[arg(long)]
         variant: Option<String>,
+        /// Only this relay host: two-address (RFC 5780 STUN) or one-address (a second STUN
+        /// port only) [default: both].
+        #[arg(long)]
+        relay_host: Option<burrow_lab::burrow::RelayHost>,
+        /// Only the pairs with a symmetric side (those hard-NAT detection decides).
+        #[arg(long)]
+        symmetric_pairs: bool,
         /// One-way delay per home link, in ms.
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
@@ -152,6 +161,8 @@ fn run(cli: Cli) -> Result<bool> {
             json,
             kinds,
             variant,
+            relay_host,
+            symmetric_pairs,
             delay_ms,
             hard_runs,
             runs,
@@ -171,6 +182,12 @@ fn run(cli: Cli) -> Result<bool> {
             if let Some(v) = variant {
                 opts.variants.retain(|x| x.name() == v);
                 anyhow::ensure!(!opts.variants.is_empty(), "variant is firewalled or bare");
+            }
+            if let Some(h) = relay_host {
+                opts.relay_hosts = vec![h];
+            }
+            if symmetric_pairs {
+                opts.pairs = burrow_lab::matrix::Pairs::WithSymmetric;
             }
             opts.delay = Duration::from_millis(delay_ms);
             opts.hard_runs = hard_runs;

@@ -1,6 +1,7 @@
 //! The `matrix` scenario: `burrow listen` behind every NAT kind, `burrow connect` from behind
 //! every NAT kind, in both router variants, with a relay (and its STUN) on the internet segment
-//! and a one-way delay on every home's link. It reports the final path, the time to the first
+//! on two addresses (RFC 5780) or on one (a second STUN port only), and a one-way delay on
+//! every home's link. It reports the final path, the time to the first
 //! application byte and the time to a direct path of every run, and checks them against what
 //! physics allows.
 
@@ -12,7 +13,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::burrow::RelayHost;
 use crate::{output_with_timeout, Lab, LinkConditions, NatKind, RouterVariant};
+
+/// Which pairs of kinds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairs {
+    /// Every ordered pair.
+    All,
+    /// Pairs with a symmetric side: those that hard-NAT detection decides.
+    WithSymmetric,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -23,6 +34,10 @@ pub struct MatrixOptions {
     pub kinds: Vec<NatKind>,
     /// Router variants; each gets a lab of its own.
     pub variants: Vec<RouterVariant>,
+    /// The relay's host, with two addresses or one; each gets a lab of its own per variant.
+    pub relay_hosts: Vec<RelayHost>,
+    /// Which pairs of `kinds` run.
+    pub pairs: Pairs,
     /// One-way delay on each home's link to the internet.
     pub delay: Duration,
     /// Runs of each pair where one side is symmetric and the other a cone kind: the pairs that
@@ -39,12 +54,15 @@ pub struct MatrixOptions {
 }
 
 impl MatrixOptions {
-    /// Every kind, both variants, 20 ms per link, 10 runs of the hard pairs.
+    /// Every pair of kinds, both variants, a relay with two addresses and one with one, 20 ms
+    /// per link, 10 runs of the hard pairs.
     pub fn new(burrow: PathBuf) -> MatrixOptions {
         MatrixOptions {
             burrow,
             kinds: NatKind::ALL.to_vec(),
             variants: RouterVariant::ALL.to_vec(),
+            relay_hosts: RelayHost::ALL.to_vec(),
+            pairs: Pairs::All,
             delay: Duration::from_millis(20),
             hard_runs: 10,
             runs: 1,
@@ -90,6 +108,8 @@ pub fn is_easy_pair(a: NatKind, b: NatKind) -> bool {
 /// One `burrow connect`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MatrixRun {
+    /// The relay's host: `two-address` or `one-address`.
+    pub relay: String,
     /// Router variant of both homes.
     pub variant: String,
     /// NAT kind of the listener's home.
@@ -123,14 +143,20 @@ impl MatrixRun {
     fn direct(&self) -> bool {
         self.path.as_deref() == Some("direct")
     }
+
+    /// `relay variant`: the lab the run was in.
+    fn setup(&self) -> String {
+        format!("{} {}", self.relay, self.variant)
+    }
 }
 
 impl std::fmt::Display for MatrixRun {
-    /// `variant listener <- connector #run: path error`, the progress line of a run.
+    /// `relay variant listener <- connector #run: path error`, the progress line of a run.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} <- {} #{}: {} {}",
+            "{} {} {} <- {} #{}: {} {}",
+            self.relay,
             self.variant,
             self.listener,
             self.connector,
@@ -169,7 +195,7 @@ impl MatrixReport {
         let mut hard: Vec<(String, String, String, usize, usize)> = Vec::new();
         for r in &self.runs {
             let (l, c) = r.kinds();
-            let name = format!("{} {} <- {} #{}", r.variant, r.listener, r.connector, r.run);
+            let name = format!("{} {} <- {} #{}", r.setup(), r.listener, r.connector, r.run);
             if !r.connected {
                 out.push(format!(
                     "{name}: did not connect: {}",
@@ -196,7 +222,7 @@ impl MatrixReport {
                 .time_to_direct_ms
                 .is_some_and(|t| t <= within.as_secs_f64() * 1e3);
             if is_hard_pair(l, c) {
-                let key = (r.variant.clone(), r.listener.clone(), r.connector.clone());
+                let key = (r.setup(), r.listener.clone(), r.connector.clone());
                 match hard
                     .iter_mut()
                     .find(|h| (&h.0, &h.1, &h.2) == (&key.0, &key.1, &key.2))
@@ -231,8 +257,15 @@ impl MatrixReport {
     /// A table: one row per variant and pair, with how many runs went direct and the medians.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
-            "variant", "listener", "connector", "direct", "ttfb ms", "direct ms", "relay rtt"
+            "{:<11} {:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
+            "relay",
+            "variant",
+            "listener",
+            "connector",
+            "direct",
+            "ttfb ms",
+            "direct ms",
+            "relay rtt"
         );
         for group in self.groups() {
             let r0 = group[0];
@@ -252,7 +285,8 @@ impl MatrixReport {
                 format!("{direct}/{}", group.len())
             };
             out.push_str(&format!(
-                "{:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
+                "{:<11} {:<11} {:<22} {:<22} {:>7} {:>10} {:>12} {:>10}\n",
+                r0.relay,
                 r0.variant,
                 r0.listener,
                 r0.connector,
@@ -298,8 +332,8 @@ impl MatrixReport {
         let mut groups: Vec<Vec<&MatrixRun>> = Vec::new();
         for r in &self.runs {
             match groups.iter_mut().find(|g| {
-                (&g[0].variant, &g[0].listener, &g[0].connector)
-                    == (&r.variant, &r.listener, &r.connector)
+                (&g[0].relay, &g[0].variant, &g[0].listener, &g[0].connector)
+                    == (&r.relay, &r.variant, &r.listener, &r.connector)
             }) {
                 Some(g) => g.push(r),
                 None => groups.push(vec![r]),
@@ -326,8 +360,10 @@ pub fn run_matrix(
         bail!("no burrow binary at {}", opts.burrow.display());
     }
     let mut runs = Vec::new();
-    for &variant in &opts.variants {
-        runs.extend(run_variant(opts, variant, progress)?);
+    for &relay in &opts.relay_hosts {
+        for &variant in &opts.variants {
+            runs.extend(run_variant(opts, relay, variant, progress)?);
+        }
     }
     Ok(MatrixReport {
         delay_ms: opts.delay.as_secs_f64() * 1e3,
@@ -360,10 +396,11 @@ struct Job {
 
 fn run_variant(
     opts: &MatrixOptions,
+    relay: RelayHost,
     variant: RouterVariant,
     progress: &(dyn Fn(&MatrixRun) + Sync),
 ) -> Result<Vec<MatrixRun>> {
-    let mut b = Lab::builder().server("relay", &crate::burrow::RELAY_IPS);
+    let mut b = Lab::builder().server("relay", relay.ips());
     let cond = LinkConditions {
         delay: Some(opts.delay).filter(|d| !d.is_zero()),
         ..Default::default()
@@ -388,6 +425,10 @@ fn run_variant(
     let mut jobs = VecDeque::new();
     for &l in &opts.kinds {
         for &c in &opts.kinds {
+            let symmetric = l == NatKind::Symmetric || c == NatKind::Symmetric;
+            if opts.pairs == Pairs::WithSymmetric && !symmetric {
+                continue;
+            }
             let n = if is_hard_pair(l, c) {
                 opts.hard_runs
             } else {
@@ -449,7 +490,7 @@ fn run_variant(
                         .1;
                     // The connector sits in the kind's second home, so a kind can face itself.
                     let home = home_name(job.connector, true);
-                    let r = connect(&lab, opts, variant, &job, &home, ticket);
+                    let r = connect(&lab, opts, (relay, variant), &job, &home, ticket);
                     done(&job);
                     progress(&r);
                     results.lock().expect("lock").push(r);
@@ -459,7 +500,12 @@ fn run_variant(
     });
     if let Some(dir) = std::env::var_os("BURROW_MATRIX_LOGS") {
         for (k, p) in &listeners {
-            let name = format!("{}-listen-{}.log", variant.name(), k.name());
+            let name = format!(
+                "{}-{}-listen-{}.log",
+                relay.name(),
+                variant.name(),
+                k.name()
+            );
             let _ = std::fs::write(PathBuf::from(&dir).join(name), p.stderr());
         }
     }
@@ -472,12 +518,13 @@ fn run_variant(
 fn connect(
     lab: &Lab,
     opts: &MatrixOptions,
-    variant: RouterVariant,
+    (relay, variant): (RelayHost, RouterVariant),
     job: &Job,
     home: &str,
     ticket: &str,
 ) -> MatrixRun {
     let mut r = MatrixRun {
+        relay: relay.name().to_string(),
         variant: variant.name().to_string(),
         listener: job.listener.name().to_string(),
         connector: job.connector.name().to_string(),
@@ -514,7 +561,10 @@ fn connect(
         }
     };
     if let Some(dir) = std::env::var_os("BURROW_MATRIX_LOGS") {
-        let name = format!("{}-{}-{}-{}.log", r.variant, r.listener, r.connector, r.run);
+        let name = format!(
+            "{}-{}-{}-{}-{}.log",
+            r.relay, r.variant, r.listener, r.connector, r.run
+        );
         let _ = std::fs::write(PathBuf::from(dir).join(name), &out.stderr);
     }
     if !out.status.success() {

@@ -10,7 +10,7 @@ use burrow::config::{Config, RelayFileConfig};
 use burrow::dht::{DhtConfig, DhtDiscovery};
 use burrow::netcheck::{self, Report};
 use burrow::relay_client::RelayUrl;
-use burrow::stun_service::{StunOptions, StunService};
+use burrow::stun_service::{AltPort, StunOptions, StunService};
 use burrow::ticket::Ticket;
 use clap::{Parser, Subcommand};
 
@@ -33,7 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a STUN server (RFC 8489); with --alt-ip, RFC 5780 NAT behaviour discovery too.
+    /// Run a STUN server (RFC 8489) with NAT behaviour discovery: on a second port by
+    /// default (clients behind a symmetric NAT can tell), and with --alt-ip the whole of
+    /// RFC 5780.
     Stun {
         /// Primary address to listen on.
         #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478")]
@@ -41,9 +43,8 @@ enum Command {
         /// Alternate IP address of this host, for CHANGE-REQUEST and OTHER-ADDRESS.
         #[arg(long, value_name = "IP")]
         alt_ip: Option<IpAddr>,
-        /// Alternate port [default: listen port + 1].
-        #[arg(long, value_name = "PORT", requires = "alt_ip")]
-        alt_port: Option<u16>,
+        #[command(flatten)]
+        alt_port: AltPortArgs,
         /// Threads reading the primary socket (more than one contends for the socket; one
         /// answers about 1.5x coturn's rate on loopback, see bench/).
         #[arg(long, default_value_t = 1)]
@@ -228,6 +229,8 @@ struct RelayArgs {
     /// Alternate IP of this host for RFC 5780 STUN (needs --stun).
     #[arg(long, value_name = "IP")]
     alt_ip: Option<IpAddr>,
+    #[command(flatten)]
+    alt_port: AltPortArgs,
     /// TLS certificate chain, PEM (serve https/wss).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -306,12 +309,38 @@ struct RelayArgs {
     registry_page_size: Option<usize>,
 }
 
+/// STUN's second port, for `stun` and `relay`.
+#[derive(clap::Args)]
+struct AltPortArgs {
+    /// STUN's second port [default: the STUN port + 1]. Without --alt-ip it is served on the
+    /// same IP, which is enough to recognise a symmetric NAT.
+    #[arg(long, value_name = "PORT")]
+    alt_port: Option<u16>,
+    /// Serve STUN on one port only (clients then cannot recognise a symmetric NAT by this
+    /// server alone).
+    #[arg(long, conflicts_with_all = ["alt_port", "alt_ip"])]
+    no_alt_port: bool,
+}
+
+impl AltPortArgs {
+    fn alt_port(&self) -> AltPort {
+        match (self.alt_port, self.no_alt_port) {
+            (_, true) => AltPort::Off,
+            (Some(port), false) => AltPort::Port(port),
+            (None, false) => AltPort::Next,
+        }
+    }
+}
+
 impl RelayArgs {
     fn settings(self) -> RelayFileConfig {
         RelayFileConfig {
             listen: self.listen,
             stun: self.stun,
             alt_ip: self.alt_ip,
+            alt_port: self.alt_port.alt_port,
+            // Only a flag that was given overrides the file.
+            no_alt_port: self.alt_port.no_alt_port.then_some(true),
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             max_clients: self.max_clients,
@@ -383,7 +412,7 @@ fn run(cli: Cli) -> Result<()> {
             alt_ip,
             alt_port,
             threads,
-        } => stun(listen, alt_ip, alt_port, threads),
+        } => stun(listen, alt_ip, alt_port.alt_port(), threads),
         Command::Relay(args) => {
             let file = Config::load(&config_path)?.relay.unwrap_or_default();
             relay(file.overridden_by(args.settings()))
@@ -520,7 +549,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn stun(
     listen: SocketAddr,
     alt_ip: Option<IpAddr>,
-    alt_port: Option<u16>,
+    alt_port: AltPort,
     threads: usize,
 ) -> Result<()> {
     let service = StunService::start(&StunOptions {

@@ -1,6 +1,8 @@
 //! Issue 2's acceptance in the NAT lab: `burrow netcheck` reports what the lab built, for every
 //! NAT kind and both router variants, against `burrow stun` and against coturn; and coturn's own
-//! clients give the same verdicts against `burrow stun` as against coturn.
+//! clients give the same verdicts against `burrow stun` as against coturn. Against a `burrow
+//! stun` on one address (a second port only), netcheck still reports every kind's mapping, and
+//! `unknown` for what one address cannot tell.
 //!
 //! Needs root. Without it the tests skip and say so, except under CI (CI=true), where a skip is a
 //! failure because CI runs as root.
@@ -21,6 +23,26 @@ const COTURN_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 20),
     Ipv4Addr::new(203, 0, 113, 21),
 ];
+/// `burrow stun` on one address, with its default second port.
+const ONE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
+
+/// What netcheck can tell of `kind` against a one-address server: the mapping always; of the
+/// filtering only whether it depends on the port, so endpoint-independent and
+/// address-dependent filtering (and so full and restricted cones) are `unknown`.
+fn one_address_verdict(kind: NatKind) -> [&'static str; 3] {
+    let apd = "address-and-port-dependent";
+    match kind {
+        NatKind::Open => ["none", "unknown", "open"],
+        NatKind::FullCone | NatKind::RestrictedCone => {
+            ["endpoint-independent", "unknown", "unknown"]
+        }
+        NatKind::PortRestrictedCone | NatKind::Cgnat => {
+            ["endpoint-independent", apd, "port-restricted-cone"]
+        }
+        NatKind::Symmetric => [apd, apd, "symmetric"],
+        NatKind::UdpBlocked => ["unknown", "unknown", "udp-blocked"],
+    }
+}
 
 fn home_name(kind: NatKind, variant: RouterVariant) -> String {
     format!("{}-{}", kind.name(), variant.name())
@@ -31,6 +53,7 @@ fn home_name(kind: NatKind, variant: RouterVariant) -> String {
 fn build_lab(variants: &[RouterVariant]) -> Lab {
     let mut b = Lab::builder()
         .server("burrow", &BURROW_IPS)
+        .server("burrow1", &[ONE_IP])
         .server("coturn", &COTURN_IPS);
     for &variant in variants {
         for kind in NatKind::ALL {
@@ -51,6 +74,13 @@ fn build_lab(variants: &[RouterVariant]) -> Lab {
         ],
     )
     .expect("burrow stun starts");
+    let ns = lab.server_ns("burrow1").to_string();
+    lab.spawn(
+        &ns,
+        BURROW,
+        ["stun", "--listen", &format!("{ONE_IP}:{PORT}")],
+    )
+    .expect("burrow stun on one address starts");
     lab.start_coturn("coturn", PORT).expect("coturn starts");
     let inet = lab.internet_ns().to_string();
     lab.stun_ping(
@@ -59,6 +89,14 @@ fn build_lab(variants: &[RouterVariant]) -> Lab {
         Duration::from_secs(5),
     )
     .expect("burrow stun answers");
+    for port in [PORT, PORT + 1] {
+        lab.stun_ping(
+            &inet,
+            SocketAddr::from((ONE_IP, port)),
+            Duration::from_secs(5),
+        )
+        .expect("burrow stun on one address answers on both ports");
+    }
     lab
 }
 
@@ -100,19 +138,24 @@ fn netcheck_reports_what_the_lab_built_against_burrow_and_coturn() {
                     let home = home_name(kind, variant);
                     let b = netcheck(lab, &home, BURROW_IPS[0]);
                     let c = netcheck(lab, &home, COTURN_IPS[0]);
-                    (kind, variant, b, c)
+                    let o = netcheck(lab, &home, ONE_IP);
+                    (kind, variant, b, c, o)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for (kind, variant, b, c) in results {
+    for (kind, variant, b, c, o) in results {
         let want = [
             kind.expected_mapping(),
             kind.expected_filtering(),
             kind.expected_nat_type(),
         ];
-        for (server, r) in [("burrow", &b), ("coturn", &c)] {
+        for (server, r, want) in [
+            ("burrow", &b, want),
+            ("coturn", &c, want),
+            ("1-ip", &o, one_address_verdict(kind)),
+        ] {
             let got = [
                 r["mapping"].as_str().unwrap_or("?"),
                 r["filtering"].as_str().unwrap_or("?"),

@@ -13,6 +13,14 @@
 //!   NAT with address-dependent filtering would otherwise let the alternate IP in;
 //! * the main socket's own public address (hairpinning, RFC 5780 4.5).
 //!
+//! A server with one IP address and a second port (burrow's ALTERNATE-PORT, see
+//! [`crate::stun::server`]) serves the same tests with the port alone, when no server offers
+//! OTHER-ADDRESS: a mapping that changes with the destination port is address-and-port
+//! dependent, and one that does not is reported endpoint-independent (an address-dependent
+//! mapping would look the same, unless servers at other IPs saw another mapping). A changed
+//! port that gets through shows only that filtering is not port-dependent, so endpoint-
+//! independent and address-dependent filtering both report `unknown`.
+//!
 //! Negative answers (a filter that drops a response) only show as silence, so each probe has a
 //! timeout derived from the RTT measured so far, and everything ends by the deadline.
 
@@ -209,6 +217,8 @@ enum Probe {
     MapAltIp,
     /// Mapping test III: alternate IP and port.
     MapAltBoth,
+    /// The mapping test of a one-address server: primary IP, alternate port.
+    MapAltPort,
     /// Filtering test II: CHANGE-REQUEST for IP and port.
     FilterBoth,
     /// Filtering test III: CHANGE-REQUEST for port only.
@@ -229,11 +239,31 @@ struct Outstanding {
     give_up: Option<Instant>,
 }
 
-/// The RFC 5780 server chosen for the behaviour tests.
+/// The server chosen for the behaviour tests.
 #[derive(Clone, Copy)]
-struct Rfc5780Server {
+struct TestServer {
     primary: SocketAddr,
-    other: SocketAddr,
+    other: Other,
+}
+
+/// What the test server offers beside its primary address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Other {
+    /// Another IP and port (RFC 5780 OTHER-ADDRESS).
+    Address(SocketAddr),
+    /// Another port on the primary IP (ALTERNATE-PORT).
+    Port(u16),
+}
+
+impl TestServer {
+    /// Where a response to CHANGE-REQUEST for the port only comes from.
+    fn alt_port(&self) -> SocketAddr {
+        let port = match self.other {
+            Other::Address(a) => a.port(),
+            Other::Port(p) => p,
+        };
+        SocketAddr::new(self.primary.ip(), port)
+    }
 }
 
 /// The discovery state machine.
@@ -244,9 +274,10 @@ pub struct Discovery {
     queue: VecDeque<Transmit>,
     results: Vec<ServerResult>,
     max_rtt: Option<Duration>,
-    rfc5780: Option<Rfc5780Server>,
+    rfc5780: Option<TestServer>,
     map_alt_ip: Option<Option<SocketAddr>>,
     map_alt_both: Option<Option<SocketAddr>>,
+    map_alt_port: Option<Option<SocketAddr>>,
     filter_both: Option<bool>,
     filter_port: Option<bool>,
     hairpin: Option<bool>,
@@ -277,6 +308,7 @@ impl Discovery {
             rfc5780: None,
             map_alt_ip: None,
             map_alt_both: None,
+            map_alt_port: None,
             filter_both: None,
             filter_port: None,
             hairpin: None,
@@ -409,6 +441,7 @@ impl Discovery {
             }
             Probe::MapAltIp => self.map_alt_ip = Some(None),
             Probe::MapAltBoth => self.map_alt_both = Some(None),
+            Probe::MapAltPort => self.map_alt_port = Some(None),
             Probe::FilterBoth => self.filter_both = Some(false),
             Probe::FilterPort => self.filter_port = Some(false),
             Probe::Hairpin => self.hairpin = Some(false),
@@ -465,9 +498,11 @@ impl Discovery {
                     self.results[i].error = Some(format!("error response {code}"));
                 }
                 // A server that refuses a test leaves its question open.
-                Probe::FilterBoth | Probe::FilterPort | Probe::MapAltIp | Probe::MapAltBoth => {
-                    self.rfc5780_unusable()
-                }
+                Probe::FilterBoth
+                | Probe::FilterPort
+                | Probe::MapAltIp
+                | Probe::MapAltBoth
+                | Probe::MapAltPort => self.rfc5780_unusable(),
                 Probe::Hairpin => {}
             }
             self.check_done(now);
@@ -490,23 +525,43 @@ impl Discovery {
                         o.give_up = Some(o.first_sent + silence_after.max(4 * rtt));
                     }
                 }
-                if let (Some(mapped), Some(other), true, None) =
-                    (mapped, msg.other_address, from.is_ipv4(), self.rfc5780)
-                {
-                    if other.is_ipv4() && other.ip() != from.ip() && other.port() != from.port() {
-                        self.start_behaviour_tests(from, other, mapped, now);
+                let offered = match (msg.other_address, msg.alternate_port) {
+                    (Some(a), _)
+                        if a.is_ipv4() && a.ip() != from.ip() && a.port() != from.port() =>
+                    {
+                        Some(Other::Address(a))
                     }
+                    (_, Some(p)) if p != from.port() => Some(Other::Port(p)),
+                    _ => None,
+                };
+                // The first server that can test, or a second IP over a second port.
+                let better = match (self.rfc5780.map(|s| s.other), offered) {
+                    (None, Some(_)) => true,
+                    (Some(Other::Port(_)), Some(Other::Address(_))) => true,
+                    _ => false,
+                };
+                if let (Some(mapped), Some(other), true, true) =
+                    (mapped, offered, from.is_ipv4(), better)
+                {
+                    self.start_behaviour_tests(
+                        TestServer {
+                            primary: from,
+                            other,
+                        },
+                        mapped,
+                        now,
+                    );
                 }
             }
             Probe::MapAltIp => self.map_alt_ip = Some(mapped),
             Probe::MapAltBoth => self.map_alt_both = Some(mapped),
+            Probe::MapAltPort => self.map_alt_port = Some(mapped),
             Probe::FilterBoth | Probe::FilterPort => {
                 // Only a response from the changed address proves the filter let it in.
                 let Some(server) = self.rfc5780 else { return };
-                let expected = if o.probe == Probe::FilterBoth {
-                    server.other
-                } else {
-                    SocketAddr::new(server.primary.ip(), server.other.port())
+                let expected = match (o.probe, server.other) {
+                    (Probe::FilterBoth, Other::Address(a)) => a,
+                    _ => server.alt_port(),
                 };
                 if from != expected {
                     self.rfc5780_unusable();
@@ -521,21 +576,32 @@ impl Discovery {
         self.check_done(now);
     }
 
-    fn start_behaviour_tests(
-        &mut self,
-        primary: SocketAddr,
-        other: SocketAddr,
-        mapped: SocketAddr,
-        now: Instant,
-    ) {
-        self.rfc5780 = Some(Rfc5780Server { primary, other });
-        let alt_ip = SocketAddr::new(other.ip(), primary.port());
-        self.send_probe(Probe::MapAltIp, SocketId::Main4, alt_ip, now, |_| {});
-        self.send_probe(Probe::MapAltBoth, SocketId::Main4, other, now, |_| {});
+    /// Starts (or, for a better server, starts over) the mapping, filtering and hairpinning
+    /// tests.
+    fn start_behaviour_tests(&mut self, server: TestServer, mapped: SocketAddr, now: Instant) {
+        self.outstanding
+            .retain(|_, o| matches!(o.probe, Probe::Binding(_)));
+        (self.map_alt_ip, self.map_alt_both, self.map_alt_port) = (None, None, None);
+        (self.filter_both, self.filter_port, self.hairpin) = (None, None, None);
+        self.rfc5780 = Some(server);
+        let primary = server.primary;
+        match server.other {
+            Other::Address(other) => {
+                let alt_ip = SocketAddr::new(other.ip(), primary.port());
+                self.send_probe(Probe::MapAltIp, SocketId::Main4, alt_ip, now, |_| {});
+                self.send_probe(Probe::MapAltBoth, SocketId::Main4, other, now, |_| {});
+            }
+            Other::Port(_) => {
+                let alt_port = server.alt_port();
+                self.send_probe(Probe::MapAltPort, SocketId::Main4, alt_port, now, |_| {});
+            }
+        }
         if self.has_socket(SocketId::Filter4) {
-            self.send_probe(Probe::FilterBoth, SocketId::Filter4, primary, now, |w| {
-                w.change_request(true, true);
-            });
+            if matches!(server.other, Other::Address(_)) {
+                self.send_probe(Probe::FilterBoth, SocketId::Filter4, primary, now, |w| {
+                    w.change_request(true, true);
+                });
+            }
             self.send_probe(Probe::FilterPort, SocketId::Filter4, primary, now, |w| {
                 w.change_request(false, true);
             });
@@ -551,6 +617,7 @@ impl Discovery {
             .retain(|_, o| matches!(o.probe, Probe::Binding(_)));
         self.map_alt_ip = Some(None);
         self.map_alt_both = Some(None);
+        self.map_alt_port = Some(None);
         self.filter_both = None;
         self.filter_port = None;
     }
@@ -592,30 +659,39 @@ impl Discovery {
             .and_then(|r| r.mapped);
 
         let open = public_addr.is_some_and(|a| self.is_local(a, SocketId::Main4));
-        let mapping = match (public_addr, self.map_alt_ip, self.map_alt_both) {
-            (None, _, _) => Mapping::Unknown,
-            _ if open => Mapping::None,
-            (Some(first), Some(Some(alt_ip)), _) if alt_ip == first => Mapping::EndpointIndependent,
-            (Some(_), Some(Some(alt_ip)), Some(Some(alt_both))) if alt_both == alt_ip => {
-                Mapping::AddressDependent
-            }
-            (Some(_), Some(Some(_)), Some(Some(_))) => Mapping::AddressAndPortDependent,
-            // Without RFC 5780: several servers at different IPs still show whether the
-            // mapping depends on the destination, though not whether the port matters.
-            (Some(first), _, _) if v4.len() >= 2 => {
-                if v4.iter().all(|r| r.mapped == Some(first)) {
-                    Mapping::EndpointIndependent
-                } else {
-                    Mapping::AddressDependent
+        let mapping = match public_addr {
+            None => Mapping::Unknown,
+            Some(_) if open => Mapping::None,
+            Some(first) => {
+                // Several servers at different IPs show whether the mapping depends on the
+                // destination, though not whether the port matters.
+                let by_servers = (v4.len() >= 2).then(|| {
+                    if v4.iter().all(|r| r.mapped == Some(first)) {
+                        Mapping::EndpointIndependent
+                    } else {
+                        Mapping::AddressDependent
+                    }
+                });
+                match (self.map_alt_ip, self.map_alt_both, self.map_alt_port) {
+                    (Some(Some(alt_ip)), _, _) if alt_ip == first => Mapping::EndpointIndependent,
+                    (Some(Some(alt_ip)), Some(Some(alt_both)), _) if alt_both == alt_ip => {
+                        Mapping::AddressDependent
+                    }
+                    (Some(Some(_)), Some(Some(_)), _) => Mapping::AddressAndPortDependent,
+                    (_, _, Some(Some(alt_port))) if alt_port != first => {
+                        Mapping::AddressAndPortDependent
+                    }
+                    (_, _, Some(Some(_))) => by_servers.unwrap_or(Mapping::EndpointIndependent),
+                    _ => by_servers.unwrap_or(Mapping::Unknown),
                 }
             }
-            _ => Mapping::Unknown,
         };
         let filtering = match (self.filter_both, self.filter_port) {
             (Some(true), _) if mapping == Mapping::None => Filtering::None,
             (Some(true), _) => Filtering::EndpointIndependent,
             (Some(false), Some(true)) => Filtering::AddressDependent,
-            (Some(false), Some(false)) => Filtering::AddressAndPortDependent,
+            // A changed source port alone was filtered.
+            (Some(false) | None, Some(false)) => Filtering::AddressAndPortDependent,
             _ => Filtering::Unknown,
         };
         let nat_type = if !udp {

@@ -145,7 +145,9 @@ pub struct DirectPath {
 pub enum Event {
     /// Traffic moves to this direct path, or back to the relay (`None`).
     PathChanged(Option<DirectPath>),
-    /// The peer saw our packets come from this address (our public address towards it).
+    /// The peer saw our main socket's packets come from this address: our public address
+    /// towards it, which shows a mapping that depends on the destination when it differs
+    /// from what STUN servers see.
     Observed(SocketAddr),
 }
 
@@ -533,7 +535,9 @@ impl PeerPaths {
         });
         p.live = true;
         p.heard(now);
-        self.events.push_back(Event::Observed(observed));
+        if spare.is_none() {
+            self.events.push_back(Event::Observed(observed));
+        }
         self.choose_best();
     }
 

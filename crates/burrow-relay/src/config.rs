@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use burrow::config::RelayFileConfig;
-use burrow::stun_service::StunOptions;
+use burrow::stun_service::{AltPort, StunOptions};
 use burrow_proto::relay::server_conn::{ConnLimits, MAX_MESSAGE};
 
 /// The relay's limits. Every one is explicit, has a default and a `burrow relay` flag.
@@ -257,15 +257,23 @@ impl RelayConfig {
             return bad("no listen address (--listen IP:PORT or listen in [relay])");
         };
         c.listen = listen;
-        c.stun = match (s.stun, s.alt_ip) {
-            (Some(listen), alt_ip) => Some(StunOptions {
+        let alt_port = match (s.alt_port, s.no_alt_port.unwrap_or(false)) {
+            (Some(_), true) => return bad("--alt-port and --no-alt-port contradict each other"),
+            (Some(port), false) => AltPort::Port(port),
+            (None, true) => AltPort::Off,
+            (None, false) => AltPort::Next,
+        };
+        c.stun = match s.stun {
+            Some(listen) => Some(StunOptions {
                 listen,
-                alt_ip,
-                alt_port: None,
+                alt_ip: s.alt_ip,
+                alt_port,
                 threads: 1,
             }),
-            (None, Some(_)) => return bad("--alt-ip needs --stun"),
-            (None, None) => None,
+            None if s.alt_ip.is_some() || s.alt_port.is_some() => {
+                return bad("--alt-ip and --alt-port need --stun")
+            }
+            None => None,
         };
         c.tls = match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {

@@ -41,6 +41,10 @@ pub struct RelayFileConfig {
     pub stun: Option<SocketAddr>,
     /// Alternate IP for RFC 5780 STUN.
     pub alt_ip: Option<IpAddr>,
+    /// STUN's second port [default: the STUN port + 1].
+    pub alt_port: Option<u16>,
+    /// No second STUN port (not with `alt_ip`).
+    pub no_alt_port: Option<bool>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -105,6 +109,8 @@ impl RelayFileConfig {
             listen: flags.listen.or(self.listen),
             stun: flags.stun.or(self.stun),
             alt_ip: flags.alt_ip.or(self.alt_ip),
+            alt_port: flags.alt_port.or(self.alt_port),
+            no_alt_port: flags.no_alt_port.or(self.no_alt_port),
             tls_cert: flags.tls_cert.or(self.tls_cert),
             tls_key: flags.tls_key.or(self.tls_key),
             max_clients: flags.max_clients.or(self.max_clients),

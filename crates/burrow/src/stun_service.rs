@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use burrow_proto::stun::server::{Ignored, Outcome, Role, ServerConfig, StunServer};
+use burrow_proto::stun::server::{Alternate, Ignored, Outcome, Role, ServerConfig, StunServer};
 
 /// Largest datagram read; longer ones are truncated and then fail to parse.
 const RECV_BUFFER: usize = 2048;
@@ -42,6 +42,19 @@ pub struct StunService {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// The STUN service's second port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AltPort {
+    /// The listen port + 1; with listen port 0, any free port (a one-address server tells
+    /// clients its second port, so it need not be the next one).
+    #[default]
+    Next,
+    /// This port.
+    Port(u16),
+    /// No second port: a plain Binding server (not allowed with an alternate IP).
+    Off,
+}
+
 /// Options for [`StunService::start`].
 #[derive(Clone, Debug)]
 pub struct StunOptions {
@@ -49,8 +62,9 @@ pub struct StunOptions {
     pub listen: SocketAddr,
     /// Alternate IP for RFC 5780 (CHANGE-REQUEST, OTHER-ADDRESS).
     pub alt_ip: Option<std::net::IpAddr>,
-    /// Alternate port; defaults to the primary port + 1 when an alternate IP is given.
-    pub alt_port: Option<u16>,
+    /// The second port. With an alternate IP it is RFC 5780's alternate port; without one the
+    /// server listens on it on the primary IP, so clients behind a symmetric NAT can tell.
+    pub alt_port: AltPort,
     /// Threads reading the primary socket.
     pub threads: usize,
 }
@@ -68,44 +82,15 @@ pub enum StunServiceError {
     },
     /// The options do not make sense together.
     #[error("{0}")]
-    Options(String),
+    Options(&'static str),
 }
 
 impl StunService {
     /// Binds every socket the configuration needs and starts answering.
     pub fn start(options: &StunOptions) -> Result<StunService, StunServiceError> {
-        let alternate = match (options.alt_ip, options.alt_port) {
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(StunServiceError::Options(
-                    "--alt-port needs --alt-ip: RFC 5780 needs a second IP address".into(),
-                ))
-            }
-            (Some(ip), port) => {
-                if ip.is_ipv4() != options.listen.is_ipv4() {
-                    return Err(StunServiceError::Options(
-                        "the alternate IP must be of the same family as the listen address".into(),
-                    ));
-                }
-                if ip == options.listen.ip() {
-                    return Err(StunServiceError::Options(
-                        "the alternate IP must differ from the listen IP".into(),
-                    ));
-                }
-                let port = match port {
-                    Some(p) => p,
-                    None => options.listen.port().checked_add(1).ok_or_else(|| {
-                        StunServiceError::Options("no port after 65535 for --alt-port".into())
-                    })?,
-                };
-                if port == options.listen.port() || options.listen.port() == 0 {
-                    return Err(StunServiceError::Options(
-                        "RFC 5780 needs fixed, distinct primary and alternate ports".into(),
-                    ));
-                }
-                Some(SocketAddr::new(ip, port))
-            }
-        };
+        let bad = |why| Err(StunServiceError::Options(why));
+        let listen = options.listen;
+        let next_port = listen.port().checked_add(1);
         let bind = |addr: SocketAddr| -> Result<(SocketAddr, Arc<UdpSocket>), StunServiceError> {
             let err = |source| StunServiceError::Bind { addr, source };
             let socket = UdpSocket::bind(addr).map_err(err)?;
@@ -113,7 +98,49 @@ impl StunService {
             Ok((socket.local_addr().map_err(err)?, Arc::new(socket)))
         };
         // Bind the primary first: with port 0 its real port is only known afterwards.
-        let (primary, primary_socket) = bind(options.listen)?;
+        let (primary, primary_socket) = bind(listen)?;
+        let mut second = None;
+        let alternate = match (options.alt_ip, options.alt_port) {
+            (None, AltPort::Off) => Alternate::None,
+            (None, port) => {
+                let port = match port {
+                    AltPort::Port(p) if p == listen.port() && p != 0 => {
+                        return bad("the alternate port must differ from the listen port")
+                    }
+                    AltPort::Port(p) => p,
+                    _ if listen.port() == 0 => 0,
+                    _ => match next_port {
+                        Some(p) => p,
+                        None => return bad("no port after 65535 for the alternate port"),
+                    },
+                };
+                let (addr, socket) = bind(SocketAddr::new(primary.ip(), port))?;
+                second = Some((addr, socket));
+                Alternate::Port(addr.port())
+            }
+            (Some(ip), port) => {
+                if ip.is_ipv4() != listen.is_ipv4() {
+                    return bad(
+                        "the alternate IP must be of the same family as the listen address",
+                    );
+                }
+                if ip == listen.ip() {
+                    return bad("the alternate IP must differ from the listen IP");
+                }
+                let port = match (port, next_port) {
+                    (AltPort::Off, _) => return bad("RFC 5780 needs an alternate port too"),
+                    (AltPort::Port(p), _) => p,
+                    (AltPort::Next, Some(p)) => p,
+                    (AltPort::Next, None) => {
+                        return bad("no port after 65535 for the alternate port")
+                    }
+                };
+                if port == listen.port() || listen.port() == 0 {
+                    return bad("RFC 5780 needs fixed, distinct primary and alternate ports");
+                }
+                Alternate::Address(SocketAddr::new(ip, port))
+            }
+        };
         let server = Arc::new(StunServer::new(ServerConfig {
             primary,
             alternate,
@@ -121,7 +148,10 @@ impl StunService {
         }));
         let mut sockets = vec![(Role::PRIMARY, primary, primary_socket)];
         for (role, addr) in server.roles().into_iter().skip(1) {
-            let (addr, socket) = bind(addr)?;
+            let (addr, socket) = match second.take() {
+                Some(bound) => bound,
+                None => bind(addr)?,
+            };
             sockets.push((role, addr, socket));
         }
         let stats = Arc::new(Stats::default());
@@ -267,12 +297,61 @@ mod tests {
         let service = StunService::start(&StunOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             alt_ip: None,
-            alt_port: None,
+            alt_port: AltPort::Off,
             threads: 1,
         })
         .unwrap();
         let server = service.local_addrs()[0].1;
         (service, server)
+    }
+
+    fn binding(client: &UdpSocket, to: SocketAddr, change_port: bool) -> (SocketAddr, Vec<u8>) {
+        let mut req = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut req,
+            Class::Request,
+            Method::BINDING,
+            TransactionId([7; 12]),
+        );
+        if change_port {
+            w.change_request(false, true);
+        }
+        w.finish();
+        client.send_to(&req, to).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        (from, buf[..n].to_vec())
+    }
+
+    #[test]
+    fn one_address_serves_a_second_port_and_says_which() {
+        let service = StunService::start(&StunOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            alt_ip: None,
+            alt_port: AltPort::Next,
+            threads: 1,
+        })
+        .unwrap();
+        let addrs = service.local_addrs();
+        assert_eq!(addrs.len(), 2, "{addrs:?}");
+        let (primary, second) = (addrs[0].1, addrs[1].1);
+        assert_eq!(primary.ip(), second.ip());
+        assert_ne!(primary.port(), second.port());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for (to, other) in [(primary, second), (second, primary)] {
+            let (from, resp) = binding(&client, to, false);
+            let resp = Message::parse(&resp).unwrap();
+            assert_eq!(from, to);
+            assert_eq!(resp.alternate_port, Some(other.port()));
+            assert_eq!(resp.other_address, None, "RFC 5780 7.4: no second IP");
+        }
+        // CHANGE-REQUEST for the port: answered from the second port.
+        let (from, _) = binding(&client, primary, true);
+        assert_eq!(from, second);
+        service.shutdown();
     }
 
     #[test]
@@ -352,15 +431,31 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_options() {
-        let bad = StunOptions {
-            listen: "127.0.0.1:3478".parse().unwrap(),
-            alt_ip: None,
-            alt_port: Some(3479),
+        let options = |alt_ip: Option<&str>, alt_port| StunOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            alt_ip: alt_ip.map(|ip| ip.parse().unwrap()),
+            alt_port,
             threads: 1,
         };
-        assert!(matches!(
-            StunService::start(&bad),
-            Err(StunServiceError::Options(_))
-        ));
+        for (bad, why) in [
+            (
+                options(Some("127.0.0.2"), AltPort::Off),
+                "an alternate port too",
+            ),
+            (
+                options(Some("127.0.0.1"), AltPort::Next),
+                "differ from the listen IP",
+            ),
+            (options(Some("::1"), AltPort::Next), "same family"),
+            (
+                options(Some("127.0.0.2"), AltPort::Port(5)),
+                "fixed, distinct",
+            ),
+        ] {
+            match StunService::start(&bad) {
+                Err(StunServiceError::Options(e)) => assert!(e.contains(why), "{e}"),
+                other => panic!("{bad:?}: {:?}", other.map(|s| s.local_addrs().to_vec())),
+            }
+        }
     }
 }

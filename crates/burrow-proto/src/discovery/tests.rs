@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::stun::server::{Outcome, Role, ServerConfig, StunServer};
+use crate::stun::server::{Alternate, Outcome, Role, ServerConfig, StunServer};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -81,22 +81,58 @@ struct World {
     one_way: Duration,
 }
 
-fn run(kind: Kind, rfc5780: bool, server_count: usize) -> (Findings, Duration) {
+/// What the model's STUN servers offer beside their primary address.
+#[derive(Clone, Copy, PartialEq)]
+enum Servers {
+    /// Nothing: plain Binding servers.
+    Plain,
+    /// A second port on the one IP.
+    OneAddress,
+    /// A second IP and port (RFC 5780).
+    TwoAddresses,
+}
+
+/// STUN server `i` of the model internet: 203.0.113.(10 + 2i), and .(11 + 2i) as its second IP.
+fn model_server(i: usize, servers: Servers) -> StunServer {
+    StunServer::new(ServerConfig {
+        primary: format!("203.0.113.{}:3478", 10 + 2 * i).parse().unwrap(),
+        alternate: match servers {
+            Servers::Plain => Alternate::None,
+            Servers::OneAddress => Alternate::Port(3479),
+            Servers::TwoAddresses => {
+                Alternate::Address(format!("203.0.113.{}:3479", 11 + 2 * i).parse().unwrap())
+            }
+        },
+        software: None,
+    })
+}
+
+fn run(kind: Kind, servers: Servers, server_count: usize) -> (Findings, Duration) {
+    run_with(
+        kind,
+        (0..server_count)
+            .map(|i| model_server(i, servers))
+            .collect(),
+    )
+}
+
+/// A one-address server first, then an RFC 5780 one, both answering at the same time.
+fn run_mixed(kind: Kind) -> (Findings, Duration) {
+    run_with(
+        kind,
+        vec![
+            model_server(0, Servers::OneAddress),
+            model_server(1, Servers::TwoAddresses),
+        ],
+    )
+}
+
+fn run_with(kind: Kind, servers: Vec<StunServer>) -> (Findings, Duration) {
     let host_ip: IpAddr = if kind == Kind::Open {
         "198.51.100.2".parse().unwrap()
     } else {
         "10.0.0.2".parse().unwrap()
     };
-    let servers: Vec<StunServer> = (0..server_count)
-        .map(|i| {
-            StunServer::new(ServerConfig {
-                primary: format!("203.0.113.{}:3478", 10 + 2 * i).parse().unwrap(),
-                alternate: rfc5780
-                    .then(|| format!("203.0.113.{}:3479", 11 + 2 * i).parse().unwrap()),
-                software: None,
-            })
-        })
-        .collect();
     let sockets = vec![
         (SocketId::Main4, SocketAddr::new(host_ip, 40000)),
         (SocketId::Filter4, SocketAddr::new(host_ip, 40001)),
@@ -198,7 +234,7 @@ impl World {
 }
 
 fn check(kind: Kind, mapping: Mapping, filtering: Filtering, nat_type: NatType) {
-    let (f, took) = run(kind, true, 2);
+    let (f, took) = run(kind, Servers::TwoAddresses, 2);
     assert_eq!(
         (f.mapping, f.filtering, f.nat_type),
         (mapping, filtering, nat_type)
@@ -220,7 +256,10 @@ fn full_cone() {
         Filtering::EndpointIndependent,
         NatType::FullCone,
     );
-    assert_eq!(run(Kind::FullCone, true, 1).0.hairpinning, Some(true));
+    assert_eq!(
+        run(Kind::FullCone, Servers::TwoAddresses, 1).0.hairpinning,
+        Some(true)
+    );
 }
 
 #[test]
@@ -242,7 +281,9 @@ fn port_restricted_cone() {
         NatType::PortRestrictedCone,
     );
     assert_eq!(
-        run(Kind::PortRestricted, true, 1).0.hairpinning,
+        run(Kind::PortRestricted, Servers::TwoAddresses, 1)
+            .0
+            .hairpinning,
         Some(false)
     );
 }
@@ -259,7 +300,7 @@ fn symmetric() {
 
 #[test]
 fn udp_blocked_ends_at_the_deadline() {
-    let (f, took) = run(Kind::Blocked, true, 2);
+    let (f, took) = run(Kind::Blocked, Servers::TwoAddresses, 2);
     assert!(!f.udp);
     assert_eq!(f.nat_type, NatType::UdpBlocked);
     assert_eq!(f.public_addr, None);
@@ -272,17 +313,73 @@ fn udp_blocked_ends_at_the_deadline() {
 
 #[test]
 fn without_rfc5780_several_servers_still_reveal_a_symmetric_mapping() {
-    let (f, _) = run(Kind::Symmetric, false, 2);
+    let (f, _) = run(Kind::Symmetric, Servers::Plain, 2);
     assert_eq!(f.nat_type, NatType::Symmetric);
     assert_eq!(f.filtering, Filtering::Unknown);
-    let (f, _) = run(Kind::PortRestricted, false, 2);
+    let (f, _) = run(Kind::PortRestricted, Servers::Plain, 2);
     assert_eq!(f.mapping, Mapping::EndpointIndependent);
     assert_eq!(f.nat_type, NatType::Unknown);
 }
 
 #[test]
+fn one_address_servers_tell_the_mapping_and_port_dependent_filtering() {
+    use Filtering as F;
+    use Mapping as M;
+    for (kind, mapping, filtering, nat_type) in [
+        (Kind::Open, M::None, F::Unknown, NatType::Open),
+        (
+            Kind::FullCone,
+            M::EndpointIndependent,
+            F::Unknown,
+            NatType::Unknown,
+        ),
+        (
+            Kind::Restricted,
+            M::EndpointIndependent,
+            F::Unknown,
+            NatType::Unknown,
+        ),
+        (
+            Kind::PortRestricted,
+            M::EndpointIndependent,
+            F::AddressAndPortDependent,
+            NatType::PortRestrictedCone,
+        ),
+        (
+            Kind::Symmetric,
+            M::AddressAndPortDependent,
+            F::AddressAndPortDependent,
+            NatType::Symmetric,
+        ),
+    ] {
+        let (f, took) = run(kind, Servers::OneAddress, 1);
+        assert_eq!(
+            (f.mapping, f.filtering, f.nat_type),
+            (mapping, filtering, nat_type)
+        );
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+}
+
+#[test]
+fn a_second_ip_is_preferred_over_a_second_port() {
+    // Server 0 offers a second port and answers first; server 1, a second IP, answers next.
+    let (f, _) = run(Kind::Restricted, Servers::OneAddress, 1);
+    assert_eq!(f.filtering, Filtering::Unknown);
+    let (f, _) = run_mixed(Kind::Restricted);
+    assert_eq!(
+        (f.mapping, f.filtering, f.nat_type),
+        (
+            Mapping::EndpointIndependent,
+            Filtering::AddressDependent,
+            NatType::RestrictedCone
+        )
+    );
+}
+
+#[test]
 fn public_address_and_rtt_are_reported() {
-    let (f, _) = run(Kind::PortRestricted, true, 1);
+    let (f, _) = run(Kind::PortRestricted, Servers::TwoAddresses, 1);
     assert_eq!(
         f.public_addr.unwrap().ip(),
         "198.18.0.2".parse::<IpAddr>().unwrap()

@@ -27,6 +27,12 @@ impl AttributeType {
     pub const FINGERPRINT: Self = Self(0x8028);
     pub const RESPONSE_ORIGIN: Self = Self(0x802b);
     pub const OTHER_ADDRESS: Self = Self(0x802c);
+    /// burrow's own, comprehension-optional (ignored by other clients): the server's second
+    /// port on the IP the request reached. A server with one IP address may not send
+    /// OTHER-ADDRESS (RFC 5780 7.4), but a second port still shows a mapping that depends on
+    /// the destination port, and filtering that depends on the source port. The value is the
+    /// port and two zero bytes, like RESPONSE-PORT.
+    pub const ALTERNATE_PORT: Self = Self(0xc0b7);
 
     /// Types below 0x8000 must be understood; an unknown one makes the message unusable.
     pub fn is_comprehension_required(self) -> bool {

@@ -78,12 +78,22 @@ impl<'b> MessageWriter<'b> {
         self
     }
 
-    /// Adds RESPONSE-PORT (RFC 5780): a 16-bit port and 2 bytes of padding.
-    pub fn response_port(&mut self, port: u16) -> &mut Self {
-        self.header(AttributeType::RESPONSE_PORT, 4);
+    /// A 16-bit port and 2 bytes of padding.
+    fn port(&mut self, attr: AttributeType, port: u16) -> &mut Self {
+        self.header(attr, 4);
         self.buf.extend_from_slice(&port.to_be_bytes());
         self.buf.extend_from_slice(&[0, 0]);
         self
+    }
+
+    /// Adds RESPONSE-PORT (RFC 5780).
+    pub fn response_port(&mut self, port: u16) -> &mut Self {
+        self.port(AttributeType::RESPONSE_PORT, port)
+    }
+
+    /// Adds burrow's ALTERNATE-PORT ([`AttributeType::ALTERNATE_PORT`]).
+    pub fn alternate_port(&mut self, port: u16) -> &mut Self {
+        self.port(AttributeType::ALTERNATE_PORT, port)
     }
 
     /// Adds PADDING of `len` zero bytes (RFC 5780), capped at what one message can carry.

@@ -131,6 +131,8 @@ pub struct Message<'a> {
     pub other_address: Option<SocketAddr>,
     /// RESPONSE-PORT (RFC 5780).
     pub response_port: Option<u16>,
+    /// The server's second port on the same IP ([`AttributeType::ALTERNATE_PORT`]).
+    pub alternate_port: Option<u16>,
     /// Length of the PADDING attribute's value, if present (RFC 5780).
     pub padding_len: Option<usize>,
     /// Whether a valid FINGERPRINT was present.
@@ -182,6 +184,7 @@ impl<'a> Message<'a> {
             response_origin: None,
             other_address: None,
             response_port: None,
+            alternate_port: None,
             padding_len: None,
             fingerprint: false,
         };
@@ -256,6 +259,11 @@ impl<'a> Message<'a> {
                         }
                         let port = u16::from_be_bytes([value[0], value[1]]);
                         msg.response_port.get_or_insert(port);
+                    }
+                    AttributeType::ALTERNATE_PORT => {
+                        let [a, b, _, _] =
+                            <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                        msg.alternate_port.get_or_insert(u16::from_be_bytes([a, b]));
                     }
                     AttributeType::PADDING => {
                         msg.padding_len.get_or_insert(value.len());

@@ -3,10 +3,16 @@
 //! With an alternate address the server listens on four sockets: every combination of the
 //! primary and alternate IP with the primary and alternate port. A request received on one of
 //! them is answered from the one that CHANGE-REQUEST selects.
+//!
+//! A host with one IP address (most VPSes) can still serve a second port: two sockets, a
+//! CHANGE-REQUEST for the port only, and burrow's ALTERNATE-PORT attribute in place of
+//! OTHER-ADDRESS, which RFC 5780 7.4 reserves for servers with a second IP. That is enough to
+//! see a mapping that depends on the destination port (a symmetric NAT) and filtering that
+//! depends on the source port; other clients see a plain Binding server.
 
 use std::net::SocketAddr;
 
-use super::{Class, Message, MessageWriter, Method, StunError};
+use super::{ChangeRequest, Class, Message, MessageWriter, Method, StunError};
 
 /// One of the server's (up to) four listening addresses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -25,13 +31,24 @@ impl Role {
     };
 }
 
+/// The server's second address, which makes NAT behaviour discovery possible.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Alternate {
+    /// None: a plain Binding server.
+    None,
+    /// A second port on the primary IP: ALTERNATE-PORT, and CHANGE-REQUEST for the port only.
+    Port(u16),
+    /// Another IP and port (RFC 5780): OTHER-ADDRESS, and CHANGE-REQUEST for either.
+    Address(SocketAddr),
+}
+
 /// What the server needs to know about itself.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// The primary listening address.
     pub primary: SocketAddr,
-    /// The alternate address (other IP and other port) that enables RFC 5780 discovery.
-    pub alternate: Option<SocketAddr>,
+    /// The second address, if any. An alternate IP must be of the primary's family.
+    pub alternate: Alternate,
     /// Sent as SOFTWARE in responses, if set.
     pub software: Option<String>,
 }
@@ -75,37 +92,57 @@ pub struct StunServer {
 }
 
 impl StunServer {
-    /// Creates a server. The alternate address must be of the primary's family.
+    /// Creates a server.
     pub fn new(config: ServerConfig) -> Self {
         StunServer { config }
     }
 
-    /// The addresses the driver must bind, each with its role.
+    /// The addresses the driver must bind, each with its role, primary first.
     pub fn roles(&self) -> Vec<(Role, SocketAddr)> {
-        let mut roles = vec![(Role::PRIMARY, self.config.primary)];
-        if self.config.alternate.is_some() {
-            for (alt_ip, alt_port) in [(false, true), (true, false), (true, true)] {
+        let can = self.can_change();
+        let mut roles = Vec::new();
+        for alt_ip in [false, can.ip] {
+            for alt_port in [false, can.port] {
                 let role = Role { alt_ip, alt_port };
-                roles.push((role, self.address(role)));
+                if !roles.iter().any(|(r, _)| *r == role) {
+                    roles.push((role, self.address(role)));
+                }
             }
         }
         roles
     }
 
-    /// The socket address a role stands for.
+    /// What a CHANGE-REQUEST may ask of this server.
+    fn can_change(&self) -> ChangeRequest {
+        match self.config.alternate {
+            Alternate::None => ChangeRequest::default(),
+            Alternate::Port(_) => ChangeRequest {
+                ip: false,
+                port: true,
+            },
+            Alternate::Address(_) => ChangeRequest {
+                ip: true,
+                port: true,
+            },
+        }
+    }
+
+    /// The socket address a role stands for (the primary for a role the server lacks).
     pub fn address(&self, role: Role) -> SocketAddr {
         let primary = self.config.primary;
-        match self.config.alternate {
-            None => primary,
-            Some(alt) => SocketAddr::new(
-                if role.alt_ip { alt.ip() } else { primary.ip() },
-                if role.alt_port {
-                    alt.port()
-                } else {
-                    primary.port()
-                },
-            ),
-        }
+        let (alt_ip, alt_port) = match self.config.alternate {
+            Alternate::None => (primary.ip(), primary.port()),
+            Alternate::Port(port) => (primary.ip(), port),
+            Alternate::Address(alt) => (alt.ip(), alt.port()),
+        };
+        SocketAddr::new(
+            if role.alt_ip { alt_ip } else { primary.ip() },
+            if role.alt_port {
+                alt_port
+            } else {
+                primary.port()
+            },
+        )
     }
 
     /// Handles one datagram received on `local` from `from`, writing any response to `out`.
@@ -157,7 +194,8 @@ impl StunServer {
             return Outcome::Error(reply_here, 400);
         }
         let change = msg.change_request.unwrap_or_default();
-        if (change.ip || change.port) && self.config.alternate.is_none() {
+        let can = self.can_change();
+        if (change.ip && !can.ip) || (change.port && !can.port) {
             // RFC 5780 6.1: without an alternate address CHANGE-REQUEST is not understood.
             let mut w = MessageWriter::new(out, Class::Error, msg.method, msg.transaction_id);
             w.error_code(420, "Unknown Attribute: no alternate address")
@@ -172,12 +210,22 @@ impl StunServer {
         let mut w = MessageWriter::new(out, Class::Success, Method::BINDING, msg.transaction_id);
         w.xor_mapped_address(from).mapped_address(from);
         w.response_origin(self.address(sender));
-        if self.config.alternate.is_some() {
-            let other = Role {
-                alt_ip: !local.alt_ip,
-                alt_port: !local.alt_port,
-            };
-            w.other_address(self.address(other));
+        match self.config.alternate {
+            Alternate::None => {}
+            Alternate::Port(_) => {
+                let other = Role {
+                    alt_ip: false,
+                    alt_port: !local.alt_port,
+                };
+                w.alternate_port(self.address(other).port());
+            }
+            Alternate::Address(_) => {
+                let other = Role {
+                    alt_ip: !local.alt_ip,
+                    alt_port: !local.alt_port,
+                };
+                w.other_address(self.address(other));
+            }
         }
         if let Some(len) = msg.padding_len {
             w.padding(len);

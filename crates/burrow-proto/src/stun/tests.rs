@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use super::server::{Ignored, Outcome, Role, ServerConfig, StunServer};
+use super::server::{Alternate, Ignored, Outcome, Role, ServerConfig, StunServer};
 use super::*;
 
 const TID: TransactionId = TransactionId([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
@@ -297,9 +297,17 @@ fn mutated_messages_never_panic() {
 }
 
 fn server(alternate: bool) -> StunServer {
+    server_with(if alternate {
+        Alternate::Address("203.0.113.11:3479".parse().unwrap())
+    } else {
+        Alternate::None
+    })
+}
+
+fn server_with(alternate: Alternate) -> StunServer {
     StunServer::new(ServerConfig {
         primary: "203.0.113.10:3478".parse().unwrap(),
-        alternate: alternate.then(|| "203.0.113.11:3479".parse().unwrap()),
+        alternate,
         software: Some("burrow-test".into()),
     })
 }
@@ -397,6 +405,53 @@ fn server_honours_response_port_and_padding() {
         })
     );
     assert_eq!(Message::parse(&out).unwrap().padding_len, Some(512));
+}
+
+#[test]
+fn one_address_server_changes_only_the_port_and_names_it() {
+    let s = server_with(Alternate::Port(3479));
+    let primary: SocketAddr = "203.0.113.10:3478".parse().unwrap();
+    let second: SocketAddr = "203.0.113.10:3479".parse().unwrap();
+    assert_eq!(
+        s.roles(),
+        vec![
+            (Role::PRIMARY, primary),
+            (
+                Role {
+                    alt_ip: false,
+                    alt_port: true
+                },
+                second
+            )
+        ]
+    );
+    let client: SocketAddr = "198.18.1.2:40000".parse().unwrap();
+    let mut out = Vec::new();
+    let req = request_with(|w| {
+        w.change_request(false, true);
+    });
+    let Outcome::Success(reply) = s.handle(Role::PRIMARY, client, &req, &mut out) else {
+        panic!("no success");
+    };
+    assert_eq!(s.address(reply.from), second);
+    let resp = Message::parse(&out).unwrap();
+    assert_eq!(resp.response_origin, Some(second));
+    assert_eq!(resp.alternate_port, Some(3479));
+    assert_eq!(
+        resp.other_address, None,
+        "RFC 5780 7.4: only with a second IP"
+    );
+    // Asked on the second port, the other port is the primary one.
+    s.handle(s.roles()[1].0, client, &binding_request(false), &mut out);
+    assert_eq!(Message::parse(&out).unwrap().alternate_port, Some(3478));
+    // A changed IP it cannot give.
+    let req = request_with(|w| {
+        w.change_request(true, false);
+    });
+    assert!(matches!(
+        s.handle(Role::PRIMARY, client, &req, &mut out),
+        Outcome::Error(_, 420)
+    ));
 }
 
 #[test]

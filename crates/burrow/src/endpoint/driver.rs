@@ -2,7 +2,7 @@
 //! seals and opens disco packets, learns our public address over STUN on the shared socket,
 //! and moves peers between the relay and direct paths.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,17 +82,28 @@ pub(crate) struct Driver {
     pub candidates: watch::Sender<Vec<SocketAddr>>,
     /// Bumped whenever a peer's path changes.
     pub path_changes: watch::Sender<u64>,
+    /// What STUN servers and peers tell us of our public address.
+    pub stun: Stun,
 }
 
-/// Our public address as STUN servers see it, and whether it depends on the destination.
+/// Peers' views of our public address kept, the latest first.
+const PEER_VIEWS: usize = 8;
+/// Alternate STUN addresses asked beside the configured servers.
+const MAX_STUN_OTHERS: usize = 4;
+
+/// Our public address as STUN servers and peers see it, and whether it depends on the
+/// destination.
 #[derive(Default)]
-struct Stun {
+pub(crate) struct Stun {
     /// Requests in flight: transaction, server.
     pending: Vec<(TransactionId, SocketAddr)>,
-    /// Alternate addresses servers offered (RFC 5780 OTHER-ADDRESS), asked too.
+    /// Alternate addresses servers offered (RFC 5780 OTHER-ADDRESS, or a second port on a
+    /// one-address server), asked too.
     others: Vec<SocketAddr>,
     /// The latest mapped address per server asked.
     mapped: Vec<(SocketAddr, SocketAddr)>,
+    /// Our main socket's address as peers saw it in their pongs.
+    peer_views: VecDeque<SocketAddr>,
     answered: bool,
 }
 
@@ -107,13 +118,56 @@ impl Stun {
                 .all(|o| self.mapped.iter().any(|(s, _)| s == o))
     }
 
-    /// Two destinations saw different public ports: the NAT maps per destination.
+    /// Two destinations saw different public addresses: the NAT maps per destination. A
+    /// peer's view counts where it saw the IP that STUN sees (not a LAN address).
     fn hard_nat(&self) -> bool {
-        self.mapped.iter().any(|(_, a)| {
-            self.mapped
-                .iter()
-                .any(|(_, b)| a.is_ipv4() == b.is_ipv4() && a != b)
-        })
+        let stun = self.mapped.iter().map(|(_, a)| *a);
+        let peers = self
+            .peer_views
+            .iter()
+            .copied()
+            .filter(|a| self.mapped.iter().any(|(_, m)| m.ip() == a.ip()));
+        let seen: Vec<SocketAddr> = stun.chain(peers).collect();
+        seen.iter()
+            .any(|a| seen.iter().any(|b| a.is_ipv4() == b.is_ipv4() && a != b))
+    }
+
+    /// What we tell peers of our NAT.
+    fn nat_hint(&self, local: &[SocketAddr]) -> NatHint {
+        if self.hard_nat() {
+            NatHint::Hard
+        } else if !self.mapped.is_empty() && self.mapped.iter().all(|(_, m)| local.contains(m)) {
+            NatHint::Open
+        } else {
+            NatHint::Easy
+        }
+    }
+
+    /// Addresses a response offers for telling whether our mapping depends on the
+    /// destination: OTHER-ADDRESS, or a one-address server's second port.
+    fn note_offers(&mut self, from: SocketAddr, msg: &StunMessage<'_>) -> bool {
+        let offers = msg
+            .other_address
+            .into_iter()
+            .chain(msg.alternate_port.map(|p| SocketAddr::new(from.ip(), p)));
+        let mut added = false;
+        for other in offers {
+            if other != from && !self.others.contains(&other) && self.others.len() < MAX_STUN_OTHERS
+            {
+                self.others.push(other);
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// A peer saw our main socket at `addr`.
+    fn note_peer_view(&mut self, addr: SocketAddr) {
+        if self.peer_views.front() != Some(&addr) {
+            self.peer_views.retain(|a| *a != addr);
+            self.peer_views.push_front(addr);
+            self.peer_views.truncate(PEER_VIEWS);
+        }
     }
 }
 
@@ -123,7 +177,6 @@ impl Driver {
         let mut states: HashMap<NodeId, PeerState> = HashMap::new();
         let mut local = local_candidates(&self.socket);
         let mut reflexive: Option<SocketAddr> = None;
-        let mut stun = Stun::default();
         let mut nat = NatHint::Easy;
         let mut next_stun = Instant::now();
         // The primer TTL is measured once, off the runtime; dials wait for it (briefly).
@@ -141,7 +194,17 @@ impl Driver {
         let mut strangers = RateWindow::default();
         loop {
             let now = Instant::now();
+            // STUN answers and peers' pongs both tell us about our NAT.
+            let hint = self.stun.nat_hint(&local);
+            if hint != nat {
+                nat = hint;
+                debug!(?nat, "our NAT");
+                for st in states.values_mut() {
+                    st.paths.set_nat(nat);
+                }
+            }
             if now >= next_stun && !self.stun_servers.is_empty() {
+                let stun = &mut self.stun;
                 stun.pending.clear();
                 for &server in self.stun_servers.iter().chain(&stun.others) {
                     let tid = TransactionId(rand::random());
@@ -166,7 +229,7 @@ impl Driver {
             };
             // Dials start punching once we know our primer TTL and public address, or waited
             // long enough for them.
-            let ready = hops_known && (stun.settled() || self.stun_servers.is_empty());
+            let ready = hops_known && (self.stun.settled() || self.stun_servers.is_empty());
             let due = |at: Instant| ready || now >= at + HOPS_WAIT;
             for (node, _) in deferred.iter().filter(|(_, at)| due(*at)) {
                 if let Some(st) = states.get_mut(node) {
@@ -238,35 +301,25 @@ impl Driver {
                             // Disco first: a sender key can start with STUN's magic cookie.
                             if !disco::looks_like_disco(&packet) {
                                 let Ok(msg) = StunMessage::parse(&packet) else { continue };
+                                let stun = &mut self.stun;
                                 let Some(i) = stun.pending.iter().position(|(t, s)| *t == msg.transaction_id && *s == from) else { continue };
                                 stun.pending.swap_remove(i);
                                 let Some(mapped) = msg.mapped() else { continue };
                                 stun.answered = true;
-                                if let Some(other) = msg.other_address.filter(|o| *o != from && !stun.others.contains(o) && stun.others.len() < 4) {
-                                    // Ask the alternate address too, to see whether our mapping
-                                    // depends on the destination.
-                                    stun.others.push(other);
+                                if stun.note_offers(from, &msg) {
+                                    // Ask the alternate addresses too, to see whether our
+                                    // mapping depends on the destination.
                                     next_stun = Instant::now();
                                 }
                                 stun.mapped.retain(|(s, _)| *s != from);
                                 stun.mapped.push((from, mapped));
-                                let now_nat = if stun.hard_nat() {
-                                    NatHint::Hard
-                                } else if stun.mapped.iter().all(|(_, m)| local.contains(m)) {
-                                    NatHint::Open
-                                } else {
-                                    NatHint::Easy
-                                };
-                                if now_nat != nat {
-                                    nat = now_nat;
-                                    debug!(?nat, "our NAT");
-                                    for st in states.values_mut() {
-                                        st.paths.set_nat(nat);
-                                    }
-                                }
                                 // Our public address is what the configured servers see.
                                 if self.stun_servers.contains(&from) && reflexive != Some(mapped) {
                                     debug!(%mapped, "public address");
+                                    if reflexive.is_some() {
+                                        // A new mapping: what peers saw of the old one is stale.
+                                        stun.peer_views.clear();
+                                    }
                                     reflexive = Some(mapped);
                                     local = local_candidates(&self.socket);
                                     let ours = merge(&local, reflexive);
@@ -386,7 +439,7 @@ impl Driver {
     }
 
     /// Sends what the peer's core wants sent, and applies its path changes.
-    fn flush(&self, me: NodeId, st: &mut PeerState) {
+    fn flush(&mut self, me: NodeId, st: &mut PeerState) {
         while let Some(t) = st.paths.poll_transmit() {
             let packet = match st.key.seal(&me, &t.msg, rand::random()) {
                 Ok(p) => p,
@@ -451,7 +504,10 @@ impl Driver {
                     }
                     self.path_changes.send_modify(|n| *n += 1);
                 }
-                Event::Observed(addr) => trace!(%addr, "observed by peer"),
+                Event::Observed(addr) => {
+                    trace!(%addr, "observed by peer");
+                    self.stun.note_peer_view(addr);
+                }
             }
         }
     }

@@ -219,6 +219,7 @@ impl Endpoint {
             commands: commands_rx,
             candidates: candidates.clone(),
             path_changes: path_changes.clone(),
+            stun: Default::default(),
         };
         tasks.push(tokio::spawn(driver.run()));
         Ok(Endpoint {
