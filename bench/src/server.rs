@@ -41,12 +41,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// `burrow stun --listen 127.0.0.1:PORT`, plus `--threads N` if `threads` is set (else
-    /// burrow's own default).
+    /// `burrow stun --listen 127.0.0.1:PORT --no-alt-port` (one port, like coturn here), plus
+    /// `--threads N` if `threads` is set (else burrow's own default).
     pub fn burrow(binary: &Path, threads: Option<u32>) -> Result<Server> {
         let addr = free_udp_addr()?;
-        let mut args: Vec<OsString> =
-            vec!["stun".into(), "--listen".into(), addr.to_string().into()];
+        let mut args: Vec<OsString> = vec![
+            "stun".into(),
+            "--listen".into(),
+            addr.to_string().into(),
+            "--no-alt-port".into(),
+        ];
         if let Some(n) = threads {
             args.push("--threads".into());
             args.push(n.to_string().into());

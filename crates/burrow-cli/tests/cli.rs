@@ -181,10 +181,37 @@ fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: "), "{err}");
     let alt = burrow()
-        .args(["stun", "--listen", "127.0.0.1:0", "--alt-port", "5"])
+        .args([
+            "stun",
+            "--listen",
+            "127.0.0.1:0",
+            "--alt-port",
+            "5",
+            "--no-alt-port",
+        ])
         .output()
         .unwrap();
-    assert_eq!(alt.status.code(), Some(2), "--alt-port needs --alt-ip");
+    assert_eq!(
+        alt.status.code(),
+        Some(2),
+        "--alt-port contradicts --no-alt-port"
+    );
+    let alt = burrow()
+        .args([
+            "stun",
+            "--listen",
+            "127.0.0.1:0",
+            "--alt-ip",
+            "127.0.0.2",
+            "--no-alt-port",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        alt.status.code(),
+        Some(2),
+        "RFC 5780 needs the alternate port"
+    );
 }
 
 #[test]

@@ -535,11 +535,10 @@ impl Discovery {
                     _ => None,
                 };
                 // The first server that can test, or a second IP over a second port.
-                let better = match (self.rfc5780.map(|s| s.other), offered) {
-                    (None, Some(_)) => true,
-                    (Some(Other::Port(_)), Some(Other::Address(_))) => true,
-                    _ => false,
-                };
+                let better = matches!(
+                    (self.rfc5780.map(|s| s.other), offered),
+                    (None, Some(_)) | (Some(Other::Port(_)), Some(Other::Address(_)))
+                );
                 if let (Some(mapped), Some(other), true, true) =
                     (mapped, offered, from.is_ipv4(), better)
                 {

@@ -361,7 +361,23 @@ mod tests {
         s.alt_ip = Some([127, 0, 0, 2].into());
         assert!(RelayConfig::from_settings(&s).is_err());
         s.stun = Some("127.0.0.1:3478".parse().unwrap());
-        assert!(RelayConfig::from_settings(&s).unwrap().stun.is_some());
+        let stun = RelayConfig::from_settings(&s).unwrap().stun.unwrap();
+        assert_eq!(
+            stun.alt_port,
+            AltPort::Next,
+            "a second STUN port by default"
+        );
+        s.no_alt_port = Some(true);
+        let stun = RelayConfig::from_settings(&s).unwrap().stun.unwrap();
+        assert_eq!(stun.alt_port, AltPort::Off);
+        s.alt_port = Some(4000);
+        assert!(
+            RelayConfig::from_settings(&s).is_err(),
+            "contradicting settings"
+        );
+        s.no_alt_port = None;
+        let stun = RelayConfig::from_settings(&s).unwrap().stun.unwrap();
+        assert_eq!(stun.alt_port, AltPort::Port(4000));
         s.max_clients = Some(0);
         assert!(RelayConfig::from_settings(&s).is_err());
         assert!(RelayConfig::from_settings(&RelayFileConfig::default()).is_err());
