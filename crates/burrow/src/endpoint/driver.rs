@@ -661,3 +661,58 @@ pub(crate) async fn relay_reader(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_that_sees_another_port_than_stun_means_a_hard_nat() {
+        let mut stun = Stun::default();
+        let local = [addr("10.1.0.2:4000")];
+        assert_eq!(stun.nat_hint(&local), NatHint::Easy, "nothing known yet");
+        stun.mapped
+            .push((addr("203.0.113.30:3478"), addr("198.18.1.2:50000")));
+        stun.note_peer_view(addr("198.18.1.2:50000"));
+        assert_eq!(stun.nat_hint(&local), NatHint::Easy, "the same mapping");
+        stun.note_peer_view(addr("10.1.0.2:4000"));
+        assert_eq!(stun.nat_hint(&local), NatHint::Easy, "a LAN peer's view");
+        stun.note_peer_view(addr("198.18.1.2:61234"));
+        assert_eq!(stun.nat_hint(&local), NatHint::Hard);
+        for port in 0..2 * PEER_VIEWS as u16 {
+            stun.note_peer_view(addr(&format!("10.1.0.3:{port}")));
+        }
+        assert_eq!(stun.nat_hint(&local), NatHint::Easy, "old views age out");
+    }
+
+    #[test]
+    fn a_second_stun_port_is_asked_and_a_differing_mapping_means_a_hard_nat() {
+        let mut stun = Stun::default();
+        let server = addr("203.0.113.30:3478");
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            Class::Success,
+            Method::BINDING,
+            TransactionId([1; 12]),
+        );
+        w.xor_mapped_address(addr("198.18.1.2:50000"))
+            .alternate_port(3479);
+        w.finish();
+        let msg = StunMessage::parse(&buf).unwrap();
+        assert!(stun.note_offers(server, &msg));
+        assert_eq!(stun.others, [addr("203.0.113.30:3479")]);
+        assert!(!stun.note_offers(server, &msg), "asked once");
+        stun.mapped.push((server, addr("198.18.1.2:50000")));
+        assert!(!stun.settled(), "waits for the second port");
+        stun.answered = true;
+        stun.mapped
+            .push((addr("203.0.113.30:3479"), addr("198.18.1.2:50007")));
+        assert!(stun.settled());
+        assert_eq!(stun.nat_hint(&[]), NatHint::Hard);
+    }
+}
