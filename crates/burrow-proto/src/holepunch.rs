@@ -151,6 +151,56 @@ pub enum Event {
     Observed(SocketAddr),
 }
 
+/// What happens to a peer's punching (see the crate's calling convention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Our own candidate addresses, told to the peer in CallMeMaybe (the first
+    /// [`MAX_CANDIDATES`]).
+    OurCandidates(Vec<SocketAddr>),
+    /// What we know of our NAT; told to the peer in CallMeMaybe. It decides who does what in
+    /// birthday probing.
+    Nat(NatHint),
+    /// The TTL of priming pings: enough hops to leave our own NATs (see
+    /// [`PunchConfig::primer_ttl`]).
+    PrimerTtl(u8),
+    /// Addresses the peer is known by (from a ticket or a record).
+    PeerCandidates(&'a [SocketAddr]),
+    /// Application traffic moved at this time (either way, on any path): the connection is
+    /// in use.
+    Activity(Instant),
+    /// A non-disco packet arrived straight over UDP at `at` from `from`: it keeps a proven
+    /// path alive. Old news (the same time again) changes nothing.
+    Received {
+        /// When.
+        at: Instant,
+        /// From where.
+        from: SocketAddr,
+    },
+    /// Start an attempt as the initiator (a new connection, or a retry). Does nothing while
+    /// one is under way.
+    Start,
+    /// A disco message from the peer, `via` the relay or straight from an address.
+    Message {
+        /// How it came.
+        via: Dest,
+        /// What it said.
+        msg: Message,
+    },
+    /// Time passes.
+    Timeout,
+}
+
+/// What [`PeerPaths::poll_output`] hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A disco message to seal and send.
+    Transmit(Transmit),
+    /// Something changed.
+    Event(Event),
+    /// Nothing more to do until then (`None`: until the next input).
+    Timeout(Option<Instant>),
+}
+
 /// Where punching stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -288,6 +338,8 @@ pub struct PeerPaths {
     last_activity: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// The latest input's time, which the next timeout is reckoned from.
+    now: Option<Instant>,
 }
 
 impl PeerPaths {
@@ -312,29 +364,59 @@ impl PeerPaths {
             last_activity: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            now: None,
         }
     }
 
-    /// Our own candidate addresses, told to the peer in CallMeMaybe.
-    pub fn set_our_candidates(&mut self, mut addrs: Vec<SocketAddr>) {
-        addrs.truncate(MAX_CANDIDATES);
-        self.ours = addrs;
+    /// Feeds one input (see the crate's calling convention).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.now = Some(now);
+        match input {
+            Input::OurCandidates(mut addrs) => {
+                addrs.truncate(MAX_CANDIDATES);
+                self.ours = addrs;
+            }
+            Input::Nat(nat) => {
+                let changed = nat != self.nat;
+                self.nat = nat;
+                // A hint that changes before a path is proven changes who does what in
+                // birthday probing: start over, and tell the peer in a fresh CallMeMaybe.
+                let in_use = self.is_punching()
+                    || matches!(self.phase, Phase::Waiting { .. })
+                        && self.last_activity.is_some_and(|t| {
+                            now.saturating_duration_since(t) < self.config.retry_after
+                        });
+                if changed && self.best.is_none() && in_use {
+                    self.phase = Phase::Idle;
+                    self.start(now);
+                }
+            }
+            Input::PrimerTtl(ttl) => self.config.primer_ttl = ttl.max(1),
+            Input::PeerCandidates(addrs) => self.add_peer_candidates(addrs),
+            Input::Activity(at) => self.last_activity = self.last_activity.max(Some(at)),
+            Input::Received { at, from } => {
+                if let Some(p) = self.paths.iter_mut().find(|p| p.addr == from && p.live) {
+                    p.heard(at);
+                }
+            }
+            Input::Start => self.start(now),
+            Input::Message { via, msg } => self.handle_message(now, via, msg),
+            Input::Timeout => self.handle_timeout(now),
+        }
     }
 
-    /// What STUN found of our NAT; told to the peer in CallMeMaybe. It decides who does what
-    /// in birthday probing.
-    pub fn set_nat(&mut self, nat: NatHint) {
-        self.nat = nat;
+    /// The next thing to do: transmits first, then events, then the next timeout.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(t) = self.transmits.pop_front() {
+            return Output::Transmit(t);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        Output::Timeout(self.now.and_then(|now| self.poll_timeout(now)))
     }
 
-    /// The TTL of priming pings: enough hops to leave our own NATs (see
-    /// [`PunchConfig::primer_ttl`]).
-    pub fn set_primer_ttl(&mut self, ttl: u8) {
-        self.config.primer_ttl = ttl.max(1);
-    }
-
-    /// Addresses the peer is known by (from a ticket or a record).
-    pub fn add_peer_candidates(&mut self, addrs: &[SocketAddr]) {
+    fn add_peer_candidates(&mut self, addrs: &[SocketAddr]) {
         if self.peer_public.is_none() {
             self.peer_public = addrs.first().copied();
         }
@@ -369,21 +451,7 @@ impl PeerPaths {
         matches!(self.phase, Phase::Punching { .. })
     }
 
-    /// Application traffic moved (either way, on any path): the connection is active.
-    pub fn note_activity(&mut self, now: Instant) {
-        self.last_activity = Some(now);
-    }
-
-    /// A non-disco packet arrived from `from` straight over UDP: it keeps a proven path alive.
-    pub fn note_received(&mut self, now: Instant, from: SocketAddr) {
-        if let Some(p) = self.paths.iter_mut().find(|p| p.addr == from && p.live) {
-            p.heard(now);
-        }
-    }
-
-    /// Starts an attempt, as the initiator (a new connection, or a retry). Does nothing while
-    /// one is under way.
-    pub fn start(&mut self, now: Instant) {
+    fn start(&mut self, now: Instant) {
         if self.is_punching() {
             return;
         }
@@ -404,8 +472,7 @@ impl PeerPaths {
         self.spray = None;
     }
 
-    /// A disco message from the peer, `via` the relay or straight from an address.
-    pub fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
+    fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
         match (msg, via) {
             (Message::CallMeMaybe { candidates, nat }, _) => {
                 self.handle_call(now, &candidates, nat)
@@ -541,8 +608,7 @@ impl PeerPaths {
         self.choose_best();
     }
 
-    /// Advances timers.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         self.check_paths(now);
         match self.phase {
             Phase::Idle => {}
@@ -676,8 +742,8 @@ impl PeerPaths {
         }
     }
 
-    /// The next time [`PeerPaths::handle_timeout`] has something to do.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    /// The next time a timeout has something to do.
+    fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let mut next = match self.phase {
             Phase::Idle => None,
             Phase::Waiting { retry_at } => Some(retry_at),
@@ -712,16 +778,6 @@ impl PeerPaths {
             next = Some(next.map_or(due, |n| n.min(due)));
         }
         next
-    }
-
-    /// The next disco message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
     }
 
     fn send_call(&mut self, now: Instant) {

@@ -51,16 +51,19 @@ struct Net {
     /// Direct packets each side sent.
     sent: [usize; 2],
     events: Vec<(Instant, Side, Event)>,
+    /// When each side's next timeout is due.
+    timers: [Option<Instant>; 2],
 }
 
 impl Net {
     fn new(delay: Duration) -> Net {
+        let now = Instant::now();
         let mut a = PeerPaths::new(PunchConfig::default(), 1);
         let mut b = PeerPaths::new(PunchConfig::default(), 2);
-        a.set_our_candidates(vec![addr(A_PUB)]);
-        b.set_our_candidates(vec![addr(B_PUB)]);
+        a.handle_input(now, Input::OurCandidates(vec![addr(A_PUB)]));
+        b.handle_input(now, Input::OurCandidates(vec![addr(B_PUB)]));
         Net {
-            now: Instant::now(),
+            now,
             a,
             b,
             delay,
@@ -74,14 +77,21 @@ impl Net {
             calls: [0; 2],
             sent: [0; 2],
             events: Vec::new(),
+            timers: [None; 2],
         }
+    }
+
+    /// Feeds `side` an input now.
+    fn feed(&mut self, side: Side, input: Input<'_>) {
+        let now = self.now;
+        self.peer(side).handle_input(now, input);
     }
 
     /// A behind a symmetric NAT, which says so in its CallMeMaybe.
     fn symmetric_a(delay: Duration) -> Net {
         let mut net = Net::new(delay);
         net.a_symmetric = true;
-        net.a.set_nat(NatHint::Hard);
+        net.feed(Side::A, Input::Nat(NatHint::Hard));
         net
     }
 
@@ -117,7 +127,18 @@ impl Net {
     fn drain(&mut self) {
         for side in [Side::A, Side::B] {
             let other = if side == Side::A { Side::B } else { Side::A };
-            while let Some(t) = self.peer(side).poll_transmit() {
+            loop {
+                let t = match self.peer(side).poll_output() {
+                    Output::Transmit(t) => t,
+                    Output::Event(e) => {
+                        self.events.push((self.now, side, e));
+                        continue;
+                    }
+                    Output::Timeout(at) => {
+                        self.timers[side as usize] = at;
+                        break;
+                    }
+                };
                 if matches!(t.msg, Message::CallMeMaybe { .. }) {
                     self.calls[side as usize] += 1;
                 }
@@ -148,9 +169,6 @@ impl Net {
                     });
                 }
             }
-            while let Some(e) = self.peer(side).poll_event() {
-                self.events.push((self.now, side, e));
-            }
         }
     }
 
@@ -178,10 +196,7 @@ impl Net {
         loop {
             self.drain();
             let next_packet = self.flight.iter().map(|f| f.at).min();
-            let next_timer = [self.a.poll_timeout(self.now), self.b.poll_timeout(self.now)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next_timer = self.timers.into_iter().flatten().min();
             let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
                 return;
             };
@@ -213,10 +228,10 @@ impl Net {
                         }
                     }
                 };
-                self.peer(f.to).handle_message(now, via, f.msg);
+                self.feed(f.to, Input::Message { via, msg: f.msg });
             } else {
-                self.a.handle_timeout(now);
-                self.b.handle_timeout(now);
+                self.feed(Side::A, Input::Timeout);
+                self.feed(Side::B, Input::Timeout);
             }
         }
     }
@@ -233,8 +248,8 @@ impl Net {
 fn punches_through_two_port_restricted_nats_without_early_packets() {
     let mut net = Net::new(Duration::from_millis(40));
     let start = net.now;
-    net.a.add_peer_candidates(&[addr(B_PUB)]);
-    net.a.start(start);
+    net.feed(Side::A, Input::PeerCandidates(&[addr(B_PUB)]));
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(2));
 
     assert_eq!(
@@ -268,7 +283,7 @@ fn without_the_peers_candidates_the_answer_brings_them() {
     // A's ticket held only a relay: it learns B's address from B's CallMeMaybe.
     let mut net = Net::new(Duration::from_millis(20));
     let start = net.now;
-    net.a.start(start);
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(2));
     assert_eq!(net.early, 0);
     assert!(net.a.best().is_some() && net.b.best().is_some());
@@ -278,7 +293,7 @@ fn without_the_peers_candidates_the_answer_brings_them() {
 fn a_silent_path_is_dropped_within_two_seconds_and_punching_retried() {
     let mut net = Net::new(Duration::from_millis(10));
     let start = net.now;
-    net.a.start(start);
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(1));
     assert!(net.a.best().is_some());
 
@@ -286,10 +301,22 @@ fn a_silent_path_is_dropped_within_two_seconds_and_punching_retried() {
     let cut_at = start + Duration::from_secs(3);
     let mut t = start + Duration::from_secs(1);
     while t < cut_at {
-        net.a.note_activity(t);
-        net.b.note_activity(t);
-        net.a.note_received(t, addr(B_PUB));
-        net.b.note_received(t, addr(A_PUB));
+        net.a.handle_input(t, Input::Activity(t));
+        net.b.handle_input(t, Input::Activity(t));
+        net.a.handle_input(
+            t,
+            Input::Received {
+                at: t,
+                from: addr(B_PUB),
+            },
+        );
+        net.b.handle_input(
+            t,
+            Input::Received {
+                at: t,
+                from: addr(A_PUB),
+            },
+        );
         net.run(t);
         t += Duration::from_millis(50);
     }
@@ -297,11 +324,23 @@ fn a_silent_path_is_dropped_within_two_seconds_and_punching_retried() {
     let last_rx = cut_at - Duration::from_millis(50);
     let mut t = cut_at;
     while t < cut_at + Duration::from_secs(3) {
-        net.a.note_activity(t);
-        net.b.note_activity(t);
+        net.a.handle_input(t, Input::Activity(t));
+        net.b.handle_input(t, Input::Activity(t));
         // A driver keeps reporting the last packet it saw, which must not keep the path alive.
-        net.a.note_received(last_rx, addr(B_PUB));
-        net.b.note_received(last_rx, addr(A_PUB));
+        net.a.handle_input(
+            t,
+            Input::Received {
+                at: last_rx,
+                from: addr(B_PUB),
+            },
+        );
+        net.b.handle_input(
+            t,
+            Input::Received {
+                at: last_rx,
+                from: addr(A_PUB),
+            },
+        );
         net.run(t);
         t += Duration::from_millis(50);
     }
@@ -325,7 +364,7 @@ fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
     let mut p = PeerPaths::new(PunchConfig::default(), 7);
     let now = Instant::now();
     let b = addr(B_PUB);
-    p.add_peer_candidates(&[b]);
+    p.handle_input(now, Input::PeerCandidates(&[b]));
     p.handle_message(
         now,
         Dest::Relay,
@@ -335,7 +374,8 @@ fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
         },
     );
     p.handle_timeout(now + Duration::from_secs(1));
-    let tx = std::iter::from_fn(|| p.poll_transmit())
+    let tx = transmits(&mut p)
+        .into_iter()
         .find_map(|t| match t.msg {
             Message::Ping { tx } if t.ttl.is_none() && t.dest == Dest::Direct(b) => Some(tx),
             _ => None,
@@ -368,7 +408,7 @@ fn the_lowest_rtt_path_wins() {
     let mut p = PeerPaths::new(PunchConfig::default(), 3);
     let t0 = Instant::now();
     let (far, near) = (addr("198.18.2.2:50000"), addr("10.0.0.7:50000"));
-    p.add_peer_candidates(&[far, near]);
+    p.handle_input(t0, Input::PeerCandidates(&[far, near]));
     p.handle_message(
         t0,
         Dest::Relay,
@@ -378,7 +418,8 @@ fn the_lowest_rtt_path_wins() {
         },
     );
     p.handle_timeout(t0 + Duration::from_secs(1));
-    let pings: Vec<(SocketAddr, TxId)> = std::iter::from_fn(|| p.poll_transmit())
+    let pings: Vec<(SocketAddr, TxId)> = transmits(&mut p)
+        .into_iter()
         .filter_map(|t| match (t.dest, t.msg, t.ttl) {
             (Dest::Direct(a), Message::Ping { tx }, None) => Some((a, tx)),
             _ => None,
@@ -402,12 +443,12 @@ fn with_no_direct_path_it_stays_on_the_relay_and_retries_at_a_bounded_pace() {
     let mut net = Net::new(Duration::from_millis(20));
     net.cut = true;
     let start = net.now;
-    net.a.start(start);
+    net.feed(Side::A, Input::Start);
     // The connection is in use throughout.
     let mut t = start;
     while t < start + Duration::from_secs(60) {
-        net.a.note_activity(t);
-        net.b.note_activity(t);
+        net.a.handle_input(t, Input::Activity(t));
+        net.b.handle_input(t, Input::Activity(t));
         net.run(t);
         t += Duration::from_millis(500);
     }
@@ -429,11 +470,11 @@ fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
         net.rng = seed;
         let start = net.now;
         if a_starts {
-            net.a.add_peer_candidates(&[addr(B_PUB)]);
-            net.a.start(start);
+            net.feed(Side::A, Input::PeerCandidates(&[addr(B_PUB)]));
+            net.feed(Side::A, Input::Start);
         } else {
-            net.b.add_peer_candidates(&[addr(A_PUB)]);
-            net.b.start(start);
+            net.feed(Side::B, Input::PeerCandidates(&[addr(A_PUB)]));
+            net.feed(Side::B, Input::Start);
         }
         net.run(start + Duration::from_secs(10));
         // Nothing reaches B before B sent towards it: A's main socket leaves B's public
@@ -473,10 +514,10 @@ fn birthday_probing_finds_a_symmetric_nat_within_its_budget() {
 #[test]
 fn two_symmetric_nats_do_not_spray() {
     let mut net = Net::symmetric_a(Duration::from_millis(20));
-    net.b.set_nat(NatHint::Hard);
+    net.feed(Side::B, Input::Nat(NatHint::Hard));
     let start = net.now;
-    net.a.add_peer_candidates(&[addr(B_PUB)]);
-    net.a.start(start);
+    net.feed(Side::A, Input::PeerCandidates(&[addr(B_PUB)]));
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(4));
     assert!(net.a.best().is_none());
     // A primed its spares before it knew B was hard too; nobody sprayed.
@@ -493,12 +534,12 @@ fn a_connection_no_longer_used_is_not_punched_for_again() {
     let mut net = Net::new(Duration::from_millis(20));
     net.cut = true;
     let start = net.now;
-    net.a.start(start);
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(60));
     assert_eq!(net.calls[Side::A as usize], 1, "one attempt, no retries");
     // Traffic again: the next check punches.
     let later = start + Duration::from_secs(60);
-    net.a.note_activity(later);
+    net.a.handle_input(later, Input::Activity(later));
     net.run(later + Duration::from_secs(11));
     assert_eq!(net.calls[Side::A as usize], 2);
 }
@@ -507,8 +548,8 @@ fn a_connection_no_longer_used_is_not_punched_for_again() {
 fn an_idle_path_costs_one_probe_each_way_per_keepalive_interval() {
     let mut net = Net::new(Duration::from_millis(20));
     let start = net.now;
-    net.a.add_peer_candidates(&[addr(B_PUB)]);
-    net.a.start(start);
+    net.feed(Side::A, Input::PeerCandidates(&[addr(B_PUB)]));
+    net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(10));
     assert!(net.a.best().is_some());
     let before = net.sent;
@@ -530,13 +571,13 @@ fn a_birthday_attempt_that_misses_is_retried_at_once_then_at_the_normal_pace() {
         p.config.spray_max = 1;
     }
     let start = net.now;
-    net.a.add_peer_candidates(&[addr(B_PUB)]);
-    net.a.start(start);
+    net.feed(Side::A, Input::PeerCandidates(&[addr(B_PUB)]));
+    net.feed(Side::A, Input::Start);
     let mut t = start;
     let mut calls_at = Vec::new();
     while t < start + Duration::from_secs(30) {
-        net.a.note_activity(t);
-        net.b.note_activity(t);
+        net.a.handle_input(t, Input::Activity(t));
+        net.b.handle_input(t, Input::Activity(t));
         let before = net.calls[Side::A as usize];
         net.run(t);
         if net.calls[Side::A as usize] > before {
@@ -549,4 +590,15 @@ fn a_birthday_attempt_that_misses_is_retried_at_once_then_at_the_normal_pace() {
     assert!(calls_at.len() >= 3, "{calls_at:?}");
     assert!((7.4..8.0).contains(&calls_at[1]), "{calls_at:?}");
     assert!(calls_at[2] - calls_at[1] > 10.0, "{calls_at:?}");
+}
+
+/// Every transmit `p` has queued.
+fn transmits(p: &mut PeerPaths) -> Vec<Transmit> {
+    std::iter::from_fn(|| match p.poll_output() {
+        Output::Transmit(t) => Some(Some(t)),
+        Output::Event(_) => Some(None),
+        Output::Timeout(_) => None,
+    })
+    .flatten()
+    .collect()
 }

@@ -1,0 +1,843 @@
+//! The endpoint core: everything an endpoint decides about reaching its peers, without IO.
+//!
+//! Like quinn-proto's `Endpoint`, which "dispatches incoming datagrams to the related
+//! Connection", [`EndpointCore`] owns every peer's hole punching ([`PeerPaths`]) by NodeId and
+//! routes each disco packet to it, after opening and authenticating it. Around that it owns:
+//!
+//! - **disco sealing and opening**, one [`SharedKey`] per peer, nonces from the seed;
+//! - **the admission of strangers**: a direct packet from an unknown key makes state only if it
+//!   is an authentic ping, at most [`EndpointConfig::stranger_pings_per_sec`] key agreements
+//!   per second and [`EndpointConfig::max_peers`] peers in all;
+//! - **our public address and NAT hint**: Binding requests to the STUN servers (and to the
+//!   alternate addresses or second ports they offer), and the address peers report in their
+//!   pongs; two destinations that see different public ports mean a hard NAT;
+//! - **deferred dials**: a dial starts punching once the primer TTL is measured and the NAT
+//!   verdict is in, or after [`EndpointConfig::dial_wait`];
+//! - **one timer heap** of per-peer deadlines, so a timeout touches only the peers that are due;
+//! - **garbage collection** of peers whose connections ended, and of their spare sockets.
+//!
+//! It follows the crate's calling convention. One thing is read rather than fed: QUIC packets
+//! go between quinn and the sockets without passing through the core (that is the data path),
+//! so [`Input::Timeout`] carries a way to read when a peer last carried traffic, which the core
+//! asks only for the peers whose deadlines are due.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::disco::{self, NatHint, SharedKey};
+use crate::holepunch::{self, Dest, DirectPath, PeerPaths, PunchConfig};
+use crate::identity::{NodeId, SecretKey};
+use crate::stun::{Class, Message as StunMessage, MessageWriter, Method, TransactionId};
+use crate::Rng;
+
+/// Peers' views of our public address kept, the latest first.
+const PEER_VIEWS: usize = 8;
+/// Alternate STUN addresses asked beside the configured servers.
+const MAX_STUN_OTHERS: usize = 4;
+
+/// Settings of an [`EndpointCore`].
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Hole punching timings.
+    pub punch: PunchConfig,
+    /// Whether a relay carries our disco to peers. Without one nobody can answer a
+    /// CallMeMaybe, so punching pings at once.
+    pub relay: bool,
+    /// STUN servers that tell us our public address (the relays' co-hosted STUN, typically).
+    pub stun_servers: Vec<SocketAddr>,
+    /// Our public address is asked again this often, which also holds the NAT mapping open.
+    pub stun_every: Duration,
+    /// Until a server answers, it is asked this often.
+    pub stun_retry: Duration,
+    /// A dial waits at most this long for the primer TTL and the NAT verdict before punching
+    /// (the peer needs our public address, and a hard NAT's spares aim at the peer's).
+    pub dial_wait: Duration,
+    /// A peer with no traffic for this long, and no punching under way, is forgotten: its
+    /// connection has ended (open connections send QUIC keep-alives every 15 s).
+    pub peer_idle: Duration,
+    /// Peers with state at once; past it, strangers are ignored.
+    pub max_peers: usize,
+    /// Strangers' packets whose key agreement is tried per second: each costs an X25519
+    /// operation, so a flood of forged pings must not eat the CPU.
+    pub stranger_pings_per_sec: u32,
+    /// Spare sockets (birthday probing) open at once across all peers.
+    pub max_spares: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            punch: PunchConfig::default(),
+            relay: true,
+            stun_servers: Vec::new(),
+            stun_every: Duration::from_secs(20),
+            stun_retry: Duration::from_millis(500),
+            dial_wait: Duration::from_secs(1),
+            peer_idle: Duration::from_secs(60),
+            max_peers: 4096,
+            stranger_pings_per_sec: 64,
+            max_spares: 1024,
+        }
+    }
+}
+
+/// When a peer last carried QUIC traffic, as the data path saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The last packet that came straight from the peer's direct path.
+    pub direct_rx: Option<Instant>,
+    /// The last packet either way, on any path.
+    pub any: Option<Instant>,
+}
+
+/// What happens to an endpoint (see the crate's calling convention).
+pub enum Input<'a> {
+    /// A STUN or disco datagram on the main socket of its family (QUIC goes to quinn).
+    Udp {
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        packet: &'a [u8],
+    },
+    /// A disco datagram on spare socket `n` of `node`.
+    Spare {
+        /// The peer the spare socket was opened for.
+        node: NodeId,
+        /// The spare socket.
+        n: u16,
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        packet: &'a [u8],
+    },
+    /// A disco datagram that came through the relay, from `node` (the relay vouches for the
+    /// sender's key; the seal is checked all the same).
+    Relayed {
+        /// The sender.
+        node: NodeId,
+        /// The datagram.
+        packet: &'a [u8],
+    },
+    /// The application dials `node`, known by these direct addresses (maybe none). Dialling
+    /// again adds addresses found later.
+    Connect {
+        /// The peer.
+        node: NodeId,
+        /// Its direct addresses.
+        addrs: &'a [SocketAddr],
+    },
+    /// Our interface addresses, with our ports (unchanged ones are ignored).
+    LocalAddrs(Vec<SocketAddr>),
+    /// The hops out of our NATs were measured: the primer TTL, or `None` when nothing could
+    /// tell (then the configured one stays).
+    PrimerTtl(Option<u8>),
+    /// Time passes. The function tells when a peer last carried traffic.
+    Timeout(&'a dyn Fn(&NodeId) -> Activity),
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// From the main socket of the address's family.
+    Udp(SocketAddr),
+    /// From spare socket `n` of `node` (opened by the driver on first use).
+    Spare {
+        /// The peer.
+        node: NodeId,
+        /// The spare socket.
+        n: u16,
+        /// The destination.
+        to: SocketAddr,
+    },
+    /// Through the relay, to this key.
+    Relay(NodeId),
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where.
+    pub dest: Destination,
+    /// The bytes: a sealed disco packet or a STUN request.
+    pub payload: Vec<u8>,
+    /// An IP TTL (hop limit) for this one datagram, for primers; `None` is the default.
+    pub ttl: Option<u8>,
+}
+
+/// What the driver and the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Traffic to `node` takes this direct path now, or the relay (`None`).
+    PathChanged {
+        /// The peer.
+        node: NodeId,
+        /// The path.
+        path: Option<DirectPath>,
+    },
+    /// QUIC from `addr` is `node`'s: an authentic disco packet came from there, or we probe
+    /// it (the peer may switch first). Said once per address and peer.
+    DirectSource {
+        /// The peer.
+        node: NodeId,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A configured STUN server answered; these are our direct addresses now (the public one
+    /// first), for tickets.
+    Candidates(Vec<SocketAddr>),
+    /// What we tell peers of our NAT changed.
+    Nat(NatHint),
+    /// Spare sockets of `node` other than `keep` are no longer needed.
+    SparesUnused {
+        /// The peer.
+        node: NodeId,
+        /// The spare sockets still in use.
+        keep: Vec<u16>,
+    },
+    /// The core forgot `node` (its connection ended): its spare sockets and direct path go,
+    /// and traffic that comes back starts on the relay.
+    PeerForgotten(NodeId),
+}
+
+/// What [`EndpointCore::poll_output`] hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A datagram to send.
+    Transmit(Transmit),
+    /// Something happened.
+    Event(Event),
+    /// Nothing more to do until then (`None`: until the next input).
+    Timeout(Option<Instant>),
+}
+
+struct PeerState {
+    key: SharedKey,
+    paths: PeerPaths,
+    /// Spare sockets the driver was told to use for this peer.
+    spares: Vec<u16>,
+    /// Addresses announced as this peer's ([`Event::DirectSource`]).
+    sources: Vec<SocketAddr>,
+    /// The deadline in the timer heap.
+    deadline: Option<Instant>,
+    /// When the state was made, or the peer last carried traffic, as far as we know.
+    alive_at: Instant,
+}
+
+/// Our public address as STUN servers and peers see it, and whether it depends on the
+/// destination.
+#[derive(Default)]
+struct Stun {
+    /// Requests in flight: transaction, server.
+    pending: Vec<(TransactionId, SocketAddr)>,
+    /// Alternate addresses servers offered (RFC 5780 OTHER-ADDRESS, or a second port on a
+    /// one-address server), asked too.
+    others: Vec<SocketAddr>,
+    /// The latest mapped address per server asked.
+    mapped: Vec<(SocketAddr, SocketAddr)>,
+    /// Our main socket's address as peers saw it in their pongs.
+    peer_views: VecDeque<SocketAddr>,
+    answered: bool,
+    /// When the servers are asked next.
+    next: Option<Instant>,
+}
+
+impl Stun {
+    /// A server answered, and so did every alternate address offered: what we know of our
+    /// mapping won't change soon.
+    fn settled(&self) -> bool {
+        self.answered
+            && self
+                .others
+                .iter()
+                .all(|o| self.mapped.iter().any(|(s, _)| s == o))
+    }
+
+    /// Two destinations saw different public addresses: the NAT maps per destination. A
+    /// peer's view counts where it saw the IP that STUN sees (not a LAN address).
+    fn hard_nat(&self) -> bool {
+        let stun = self.mapped.iter().map(|(_, a)| *a);
+        let peers = self
+            .peer_views
+            .iter()
+            .copied()
+            .filter(|a| self.mapped.iter().any(|(_, m)| m.ip() == a.ip()));
+        let seen: Vec<SocketAddr> = stun.chain(peers).collect();
+        seen.iter()
+            .any(|a| seen.iter().any(|b| a.is_ipv4() == b.is_ipv4() && a != b))
+    }
+
+    /// What we tell peers of our NAT.
+    fn nat_hint(&self, local: &[SocketAddr]) -> NatHint {
+        if self.hard_nat() {
+            NatHint::Hard
+        } else if !self.mapped.is_empty() && self.mapped.iter().all(|(_, m)| local.contains(m)) {
+            NatHint::Open
+        } else {
+            NatHint::Easy
+        }
+    }
+
+    /// Addresses a response offers for telling whether our mapping depends on the
+    /// destination: OTHER-ADDRESS, or a one-address server's second port. Whether any is new.
+    fn note_offers(&mut self, from: SocketAddr, msg: &StunMessage<'_>) -> bool {
+        let offers = msg
+            .other_address
+            .into_iter()
+            .chain(msg.alternate_port.map(|p| SocketAddr::new(from.ip(), p)));
+        let mut added = false;
+        for other in offers {
+            if other != from && !self.others.contains(&other) && self.others.len() < MAX_STUN_OTHERS
+            {
+                self.others.push(other);
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// A peer saw our main socket at `addr`.
+    fn note_peer_view(&mut self, addr: SocketAddr) {
+        if self.peer_views.front() != Some(&addr) {
+            self.peer_views.retain(|a| *a != addr);
+            self.peer_views.push_front(addr);
+            self.peer_views.truncate(PEER_VIEWS);
+        }
+    }
+}
+
+/// Counts events in one-second windows.
+#[derive(Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    count: u32,
+}
+
+impl RateWindow {
+    /// Whether one more event fits `per_sec` in the current window.
+    fn allow(&mut self, now: Instant, per_sec: u32) -> bool {
+        if self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
+        {
+            self.start = Some(now);
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= per_sec
+    }
+}
+
+/// The sans-IO core of an endpoint (see the module docs).
+pub struct EndpointCore {
+    secret: SecretKey,
+    me: NodeId,
+    config: EndpointConfig,
+    rng: Rng,
+    now: Option<Instant>,
+    /// Ordered, so that whatever the core does for every peer it does in the same order on
+    /// every run.
+    peers: BTreeMap<NodeId, PeerState>,
+    /// Per-peer deadlines; an entry counts only while it equals its peer's `deadline`.
+    timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
+    local: Vec<SocketAddr>,
+    reflexive: Option<SocketAddr>,
+    nat: NatHint,
+    stun: Stun,
+    /// Whether the primer TTL has been measured (or found unmeasurable).
+    primer_known: bool,
+    /// Dials waiting for the primer TTL and the NAT verdict, since when.
+    deferred: Vec<(NodeId, Instant)>,
+    strangers: RateWindow,
+    spares_open: usize,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl EndpointCore {
+    /// A core for the node `secret`; `seed` feeds STUN transaction ids, disco nonces and the
+    /// peers' punching.
+    pub fn new(secret: SecretKey, mut config: EndpointConfig, seed: u64) -> EndpointCore {
+        if !config.relay {
+            config.punch.responder_wait = Duration::ZERO;
+        }
+        EndpointCore {
+            me: secret.node_id(),
+            secret,
+            config,
+            rng: Rng::new(seed),
+            now: None,
+            peers: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            local: Vec::new(),
+            reflexive: None,
+            nat: NatHint::Easy,
+            stun: Stun::default(),
+            primer_known: false,
+            deferred: Vec::new(),
+            strangers: RateWindow::default(),
+            spares_open: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Peers with state now.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Spare sockets in use now, across all peers.
+    pub fn spares_open(&self) -> usize {
+        self.spares_open
+    }
+
+    /// What we tell peers of our NAT.
+    pub fn nat_hint(&self) -> NatHint {
+        self.nat
+    }
+
+    /// The direct path to `node`, if one is in use.
+    pub fn path(&self, node: &NodeId) -> Option<DirectPath> {
+        self.peers.get(node)?.paths.best()
+    }
+
+    /// Feeds one input (see the crate's calling convention).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        if self.now.is_none() && !self.config.stun_servers.is_empty() {
+            self.stun.next = Some(now);
+        }
+        self.now = Some(now);
+        match input {
+            Input::Udp { from, packet } => {
+                // Disco first: a sender key can start with STUN's magic cookie.
+                if disco::looks_like_disco(packet) {
+                    self.handle_disco(now, Dest::Direct(from), None, packet);
+                } else {
+                    self.handle_stun(now, from, packet);
+                }
+            }
+            Input::Spare {
+                node,
+                n,
+                from,
+                packet,
+            } => self.handle_disco(now, Dest::Spare(n, from), Some(node), packet),
+            Input::Relayed { node, packet } => {
+                self.handle_disco(now, Dest::Relay, Some(node), packet)
+            }
+            Input::Connect { node, addrs } => {
+                if node == self.me || !self.make_state(now, node) {
+                    return;
+                }
+                self.feed(now, node, holepunch::Input::PeerCandidates(addrs));
+                if !self.deferred.iter().any(|(n, _)| *n == node) {
+                    self.deferred.push((node, now));
+                }
+            }
+            Input::LocalAddrs(addrs) => {
+                if addrs != self.local {
+                    self.local = addrs;
+                    self.update_candidates(now);
+                }
+            }
+            Input::PrimerTtl(ttl) => {
+                self.primer_known = true;
+                if let Some(ttl) = ttl {
+                    self.config.punch.primer_ttl = ttl;
+                    self.feed_all(now, |_| holepunch::Input::PrimerTtl(ttl));
+                }
+            }
+            Input::Timeout(activity) => self.handle_timeout(now, activity),
+        }
+        self.update_nat(now);
+        self.start_due_dials(now);
+        self.ask_stun(now);
+    }
+
+    /// The next thing to do: transmits first, then events, then the next timeout.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(t) = self.transmits.pop_front() {
+            return Output::Transmit(t);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        // Entries whose peer has since moved its deadline are dropped on the way.
+        while let Some(&Reverse((at, node))) = self.timers.peek() {
+            if self
+                .peers
+                .get(&node)
+                .is_some_and(|p| p.deadline == Some(at))
+            {
+                break;
+            }
+            self.timers.pop();
+        }
+        let peers = self.timers.peek().map(|Reverse((at, _))| *at);
+        let dials = self
+            .deferred
+            .iter()
+            .map(|(_, at)| *at + self.config.dial_wait);
+        let next = peers.into_iter().chain(dials).chain(self.stun.next).min();
+        Output::Timeout(next)
+    }
+
+    /// Makes state for `node` (our own dial, or a relayed sender) unless it exists; false
+    /// when it cannot be (no disco key for that NodeId, or too many peers).
+    fn make_state(&mut self, now: Instant, node: NodeId) -> bool {
+        if self.peers.contains_key(&node) {
+            return true;
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return false;
+        }
+        let Ok(key) = SharedKey::new(&self.secret, &node) else {
+            return false;
+        };
+        self.insert_peer(now, node, key);
+        true
+    }
+
+    fn insert_peer(&mut self, now: Instant, node: NodeId, key: SharedKey) {
+        let mut paths = PeerPaths::new(self.config.punch.clone(), self.rng.next_u64());
+        paths.handle_input(now, holepunch::Input::OurCandidates(self.candidates()));
+        paths.handle_input(now, holepunch::Input::Nat(self.nat));
+        self.peers.insert(
+            node,
+            PeerState {
+                key,
+                paths,
+                spares: Vec::new(),
+                sources: Vec::new(),
+                deadline: None,
+                alive_at: now,
+            },
+        );
+    }
+
+    /// A disco packet, `via` an address or the relay, from `node` where the transport says
+    /// (spare sockets and the relay) or the packet claims (the main sockets).
+    fn handle_disco(&mut self, now: Instant, via: Dest, node: Option<NodeId>, packet: &[u8]) {
+        let node = match node {
+            Some(n) => n,
+            None => match disco::sender(packet) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+        };
+        if node == self.me {
+            return;
+        }
+        let msg = match self.peers.get(&node) {
+            Some(st) => match st.key.open(packet) {
+                Ok(msg) => msg,
+                Err(_) => return,
+            },
+            None => {
+                // A stranger: a peer that found our address itself (a ticket without relay,
+                // mDNS), or one dialling through the relay. Each try costs a key agreement.
+                if self.peers.len() >= self.config.max_peers
+                    || !self
+                        .strangers
+                        .allow(now, self.config.stranger_pings_per_sec)
+                {
+                    return;
+                }
+                let Ok(key) = SharedKey::new(&self.secret, &node) else {
+                    return;
+                };
+                let msg = match key.open(packet) {
+                    Ok(msg) => msg,
+                    Err(_) => return,
+                };
+                // Straight over UDP only a ping starts anything; the relay has checked the
+                // sender's key, so any authentic message from it may.
+                if via != Dest::Relay && !matches!(msg, disco::Message::Ping { .. }) {
+                    return;
+                }
+                self.insert_peer(now, node, key);
+                msg
+            }
+        };
+        if let Dest::Direct(from) | Dest::Spare(_, from) = via {
+            // An authenticated packet: QUIC from this address is the peer's.
+            self.announce_source(node, from);
+        }
+        self.feed(now, node, holepunch::Input::Message { via, msg });
+    }
+
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        let Ok(msg) = StunMessage::parse(packet) else {
+            return;
+        };
+        let stun = &mut self.stun;
+        let Some(i) = stun
+            .pending
+            .iter()
+            .position(|(t, s)| *t == msg.transaction_id && *s == from)
+        else {
+            return;
+        };
+        stun.pending.swap_remove(i);
+        let Some(mapped) = msg.mapped() else {
+            return;
+        };
+        stun.answered = true;
+        if stun.note_offers(from, &msg) {
+            // Ask the alternate addresses too, to see whether our mapping depends on the
+            // destination.
+            stun.next = Some(now);
+        }
+        stun.mapped.retain(|(s, _)| *s != from);
+        stun.mapped.push((from, mapped));
+        // Our public address is what the configured servers see.
+        if self.config.stun_servers.contains(&from) {
+            if self.reflexive.is_some_and(|r| r != mapped) {
+                // A new mapping: what peers saw of the old one is stale.
+                self.stun.peer_views.clear();
+            }
+            self.reflexive = Some(mapped);
+            self.update_candidates(now);
+        }
+    }
+
+    /// Interface addresses and the public one, the public first.
+    fn candidates(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self.reflexive.into_iter().collect();
+        out.extend(self.local.iter().filter(|a| Some(**a) != self.reflexive));
+        out
+    }
+
+    fn update_candidates(&mut self, now: Instant) {
+        let ours = self.candidates();
+        self.feed_all(now, |_| holepunch::Input::OurCandidates(ours.clone()));
+        self.events.push_back(Event::Candidates(ours));
+    }
+
+    /// STUN answers and peers' pongs both tell us about our NAT.
+    fn update_nat(&mut self, now: Instant) {
+        let hint = self.stun.nat_hint(&self.local);
+        if hint != self.nat {
+            self.nat = hint;
+            self.feed_all(now, |_| holepunch::Input::Nat(hint));
+            self.events.push_back(Event::Nat(hint));
+        }
+    }
+
+    /// Dials start punching once we know our primer TTL and what our NAT does, or have waited
+    /// long enough for them.
+    fn start_due_dials(&mut self, now: Instant) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let ready =
+            self.primer_known && (self.stun.settled() || self.config.stun_servers.is_empty());
+        let wait = self.config.dial_wait;
+        let (due, waiting) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(_, at)| ready || now >= *at + wait);
+        self.deferred = waiting;
+        for (node, _) in due {
+            self.feed(now, node, holepunch::Input::Start);
+        }
+    }
+
+    fn ask_stun(&mut self, now: Instant) {
+        if self.stun.next.is_none_or(|t| now < t) {
+            return;
+        }
+        self.stun.pending.clear();
+        let servers: Vec<SocketAddr> = self
+            .config
+            .stun_servers
+            .iter()
+            .chain(&self.stun.others)
+            .copied()
+            .collect();
+        for server in servers {
+            let tid = TransactionId(self.rng.bytes());
+            let mut payload = Vec::with_capacity(20);
+            MessageWriter::new(&mut payload, Class::Request, Method::BINDING, tid).finish();
+            self.stun.pending.push((tid, server));
+            self.transmits.push_back(Transmit {
+                dest: Destination::Udp(server),
+                payload,
+                ttl: None,
+            });
+        }
+        let every = if self.stun.answered {
+            self.config.stun_every
+        } else {
+            self.config.stun_retry
+        };
+        self.stun.next = Some(now + every);
+    }
+
+    /// Peers' timers that are due: each reads its traffic, then its punching runs.
+    fn handle_timeout(&mut self, now: Instant, activity: &dyn Fn(&NodeId) -> Activity) {
+        while let Some(&Reverse((at, node))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(st) = self.peers.get_mut(&node) else {
+                continue;
+            };
+            if st.deadline != Some(at) {
+                continue;
+            }
+            st.deadline = None;
+            let seen = activity(&node);
+            if let (Some(at), Some(d)) = (seen.direct_rx, st.paths.best()) {
+                st.paths
+                    .handle_input(now, holepunch::Input::Received { at, from: d.addr });
+            }
+            if let Some(t) = seen.any {
+                st.paths.handle_input(now, holepunch::Input::Activity(t));
+                st.alive_at = st.alive_at.max(t);
+            }
+            st.paths.handle_input(now, holepunch::Input::Timeout);
+            let ended = !st.paths.is_punching()
+                && now.saturating_duration_since(st.alive_at) >= self.config.peer_idle
+                && !self.deferred.iter().any(|(n, _)| *n == node);
+            if ended {
+                self.forget(node);
+            } else {
+                self.flush(node);
+            }
+        }
+        // Stale entries pile up when deadlines move; rebuild the heap before they dominate.
+        if self.timers.len() > 4 * self.peers.len() + 64 {
+            self.timers = self
+                .peers
+                .iter()
+                .filter_map(|(n, st)| st.deadline.map(|d| Reverse((d, *n))))
+                .collect();
+        }
+    }
+
+    fn forget(&mut self, node: NodeId) {
+        if let Some(st) = self.peers.remove(&node) {
+            self.spares_open -= st.spares.len();
+            self.events.push_back(Event::PeerForgotten(node));
+        }
+    }
+
+    /// Feeds one peer's punching, then handles what it wants.
+    fn feed(&mut self, now: Instant, node: NodeId, input: holepunch::Input<'_>) {
+        if let Some(st) = self.peers.get_mut(&node) {
+            st.paths.handle_input(now, input);
+            self.flush(node);
+        }
+    }
+
+    /// Feeds every peer's punching, in NodeId order.
+    fn feed_all(&mut self, now: Instant, input: impl Fn(&NodeId) -> holepunch::Input<'static>) {
+        let nodes: Vec<NodeId> = self.peers.keys().copied().collect();
+        for node in nodes {
+            self.feed(now, node, input(&node));
+        }
+    }
+
+    fn announce_source(&mut self, node: NodeId, addr: SocketAddr) {
+        let Some(st) = self.peers.get_mut(&node) else {
+            return;
+        };
+        if !st.sources.contains(&addr) {
+            st.sources.push(addr);
+            self.events.push_back(Event::DirectSource { node, addr });
+        }
+    }
+
+    /// Seals and queues what a peer's punching wants sent, passes on its events, closes the
+    /// spares it no longer needs and reschedules its deadline.
+    fn flush(&mut self, node: NodeId) {
+        loop {
+            let Some(st) = self.peers.get_mut(&node) else {
+                return;
+            };
+            let t = match st.paths.poll_output() {
+                holepunch::Output::Transmit(t) => t,
+                holepunch::Output::Event(holepunch::Event::PathChanged(path)) => {
+                    self.events.push_back(Event::PathChanged { node, path });
+                    continue;
+                }
+                holepunch::Output::Event(holepunch::Event::Observed(addr)) => {
+                    self.stun.note_peer_view(addr);
+                    continue;
+                }
+                holepunch::Output::Timeout(at) => {
+                    let gc = (!st.paths.is_punching()).then(|| st.alive_at + self.config.peer_idle);
+                    let deadline = at.into_iter().chain(gc).min();
+                    if deadline != st.deadline {
+                        st.deadline = deadline;
+                        if let Some(d) = deadline {
+                            self.timers.push(Reverse((d, node)));
+                        }
+                    }
+                    break;
+                }
+            };
+            let dest = match t.dest {
+                Dest::Direct(to) => {
+                    // Allow QUIC from where we probe: the peer may switch first. (Not from
+                    // every port a birthday spray tries.)
+                    if st.paths.knows(to) {
+                        self.announce_source(node, to);
+                    }
+                    Destination::Udp(to)
+                }
+                Dest::Spare(n, to) => {
+                    if !st.spares.contains(&n) {
+                        if self.spares_open >= self.config.max_spares {
+                            continue;
+                        }
+                        st.spares.push(n);
+                        self.spares_open += 1;
+                    }
+                    self.announce_source(node, to);
+                    Destination::Spare { node, n, to }
+                }
+                Dest::Relay if !self.config.relay => continue,
+                Dest::Relay => Destination::Relay(node),
+            };
+            let Some(st) = self.peers.get(&node) else {
+                return;
+            };
+            let Ok(payload) = st.key.seal(&self.me, &t.msg, self.rng.bytes()) else {
+                continue;
+            };
+            self.transmits.push_back(Transmit {
+                dest,
+                payload,
+                ttl: t.ttl,
+            });
+        }
+        self.close_unused_spares(node);
+    }
+
+    /// Once no attempt is under way, the spares that no live path uses can close.
+    fn close_unused_spares(&mut self, node: NodeId) {
+        let Some(st) = self.peers.get_mut(&node) else {
+            return;
+        };
+        if st.paths.is_punching() || st.spares.is_empty() {
+            return;
+        }
+        let keep: Vec<u16> = st
+            .paths
+            .spares_in_use()
+            .filter(|n| st.spares.contains(n))
+            .collect();
+        if keep.len() < st.spares.len() {
+            self.spares_open -= st.spares.len() - keep.len();
+            st.spares.clone_from(&keep);
+            self.events.push_back(Event::SparesUnused { node, keep });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

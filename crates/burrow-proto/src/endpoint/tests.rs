@@ -1,0 +1,414 @@
+//! The endpoint core in virtual time: strangers, NAT verdicts, deferred dials and garbage
+//! collection, with real disco sealing and real STUN messages.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::disco::{Message, NatHint, SharedKey};
+use crate::stun::{Class, Message as StunMessage, MessageWriter, Method};
+
+const SERVER: &str = "203.0.113.30:3478";
+const OUR_PUBLIC: &str = "198.18.1.2:40000";
+const PEER_PUBLIC: &str = "198.18.2.2:50000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_bytes([n; 32])
+}
+
+/// A key of its own for stranger `i` (`i` below 2^24).
+fn stranger(i: u32) -> SecretKey {
+    let mut b = [0x5a; 32];
+    b[..4].copy_from_slice(&i.to_le_bytes());
+    SecretKey::from_bytes(b)
+}
+
+/// Everything the core wants done now, and its next timeout.
+fn drain(core: &mut EndpointCore) -> (Vec<Transmit>, Vec<Event>, Option<Instant>) {
+    let (mut transmits, mut events) = (Vec::new(), Vec::new());
+    loop {
+        match core.poll_output() {
+            Output::Transmit(t) => transmits.push(t),
+            Output::Event(e) => events.push(e),
+            Output::Timeout(at) => return (transmits, events, at),
+        }
+    }
+}
+
+/// Runs the core's timers up to `until`, with no traffic on any connection unless `busy`
+/// names the peer; returns what it sent and said.
+fn run(
+    core: &mut EndpointCore,
+    from: Instant,
+    until: Instant,
+    busy: &dyn Fn(&NodeId, Instant) -> bool,
+) -> (Vec<Transmit>, Vec<Event>) {
+    let (mut transmits, mut events, mut next) = drain(core);
+    while let Some(at) = next.filter(|at| *at <= until) {
+        let at = at.max(from);
+        let activity = |node: &NodeId| Activity {
+            direct_rx: None,
+            any: busy(node, at).then_some(at),
+        };
+        core.handle_input(at, Input::Timeout(&activity));
+        let (t, e, n) = drain(core);
+        transmits.extend(t);
+        events.extend(e);
+        next = n;
+    }
+    (transmits, events)
+}
+
+fn idle(_: &NodeId, _: Instant) -> bool {
+    false
+}
+
+/// A ping from `from` to `to`, sealed as `from`.
+fn ping(from: &SecretKey, to: &NodeId, tx: u8) -> Vec<u8> {
+    let k = SharedKey::new(from, to).unwrap();
+    k.seal(&from.node_id(), &Message::Ping { tx: [tx; 12] }, [tx; 12])
+        .unwrap()
+}
+
+/// The answer of a STUN server to the Binding request in `t`: our `mapped` address, and a
+/// second port if given.
+fn stun_answer(t: &Transmit, mapped: SocketAddr, alternate_port: Option<u16>) -> Vec<u8> {
+    let req = StunMessage::parse(&t.payload).unwrap();
+    let mut out = Vec::new();
+    let mut w = MessageWriter::new(
+        &mut out,
+        Class::Success,
+        Method::BINDING,
+        req.transaction_id,
+    );
+    w.xor_mapped_address(mapped);
+    if let Some(p) = alternate_port {
+        w.alternate_port(p);
+    }
+    w.finish();
+    out
+}
+
+/// The disco messages among `transmits` that `peer` can open, with where they went.
+fn opened(transmits: &[Transmit], peer: &SecretKey, core: &NodeId) -> Vec<(Destination, Message)> {
+    let k = SharedKey::new(peer, core).unwrap();
+    transmits
+        .iter()
+        .filter_map(|t| Some((t.dest, k.open(&t.payload).ok()?)))
+        .collect()
+}
+
+fn calls(msgs: &[(Destination, Message)]) -> Vec<NatHint> {
+    msgs.iter()
+        .filter_map(|(_, m)| match m {
+            Message::CallMeMaybe { nat, .. } => Some(*nat),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stun_config() -> EndpointConfig {
+    EndpointConfig {
+        stun_servers: vec![addr(SERVER)],
+        ..EndpointConfig::default()
+    }
+}
+
+#[test]
+fn ten_thousand_forged_pings_admit_nobody_and_cost_nothing() {
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let start = Instant::now();
+    let victim = key(2).node_id();
+    let mut now = start;
+    for i in 0..10_000u32 {
+        let from = SocketAddr::from((
+            [198, 51, 100, (i % 250) as u8 + 1],
+            1024 + (i % 60000) as u16,
+        ));
+        let attacker = stranger(i);
+        let packet = match i % 4 {
+            // Sealed with the attacker's key, claiming to be the victim.
+            0 => {
+                let mut p = ping(&attacker, &me.node_id(), 1);
+                p[4..36].copy_from_slice(victim.as_bytes());
+                p
+            }
+            // Sealed for someone else.
+            1 => ping(&attacker, &key(3).node_id(), 2),
+            // Authentic, but not a ping: straight over UDP that starts nothing.
+            2 => {
+                let k = SharedKey::new(&attacker, &me.node_id()).unwrap();
+                let msg = Message::CallMeMaybe {
+                    candidates: vec![from],
+                    nat: NatHint::Easy,
+                };
+                k.seal(&attacker.node_id(), &msg, [3; 12]).unwrap()
+            }
+            // An authentic ping with one bit flipped.
+            _ => {
+                let mut p = ping(&attacker, &me.node_id(), 4);
+                let last = p.len() - 1;
+                p[last] ^= 1;
+                p
+            }
+        };
+        core.handle_input(
+            now,
+            Input::Udp {
+                from,
+                packet: &packet,
+            },
+        );
+        // Spread over time, so that every one of them is tried (64 key agreements a second).
+        now += Duration::from_millis(16);
+    }
+    let (transmits, events, _) = drain(&mut core);
+    assert_eq!(core.peer_count(), 0);
+    assert!(transmits.is_empty(), "{} answers", transmits.len());
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn authentic_strangers_are_admitted_at_a_bounded_rate_and_number() {
+    let me = key(1);
+    let config = EndpointConfig {
+        max_peers: 100,
+        ..EndpointConfig::default()
+    };
+    let mut core = EndpointCore::new(me.clone(), config, 7);
+    let start = Instant::now();
+    // 200 strangers in one second: only 64 key agreements are tried.
+    for i in 0..200 {
+        let from = SocketAddr::from(([198, 51, 100, 1], 2000 + i as u16));
+        let p = ping(&stranger(i), &me.node_id(), 1);
+        core.handle_input(start, Input::Udp { from, packet: &p });
+    }
+    assert_eq!(core.peer_count(), 64);
+    let (transmits, _, _) = drain(&mut core);
+    let pongs = transmits
+        .iter()
+        .filter(|t| matches!(t.dest, Destination::Udp(_)))
+        .count();
+    assert!(pongs >= 64, "every admitted ping is answered: {pongs}");
+    // Later, no more than the cap.
+    for i in 200..10_000 {
+        let from = SocketAddr::from(([198, 51, 100, 2], 2000 + (i % 60000) as u16));
+        let p = ping(&stranger(i), &me.node_id(), 1);
+        let at = start + Duration::from_secs(1) + Duration::from_millis(u64::from(i));
+        core.handle_input(at, Input::Udp { from, packet: &p });
+    }
+    assert_eq!(core.peer_count(), 100);
+}
+
+#[test]
+fn a_deferred_dial_starts_when_the_nat_verdict_arrives() {
+    let (me, peer) = (key(1), key(2));
+    let mut core = EndpointCore::new(me.clone(), stun_config(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let (stun, _, _) = drain(&mut core);
+    assert_eq!(stun.len(), 1, "a Binding request to the server");
+    core.handle_input(
+        t0,
+        Input::Connect {
+            node: peer.node_id(),
+            addrs: &[addr(PEER_PUBLIC)],
+        },
+    );
+    let (t, _, next) = drain(&mut core);
+    assert!(
+        calls(&opened(&t, &peer, &me.node_id())).is_empty(),
+        "no punching before the verdict"
+    );
+    assert_eq!(
+        next,
+        Some(t0 + Duration::from_millis(500)),
+        "STUN's retry comes first"
+    );
+    // The server answers after 80 ms: the dial starts then, not after the 1 s wait.
+    let at = t0 + Duration::from_millis(80);
+    let answer = stun_answer(&stun[0], addr(OUR_PUBLIC), None);
+    core.handle_input(
+        at,
+        Input::Udp {
+            from: addr(SERVER),
+            packet: &answer,
+        },
+    );
+    let (t, events, _) = drain(&mut core);
+    assert!(events.contains(&Event::Candidates(vec![addr(OUR_PUBLIC)])));
+    let msgs = opened(&t, &peer, &me.node_id());
+    assert_eq!(calls(&msgs), [NatHint::Easy]);
+    let call = msgs
+        .iter()
+        .find(|(_, m)| matches!(m, Message::CallMeMaybe { .. }));
+    assert_eq!(
+        call,
+        Some(&(
+            Destination::Relay(peer.node_id()),
+            Message::CallMeMaybe {
+                candidates: vec![addr(OUR_PUBLIC)],
+                nat: NatHint::Easy
+            }
+        ))
+    );
+}
+
+#[test]
+fn without_a_verdict_a_dial_starts_after_its_wait() {
+    let (me, peer) = (key(1), key(2));
+    let mut core = EndpointCore::new(me.clone(), stun_config(), 7);
+    let t0 = Instant::now();
+    core.handle_input(
+        t0,
+        Input::Connect {
+            node: peer.node_id(),
+            addrs: &[addr(PEER_PUBLIC)],
+        },
+    );
+    let (t, _) = run(&mut core, t0, t0 + Duration::from_millis(999), &idle);
+    assert!(calls(&opened(&t, &peer, &me.node_id())).is_empty());
+    let (t, _) = run(&mut core, t0, t0 + Duration::from_millis(1000), &idle);
+    assert_eq!(calls(&opened(&t, &peer, &me.node_id())), [NatHint::Easy]);
+}
+
+#[test]
+fn a_nat_hint_that_turns_hard_mid_connection_starts_birthday_probing() {
+    let (me, peer) = (key(1), key(2));
+    let mut core = EndpointCore::new(me.clone(), stun_config(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let (stun, _, _) = drain(&mut core);
+    // The server names a second port; our mapping towards the first is known.
+    let answer = stun_answer(&stun[0], addr(OUR_PUBLIC), Some(3479));
+    core.handle_input(
+        t0 + Duration::from_millis(40),
+        Input::Udp {
+            from: addr(SERVER),
+            packet: &answer,
+        },
+    );
+    let (second, _, _) = drain(&mut core);
+    let to_second = second
+        .iter()
+        .find(|t| t.dest == Destination::Udp(addr("203.0.113.30:3479")))
+        .expect("the second port is asked at once");
+    // The dial starts before the second port answers (its answer is slow), as easy.
+    core.handle_input(
+        t0 + Duration::from_millis(50),
+        Input::Connect {
+            node: peer.node_id(),
+            addrs: &[addr(PEER_PUBLIC)],
+        },
+    );
+    let (t, _) = run(&mut core, t0, t0 + Duration::from_millis(1100), &idle);
+    let msgs = opened(&t, &peer, &me.node_id());
+    assert_eq!(calls(&msgs), [NatHint::Easy]);
+    assert!(!msgs
+        .iter()
+        .any(|(d, _)| matches!(d, Destination::Spare { .. })));
+    assert_eq!(core.nat_hint(), NatHint::Easy);
+    // Then it answers: another port there. The NAT maps per destination.
+    let late = stun_answer(to_second, addr("198.18.1.2:40007"), Some(3478));
+    core.handle_input(
+        t0 + Duration::from_millis(1200),
+        Input::Udp {
+            from: addr("203.0.113.30:3479"),
+            packet: &late,
+        },
+    );
+    let (t, events, _) = drain(&mut core);
+    assert!(events.contains(&Event::Nat(NatHint::Hard)));
+    let msgs = opened(&t, &peer, &me.node_id());
+    assert_eq!(calls(&msgs), [NatHint::Hard], "the peer hears it at once");
+    let primed_spares = msgs
+        .iter()
+        .filter(|(d, m)| {
+            matches!(d, Destination::Spare { to, .. } if *to == addr(PEER_PUBLIC))
+                && matches!(m, Message::Ping { .. })
+        })
+        .count();
+    assert_eq!(
+        primed_spares,
+        usize::from(PunchConfig::default().spare_sockets)
+    );
+    assert_eq!(core.spares_open(), primed_spares);
+    let primers: Vec<Option<u8>> = t
+        .iter()
+        .filter(|t| matches!(t.dest, Destination::Spare { .. }))
+        .map(|t| t.ttl)
+        .collect();
+    assert!(
+        primers.iter().all(|ttl| *ttl == Some(2)),
+        "primed, not sent at full strength"
+    );
+}
+
+#[test]
+fn ended_peers_are_forgotten_and_busy_ones_kept() {
+    let me = key(1);
+    let config = EndpointConfig {
+        relay: true,
+        ..EndpointConfig::default()
+    };
+    let mut core = EndpointCore::new(me, config, 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(None));
+    let (ended, busy) = (key(2).node_id(), key(3).node_id());
+    for node in [ended, busy] {
+        core.handle_input(
+            t0,
+            Input::Connect {
+                node,
+                addrs: &[addr(PEER_PUBLIC)],
+            },
+        );
+    }
+    assert_eq!(core.peer_count(), 2);
+    let is_busy = |node: &NodeId, _: Instant| *node == busy;
+    let (_, events) = run(&mut core, t0, t0 + Duration::from_secs(59), &is_busy);
+    assert!(
+        !events.contains(&Event::PeerForgotten(ended)),
+        "not before a minute"
+    );
+    let (_, events) = run(&mut core, t0, t0 + Duration::from_secs(120), &is_busy);
+    assert!(events.contains(&Event::PeerForgotten(ended)));
+    assert!(!events.contains(&Event::PeerForgotten(busy)));
+    assert_eq!(core.peer_count(), 1);
+    // The busy one goes quiet too: a minute later it is gone.
+    let (_, events) = run(&mut core, t0, t0 + Duration::from_secs(200), &idle);
+    assert!(events.contains(&Event::PeerForgotten(busy)));
+    assert_eq!(core.peer_count(), 0);
+}
+
+#[test]
+fn the_same_seed_and_inputs_give_the_same_output() {
+    let out = || {
+        let me = key(1);
+        let mut core = EndpointCore::new(me.clone(), stun_config(), 42);
+        let t0 = Instant::now();
+        let mut all = Vec::new();
+        core.handle_input(t0, Input::PrimerTtl(Some(2)));
+        for n in 2..40 {
+            core.handle_input(
+                t0,
+                Input::Connect {
+                    node: key(n).node_id(),
+                    addrs: &[addr(PEER_PUBLIC)],
+                },
+            );
+        }
+        let (t, _) = run(&mut core, t0, t0 + Duration::from_secs(3), &|_, _| true);
+        all.extend(t.into_iter().map(|t| (t.dest, t.payload, t.ttl)));
+        (t0, all)
+    };
+    let (t0, a) = out();
+    let (t1, b) = out();
+    assert!(a.len() > 100);
+    assert_eq!(a, b, "runs from {t0:?} and {t1:?} differ");
+}

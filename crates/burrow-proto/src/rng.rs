@@ -1,0 +1,30 @@
+//! The random numbers a core draws from its seed.
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+
+/// A cryptographically strong generator expanded from a core's `u64` seed: what it draws
+/// (STUN transaction ids, disco nonces) must be unpredictable to anyone who has seen earlier
+/// draws, which a simple mixer such as SplitMix is not. The same seed gives the same
+/// sequence, so tests are deterministic.
+#[derive(Clone, Debug)]
+pub struct Rng(ChaCha12Rng);
+
+impl Rng {
+    /// The generator for `seed` (the driver passes a fresh random one).
+    pub fn new(seed: u64) -> Rng {
+        Rng(ChaCha12Rng::seed_from_u64(seed))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// `N` random bytes.
+    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.0.fill_bytes(&mut out);
+        out
+    }
+}
