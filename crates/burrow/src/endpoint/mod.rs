@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use burrow_proto::endpoint::{EndpointConfig, EndpointCore};
 use burrow_proto::holepunch::PunchConfig;
 use burrow_proto::relay::RelayUrl;
 use burrow_proto::ticket::Ticket;
@@ -200,18 +201,22 @@ impl Endpoint {
                 disco_tx,
             )));
         }
-        let mut punch = opts.punch.clone();
-        if relay.is_none() {
-            // Nobody can answer a call-me-maybe without a relay: ping at once.
-            punch.responder_wait = Duration::ZERO;
-        }
+        let core = EndpointCore::new(
+            secret.clone(),
+            EndpointConfig {
+                punch: opts.punch.clone(),
+                relay: relay.is_some(),
+                stun_servers: opts.stun_servers.clone(),
+                ..EndpointConfig::default()
+            },
+            rand::random(),
+        );
         let driver = Driver {
-            secret: secret.clone(),
+            core,
             socket: socket.clone(),
             peers: peers.clone(),
             relay: relay.clone(),
-            stun_servers: opts.stun_servers.clone(),
-            punch,
+            hops_server: opts.stun_servers.iter().find(|s| s.is_ipv4()).copied(),
             control: control_rx,
             control_tx,
             quic_tx: relayed_tx,
@@ -219,7 +224,6 @@ impl Endpoint {
             commands: commands_rx,
             candidates: candidates.clone(),
             path_changes: path_changes.clone(),
-            stun: Default::default(),
         };
         tasks.push(tokio::spawn(driver.run()));
         Ok(Endpoint {

@@ -182,6 +182,13 @@ impl PeerMap {
         self.write().by_direct.insert(addr, peer.clone());
     }
 
+    /// Packets from `peer`'s direct addresses are nobody's any more (its state was forgotten).
+    pub fn forget_direct_sources(&self, peer: &Arc<Peer>) {
+        self.write()
+            .by_direct
+            .retain(|_, p| !Arc::ptr_eq(p, peer));
+    }
+
     fn now_ms(&self) -> u64 {
         // +1 so that 0 keeps meaning "never".
         self.epoch.elapsed().as_millis() as u64 + 1
