@@ -153,8 +153,8 @@ fn a_transfer_survives_its_direct_path_being_cut_and_finishes_over_the_relay() {
     let r = s.finish(&connect);
     eprintln!("back on the relay {back:?} after the cut; {r}");
     assert!(
-        back <= Duration::from_millis(2500),
-        "back on the relay after {back:?}"
+        back <= Duration::from_secs(2),
+        "back on the relay after {back:?}, want within 2 s"
     );
     assert_eq!(r["connected"], true);
     assert_eq!(
