@@ -115,8 +115,8 @@ impl DelayLine {
         Ok(line)
     }
 
-    /// Fails, saying why, once the delay line has stopped: from then on `--queue-bypass` lets
-    /// its link's packets through undelayed.
+    /// Fails, saying why, once the delay line has stopped: its link no longer has the delay
+    /// the lab was built with.
     fn check_running(&mut self) -> Result<()> {
         if self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             return Ok(());

@@ -202,7 +202,7 @@ impl MatrixReport {
 
     /// Every way the runs fall short of the acceptance criteria; empty when all hold.
     pub fn failures(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.delay_not_in_force.clone();
+        let mut out = self.delay_not_in_force.clone();
         let mut hard: Vec<(String, String, String, usize, usize)> = Vec::new();
         // The listener's greeting arrives after the handshake's round trip and the relay round
         // trip that carries it. From the configured delay, so a slow relay cannot raise it.
@@ -638,19 +638,16 @@ mod tests {
         }
     }
 
-    /// Ten runs of symmetric <- port-restricted, `direct` of them direct after 4 s.
-    fn hard(direct: usize) -> Vec<MatrixRun> {
+    /// Ten runs of symmetric <- port-restricted, `ok` of them direct after 4 s.
+    fn hard(ok: usize) -> Vec<MatrixRun> {
         (0..10)
-            .map(|n| match n < direct {
-                true => run(
-                    Symmetric,
-                    PortRestrictedCone,
-                    n,
-                    "direct",
-                    Some(200.0),
-                    Some(4e3),
-                ),
-                false => run(Symmetric, PortRestrictedCone, n, "relay", Some(200.0), None),
+            .map(|n| {
+                let (path, direct) = if n < ok {
+                    ("direct", Some(4e3))
+                } else {
+                    ("relay", None)
+                };
+                run(Symmetric, PortRestrictedCone, n, path, Some(200.0), direct)
             })
             .collect()
     }
