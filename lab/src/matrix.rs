@@ -174,8 +174,8 @@ pub struct MatrixReport {
     pub delay_ms: f64,
     /// Every run.
     pub runs: Vec<MatrixRun>,
-    /// Variants whose link delay was not in force when their runs ended, and why: their
-    /// timings were measured on an easier network.
+    /// Labs (relay host and variant) whose link delay was not in force when their runs ended,
+    /// and why: their timings were measured on an easier network.
     pub delay_not_in_force: Vec<String>,
 }
 
@@ -414,7 +414,7 @@ struct Job {
     run: usize,
 }
 
-/// The variant's runs, and whether its link delay was still in force after them.
+/// The lab's runs, and whether its link delay was still in force after them.
 fn run_variant(
     opts: &MatrixOptions,
     relay: RelayHost,
