@@ -523,8 +523,28 @@ mod tests {
 
     #[test]
     fn the_directory_key_is_not_any_members_key_and_differs_per_namespace() {
-        let a = directory_key(&Namespace::new("a", None));
-        let b = directory_key(&Namespace::new("a", Some(b"x")));
-        assert_ne!(a.verifying_key(), b.verifying_key());
+        let namespaces = [
+            Namespace::new("a", None),
+            Namespace::new("a", Some(b"x")),
+            Namespace::new("a", Some(b"y")),
+            Namespace::new("a", Some(b"")),
+            Namespace::new("b", None),
+            Namespace::new("b", Some(b"x")),
+        ];
+        let keys: Vec<_> = namespaces
+            .iter()
+            .map(|ns| directory_key(ns).verifying_key())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert!(!keys[..i].contains(k), "{} shares a directory key", i);
+        }
+        // Every member derives the same key from the name and secret alone.
+        let again = directory_key(&Namespace::new("a", Some(b"x"))).verifying_key();
+        assert_eq!(again, keys[1]);
+        // Members' own records live under their node keys, never under the directory's.
+        for n in 0..16 {
+            let member = signer(&SecretKey::from_bytes([n; 32])).verifying_key();
+            assert!(!keys.contains(&member), "member {n}");
+        }
     }
 }
