@@ -2,13 +2,17 @@
 //! accepts it. This kernel has no `tc netem`, so this is how the lab adds latency.
 
 use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+
+use crate::topology::Home;
+use crate::{netns, Lab};
 
 /// Longest sleep between polls of the queue: bounds the extra delay a packet can get on top of
 /// the configured one (the `nfq` crate does not expose its descriptor, so we cannot block in
@@ -105,25 +109,83 @@ impl DelayLine {
         if rx.recv_timeout(Duration::from_secs(5)).is_err() {
             // The thread failed before binding (its sender is gone) or hangs: report why.
             line.stop.store(true, Ordering::Relaxed);
-            let why = match line.thread.take().map(|t| t.join()) {
-                Some(Ok(Err(e))) => format!("{e:#}"),
-                _ => "did not start".to_string(),
-            };
+            let why = line.ended().unwrap_or_else(|| "did not start".into());
             return Err(anyhow!("delay line in {ns}: {why}"));
         }
         Ok(line)
     }
+
+    /// Fails, saying why, once the delay line has stopped: its link no longer has the delay
+    /// the lab was built with.
+    fn check_running(&mut self) -> Result<()> {
+        if self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let why = self.ended().unwrap_or_else(|| "it returned".into());
+        bail!("delay line in {} stopped: {why}", self.ns)
+    }
+
+    /// Joins the thread (set `stop` first, or know it ended): why it failed, or `None` when it
+    /// returned cleanly (or was joined before).
+    fn ended(&mut self) -> Option<String> {
+        match self.thread.take()?.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(_) => Some("panicked".into()),
+        }
+    }
+}
+
+impl Lab {
+    /// Checks that every link given a delay is delayed now: its delay line still runs, and a
+    /// round trip through the link takes at least twice the one-way delay. Run it after the
+    /// measurements that rely on the delay.
+    pub fn check_delays(&self) -> Result<()> {
+        let mut lines = self.delay_lines.lock().expect("lock");
+        for line in lines.iter_mut() {
+            line.check_running()?;
+        }
+        drop(lines);
+        for h in &self.homes {
+            let Some(delay) = h.conditions.delay.filter(|d| !d.is_zero()) else {
+                continue;
+            };
+            // Best of three, so that only a missing delay (not a slow moment) can fail it.
+            let mut best = Duration::MAX;
+            for _ in 0..3 {
+                best = best.min(link_rtt(h)?);
+            }
+            ensure!(
+                best >= 2 * delay,
+                "home {}: round trip through its link {best:?}, below twice its one-way delay \
+                 of {delay:?}: the delay is not in force",
+                h.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Round trip from `home`'s host to the internet router's end of the home's link: a TCP SYN
+/// to a closed port there comes back as a reset, through the home's NATs and its link both
+/// ways (TCP, since some kinds drop UDP).
+fn link_rtt(home: &Home) -> Result<Duration> {
+    let to = SocketAddr::from((Ipv4Addr::new(198, 18, home.n, 1), 9));
+    netns::in_netns(&home.host_ns, || {
+        let sent = Instant::now();
+        match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(sent.elapsed()),
+            Ok(_) => bail!("{to} accepted a connection on a closed port"),
+            Err(e) => Err(e).with_context(|| format!("probing the link of {} at {to}", home.name)),
+        }
+    })
 }
 
 impl Drop for DelayLine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("burrow-lab: delay line in {}: {e:#}", self.ns),
-                Err(_) => eprintln!("burrow-lab: delay line in {} panicked", self.ns),
-            }
+        if let Some(why) = self.ended() {
+            eprintln!("burrow-lab: delay line in {}: {why}", self.ns);
         }
     }
 }

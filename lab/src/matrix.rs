@@ -174,11 +174,17 @@ pub struct MatrixReport {
     pub delay_ms: f64,
     /// Every run.
     pub runs: Vec<MatrixRun>,
+    /// Labs (relay host and variant) whose link delay was not in force when their runs ended,
+    /// and why: their timings were measured on an easier network.
+    pub delay_not_in_force: Vec<String>,
 }
 
 /// Allowed slack on top of "relay round trip plus QUIC handshake" for the first byte, for the
 /// scheduling noise of a loaded 2-core machine.
 const TTFB_SLACK: Duration = Duration::from_millis(100);
+/// Delayed links a relayed round trip crosses: out over one home's link and in over the
+/// other's, and back (the relay's own link has no delay).
+const RELAY_RTT_LINKS: f64 = 4.0;
 /// Easy pairs must be direct this soon after dialling.
 const EASY_DIRECT_WITHIN: Duration = Duration::from_secs(1);
 /// Hard pairs must be direct this soon after dialling.
@@ -189,10 +195,19 @@ const RELAY_PAIR_WAIT: Duration = Duration::from_secs(6);
 const HARD_SUCCESS_RATE: f64 = 0.9;
 
 impl MatrixReport {
+    /// Round trip through the relay that the configured delay makes, in ms.
+    fn relay_rtt_ms(&self) -> f64 {
+        RELAY_RTT_LINKS * self.delay_ms
+    }
+
     /// Every way the runs fall short of the acceptance criteria; empty when all hold.
     pub fn failures(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.delay_not_in_force.clone();
         let mut hard: Vec<(String, String, String, usize, usize)> = Vec::new();
+        // The listener's greeting arrives after the handshake's round trip and the relay round
+        // trip that carries it. From the configured delay, so a slow relay cannot raise it.
+        let rtt = self.relay_rtt_ms();
+        let ttfb_bound = 2.0 * rtt + TTFB_SLACK.as_secs_f64() * 1e3;
         for r in &self.runs {
             let (l, c) = r.kinds();
             let name = format!("{} {} <- {} #{}", r.setup(), r.listener, r.connector, r.run);
@@ -203,15 +218,12 @@ impl MatrixReport {
                 ));
                 continue;
             }
-            if let (Some(ttfb), Some(rtt)) = (r.time_to_first_byte_ms, r.relay_rtt_ms) {
-                // The listener's greeting arrives after the handshake's round trip and the
-                // relay round trip that carries it.
-                let bound = 2.0 * rtt + TTFB_SLACK.as_secs_f64() * 1e3;
-                if ttfb > bound {
-                    out.push(format!(
-                        "{name}: first byte after {ttfb:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + slack"
-                    ));
-                }
+            match r.time_to_first_byte_ms {
+                Some(ttfb) if ttfb <= ttfb_bound => {}
+                Some(ttfb) => out.push(format!(
+                    "{name}: first byte after {ttfb:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + slack"
+                )),
+                None => out.push(format!("{name}: connected, but no first-byte time")),
             }
             let within = if is_hard_pair(l, c) {
                 HARD_DIRECT_WITHIN
@@ -360,14 +372,22 @@ pub fn run_matrix(
         bail!("no burrow binary at {}", opts.burrow.display());
     }
     let mut runs = Vec::new();
+    let mut delay_not_in_force = Vec::new();
     for &relay in &opts.relay_hosts {
         for &variant in &opts.variants {
-            runs.extend(run_variant(opts, relay, variant, progress)?);
+            let (r, delay) = run_variant(opts, relay, variant, progress)?;
+            runs.extend(r);
+            delay_not_in_force.extend(
+                delay
+                    .err()
+                    .map(|e| format!("{} {variant}: {e:#}", relay.name())),
+            );
         }
     }
     Ok(MatrixReport {
         delay_ms: opts.delay.as_secs_f64() * 1e3,
         runs,
+        delay_not_in_force,
     })
 }
 
@@ -394,12 +414,13 @@ struct Job {
     run: usize,
 }
 
+/// The lab's runs, and whether its link delay was still in force after them.
 fn run_variant(
     opts: &MatrixOptions,
     relay: RelayHost,
     variant: RouterVariant,
     progress: &(dyn Fn(&MatrixRun) + Sync),
-) -> Result<Vec<MatrixRun>> {
+) -> Result<(Vec<MatrixRun>, Result<()>)> {
     let mut b = Lab::builder().server("relay", relay.ips());
     let cond = LinkConditions {
         delay: Some(opts.delay).filter(|d| !d.is_zero()),
@@ -509,10 +530,11 @@ fn run_variant(
             let _ = std::fs::write(PathBuf::from(&dir).join(name), p.stderr());
         }
     }
+    let delay = lab.check_delays();
     let mut results = results.into_inner().expect("lock");
     let order = |k: &str| opts.kinds.iter().position(|x| x.name() == k);
     results.sort_by_key(|r| (order(&r.listener), order(&r.connector), r.run));
-    Ok(results)
+    Ok((results, delay))
 }
 
 fn connect(
@@ -585,4 +607,151 @@ fn connect(
     r.time_to_direct_ms = v["time_to_direct_ms"].as_f64();
     r.relay_rtt_ms = v["relay_rtt_ms"].as_f64();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NatKind::*;
+
+    /// A run that connected, with its path, first byte and time to direct (ms).
+    fn run(
+        l: NatKind,
+        c: NatKind,
+        n: usize,
+        path: &str,
+        ttfb: Option<f64>,
+        direct: Option<f64>,
+    ) -> MatrixRun {
+        MatrixRun {
+            relay: "two-address".into(),
+            variant: "firewalled".into(),
+            listener: l.name().into(),
+            connector: c.name().into(),
+            run: n,
+            connected: true,
+            path: Some(path.into()),
+            time_to_first_byte_ms: ttfb,
+            time_to_direct_ms: direct,
+            relay_rtt_ms: Some(85.0),
+            error: None,
+        }
+    }
+
+    /// Ten runs of symmetric <- port-restricted, `ok` of them direct after 4 s.
+    fn hard(ok: usize) -> Vec<MatrixRun> {
+        (0..10)
+            .map(|n| {
+                let (path, direct) = if n < ok {
+                    ("direct", Some(4e3))
+                } else {
+                    ("relay", None)
+                };
+                run(Symmetric, PortRestrictedCone, n, path, Some(200.0), direct)
+            })
+            .collect()
+    }
+
+    /// Runs that meet every criterion, at 20 ms per link (first byte bound 260 ms).
+    fn good() -> Vec<MatrixRun> {
+        let mut runs = vec![
+            run(FullCone, Cgnat, 0, "direct", Some(250.0), Some(400.0)),
+            run(Open, Open, 0, "direct", Some(120.0), Some(90.0)),
+            run(Symmetric, Symmetric, 0, "relay", Some(230.0), None),
+            run(UdpBlocked, FullCone, 0, "relay", Some(240.0), None),
+        ];
+        runs.extend(hard(9));
+        runs
+    }
+
+    fn failures(delay_ms: f64, runs: Vec<MatrixRun>) -> Vec<String> {
+        MatrixReport {
+            delay_ms,
+            runs,
+            delay_not_in_force: Vec::new(),
+        }
+        .failures()
+    }
+
+    /// The good runs with `bad` added fail exactly once, saying `why`.
+    fn fails_once(bad: MatrixRun, why: &str) {
+        let mut runs = good();
+        runs.push(bad);
+        let f = failures(20.0, runs);
+        assert!(
+            f.len() == 1 && f[0].contains(why),
+            "want {why:?}, got {f:#?}"
+        );
+    }
+
+    #[test]
+    fn runs_meeting_the_criteria_pass() {
+        assert_eq!(failures(20.0, good()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_first_byte_bound_comes_from_the_configured_delay() {
+        // 2 relay RTTs of 4 x 20 ms, plus 100 ms: 260 ms, whatever QUIC measured.
+        let mut slow = run(
+            PortRestrictedCone,
+            Open,
+            0,
+            "direct",
+            Some(270.0),
+            Some(500.0),
+        );
+        slow.relay_rtt_ms = Some(600.0);
+        fails_once(slow, "first byte after 270 ms");
+        let mut missing = run(PortRestrictedCone, Open, 0, "direct", None, Some(500.0));
+        missing.relay_rtt_ms = None;
+        fails_once(missing, "no first-byte time");
+        // A longer delay allows a later first byte: 2 x 4 x 40 + 100 = 420 ms.
+        let runs = vec![run(Open, Open, 0, "direct", Some(410.0), Some(300.0))];
+        assert!(failures(40.0, runs.clone()).is_empty());
+        assert_eq!(failures(20.0, runs).len(), 1);
+    }
+
+    #[test]
+    fn shortfalls_are_failures() {
+        let mut refused = run(Open, FullCone, 0, "relay", None, None);
+        refused.connected = false;
+        refused.error = Some("no answer".into());
+        fails_once(refused, "did not connect: no answer");
+        fails_once(
+            run(Cgnat, Open, 0, "direct", Some(200.0), Some(1500.0)),
+            "want direct within 1s",
+        );
+        fails_once(
+            run(Cgnat, Open, 0, "relay", Some(200.0), None),
+            "path Some(\"relay\")",
+        );
+        fails_once(
+            run(Symmetric, UdpBlocked, 0, "direct", Some(200.0), Some(300.0)),
+            "should be impossible",
+        );
+    }
+
+    #[test]
+    fn hard_pairs_need_nine_of_ten_direct_in_time() {
+        let f = failures(20.0, hard(8));
+        assert!(f.len() == 1 && f[0].contains("in 8 of 10 runs"), "{f:#?}");
+        // Direct, but later than 10 s, does not count.
+        let mut late = hard(9);
+        late[0].time_to_direct_ms = Some(10_500.0);
+        let f = failures(20.0, late);
+        assert!(f.len() == 1 && f[0].contains("in 8 of 10 runs"), "{f:#?}");
+    }
+
+    #[test]
+    fn a_delay_not_in_force_fails_the_matrix() {
+        let report = MatrixReport {
+            delay_ms: 20.0,
+            runs: good(),
+            delay_not_in_force: vec!["bare: delay line in x stopped: panicked".into()],
+        };
+        assert_eq!(
+            report.failures(),
+            vec!["bare: delay line in x stopped: panicked".to_string()]
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! cleanup (also after a panic). Skipped without root.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,22 @@ use burrow_lab::{Lab, LinkConditions, NatKind, RouterVariant};
 
 const S1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const S2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+
+/// [`poke`] from namespace `from` at a one-shot UDP echo bound to `at` in namespace `ns`.
+fn poke_echo(lab: &Lab, from: &str, ns: &str, at: SocketAddr) -> &'static str {
+    // A socket stays in the namespace it was made in.
+    let echo = lab.in_ns(ns, || Ok(UdpSocket::bind(at)?)).unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = [0u8; 64];
+            if let Ok((n, src)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], src);
+            }
+        });
+        poke(lab, from, at)
+    })
+}
 
 fn gone(namespaces: &[String]) -> bool {
     namespaces
@@ -91,19 +108,14 @@ fn router_variants_differ_on_unsolicited_packets() {
         assert_eq!(seen.ip(), public);
         assert_eq!(seen.port() == 41000, port_kept, "{home}: seen as {seen}");
     }
-    // Hosts reach servers, and an open host is reachable from the internet.
-    let rtt = lab
-        .stun_ping(
-            lab.host_ns("fw"),
-            (S1, 9).into(),
-            Duration::from_millis(300),
-        )
-        .err();
-    assert!(rtt.is_some(), "nothing listens on port 9");
-    let echo = lab
-        .spawn(lab.host_ns("open"), "sh", ["-c", "sleep 30"])
-        .unwrap();
-    assert!(echo.pid() > 0);
+    // Hosts reach servers, and an open host is reachable from the internet (where a firewalled
+    // one, above, is not).
+    let fw = lab.host_ns("fw");
+    let to_server = poke_echo(&lab, fw, peer, (S1, 7001).into());
+    assert_eq!(to_server, "reply", "a host reaching a server");
+    let open: SocketAddr = (lab.host_ip("open"), 7001).into();
+    let to_open = poke_echo(&lab, peer, lab.host_ns("open"), open);
+    assert_eq!(to_open, "reply", "the internet reaching an open host");
 }
 
 #[test]
@@ -222,6 +234,15 @@ fn link_conditions_delay_and_loss() {
         (60_000..=160_000).contains(&received),
         "800 kbit/s link delivered {received} bytes in ~1 s"
     );
+    // The lab tells when a delay is not in force: here its packets no longer reach the queue.
+    lab.check_delays().expect("both delays in force");
+    for (table, chain) in [("raw", "PREROUTING"), ("mangle", "POSTROUTING")] {
+        let mut cmd = lab.command(lab.router_ns("slow"), "iptables");
+        cmd.args(["-t", table, "-F", chain]);
+        assert!(cmd.status().unwrap().success());
+    }
+    let err = lab.check_delays().expect_err("slow's delay is gone");
+    assert!(format!("{err:#}").contains("home slow:"), "{err:#}");
 }
 
 #[test]
@@ -253,7 +274,19 @@ fn processes_and_namespaces_go_away() {
     assert!(Path::new(&format!("/proc/{}", p.pid())).exists());
     drop(lab);
     assert!(gone(&namespaces), "namespaces left: {namespaces:?}");
-    assert!(untracked.wait().is_ok());
+    // Killed by the lab, so it is gone at once rather than after its 60 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = untracked.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = untracked.kill();
+            panic!("a process started through `command` outlived its lab");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     assert!(!Path::new(&format!("/proc/{}", p.pid())).exists());
 }
 
@@ -306,6 +339,33 @@ fn failed_build_cleans_up_and_stale_labs_are_swept() {
         "stale lab not swept"
     );
     drop(lab);
+    // A build that fails after creating its namespaces (tc cannot represent this rate) removes
+    // them again. The error names the namespace it failed in, and so the lab's prefix.
+    let err = Lab::builder()
+        .home("failing", NatKind::Open, RouterVariant::Bare)
+        .link_conditions(
+            "failing",
+            LinkConditions {
+                rate_kbit: Some(u32::MAX),
+                ..Default::default()
+            },
+        )
+        .build()
+        .expect_err("tc refuses the rate");
+    let msg = format!("{err:#}");
+    eprintln!("failed build: {msg}");
+    let failed_in = msg
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .find(|w| w.starts_with("bw-") && w.contains("-h-failing-"))
+        .unwrap_or_else(|| panic!("no namespace named in {msg:?}"));
+    assert!(msg.starts_with(&format!("tc in {failed_in}")), "{msg}");
+    let prefix = format!("{}-", failed_in.split("-h-").next().unwrap());
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "a failed build left {left:?}");
     // Two servers with the same address fail before anything is created.
     assert!(Lab::builder()
         .server("a", &[S1])

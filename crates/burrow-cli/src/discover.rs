@@ -1,15 +1,15 @@
-//! Discovery from the command line: `listen` publishing its signed record to its relays'
-//! registries, the DHT and the LAN, announcing its namespaces, and `burrow resolve`, `peers`
-//! and `connect NODE_ID`.
+//! Discovery from the command line: `listen` announcing itself on the LAN (its record and
+//! namespaces are [`burrow::publisher`]'s), and `burrow resolve`, `peers` and
+//! `connect NODE_ID`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use burrow::dht::{DhtConfig, DhtDiscovery, Namespace, Periodic, Republisher};
+use burrow::dht::{DhtConfig, DhtDiscovery, Namespace};
 use burrow::discovery::{resolve_in_dht, Discovery, Found, MDNS_WAIT};
 use burrow::endpoint::Endpoint;
 use burrow::mdns::{LanPeers, MdnsConfig};
@@ -17,7 +17,7 @@ use burrow::record::{NodeRecord, SignedRecord};
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
-use burrow::{NodeId, SecretKey};
+use burrow::NodeId;
 use serde_json::json;
 
 /// mDNS, on by default.
@@ -70,11 +70,6 @@ fn lan_peers(config: &MdnsConfig) -> Option<LanPeers> {
         .ok()
 }
 
-/// How long a published record lives; it is re-published well before.
-const RECORD_LIFETIME: Duration = Duration::from_secs(3600);
-/// How often `listen` re-publishes its record.
-pub const REPUBLISH_EVERY: Duration = Duration::from_secs(600);
-
 /// A Mainline DHT client node joined through `bootstrap` (`HOST:PORT`s), or `None` without
 /// any: the DHT is opt-in from the command line.
 pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
@@ -88,102 +83,6 @@ pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
     .await?;
     dht.bootstrapped().await;
     Ok(Some(Arc::new(dht)))
-}
-
-/// Keeps the record for `ticket` published in the DHT (a BEP 44 item under the node key)
-/// until the handle is dropped.
-pub fn keep_in_dht(dht: &DhtDiscovery, key: &SecretKey, ticket: &Ticket) -> Result<Republisher> {
-    let record = signed_record(key, ticket)?;
-    let payload = record.record().encode_payload()?;
-    Ok(dht.keep_published(key.clone(), payload, record.record().seq as i64)?)
-}
-
-/// Replaces the record [`keep_in_dht`] keeps published with a fresh one.
-pub fn update_in_dht(r: &Republisher, key: &SecretKey, ticket: &Ticket) -> Result<()> {
-    let record = signed_record(key, ticket)?;
-    r.update(
-        record.record().encode_payload()?,
-        record.record().seq as i64,
-    )?;
-    Ok(())
-}
-
-/// Keeps `key` announced in the DHT's directory of each namespace (closed by `secret` if
-/// given) until the handles are dropped; reports each namespace's first announce.
-pub fn keep_announced(
-    dht: &DhtDiscovery,
-    key: &SecretKey,
-    namespaces: &[String],
-    secret: Option<&[u8]>,
-    json_out: bool,
-) -> Vec<Periodic> {
-    namespaces
-        .iter()
-        .map(|name| {
-            let (handle, mut announced) =
-                dht.keep_announced_counting(Namespace::new(name, secret), key.clone());
-            let name = name.clone();
-            // Ends after the first report, or with the handle (the sender goes away).
-            tokio::spawn(async move {
-                if announced.wait_for(|n| *n > 0).await.is_ok() {
-                    if json_out {
-                        println!(
-                            "{}",
-                            json!({"event": "announced", "namespace": name, "source": "dht"})
-                        );
-                    } else {
-                        eprintln!("announced in the DHT under namespace {name}");
-                    }
-                }
-            });
-            handle
-        })
-        .collect()
-}
-
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// The record for what a ticket says, signed; its seq is the time in milliseconds.
-pub fn signed_record(key: &SecretKey, ticket: &Ticket) -> Result<SignedRecord> {
-    let now = unix_now();
-    let mut record = NodeRecord::new(
-        key.node_id(),
-        now.as_millis() as u64,
-        (now + RECORD_LIFETIME).as_secs(),
-    );
-    record.relays = ticket
-        .relays
-        .iter()
-        .take(burrow::record::MAX_RELAYS)
-        .cloned()
-        .collect();
-    record.addrs = ticket
-        .addrs
-        .iter()
-        .take(burrow::record::MAX_ADDRS)
-        .copied()
-        .collect();
-    Ok(record.sign(key)?)
-}
-
-/// Publishes the record at every registry, listed under `namespaces`; returns how many
-/// registries accepted it.
-pub async fn publish(
-    registries: &[RelayUrl],
-    key: &SecretKey,
-    ticket: &Ticket,
-    namespaces: &[String],
-) -> Result<usize> {
-    let client = RegistryClient::new(registries.to_vec(), RegistryClientOptions::default());
-    let record = signed_record(key, ticket)?;
-    let report = client
-        .publish(&record, namespaces, Some(RECORD_LIFETIME))
-        .await?;
-    Ok(report.accepted.len())
 }
 
 /// Most pages `burrow peers` reads (each up to the registry's page size).

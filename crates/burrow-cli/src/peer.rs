@@ -2,14 +2,16 @@
 //! ([`burrow::tool`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
-use burrow::relay_client::RelayUrl;
+use burrow::keyfile::{KeyFileError, KeyLock};
+use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher};
+use burrow::relay_client::{RelayClient, RelayEvent, RelayUrl};
 use burrow::ticket::Ticket;
 use burrow::{tool, SecretKey};
 use serde_json::json;
@@ -97,6 +99,17 @@ pub struct Publish {
     pub mdns: bool,
 }
 
+/// The key in `path` (created if missing), locked for as long as the lock is held: a node
+/// that shares its key with another running one would fight it at every relay.
+fn locked_key(path: &Path) -> Result<(SecretKey, KeyLock)> {
+    burrow::keyfile::load_and_lock(path).map_err(|e| match e {
+        KeyFileError::InUse { .. } => {
+            anyhow!("{e}; use --key FILE to give this node its own key")
+        }
+        e => e.into(),
+    })
+}
+
 /// `burrow listen`.
 pub async fn listen(
     args: NodeArgs,
@@ -104,39 +117,29 @@ pub async fn listen(
     publish: Publish,
     json_out: bool,
 ) -> Result<()> {
-    let Publish {
-        records: publish,
-        namespaces,
-        namespace_secret,
-        dht_bootstrap,
-        mdns,
-    } = publish;
     let key_path = args
         .key
         .clone()
         .unwrap_or_else(burrow::keyfile::default_path);
-    let key = burrow::keyfile::load_or_create(&key_path)?;
-    // A registry lists namespaces for anyone to read: a closed one must stay out of it.
-    let registry_namespaces = if namespace_secret.is_some() {
-        if publish && !relays.is_empty() {
-            eprintln!(
-                "warning: closed namespaces ({}) go to the DHT only, not to the registries, \
-                 whose listings are public",
-                namespaces.join(", ")
-            );
-        }
-        Vec::new()
-    } else {
-        namespaces.clone()
-    };
+    // Held until listen returns.
+    let (key, _lock) = locked_key(&key_path)?;
+    if publish.namespace_secret.is_some() && publish.records && !relays.is_empty() {
+        eprintln!(
+            "warning: closed namespaces ({}) go to the DHT only, not to the registries, \
+             whose listings are public",
+            publish.namespaces.join(", ")
+        );
+    }
     if relays.is_empty() {
         eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
     }
     let ep = bind(&args, key.clone(), relays.clone()).await?;
+    let mut relay_events = ep.relay().map(RelayClient::events);
     ep.wait_public_addr(Duration::from_secs(2)).await;
     let ticket = ep.ticket();
     // Peers on the LAN find this node with nothing configured.
-    let lan = mdns
+    let lan = publish
+        .mdns
         .then(|| {
             let config = crate::discover::mdns_config(args.bind.ip());
             crate::discover::announce_on_lan(&ep, &ticket, &config)
@@ -161,119 +164,168 @@ pub async fn listen(
         }
         println!("waiting for connections (burrow connect TICKET); Ctrl-C stops");
     }
-    // The record also goes into the DHT when one was given.
-    let dht = if publish {
-        crate::discover::dht(&dht_bootstrap).await?
+    // The signed record goes to each relay's registry, so `burrow resolve` finds this node,
+    // and into the DHT when one was given; dropped when listen returns, which stops it.
+    let mut publisher = if publish.records {
+        let dht = crate::discover::dht(&publish.dht_bootstrap).await?;
+        let ep = ep.clone();
+        let options = PublisherOptions {
+            registries: relays,
+            dht,
+            namespaces: publish.namespaces,
+            namespace_secret: publish.namespace_secret,
+            ..Default::default()
+        };
+        Some(RecordPublisher::start(key, move || ep.ticket(), options)?)
     } else {
         None
     };
-    let in_dht = match &dht {
-        Some(d) => Some(crate::discover::keep_in_dht(d, &key, &ticket)?),
-        None => None,
-    };
-    // Dropped when listen returns, which stops the re-announcing.
-    let _announced = match &dht {
-        Some(d) => crate::discover::keep_announced(
-            d,
-            &key,
-            &namespaces,
-            namespace_secret.as_deref(),
-            json_out,
-        ),
-        None => Vec::new(),
-    };
-    // The signed record goes to each relay's registry, so `burrow resolve` finds this node;
-    // both copies are renewed (fresh addresses, expiry and seq) every few minutes.
-    let publisher = (publish && (!relays.is_empty() || in_dht.is_some())).then(|| {
-        let ep = ep.clone();
-        tokio::spawn(async move {
-            loop {
-                if !relays.is_empty() {
-                    let ticket = ep.ticket();
-                    match crate::discover::publish(&relays, &key, &ticket, &registry_namespaces)
-                        .await
-                    {
-                        Ok(n) if json_out => {
-                            println!("{}", json!({"event": "published", "registries": n}))
-                        }
-                        Ok(n) => {
-                            eprintln!("record published at {n} of {} registries", relays.len())
-                        }
-                        Err(e) => eprintln!("warning: publishing the record: {e:#}"),
-                    }
-                }
-                tokio::time::sleep(crate::discover::REPUBLISH_EVERY).await;
-                if let Some(r) = &in_dht {
-                    if let Err(e) = crate::discover::update_in_dht(r, &key, &ep.ticket()) {
-                        eprintln!("warning: renewing the DHT record: {e:#}");
-                    }
-                }
-            }
-        })
-    });
     loop {
-        let conn = tokio::select! {
-            c = ep.accept() => match c { Some(c) => c, None => break },
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        let ep = ep.clone();
-        tokio::spawn(async move {
-            let peer = conn.remote;
-            let report = {
-                let ep = ep.clone();
-                move |event: &str, extra: serde_json::Value| {
-                    let (path, addr, rtt) = path_json(&ep.path(&peer));
-                    if json_out {
-                        let mut v = json!({"event": event, "node_id": peer.to_string(),
-                        "path": path, "remote_addr": addr, "rtt_ms": rtt});
-                        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra)
-                        {
-                            o.extend(e);
-                        }
-                        println!("{v}");
-                    } else {
-                        println!(
-                            "{event} {} via {path} {}",
-                            peer.short(),
-                            addr.unwrap_or_default()
-                        );
-                    }
+        tokio::select! {
+            c = ep.accept() => match c {
+                Some(c) => { tokio::spawn(serve(ep.clone(), c, json_out)); }
+                None => break,
+            },
+            e = async {
+                match &mut publisher {
+                    Some(p) => p.next_event().await,
+                    None => std::future::pending().await,
                 }
-            };
-            report("connected", json!({}));
-            let watch = {
-                let ep = ep.clone();
-                let report = report.clone();
-                tokio::spawn(async move {
-                    let mut last = ep.path(&peer);
-                    loop {
-                        ep.path_changed().await;
-                        let now = ep.path(&peer);
-                        if std::mem::discriminant(&now) != std::mem::discriminant(&last) {
-                            report("path", json!({}));
-                        }
-                        last = now;
-                    }
-                })
-            };
-            let bytes = tool::serve(conn).await;
-            watch.abort();
-            report("closed", json!({"bytes": bytes}));
-        });
+            } => print_publish_event(e, json_out),
+            // A lagging or closed receiver disables the branch for this turn only.
+            Some(Ok(e)) = async {
+                match &mut relay_events {
+                    Some(r) => Some(r.recv().await),
+                    None => None,
+                }
+            } => print_relay_event(e, json_out),
+            _ = tokio::signal::ctrl_c() => break,
+        }
     }
-    if let Some(p) = publisher {
-        p.abort();
-    }
+    drop(publisher);
     drop(lan);
     ep.close().await;
     Ok(())
 }
 
-async fn dial(args: &NodeArgs, ticket: &Ticket) -> Result<(Endpoint, Connection, Instant)> {
-    let key = match &args.key {
-        Some(path) => burrow::keyfile::load_or_create(path)?,
-        None => SecretKey::from_bytes(rand::random()),
+/// One line per publisher event: JSON on stdout, or a status line on stderr.
+fn print_publish_event(event: PublishEvent, json_out: bool) {
+    // The error with its causes, as the CLI prints errors.
+    let chain = |e: anyhow::Error| format!("{e:#}");
+    let (json, line) = match event {
+        PublishEvent::Published {
+            source,
+            seq,
+            stored,
+        } => (
+            json!({"event": "published", "source": source.to_string(), "seq": seq,
+                "stored": stored}),
+            format!(
+                "record published at {source} (seq {seq}{})",
+                stored.map_or(String::new(), |n| format!(", stored by {n} DHT nodes"))
+            ),
+        ),
+        PublishEvent::PublishFailed { source, error } => {
+            let error = chain(error.into());
+            (
+                json!({"event": "publish_failed", "source": source.to_string(),
+                    "error": error}),
+                format!("warning: record not published at {source}: {error}"),
+            )
+        }
+        PublishEvent::Announced { namespace } => (
+            json!({"event": "announced", "namespace": namespace, "source": "dht"}),
+            format!("announced in the DHT under namespace {namespace}"),
+        ),
+        PublishEvent::AnnounceFailed { namespace, error } => {
+            let error = chain(error.into());
+            (
+                json!({"event": "announce_failed", "namespace": namespace, "source": "dht",
+                    "error": error}),
+                format!("warning: not announced in the DHT under namespace {namespace}: {error}"),
+            )
+        }
     };
+    if json_out {
+        println!("{json}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// A relay event as a JSON line; people read the library's warning, which says it already.
+fn print_relay_event(event: RelayEvent, json_out: bool) {
+    match event {
+        RelayEvent::Replaced { relay, retry_in } if json_out => println!(
+            "{}",
+            json!({"event": "relay_replaced", "relay": relay.to_string(),
+                "retry_in_ms": retry_in.as_millis() as u64,
+                "error": "another node is using this node's key at this relay"})
+        ),
+        _ => {}
+    }
+}
+
+/// Serves one accepted connection, reporting it and its path changes.
+async fn serve(ep: Endpoint, conn: Connection, json_out: bool) {
+    let peer = conn.remote;
+    let report = {
+        let ep = ep.clone();
+        move |event: &str, extra: serde_json::Value| {
+            let (path, addr, rtt) = path_json(&ep.path(&peer));
+            if json_out {
+                let mut v = json!({"event": event, "node_id": peer.to_string(),
+                "path": path, "remote_addr": addr, "rtt_ms": rtt});
+                if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                    o.extend(e);
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "{event} {} via {path} {}",
+                    peer.short(),
+                    addr.unwrap_or_default()
+                );
+            }
+        }
+    };
+    report("connected", json!({}));
+    let watch = {
+        let ep = ep.clone();
+        let report = report.clone();
+        tokio::spawn(async move {
+            let mut last = ep.path(&peer);
+            loop {
+                ep.path_changed().await;
+                let now = ep.path(&peer);
+                if std::mem::discriminant(&now) != std::mem::discriminant(&last) {
+                    report("path", json!({}));
+                }
+                last = now;
+            }
+        })
+    };
+    let bytes = tool::serve(conn).await;
+    watch.abort();
+    report("closed", json!({"bytes": bytes}));
+}
+
+/// A node key for `connect` and `ping`: the file given (locked), or a fresh one.
+fn dial_key(args: &NodeArgs) -> Result<(SecretKey, Option<KeyLock>)> {
+    Ok(match &args.key {
+        Some(path) => {
+            let (key, lock) = locked_key(path)?;
+            (key, Some(lock))
+        }
+        None => (SecretKey::from_bytes(rand::random()), None),
+    })
+}
+
+async fn dial(
+    args: &NodeArgs,
+    key: SecretKey,
+    ticket: &Ticket,
+) -> Result<(Endpoint, Connection, Instant)> {
     let ep = bind(args, key, ticket.relays.clone()).await?;
     let start = Instant::now();
     let conn = tokio::time::timeout(Duration::from_secs(15), ep.connect(ticket, tool::ALPN))
@@ -290,7 +342,8 @@ pub async fn connect(
     direct_timeout: Duration,
     json_out: bool,
 ) -> Result<()> {
-    let (ep, conn, start) = dial(&args, &ticket).await?;
+    let (key, _lock) = dial_key(&args)?;
+    let (ep, conn, start) = dial(&args, key, &ticket).await?;
     tool::greeting(&conn).await?;
     let ttfb = start.elapsed();
     let peer = conn.remote;
@@ -365,7 +418,8 @@ pub async fn connect(
 
 /// `burrow ping`.
 pub async fn ping(args: NodeArgs, ticket: Ticket, count: u64, interval: Duration) -> Result<()> {
-    let (ep, conn, _) = dial(&args, &ticket).await?;
+    let (key, _lock) = dial_key(&args)?;
+    let (ep, conn, _) = dial(&args, key, &ticket).await?;
     let peer = conn.remote;
     let mut answered = 0;
     for seq in 1..=count {

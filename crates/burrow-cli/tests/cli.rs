@@ -267,7 +267,7 @@ fn id_creates_a_key_once_and_prints_the_same_node_id() {
 /// A `burrow ... --json` child: its stdout read line by line on a thread, so a read can time
 /// out, and its stderr kept for assertions.
 struct JsonChild {
-    _child: Running,
+    child: Running,
     lines: std::sync::mpsc::Receiver<serde_json::Value>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -299,7 +299,7 @@ impl JsonChild {
             }
         });
         JsonChild {
-            _child: Running(child),
+            child: Running(child),
             lines,
             stderr,
         }
@@ -332,6 +332,10 @@ impl JsonChild {
 
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 }
 
@@ -693,7 +697,7 @@ fn a_closed_namespace_is_listed_only_with_its_secret_and_never_at_the_registry()
     let id = first["node_id"].as_str().unwrap().to_string();
     // Announced in the DHT, and the record (by key only) at the registry.
     let seen = l.events(&["announced", "published"], Duration::from_secs(30));
-    assert_eq!(seen[1]["registries"], 1, "{seen:?}");
+    assert_eq!(seen[1]["source"], relay.as_str(), "{seen:?}");
     assert!(
         l.stderr()
             .contains("warning: closed namespaces (team.x) go to the DHT only"),
@@ -781,4 +785,111 @@ fn peers_needs_a_source_and_a_closed_namespace_needs_the_dht() {
     ]);
     assert_eq!(empty.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("is empty"));
+}
+
+#[test]
+fn listen_reports_publishing_at_each_registry_and_in_the_dht() {
+    let dht = private_dht();
+    let (relay, stun, _relay) = start_relay();
+    // A registry nobody runs: the port was free a moment ago.
+    let dead = {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", tcp.local_addr().unwrap().port())
+    };
+    let key = TempFile::new("publish-events");
+    let (_first, l) = listen(
+        &key,
+        &[
+            "--relay",
+            &relay,
+            "--relay",
+            &dead,
+            "--stun",
+            &stun,
+            "--dht-bootstrap",
+            &dht.addrs[1],
+        ],
+    );
+    let (mut at_registry, mut in_dht, mut failed) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while at_registry.is_none() || in_dht.is_none() || failed.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = l.lines.recv_timeout(left) else {
+            panic!(
+                "registry {at_registry:?}, dht {in_dht:?}, failed {failed:?}; stderr: {}",
+                l.stderr()
+            )
+        };
+        match (line["event"].as_str(), line["source"].as_str()) {
+            (Some("published"), Some("dht")) => in_dht = Some(line),
+            (Some("published"), Some(s)) if s == relay => at_registry = Some(line),
+            (Some("publish_failed"), Some(s)) if s == dead => failed = Some(line),
+            (Some("published" | "publish_failed"), _) => panic!("unexpected: {line}"),
+            _ => {}
+        }
+    }
+    let (at_registry, in_dht, failed) = (at_registry.unwrap(), in_dht.unwrap(), failed.unwrap());
+    eprintln!("{at_registry}\n{in_dht}\n{failed}");
+    // The seq is the time in milliseconds.
+    assert!(
+        at_registry["seq"].as_u64().unwrap() > 1_700_000_000_000,
+        "{at_registry}"
+    );
+    assert_eq!(
+        at_registry["stored"],
+        serde_json::Value::Null,
+        "{at_registry}"
+    );
+    assert!(
+        in_dht["seq"].as_u64().unwrap() > 1_700_000_000_000,
+        "{in_dht}"
+    );
+    // Three DHT nodes and no other writer: someone stored it.
+    assert!(in_dht["stored"].as_u64().unwrap() >= 1, "{in_dht}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("connect"), "{failed}");
+}
+
+#[test]
+fn a_second_node_on_a_key_in_use_fails_at_once_and_says_why() {
+    let key = TempFile::new("key-in-use");
+    let (first, running) = listen(&key, &[]);
+    for command in [
+        &["listen"][..],
+        &["ping", first["ticket"].as_str().unwrap()],
+    ] {
+        let start = Instant::now();
+        let mut child = burrow()
+            .args(command)
+            .args(["--bind", "127.0.0.1:0", "--key", key.path()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A node that starts anyway never exits by itself: give it 5 s.
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                panic!("{command:?} still running after 5 s on a key in use");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = start.elapsed();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let want = format!(
+            "error: key file {} is in use by another burrow process (pid {}); use --key FILE \
+             to give this node its own key",
+            key.path(),
+            running.pid()
+        );
+        assert_eq!(err.trim(), want);
+        assert!(took < Duration::from_secs(2), "{command:?} took {took:?}");
+    }
+    // Once the first is gone, the key is free again.
+    drop(running);
+    let (again, _l) = listen(&key, &[]);
+    assert_eq!(again["node_id"], first["node_id"]);
 }

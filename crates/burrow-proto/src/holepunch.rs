@@ -851,7 +851,7 @@ impl PeerPaths {
                 let word = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
                 // Coprime to 64512 = 2^10 * 3^2 * 7: odd, and no factor 3 or 7.
                 let mut stride = (word(4) % SPRAY_PORTS) | 1;
-                while stride % 3 == 0 || stride % 7 == 0 {
+                while stride.is_multiple_of(3) || stride.is_multiple_of(7) {
                     stride += 2;
                 }
                 let s = Spray {

@@ -500,7 +500,7 @@ mod tests {
         let mut mutate = |seed: &[u8]| {
             let mut m = rng.overwrite(seed);
             // Truncate only sometimes, so that many bodies stay whole enough to parse.
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 rng.truncate_below(&mut m, seed.len() + 1);
             }
             m

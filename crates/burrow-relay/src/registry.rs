@@ -277,13 +277,25 @@ mod tests {
     fn recent_senders_are_bounded_and_deduplicated() {
         let (tx, _rx) = mpsc::channel(1);
         let c = Client::new(1, node(1), tx, 100);
-        for i in 0..100u8 {
-            c.note_sender(node(i % 40));
-            c.note_sender(node(i % 40));
+        // Fewer senders than fit, each many times: every one is listed once.
+        for _ in 0..5 {
+            for i in 0..10 {
+                c.note_sender(node(i));
+            }
         }
-        let recent = c.take_recent_senders();
-        assert_eq!(recent.len(), RECENT_SENDERS);
+        let once: VecDeque<NodeId> = (0..10).map(node).collect();
+        assert_eq!(c.take_recent_senders(), once);
         assert!(c.take_recent_senders().is_empty());
+        // More than fit: the least recent go first, and a sender seen again is recent again.
+        for i in 0..40 {
+            c.note_sender(node(i));
+        }
+        c.note_sender(node(8));
+        c.note_sender(node(40));
+        let recent = c.take_recent_senders();
+        let kept: VecDeque<NodeId> = (10..40).chain([8, 40]).map(node).collect();
+        assert_eq!(recent, kept);
+        assert_eq!(recent.len(), RECENT_SENDERS);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use burrow::relay_client::{
-    RelayClient, RelayClientOptions, RelayClientState, RelayConnState, RelayUrl, SendError,
-    WaitError,
+    RelayClient, RelayClientOptions, RelayClientState, RelayConnState, RelayEvent, RelayUrl,
+    SendError, WaitError,
 };
 use burrow::{NodeId, SecretKey};
 use burrow_proto::relay::{auth, Frame, PROTOCOL_VERSION};
@@ -511,6 +511,50 @@ async fn https_relays_work_with_a_trusted_root_and_fail_without() {
             other => panic!("{other:?}"),
         }
         for c in [a, b, untrusting] {
+            c.close().await;
+        }
+        relay.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_with_one_key_back_off_and_say_so_once() {
+    timeout(Duration::from_secs(60), async {
+        let relay = start_relay(loopback()).await;
+        let url = url_of(&relay);
+        let a = RelayClient::new(vec![url.clone()], key(1), Default::default());
+        let mut a_events = a.events();
+        a.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let b = RelayClient::new(vec![url.clone()], key(1), Default::default());
+        let mut b_events = b.events();
+        let start = Instant::now();
+        // Each evicts the other when it comes back. The first replaced wait is 2.5-5 s, the
+        // second 5-10 s: in 12 s, at most 5 connects (the old schedule, a few hundred ms
+        // apart, made dozens), and at least 4, since both do come back.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let connects = |c: &RelayClient| c.state().borrow().relays[0].connects;
+        let (ca, cb) = (connects(&a), connects(&b));
+        eprintln!("connects in {:?}: a {ca}, b {cb}", start.elapsed());
+        assert!(
+            ca + cb <= 5,
+            "a reconnected {ca} times, b {cb}: a tight loop"
+        );
+        assert!(ca + cb >= 4, "a {ca}, b {cb}: they must come back");
+        // Said once each, though a was replaced twice.
+        for (name, events) in [("a", &mut a_events), ("b", &mut b_events)] {
+            match events.try_recv() {
+                Ok(RelayEvent::Replaced { relay, retry_in }) => {
+                    assert_eq!(relay, url);
+                    let secs = retry_in.as_secs_f64();
+                    assert!((2.5..=5.0).contains(&secs), "{name}: first wait {secs} s");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(events.try_recv().is_err(), "{name} said it more than once");
+        }
+        for c in [a, b] {
             c.close().await;
         }
         relay.shutdown().await;

@@ -1,17 +1,21 @@
 //! `Discovery` over real sources on loopback: a relay's registry and a private Mainline DHT.
-//! An endpoint dials a node by its key alone; later, newer answers are merged and cached.
+//! An endpoint dials a node by its key alone; later, newer answers are merged and cached. And
+//! the publisher that keeps a node's record in both, with its events.
 
 mod common;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use burrow::dht::{DhtConfig, DhtDiscovery, LocalTestnet};
+use burrow::dht::{DhtConfig, DhtDiscovery, LocalTestnet, Namespace};
 use burrow::discovery::Discovery;
 use burrow::endpoint::{Endpoint, EndpointOptions};
+use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher, Source};
 use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
+use burrow::ticket::Ticket;
 use burrow::SecretKey;
 use burrow_relay::RelayServer;
 use common::loopback_relay as relay;
@@ -151,4 +155,113 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let cached = discovery.resolve(&node).await.unwrap();
     assert_eq!((cached.seq, cached.ticket.addrs), (2, new.addrs));
+}
+
+#[tokio::test]
+async fn the_publisher_keeps_the_record_fresh_everywhere_and_reports_each_source() {
+    let net = tokio::task::spawn_blocking(|| LocalTestnet::new(20).expect("local DHT"))
+        .await
+        .unwrap();
+    let start_dht = || {
+        DhtDiscovery::start(DhtConfig {
+            request_timeout: Duration::from_millis(500),
+            ..net.client_config()
+        })
+    };
+    let (dht, reader) = (start_dht().await.unwrap(), start_dht().await.unwrap());
+    let relay = relay().await;
+    // Nothing listens on port 1.
+    let dead: RelayUrl = "http://127.0.0.1:1".parse().unwrap();
+    let key = SecretKey::from_bytes(rand::random());
+    let node = key.node_id();
+    let addrs: Arc<Mutex<Vec<SocketAddr>>> =
+        Arc::new(Mutex::new(vec!["192.0.2.1:1000".parse().unwrap()]));
+    let ticket = {
+        let (addrs, relays) = (addrs.clone(), vec![url(&relay)]);
+        move || Ticket {
+            node_id: node,
+            relays: relays.clone(),
+            addrs: addrs.lock().unwrap().clone(),
+        }
+    };
+    let mut publisher = RecordPublisher::start(
+        key,
+        ticket,
+        PublisherOptions {
+            registries: vec![url(&relay), dead.clone()],
+            dht: Some(Arc::new(dht)),
+            namespaces: vec!["team.p".into()],
+            republish_every: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    // Every source reports.
+    let mut seen = (None, None, false, false);
+    // Per source, since each publishes in a loop of its own.
+    let mut last_seqs = std::collections::HashMap::new();
+    timeout(Duration::from_secs(60), async {
+        while !matches!(seen, (Some(_), Some(_), true, true)) {
+            match publisher.next_event().await {
+                PublishEvent::Published {
+                    source,
+                    seq,
+                    stored,
+                } => {
+                    let last = last_seqs.insert(source.to_string(), seq).unwrap_or(0);
+                    assert!(seq > last, "{source}: seq {seq} after {last}");
+                    match source {
+                        Source::Dht => seen.1 = Some(stored),
+                        Source::Registry(u) => {
+                            assert_eq!(u, url(&relay));
+                            seen.0 = Some(stored);
+                        }
+                    }
+                }
+                PublishEvent::PublishFailed { source, error } => {
+                    assert_eq!(source, Source::Registry(dead.clone()), "{error}");
+                    assert!(error.to_string().contains("connect"), "{error}");
+                    seen.2 = true;
+                }
+                PublishEvent::Announced { namespace } => {
+                    assert_eq!(namespace, "team.p");
+                    seen.3 = true;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("every source reports within 60 s: {seen:?}"));
+    let (registry_stored, dht_stored, ..) = seen;
+    assert_eq!(registry_stored, Some(None), "a registry is one store");
+    assert!(dht_stored.flatten().unwrap() > 0, "{dht_stored:?}");
+    let client = RegistryClient::new(vec![url(&relay)], RegistryClientOptions::default());
+    let listed = client.list("team.p", None, 10).await.unwrap();
+    assert_eq!(listed.records.len(), 1);
+    assert_eq!(
+        reader.members(&Namespace::new("team.p", None)).await,
+        [node]
+    );
+
+    // A new address reaches both within a republish or two, under a higher seq.
+    let last_seq = last_seqs.into_values().max().unwrap();
+    let new: Vec<SocketAddr> = vec!["192.0.2.2:2000".parse().unwrap()];
+    *addrs.lock().unwrap() = new.clone();
+    timeout(Duration::from_secs(20), async {
+        loop {
+            let at_registry = client.lookup(&node).await.unwrap();
+            let in_dht = reader.resolve(&node).await.expect("in the DHT");
+            let from_dht = NodeRecord::decode_payload_for(&in_dht.value, &node).unwrap();
+            if at_registry.record().addrs == new && from_dht.addrs == new {
+                assert!(at_registry.record().seq > last_seq);
+                assert!(from_dht.seq > last_seq);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the new address is published within 20 s");
 }

@@ -10,8 +10,8 @@
 //! ours. DHT nodes and `mainline` check every item's signature, so nobody can publish for a
 //! key they do not hold, and a lower `seq` than the one stored is refused (BEP 44 error 302),
 //! so an old record cannot be replayed over a newer one. Stored items are forgotten after
-//! about two hours, so a node [republishes](DhtDiscovery::keep_published) on a schedule.
-//! Callers pick `seq`; Unix time in seconds is a good choice (it survives restarts).
+//! about two hours, so a node republishes on a schedule ([`crate::publisher`] does).
+//! Callers pick `seq`; Unix time is a good choice (it survives restarts).
 //!
 //! # Namespaces
 //!
@@ -35,7 +35,7 @@
 //!   seq read), then a read-back; a member that lost a race (its entry missing) retries with
 //!   random backoff. Listing reads every slot and keeps the entries whose signature verifies
 //!   and whose time is within [`MEMBER_TTL_SECS`]. Members re-announce on a schedule
-//!   ([`keep_announced`](DhtDiscovery::keep_announced)).
+//!   ([`crate::publisher`] does).
 //!
 //! Limits, stated plainly:
 //!
@@ -69,8 +69,6 @@ use mainline::async_dht::AsyncDht;
 use mainline::errors::{ConcurrencyError, PutMutableError, PutQueryError};
 use mainline::{Dht, MutableItem, SigningKey};
 use rand::Rng;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use namespace::{merge, Entry};
@@ -89,15 +87,10 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
     "dht.libtorrent.org:25401",
     "router.utorrent.com:6881",
 ];
-/// Default time between republishing records and re-announcing memberships: well inside the
-/// two hours DHT nodes keep an item and [`MEMBER_TTL_SECS`].
-pub const DEFAULT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Tries of one directory read-modify-write before giving up.
 const WRITE_ATTEMPTS: u32 = 8;
 /// Directory slots read at once by [`DhtDiscovery::members`].
 const PARALLEL_SLOT_READS: usize = 2;
-/// After a failed republish, try again this soon (or at the interval, if shorter).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 /// How to run the DHT node.
 #[derive(Clone, Debug)]
@@ -111,8 +104,6 @@ pub struct DhtConfig {
     /// starts as a client and turns server once it sees it is reachable (`mainline`'s
     /// adaptive mode).
     pub server: bool,
-    /// Time between republishing records and re-announcing memberships.
-    pub republish_interval: Duration,
     /// How long to wait for one DHT node's answer.
     pub request_timeout: Duration,
 }
@@ -123,7 +114,6 @@ impl Default for DhtConfig {
             bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
             bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
             server: false,
-            republish_interval: DEFAULT_REPUBLISH_INTERVAL,
             request_timeout: mainline::DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -143,9 +133,6 @@ pub enum DhtError {
     /// A bootstrap node is not `HOST:PORT`.
     #[error("bad DHT bootstrap node {0:?}: expected HOST:PORT")]
     Bootstrap(String),
-    /// A setting is out of range.
-    #[error("bad DHT setting: {0}")]
-    Config(String),
     /// The value does not fit in a BEP 44 item.
     #[error("value is {0} bytes; a DHT item holds at most {MAX_VALUE_LEN}")]
     TooLarge(usize),
@@ -174,39 +161,24 @@ pub struct Resolved {
 
 /// A Mainline DHT node used for discovery: publish and resolve records by NodeId, announce
 /// and list namespace members. Cheap to clone (clones share the node); the node stops when
-/// the last clone and every handle it gave out are dropped.
+/// the last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct DhtDiscovery {
     dht: AsyncDht,
     local_addr: SocketAddrV4,
-    republish_interval: Duration,
 }
 
 impl DhtDiscovery {
     /// Binds the socket and starts the node; joining the DHT goes on in the background.
     pub async fn start(config: DhtConfig) -> Result<Self, DhtError> {
-        if config.republish_interval < Duration::from_secs(1)
-            || config.republish_interval > Duration::from_secs(MEMBER_TTL_SECS / 2)
-        {
-            return Err(DhtError::Config(format!(
-                "republish interval {:?} must be between 1s and {}m",
-                config.republish_interval,
-                MEMBER_TTL_SECS / 120
-            )));
-        }
         // Name resolution and mainline's start-up block.
-        let republish_interval = config.republish_interval;
         let dht = tokio::task::spawn_blocking(move || build(&config))
             .await
             .expect("DHT start-up panicked")?
             .as_async();
         let local_addr = dht.info().await.local_addr();
         info!(%local_addr, "DHT node started");
-        Ok(DhtDiscovery {
-            dht,
-            local_addr,
-            republish_interval,
-        })
+        Ok(DhtDiscovery { dht, local_addr })
     }
 
     /// The UDP address the node listens on.
@@ -255,40 +227,6 @@ impl DhtDiscovery {
         })
     }
 
-    /// Publishes now and then every republish interval until the handle is dropped.
-    pub fn keep_published(
-        &self,
-        key: SecretKey,
-        value: Vec<u8>,
-        seq: i64,
-    ) -> Result<Republisher, DhtError> {
-        if value.len() > MAX_VALUE_LEN {
-            return Err(DhtError::TooLarge(value.len()));
-        }
-        let (tx, mut rx) = watch::channel((value, seq));
-        let this = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (value, seq) = rx.borrow_and_update().clone();
-                let wait = match this.publish(&key, &value, seq).await {
-                    Ok(_) => this.republish_interval,
-                    Err(e) => {
-                        warn!(node = %key.node_id().short(), seq, "DHT publish failed: {e}");
-                        this.republish_interval.min(RETRY_AFTER_FAILURE)
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    changed = rx.changed() => if changed.is_err() { return },
-                }
-            }
-        });
-        Ok(Republisher {
-            tx,
-            _task: Periodic(task),
-        })
-    }
-
     /// Adds (or refreshes) `key`'s entry in the namespace's directory.
     pub async fn announce(&self, ns: &Namespace, key: &SecretKey) -> Result<(), DhtError> {
         let entry = Entry::sign(ns, key, unix_now());
@@ -325,40 +263,6 @@ impl DhtDiscovery {
         out.sort();
         out.dedup();
         out
-    }
-
-    /// Announces now and then every republish interval until the handle is dropped.
-    pub fn keep_announced(&self, ns: Namespace, key: SecretKey) -> Periodic {
-        self.keep_announced_counting(ns, key).0
-    }
-
-    /// Like [`keep_announced`](Self::keep_announced), and counts the announces that succeeded
-    /// on the returned receiver (0 until the first lands), so a caller can report it.
-    /// Failures are logged as warnings and retried, as there.
-    pub fn keep_announced_counting(
-        &self,
-        ns: Namespace,
-        key: SecretKey,
-    ) -> (Periodic, watch::Receiver<u64>) {
-        let this = self.clone();
-        let (tx, rx) = watch::channel(0);
-        let task = Periodic(tokio::spawn(async move {
-            loop {
-                let wait = match this.announce(&ns, &key).await {
-                    Ok(()) => {
-                        // send_modify: counts even when nobody holds the receiver.
-                        tx.send_modify(|n| *n += 1);
-                        this.republish_interval
-                    }
-                    Err(e) => {
-                        warn!(namespace = ns.name(), "DHT announce failed: {e}");
-                        this.republish_interval.min(RETRY_AFTER_FAILURE)
-                    }
-                };
-                tokio::time::sleep(wait).await;
-            }
-        }));
-        (task, rx)
     }
 
     /// A slot as the DHT holds it: the highest seq seen, and the entries of every distinct
@@ -467,35 +371,6 @@ impl DhtDiscovery {
 struct Slot {
     seq: Option<i64>,
     versions: Vec<Vec<Entry>>,
-}
-
-/// A record kept published by [`DhtDiscovery::keep_published`]; dropping it stops the
-/// republishing (the DHT forgets the record about two hours later).
-#[derive(Debug)]
-pub struct Republisher {
-    tx: watch::Sender<(Vec<u8>, i64)>,
-    _task: Periodic,
-}
-
-impl Republisher {
-    /// Replaces the record and publishes it at once. `seq` must be higher than before.
-    pub fn update(&self, value: Vec<u8>, seq: i64) -> Result<(), DhtError> {
-        if value.len() > MAX_VALUE_LEN {
-            return Err(DhtError::TooLarge(value.len()));
-        }
-        self.tx.send_replace((value, seq));
-        Ok(())
-    }
-}
-
-/// A background task that repeats until this handle is dropped.
-#[derive(Debug)]
-pub struct Periodic(JoinHandle<()>);
-
-impl Drop for Periodic {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A private Mainline DHT of server nodes on 127.0.0.1, for tests and benchmarks: it never
@@ -648,8 +523,28 @@ mod tests {
 
     #[test]
     fn the_directory_key_is_not_any_members_key_and_differs_per_namespace() {
-        let a = directory_key(&Namespace::new("a", None));
-        let b = directory_key(&Namespace::new("a", Some(b"x")));
-        assert_ne!(a.verifying_key(), b.verifying_key());
+        let namespaces = [
+            Namespace::new("a", None),
+            Namespace::new("a", Some(b"x")),
+            Namespace::new("a", Some(b"y")),
+            Namespace::new("a", Some(b"")),
+            Namespace::new("b", None),
+            Namespace::new("b", Some(b"x")),
+        ];
+        let keys: Vec<_> = namespaces
+            .iter()
+            .map(|ns| directory_key(ns).verifying_key())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert!(!keys[..i].contains(k), "{} shares a directory key", i);
+        }
+        // Every member derives the same key from the name and secret alone.
+        let again = directory_key(&Namespace::new("a", Some(b"x"))).verifying_key();
+        assert_eq!(again, keys[1]);
+        // Members' own records live under their node keys, never under the directory's.
+        for n in 0..16 {
+            let member = signer(&SecretKey::from_bytes([n; 32])).verifying_key();
+            assert!(!keys.contains(&member), "member {n}");
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! Storing the node's secret key in a file readable only by its owner.
+//! Storing the node's secret key in a file readable only by its owner, and locking it so that
+//! two running nodes on one machine never share a key by accident (at a relay they would
+//! evict each other).
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use burrow_proto::identity::SecretKey;
@@ -32,6 +34,63 @@ pub enum KeyFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// Another process holds the file's lock: it runs a node with this key.
+    #[error(
+        "key file {path} is in use by another burrow process{}",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The file.
+        path: PathBuf,
+        /// The process holding the lock, when the system says (Linux's /proc/locks).
+        pid: Option<u32>,
+    },
+}
+
+/// The lock on a key file, taken by [`load_and_lock`]; released when dropped (or when the
+/// process ends, however it ends).
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: File,
+}
+
+/// Like [`load_or_create`], and takes an exclusive advisory lock on the file (`flock`) for as
+/// long as the returned [`KeyLock`] lives: a second process doing the same with this file
+/// fails with [`KeyFileError::InUse`] instead of running a second node with the same key.
+pub fn load_and_lock(path: &Path) -> Result<(SecretKey, KeyLock), KeyFileError> {
+    let key = load_or_create(path)?;
+    let io = |source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok((key, KeyLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Err(KeyFileError::InUse {
+            path: path.to_owned(),
+            pid: lock_holder(&file),
+        }),
+        Err(TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// The process holding a `flock` on `file`, from /proc/locks (`ID: FLOCK ADVISORY WRITE PID
+/// MAJOR:MINOR:INODE START END`); `None` where there is no such file or no such line.
+fn lock_holder(file: &File) -> Option<u32> {
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // Linux's dev_t encoding, as /proc/locks prints it (hex major and minor).
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[1] == "FLOCK" && f[5] == want)
+        .and_then(|f| f[4].parse().ok())
 }
 
 /// The default key location: `$BURROW_KEY`, else `$XDG_CONFIG_HOME/burrow/key`, else
@@ -126,6 +185,33 @@ mod tests {
             load_or_create(&path),
             Err(KeyFileError::Malformed { .. })
         ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_key_file_is_in_use_until_the_lock_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("burrow-locktest-{}", std::process::id()));
+        let path = dir.join("key");
+        let (key, lock) = load_and_lock(&path).unwrap();
+        // flock locks belong to the open file, so a second open in this process conflicts
+        // just as another process's would.
+        match load_and_lock(&path) {
+            Err(e @ KeyFileError::InUse { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()), "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("(pid {})", std::process::id())),
+                    "{text}"
+                );
+                assert!(text.contains(path.to_str().unwrap()), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Reading the key needs no lock.
+        assert_eq!(load_or_create(&path).unwrap().node_id(), key.node_id());
+        drop(lock);
+        let (again, _lock) = load_and_lock(&path).unwrap();
+        assert_eq!(again.node_id(), key.node_id());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

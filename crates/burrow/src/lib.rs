@@ -1,11 +1,10 @@
 //! burrow: find peers by key and reach them through any NAT.
 //!
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
-//! service, `netcheck`, key storage, configuration, the relay client, the bootstrap
-//! [`registry_client`] and the [`endpoint`]. The `burrow` binary is a thin layer over it.
 //! service, `netcheck`, key storage, configuration, the relay client, the [`endpoint`], and
-//! discovery: records and namespaces on the Mainline DHT ([`dht`]) and LAN peers by mDNS
-//! ([`mdns`]). The `burrow` binary is a thin layer over it.
+//! discovery: the bootstrap [`registry_client`], records and namespaces on the Mainline DHT
+//! ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own
+//! record and memberships there. The `burrow` binary is a thin layer over it.
 
 pub mod config;
 pub mod dht;
@@ -14,6 +13,7 @@ pub mod endpoint;
 pub mod keyfile;
 pub mod mdns;
 pub mod netcheck;
+pub mod publisher;
 pub mod registry_client;
 pub mod relay_client;
 pub mod stun_service;

@@ -431,7 +431,7 @@ fn mutated_records_never_panic() {
     for i in 0..50_000 {
         let seed = if i % 32 == 1 { &signed } else { &payload };
         let mut m = rng.overwrite(seed);
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             rng.truncate_below(&mut m, seed.len() + 1);
         }
         if let Ok(record) = NodeRecord::decode_payload(&m) {

@@ -1,5 +1,6 @@
-//! When to try a relay again: exponential backoff with jitter, and the relay's own
-//! "restarting, come back in N ms" notice.
+//! When to try a relay again: exponential backoff with jitter, the relay's own
+//! "restarting, come back in N ms" notice, and a much slower schedule after the relay replaced
+//! the connection with a newer one for the same key (another node is using it).
 //!
 //! The random source is an input (`rand: u64`, uniformly distributed), so the schedule is
 //! deterministic under test. Jitter spreads the reconnects of many clients of one relay over
@@ -33,6 +34,15 @@ pub struct BackoffConfig {
     /// A restart notice's `try_for` is clamped to this, so a hostile relay cannot keep the
     /// client in fast-retry mode forever.
     pub restart_window_max: Duration,
+    /// After the relay closed the connection because a newer one authenticated the same key
+    /// (close code 4001, [`CLOSE_REPLACED`](super::server_conn::CLOSE_REPLACED)), the first
+    /// wait's ceiling. It doubles with each replacement in a row, up to `replaced_max`, and a
+    /// wait is never under half its ceiling: another node holds this key, and coming back at
+    /// once would only evict it in turn.
+    pub replaced_initial: Duration,
+    /// The longest wait after a replacement. A connection that stays up longer than this
+    /// ends a streak of replacements: nobody took its place meanwhile.
+    pub replaced_max: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -44,6 +54,8 @@ impl Default for BackoffConfig {
             restart_spread: Duration::from_millis(250),
             restart_retry_max: Duration::from_millis(500),
             restart_window_max: Duration::from_secs(120),
+            replaced_initial: Duration::from_secs(5),
+            replaced_max: Duration::from_secs(120),
         }
     }
 }
@@ -60,6 +72,10 @@ pub struct Backoff {
     notice: Option<Duration>,
     /// Until then, retries are capped at `restart_retry_max`.
     restart_window_end: Option<Instant>,
+    /// Replacements in a row (see [`Backoff::replaced`]).
+    replaced: u32,
+    /// The last connection ended in a replacement: the next delay is a replaced wait.
+    replaced_pending: bool,
 }
 
 /// A uniformly distributed value in `[lo, hi]` from 64 random bits.
@@ -82,6 +98,8 @@ impl Backoff {
             attempt: 0,
             notice: None,
             restart_window_end: None,
+            replaced: 0,
+            replaced_pending: false,
         }
     }
 
@@ -113,9 +131,33 @@ impl Backoff {
         self.reset();
     }
 
+    /// The relay closed a connection that had been up for `up_for` because a newer connection
+    /// authenticated the same key. The next delay is a replaced wait (see
+    /// [`BackoffConfig::replaced_initial`]), longer with each replacement in a row. Returns
+    /// true if this one starts a streak: the moment to tell the user, once, that another node
+    /// is using this key.
+    pub fn replaced(&mut self, up_for: Duration) -> bool {
+        if up_for > self.config.replaced_max {
+            self.replaced = 0;
+        }
+        self.replaced = self.replaced.saturating_add(1);
+        self.replaced_pending = true;
+        self.replaced == 1
+    }
+
     /// The delay before the next attempt, after a failed attempt or a lost connection.
     /// `rand` is 64 uniformly random bits.
     pub fn next_delay(&mut self, now: Instant, rand: u64) -> Duration {
+        if std::mem::take(&mut self.replaced_pending) {
+            // Neither `max` nor a restart window shortens it: a fast retry is the fight itself.
+            let c = &self.config;
+            let ceiling = c
+                .replaced_initial
+                .checked_mul(1u32 << (self.replaced - 1).min(20))
+                .unwrap_or(c.replaced_max)
+                .min(c.replaced_max);
+            return uniform(ceiling / 2, ceiling, rand);
+        }
         if let Some(wait) = self.notice.take() {
             return wait + uniform(Duration::ZERO, self.config.restart_spread, rand);
         }
@@ -256,6 +298,35 @@ mod tests {
         }
         // After the window, normal (grown) backoff resumes.
         assert_eq!(b.next_delay(t0 + ms(6001), u64::MAX), ms(10_000));
+    }
+
+    #[test]
+    fn replacements_in_a_row_wait_longer_each_time_up_to_the_max() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(BackoffConfig::default());
+        // A fast-retry window is open: it must not shorten a replaced wait.
+        b.restart_notice(ms(0), ms(60_000), t0);
+        b.next_delay(t0, 0);
+        let mut ceilings = Vec::new();
+        for i in 0..8 {
+            assert_eq!(
+                b.replaced(ms(300)),
+                i == 0,
+                "only the first starts a streak"
+            );
+            let (lo, hi) = (b.clone().next_delay(t0, 0), b.next_delay(t0, u64::MAX));
+            assert!(hi + ms(1) >= lo * 2 && lo * 2 >= hi, "{lo:?}..{hi:?}");
+            ceilings.push(hi.as_secs());
+        }
+        assert_eq!(ceilings, [5, 10, 20, 40, 80, 120, 120, 120]);
+        // A failure to connect after a replaced wait backs off as usual.
+        assert!(b.next_delay(t0 + Duration::from_secs(61), u64::MAX) <= ms(200));
+        // Two replacements within a streak, then a connection that outlived the longest
+        // wait: the next replacement starts a new streak, from the first wait.
+        assert!(!b.replaced(Duration::from_secs(120)));
+        b.next_delay(t0, 0);
+        assert!(b.replaced(Duration::from_secs(121)));
+        assert_eq!(b.next_delay(t0, u64::MAX).as_secs(), 5);
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl<'a> Message<'a> {
         if cookie != MAGIC_COOKIE {
             return Err(StunError::BadMagicCookie { found: cookie });
         }
-        if declared % 4 != 0 {
+        if !declared.is_multiple_of(4) {
             return Err(StunError::UnalignedLength { declared });
         }
         let actual = buf.len() - HEADER_LEN;
@@ -237,7 +237,7 @@ impl<'a> Message<'a> {
                         msg.error_code.get_or_insert(code);
                     }
                     AttributeType::UNKNOWN_ATTRIBUTES => {
-                        if value.len() % 2 != 0 {
+                        if !value.len().is_multiple_of(2) {
                             return Err(bad("odd length"));
                         }
                         msg.unknown_attributes.get_or_insert(value);

@@ -85,7 +85,7 @@ pub async fn exchange(
                 assert_eq!(p.len(), want.len(), "datagram {seq} has the wrong length");
                 assert!(p[..] == want[..], "datagram {seq} corrupted");
                 expected += 1;
-                if expected % ack_every == 0 || expected == per_direction {
+                if expected.is_multiple_of(ack_every) || expected == per_direction {
                     let mut ack = vec![ACK];
                     ack.extend_from_slice(&expected.to_be_bytes());
                     client.send_wait(peer, ack.into()).await.expect("ack");

@@ -215,4 +215,35 @@ mod tests {
         });
         assert_eq!(nat_exit_ttl(addr), None);
     }
+
+    /// In the NAT lab (needs root): a home router is one hop, a carrier-grade NAT another, so
+    /// the internet's first router is hop 2 or 3; with no NAT, the host's own router is public.
+    #[test]
+    fn the_nat_exit_is_counted_in_the_lab() {
+        use burrow_lab::{Lab, NatKind, RouterVariant};
+        if !Lab::tests_allowed() {
+            return;
+        }
+        let server = Ipv4Addr::new(203, 0, 113, 10);
+        let lab = Lab::builder()
+            .server("s", &[server])
+            .home(
+                "home",
+                NatKind::PortRestrictedCone,
+                RouterVariant::Firewalled,
+            )
+            .home("sym", NatKind::Symmetric, RouterVariant::Bare)
+            .home("cgnat", NatKind::Cgnat, RouterVariant::Firewalled)
+            .home("open", NatKind::Open, RouterVariant::Firewalled)
+            .build()
+            .expect("lab builds");
+        for (home, want) in [("home", 2), ("sym", 2), ("cgnat", 3), ("open", 1)] {
+            let ttl = lab
+                .in_ns(lab.host_ns(home), || {
+                    Ok(nat_exit_ttl((server, 3478).into()))
+                })
+                .unwrap();
+            assert_eq!(ttl, Some(want), "{home}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use burrow_proto::relay::backoff::Backoff;
 use burrow_proto::relay::client_conn::{encode_send, ClientConnection, ConnError, Event};
+use burrow_proto::relay::server_conn::CLOSE_REPLACED;
 use burrow_proto::relay::{RelayUrl, FRAME_OVERHEAD, MAX_PAYLOAD};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsConfig};
-use super::{Datagram, RelayClientOptions, RelayConnState, Shared};
+use super::{Datagram, RelayClientOptions, RelayConnState, RelayEvent, Shared};
 use crate::SecretKey;
 
 /// A connection authenticated for at least this long counts as a success: the backoff
@@ -53,8 +54,8 @@ struct Ended {
     error: String,
     /// How long it was authenticated, if it got that far.
     authenticated_for: Option<Duration>,
-    /// The relay's restart notice, if it sent one.
-    restart: Option<(Duration, Duration)>,
+    /// What the relay said about the end.
+    notices: Notices,
     /// The client is closing.
     shutdown: bool,
 }
@@ -64,10 +65,19 @@ impl Ended {
         Ended {
             error: error.to_string(),
             authenticated_for: None,
-            restart: None,
+            notices: Notices::default(),
             shutdown: false,
         }
     }
+}
+
+/// What the relay says about why a connection ends, gathered while it runs.
+#[derive(Default)]
+struct Notices {
+    /// Its restart notice: reconnect in, try for.
+    restart: Option<(Duration, Duration)>,
+    /// It closed the connection for a newer one with our key (close code 4001).
+    replaced: bool,
 }
 
 /// Resolves once the client is closing (or every client handle is gone).
@@ -104,10 +114,23 @@ impl RelayTask {
             if ended.authenticated_for.is_some_and(|d| d >= STABLE_AFTER) {
                 backoff.reset();
             }
-            if let Some((reconnect_in, try_for)) = ended.restart {
+            if let Some((reconnect_in, try_for)) = ended.notices.restart {
                 backoff.restart_notice(reconnect_in, try_for, now);
             }
+            let new_streak = ended.notices.replaced
+                && backoff.replaced(ended.authenticated_for.unwrap_or_default());
             let delay = backoff.next_delay(now, rand::random());
+            if new_streak {
+                // Said once per streak: each replacement after it is the same news.
+                warn!(relay = %self.url, retry_in = ?delay,
+                    "another node is using this node's key: the relay took a newer connection \
+                     for it in place of ours; reconnecting ever less often (give each node its \
+                     own key)");
+                let _ = self.shared.events.send(RelayEvent::Replaced {
+                    relay: self.url.clone(),
+                    retry_in: delay,
+                });
+            }
             let until = now + delay;
             let attempt = backoff.attempt();
             let error = ended.error.clone();
@@ -183,7 +206,7 @@ impl RelayTask {
             self.opts.connection.clone(),
             Instant::now(),
         );
-        let mut restart = None;
+        let mut notices = Notices::default();
 
         // The handshake, in lock step.
         let handshake = async {
@@ -208,7 +231,7 @@ impl RelayTask {
                                 return Ok(idle_timeout);
                             }
                             Ok(Some(Event::Restarting { reconnect_in, try_for })) => {
-                                restart = Some((reconnect_in, try_for));
+                                notices.restart = Some((reconnect_in, try_for));
                             }
                             Ok(_) => {}
                             Err(e) => return Err(e.to_string()),
@@ -230,12 +253,12 @@ impl RelayTask {
         let idle_timeout = match handshake.await {
             // A restart notice followed by a welcome is history.
             Ok(t) => {
-                restart = None;
+                notices.restart = None;
                 t
             }
             Err(error) => {
                 return Ended {
-                    restart,
+                    notices,
                     ..Ended::error(error)
                 }
             }
@@ -255,7 +278,7 @@ impl RelayTask {
             self.idx,
             &self.incoming,
             &self.shared,
-            &mut restart,
+            &mut notices,
         );
         let writer = write_loop(&mut sink, control_rx, &mut self.outgoing);
         let (error, shutdown) = tokio::select! {
@@ -273,7 +296,7 @@ impl RelayTask {
         Ended {
             error,
             authenticated_for: Some(since.elapsed()),
-            restart,
+            notices,
             shutdown,
         }
     }
@@ -309,7 +332,7 @@ async fn read_loop<St>(
     idx: usize,
     incoming: &mpsc::Sender<(usize, crate::NodeId, Bytes)>,
     shared: &Shared,
-    restart: &mut Option<(Duration, Duration)>,
+    notices: &mut Notices,
 ) -> String
 where
     St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -328,6 +351,9 @@ where
             // socket buffer would disprove.
             biased;
             msg = stream.next() => {
+                if let Some(Ok(Message::Close(Some(frame)))) = &msg {
+                    notices.replaced = u16::from(frame.code) == CLOSE_REPLACED;
+                }
                 let bytes = match binary(msg) {
                     Ok(Some(b)) => b,
                     Ok(None) => continue,
@@ -353,7 +379,7 @@ where
                     }
                     Ok(Some(Event::Restarting { reconnect_in, try_for })) => {
                         info!(relay = %shared.urls[idx], ?reconnect_in, ?try_for, "relay restarting");
-                        *restart = Some((reconnect_in, try_for));
+                        notices.restart = Some((reconnect_in, try_for));
                     }
                     Ok(Some(Event::Connected { .. }) | None) => {}
                     Err(e) => {

@@ -2,7 +2,9 @@
 //! home relay (the connected one with the lowest measured RTT) and receives from all of them.
 //!
 //! Each relay gets one task that connects, authenticates, keeps the connection alive and
-//! reconnects with backoff and jitter when it drops, honouring the relay's restart notice.
+//! reconnects with backoff and jitter when it drops, honouring the relay's restart notice. A
+//! connection the relay replaced with a newer one for the same key (another node is using
+//! it) is retried ever less often, and reported once ([`RelayEvent::Replaced`]).
 //! The protocol logic lives in the sans-IO cores of [`burrow_proto::relay`]
 //! ([`client_conn`](burrow_proto::relay::client_conn), [`backoff`](burrow_proto::relay::backoff),
 //! [`home`](burrow_proto::relay::home)); this module only moves bytes and reads the clock.
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use burrow_proto::relay::home::{Candidate, HomeSelector};
 use burrow_proto::relay::MAX_PAYLOAD;
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::{NodeId, SecretKey};
@@ -145,6 +147,26 @@ impl RelayClientState {
     }
 }
 
+/// Something about the relays that the user should hear of, from [`RelayClient::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayEvent {
+    /// The relay closed our connection because a newer one authenticated the same key
+    /// (WebSocket close code 4001): another node is using this node's key. Sent once per
+    /// streak of replacements; meanwhile reconnects come ever less often
+    /// ([`BackoffConfig::replaced_initial`]), so the two nodes do not evict each other in a
+    /// tight loop.
+    Replaced {
+        /// The relay.
+        relay: RelayUrl,
+        /// When this client tries that relay again.
+        retry_in: Duration,
+    },
+}
+
+/// Events waiting for a slow [`RelayClient::events`] reader; older ones are then dropped.
+const EVENT_QUEUE: usize = 16;
+
 /// Why [`RelayClient::send`] did not take a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -185,6 +207,7 @@ struct Shared {
     /// Index of the home relay, for the send fast path.
     home: AtomicUsize,
     closed: AtomicBool,
+    events: broadcast::Sender<RelayEvent>,
 }
 
 impl Shared {
@@ -275,6 +298,7 @@ impl RelayClient {
             selector: Mutex::new(HomeSelector::new(opts.home.clone())),
             home: AtomicUsize::new(NO_HOME),
             closed: AtomicBool::new(false),
+            events: broadcast::Sender::new(EVENT_QUEUE),
         });
         let tls = if urls.iter().any(RelayUrl::is_tls) {
             Some(tls::client_config(&opts))
@@ -361,6 +385,11 @@ impl RelayClient {
     /// Every relay's state and the home relay; changes are signalled on the receiver.
     pub fn state(&self) -> watch::Receiver<RelayClientState> {
         self.inner.shared.state.subscribe()
+    }
+
+    /// Events from now on (the receiver sees those sent after this call).
+    pub fn events(&self) -> broadcast::Receiver<RelayEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// Waits until some relay is connected (there is a home relay) and returns it.
