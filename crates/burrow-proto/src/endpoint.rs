@@ -335,7 +335,8 @@ pub struct EndpointCore {
     me: NodeId,
     config: EndpointConfig,
     rng: Rng,
-    now: Option<Instant>,
+    /// Whether any input came yet (the first one asks the STUN servers).
+    started: bool,
     /// Ordered, so that whatever the core does for every peer it does in the same order on
     /// every run.
     peers: BTreeMap<NodeId, PeerState>,
@@ -367,7 +368,7 @@ impl EndpointCore {
             secret,
             config,
             rng: Rng::new(seed),
-            now: None,
+            started: false,
             peers: BTreeMap::new(),
             timers: BinaryHeap::new(),
             local: Vec::new(),
@@ -405,10 +406,10 @@ impl EndpointCore {
 
     /// Feeds one input (see the crate's calling convention).
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        if self.now.is_none() && !self.config.stun_servers.is_empty() {
+        if !self.started && !self.config.stun_servers.is_empty() {
             self.stun.next = Some(now);
         }
-        self.now = Some(now);
+        self.started = true;
         match input {
             Input::Udp { from, packet } => {
                 // Disco first: a sender key can start with STUN's magic cookie.
