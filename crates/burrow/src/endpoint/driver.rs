@@ -57,6 +57,8 @@ pub(crate) struct Driver {
     pub candidates: watch::Sender<Vec<SocketAddr>>,
     /// Bumped whenever a peer's path changes.
     pub path_changes: watch::Sender<u64>,
+    /// Readers of each peer's open spare sockets.
+    pub spare_readers: HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>,
 }
 
 impl Driver {
@@ -69,12 +71,11 @@ impl Driver {
             });
         }
         let mut hops_pending = true;
-        let mut readers: HashMap<NodeId, Vec<(u16, JoinHandle<()>)>> = HashMap::new();
         let local = local_candidates(&self.socket);
         self.core
             .handle_input(Instant::now(), Input::LocalAddrs(local));
         loop {
-            let wake = self.apply(&mut readers);
+            let wake = self.apply();
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let peers = &self.peers;
@@ -115,23 +116,17 @@ impl Driver {
     }
 
     /// Does what the core asks until it has nothing more; returns when to wake it next.
-    fn apply(&mut self, readers: &mut HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>) -> Instant {
+    fn apply(&mut self) -> Instant {
         loop {
             match self.core.poll_output() {
-                Output::Transmit(t) => self.send(readers, t.dest, &t.payload, t.ttl),
-                Output::Event(e) => self.on_event(readers, e),
+                Output::Transmit(t) => self.send(t.dest, &t.payload, t.ttl),
+                Output::Event(e) => self.on_event(e),
                 Output::Timeout(at) => return at.unwrap_or_else(|| Instant::now() + IDLE_WAKE),
             }
         }
     }
 
-    fn send(
-        &self,
-        readers: &mut HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>,
-        dest: Destination,
-        payload: &[u8],
-        ttl: Option<u8>,
-    ) {
+    fn send(&mut self, dest: Destination, payload: &[u8], ttl: Option<u8>) {
         match dest {
             Destination::Udp(to) => {
                 if let Some(udp) = self.socket.udp_for(&to) {
@@ -142,7 +137,7 @@ impl Driver {
             }
             Destination::Spare { node, n, to } => {
                 let (peer, _) = self.peers.get_or_insert(node);
-                let Some(spare) = self.spare(readers, &peer, n, to) else {
+                let Some(spare) = self.spare(&peer, n, to) else {
                     return;
                 };
                 if let Err(e) = send_with_ttl(&spare, to, payload, ttl) {
@@ -157,7 +152,7 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, readers: &mut HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>, e: Event) {
+    fn on_event(&mut self, e: Event) {
         match e {
             Event::PathChanged { node, path } => {
                 debug!(peer = %node.short(), ?path, "path");
@@ -194,7 +189,7 @@ impl Driver {
                 if let Some(peer) = self.peers.by_node(&node) {
                     peer.retain_spares(|n| keep.contains(&n));
                 }
-                if let Some(rs) = readers.get_mut(&node) {
+                if let Some(rs) = self.spare_readers.get_mut(&node) {
                     rs.retain(|(n, reader)| {
                         let used = keep.contains(n);
                         if !used {
@@ -213,7 +208,7 @@ impl Driver {
                     peer.retain_spares(|_| false);
                     self.peers.forget_direct_sources(&peer);
                 }
-                for (_, reader) in readers.remove(&node).unwrap_or_default() {
+                for (_, reader) in self.spare_readers.remove(&node).unwrap_or_default() {
                     reader.abort();
                 }
             }
@@ -222,13 +217,7 @@ impl Driver {
 
     /// Spare socket `n` of `peer`, opened (with a reader) on first use; `None` when binding
     /// fails.
-    fn spare(
-        &self,
-        readers: &mut HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>,
-        peer: &Arc<Peer>,
-        n: u16,
-        to: SocketAddr,
-    ) -> Option<Arc<UdpSocket>> {
+    fn spare(&mut self, peer: &Arc<Peer>, n: u16, to: SocketAddr) -> Option<Arc<UdpSocket>> {
         if let Some(s) = peer.spare(n) {
             return Some(s);
         }
@@ -257,8 +246,20 @@ impl Driver {
             self.control_tx.clone(),
             self.quic_tx.clone(),
         ));
-        readers.entry(peer.node).or_default().push((n, reader));
+        self.spare_readers
+            .entry(peer.node)
+            .or_default()
+            .push((n, reader));
         Some(socket)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A dropped JoinHandle would leave its task (and its socket) running.
+        for (_, reader) in self.spare_readers.drain().flat_map(|(_, rs)| rs) {
+            reader.abort();
+        }
     }
 }
 

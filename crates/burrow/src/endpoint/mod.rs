@@ -224,6 +224,7 @@ impl Endpoint {
             commands: commands_rx,
             candidates: candidates.clone(),
             path_changes: path_changes.clone(),
+            spare_readers: Default::default(),
         };
         tasks.push(tokio::spawn(driver.run()));
         Ok(Endpoint {
