@@ -259,14 +259,19 @@ impl Rpc {
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: Box<[u8]>,
         response: ResponseSpecific,
     ) {
         self.socket.response(address, transaction_id, response)
     }
 
     /// Send an error to the given address.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: Box<[u8]>,
+        error: ErrorSpecific,
+    ) {
         self.socket.error(address, transaction_id, error)
     }
 
@@ -459,7 +464,7 @@ impl Rpc {
     fn handle_request(
         &mut self,
         from: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: Box<[u8]>,
         request_specific: RequestSpecific,
     ) {
         // By default we only add nodes that responds to our requests.
@@ -542,12 +547,15 @@ impl Rpc {
     /// - `Some((target, Response))` when a terminal value is obtained for the query.
     /// - `None` otherwise.
     fn handle_response(&mut self, from: SocketAddrV4, message: Message) -> Option<(Id, Response)> {
+        // KrpcSocket passes on responses to our own requests only.
+        let transaction_id = message.own_transaction_id()?;
+
         // If someone claims to be readonly, then let's not store anything even if they respond.
         if message.read_only {
             if let Some(query) = self
                 .iterative_queries
                 .values_mut()
-                .find(|query| query.is_inflight_query_request(message.transaction_id))
+                .find(|query| query.is_inflight_query_request(transaction_id))
             {
                 query.record_invalid_response();
             }
@@ -559,7 +567,7 @@ impl Rpc {
         if let Some(query) = self
             .put_queries
             .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
+            .find(|query| query.inflight(transaction_id))
         {
             match message.message_type {
                 MessageType::Response(ResponseSpecific::Ping(_)) => {
@@ -581,9 +589,9 @@ impl Rpc {
         if let Some(query) = self
             .iterative_queries
             .values_mut()
-            .find(|query| query.is_inflight(message.transaction_id))
+            .find(|query| query.is_inflight(transaction_id))
         {
-            let is_query_response = query.is_inflight_query_request(message.transaction_id);
+            let is_query_response = query.is_inflight_query_request(transaction_id);
             let is_mutable_get_query_response = is_query_response
                 && matches!(
                     &query.request.request_type,
@@ -1233,7 +1241,7 @@ mod tests {
         let response = rpc.handle_response(
             responder,
             Message {
-                transaction_id: 0,
+                transaction_id: [0; 4].into(),
                 message_type: MessageType::Response(ResponseSpecific::FindNode(
                     FindNodeResponseArguments {
                         responder_id: Id::random(),

@@ -15,7 +15,8 @@ use super::InvalidIdSize;
 
 #[derive(Debug, PartialEq, Clone)]
 pub(crate) struct Message {
-    pub transaction_id: u32,
+    /// As on the wire: the requester's, echoed in responses. Ours are a `u32`, big-endian.
+    pub transaction_id: Box<[u8]>,
 
     /// The version of the requester or responder.
     pub version: Option<[u8; 4]>,
@@ -214,7 +215,7 @@ pub struct PutMutableRequestArguments {
 impl Message {
     fn into_serde_message(self) -> internal::DHTMessage {
         internal::DHTMessage {
-            transaction_id: self.transaction_id.to_be_bytes(),
+            transaction_id: self.transaction_id,
             version: self.version,
             ip: self
                 .requester_ip
@@ -401,7 +402,7 @@ impl Message {
 
     fn from_serde_message(msg: internal::DHTMessage) -> Result<Message, DecodeMessageError> {
         Ok(Message {
-            transaction_id: u32::from_be_bytes(msg.transaction_id),
+            transaction_id: msg.transaction_id,
             version: msg.version,
             requester_ip: match msg.ip {
                 Some(ip) => Some(bytes_to_sockaddr(ip)?),
@@ -605,6 +606,11 @@ impl Message {
         Message::from_serde_message(internal::DHTMessage::from_bytes(bytes)?)
     }
 
+    /// The transaction id as one of our own requests' (4 bytes), or None.
+    pub fn own_transaction_id(&self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.transaction_id.as_ref().try_into().ok()?))
+    }
+
     /// Return the Id of the sender of the Message
     ///
     /// This is less straightforward than it seems because not *all* messages are sent
@@ -792,9 +798,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_transaction_id_of_any_length_round_trips() {
+        // A libtorrent query: 2-byte transaction id.
+        let query = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:xy1:v4:LT\x02\x081:y1:qe";
+        let message = Message::from_bytes(query).unwrap();
+        assert_eq!(&*message.transaction_id, b"xy");
+        assert_eq!(message.own_transaction_id(), None);
+        let echoed = Message::from_bytes(&message.to_bytes().unwrap()).unwrap();
+        assert_eq!(&*echoed.transaction_id, b"xy");
+    }
+
+    #[test]
     fn test_ping_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: None,
             requester_ip: None,
             read_only: false,
@@ -814,7 +831,7 @@ mod tests {
     #[test]
     fn test_ping_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([0xde, 0xad, 0, 1]),
             requester_ip: Some("99.100.101.102:1030".parse().unwrap()),
             read_only: false,
@@ -833,7 +850,7 @@ mod tests {
     #[test]
     fn test_find_node_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: false,
@@ -855,7 +872,7 @@ mod tests {
     #[test]
     fn test_find_node_request_read_only() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: true,
@@ -877,7 +894,7 @@ mod tests {
     #[test]
     fn test_find_node_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -909,7 +926,7 @@ mod tests {
     #[test]
     fn test_get_peers_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -931,7 +948,7 @@ mod tests {
     #[test]
     fn test_get_peers_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: [0, 0, 0, 3].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: true,
@@ -970,7 +987,7 @@ mod tests {
     #[test]
     fn test_get_peers_response_peers() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: [0, 0, 0, 3].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -996,7 +1013,7 @@ mod tests {
         let serde_message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: [1, 2, 3, 4].into(),
             version: None,
             variant: internal::DHTMessageVariant::Response(
                 internal::DHTResponseSpecific::NoValues {
@@ -1018,7 +1035,7 @@ mod tests {
     #[test]
     fn test_get_immutable_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: [1, 2].into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -1042,7 +1059,7 @@ mod tests {
     #[test]
     fn test_get_immutable_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: [0, 0, 0, 3].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1066,7 +1083,7 @@ mod tests {
     #[test]
     fn test_put_immutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: [0, 0, 0, 3].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1094,7 +1111,7 @@ mod tests {
     #[test]
     fn test_put_mutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: [0, 0, 0, 3].into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1127,7 +1144,7 @@ mod tests {
         let message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: [1, 2, 3, 4].into(),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
@@ -1155,7 +1172,7 @@ mod tests {
         let message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: [1, 2, 3, 4].into(),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
@@ -1183,7 +1200,7 @@ mod tests {
         let immutable_put = || internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: [1, 2, 3, 4].into(),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {

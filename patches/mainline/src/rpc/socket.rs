@@ -100,10 +100,10 @@ impl KrpcSocket {
 
     /// Send a request to the given address and return the transaction_id
     pub fn request(&mut self, address: SocketAddrV4, request: RequestSpecific) -> u32 {
-        let message = self.request_message(request);
+        let tid = self.tid();
+        let message = self.request_message(tid, request);
         trace!(context = "socket_message_sending", message = ?message);
 
-        let tid = message.transaction_id;
         self.inflight_requests.add(tid, address);
         let _ = self.send(address, message).map_err(|e| {
             debug!(?e, "Error sending request message");
@@ -115,7 +115,7 @@ impl KrpcSocket {
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: Box<[u8]>,
         response: ResponseSpecific,
     ) {
         let message =
@@ -127,7 +127,12 @@ impl KrpcSocket {
     }
 
     /// Send an error to the given address.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: Box<[u8]>,
+        error: ErrorSpecific,
+    ) {
         let message = self.response_message(MessageType::Error(error), address, transaction_id);
         let _ = self.send(address, message).map_err(|e| {
             debug!(?e, "Error sending error message");
@@ -225,7 +230,10 @@ impl KrpcSocket {
 
     fn is_expected_response(&mut self, message: &Message, from: &SocketAddrV4) -> bool {
         // Find and remove the matching inflight request
-        if let Some(_request) = self.inflight_requests.remove(message.transaction_id, from) {
+        if let Some(_request) = message
+            .own_transaction_id()
+            .and_then(|tid| self.inflight_requests.remove(tid, from))
+        {
             return true;
         } else {
             trace!(
@@ -247,11 +255,9 @@ impl KrpcSocket {
     }
 
     /// Set transactin_id, version and read_only
-    fn request_message(&mut self, message: RequestSpecific) -> Message {
-        let transaction_id = self.tid();
-
+    fn request_message(&mut self, transaction_id: u32, message: RequestSpecific) -> Message {
         Message {
-            transaction_id,
+            transaction_id: transaction_id.to_be_bytes().into(),
             message_type: MessageType::Request(message),
             version: Some(VERSION),
             read_only: !self.server_mode,
@@ -264,7 +270,7 @@ impl KrpcSocket {
         &mut self,
         message: MessageType,
         requester_ip: SocketAddrV4,
-        request_tid: u32,
+        request_tid: Box<[u8]>,
     ) -> Message {
         Message {
             transaction_id: request_tid,
@@ -337,7 +343,7 @@ mod test {
         let server_thread = thread::spawn(move || loop {
             if let Some((message, from)) = server.recv_from() {
                 assert_eq!(from.port(), client_address.port());
-                assert_eq!(message.transaction_id, 120);
+                assert_eq!(message.own_transaction_id(), Some(120));
                 assert!(message.read_only, "Read-only should be true");
                 assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
                 assert_eq!(message.message_type, MessageType::Request(expected_request));
@@ -370,7 +376,7 @@ mod test {
 
                 if let Some((message, from)) = server.recv_from() {
                     assert_eq!(from.port(), client_address.port());
-                    assert_eq!(message.transaction_id, 8);
+                    assert_eq!(message.own_transaction_id(), Some(8));
                     assert!(message.read_only, "Read-only should be true");
                     assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
                     assert_eq!(
@@ -386,7 +392,7 @@ mod test {
 
         let server_address = rx.recv().unwrap();
 
-        client.response(server_address, 8, response);
+        client.response(server_address, 8u32.to_be_bytes().into(), response);
 
         server_thread.join().unwrap();
     }
@@ -419,7 +425,7 @@ mod test {
             );
         });
 
-        client.response(server_address, 8, response);
+        client.response(server_address, 8u32.to_be_bytes().into(), response);
 
         server_thread.join().unwrap();
     }

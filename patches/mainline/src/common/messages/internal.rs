@@ -4,9 +4,9 @@ use serde_bytes::ByteBuf;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DHTMessage {
     #[serde(rename = "t", with = "serde_bytes")]
-    // Only few messages received seems to not use exactly 2 bytes,
-    // and they don't seem to have a version.
-    pub transaction_id: [u8; 4],
+    // Any length: BEP 5 does not fix it (libtorrent sends 2 bytes), and a
+    // response must echo the requester's unchanged. Our own are 4 bytes.
+    pub transaction_id: Box<[u8]>,
 
     #[serde(default)]
     #[serde(rename = "v", with = "serde_bytes")]
