@@ -492,6 +492,15 @@ impl Rpc {
                 }
                 _ => {}
             };
+        } else {
+            // Read-only (BEP 43): nodes that honour our `ro` flag never query us, but some
+            // do (libtorrent adds whoever stores at it); say so at once instead of leaving
+            // them to wait out a timeout.
+            let error = ErrorSpecific {
+                code: 201,
+                description: "read-only node".to_string(),
+            };
+            self.error(from, transaction_id, error);
         }
 
         if let Some(our_address) = self.public_address {
