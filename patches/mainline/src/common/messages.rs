@@ -9,7 +9,7 @@ mod internal;
 use std::convert::TryInto;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::common::{Id, Node, ID_SIZE};
+use crate::common::{hash_immutable, Id, MutableItem, Node, ID_SIZE};
 
 use super::InvalidIdSize;
 
@@ -282,7 +282,7 @@ impl Message {
                                     id: requester_id.into(),
                                     token,
 
-                                    target: put_immutable_arguments.target.into(),
+                                    target: Some(put_immutable_arguments.target.into()),
                                     v: put_immutable_arguments.v,
                                     k: None,
                                     seq: None,
@@ -298,7 +298,7 @@ impl Message {
                                     id: requester_id.into(),
                                     token,
 
-                                    target: put_mutable_arguments.target.into(),
+                                    target: Some(put_mutable_arguments.target.into()),
                                     v: put_mutable_arguments.v,
                                     k: Some(put_mutable_arguments.k),
                                     seq: Some(put_mutable_arguments.seq),
@@ -467,7 +467,13 @@ impl Message {
                                         token: arguments.token,
                                         put_request_type: PutRequestSpecific::PutMutable(
                                             PutMutableRequestArguments {
-                                                target: Id::from_bytes(arguments.target)?,
+                                                target: match arguments.target {
+                                                    Some(target) => Id::from_bytes(target)?,
+                                                    None => MutableItem::target_from_key(
+                                                        &k,
+                                                        arguments.salt.as_deref(),
+                                                    ),
+                                                },
                                                 v: arguments.v,
                                                 k,
                                                 seq: arguments.seq.ok_or(
@@ -498,7 +504,10 @@ impl Message {
                                         token: arguments.token,
                                         put_request_type: PutRequestSpecific::PutImmutable(
                                             PutImmutableRequestArguments {
-                                                target: Id::from_bytes(arguments.target)?,
+                                                target: match arguments.target {
+                                                    Some(target) => Id::from_bytes(target)?,
+                                                    None => hash_immutable(&arguments.v).into(),
+                                                },
                                                 v: arguments.v,
                                             },
                                         ),
@@ -806,6 +815,28 @@ mod tests {
         assert_eq!(message.own_transaction_id(), None);
         let echoed = Message::from_bytes(&message.to_bytes().unwrap()).unwrap();
         assert_eq!(&*echoed.transaction_id, b"xy");
+    }
+
+    #[test]
+    fn test_put_mutable_request_without_target() {
+        // BEP 44 puts carry no target (libtorrent sends none): it is SHA-1(k || salt).
+        let mut query = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa1:k32:".to_vec();
+        query.extend([7; 32]);
+        query.extend(b"4:salt1:s3:seqi1e3:sig64:");
+        query.extend([9; 64]);
+        query.extend(b"5:token4:tokn1:v1:xe1:q3:put1:t2:xy1:y1:qe");
+        let message = Message::from_bytes(&query).unwrap();
+        let MessageType::Request(RequestSpecific {
+            request_type: RequestTypeSpecific::Put(put),
+            ..
+        }) = message.message_type
+        else {
+            panic!("not a put: {message:?}");
+        };
+        let PutRequestSpecific::PutMutable(args) = put.put_request_type else {
+            panic!("not a mutable put");
+        };
+        assert_eq!(args.target, MutableItem::target_from_key(&[7; 32], Some(b"s")));
     }
 
     #[test]
@@ -1149,7 +1180,7 @@ mod tests {
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
                     id: Id::random().into(),
-                    target: Id::random().into(),
+                    target: Some(Id::random().into()),
                     token: vec![0].into(),
                     v: vec![0].into(),
                     k: Some([0; 32]),
@@ -1177,7 +1208,7 @@ mod tests {
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
                     id: Id::random().into(),
-                    target: Id::random().into(),
+                    target: Some(Id::random().into()),
                     token: vec![0].into(),
                     v: vec![0].into(),
                     k: Some([0; 32]),
@@ -1205,7 +1236,7 @@ mod tests {
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
                     id: Id::random().into(),
-                    target: Id::random().into(),
+                    target: Some(Id::random().into()),
                     token: vec![0].into(),
                     v: vec![0].into(),
                     k: None,

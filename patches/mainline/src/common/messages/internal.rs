@@ -304,8 +304,10 @@ pub struct DHTPutValueRequestArguments {
     #[serde(with = "serde_bytes")]
     pub id: [u8; 20],
 
+    // Not in BEP 44 (libtorrent sends none): the target follows from k and salt, or v.
     #[serde(with = "serde_bytes")]
-    pub target: [u8; 20],
+    #[serde(default)]
+    pub target: Option<[u8; 20]>,
 
     #[serde(with = "serde_bytes")]
     pub token: Box<[u8]>,
