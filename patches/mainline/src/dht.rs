@@ -619,7 +619,9 @@ fn run(config: Config, receiver: Receiver<ActorMessage>) {
             }
         }
         Err(err) => {
-            if let Ok(ActorMessage::Check(sender)) = receiver.try_recv() {
+            // Wait for the Check that Dht::new sends right after spawning us: with try_recv,
+            // a bind error that came first was lost and Dht::new panicked.
+            if let Ok(ActorMessage::Check(sender)) = receiver.recv() {
                 let _ = sender.send(Err(err));
             }
         }
