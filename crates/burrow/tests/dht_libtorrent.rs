@@ -140,7 +140,8 @@ async fn resolving_through_libtorrent_nodes_stays_fast_after_a_burrow_publish() 
     };
     let key = random_key();
     let id = key.node_id();
-    lt.put(0, &key.to_bytes(), id.as_bytes(), RECORD_SALT, b"from lt");
+    let (_, stored_at) = lt.put(0, &key.to_bytes(), id.as_bytes(), RECORD_SALT, b"from lt");
+    assert!(stored_at > 0, "libtorrent stored it nowhere");
     // Mainline's default request timeout (2 s), as `burrow resolve` runs.
     let config = || DhtConfig {
         bootstrap: lt.nodes.clone(),

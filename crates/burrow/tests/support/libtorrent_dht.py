@@ -48,6 +48,7 @@ LOG = bool(os.environ.get("LIBTORRENT_DHT_LOG"))
 # What an alert said, copied out of it (see ``event``).
 Event = dict[str, Any]
 
+# dht_log_notification brings dht_pkt_alert, each packet (replies are counted from them).
 ALERTS = (
     lt.alert.category_t.dht_notification
     | lt.alert.category_t.dht_operation_notification
