@@ -12,6 +12,8 @@ command -v ipset >/dev/null || need+=(ipset)
 command -v turnserver >/dev/null || need+=(coturn)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx) # relay-behind-proxy test
 [[ -x /usr/bin/chromium ]] || need+=(chromium) # relay-from-a-browser test
+# libtorrent, an independent DHT (the dht_libtorrent tests); Debian's own python imports it.
+/usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
 if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then
         echo "installing test dependencies: ${need[*]}"

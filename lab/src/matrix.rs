@@ -179,9 +179,14 @@ pub struct MatrixReport {
     pub delay_not_in_force: Vec<String>,
 }
 
-/// Allowed slack on top of "relay round trip plus QUIC handshake" for the first byte, for the
-/// scheduling noise of a loaded 2-core machine.
-const TTFB_SLACK: Duration = Duration::from_millis(100);
+/// Slack on top of two relay round trips (the handshake's and the greeting's) for one run's
+/// first byte: the scheduling noise of a loaded 2-core machine running debug builds, with
+/// birthday sprays alongside (seen: 272 ms at 20 ms per link, where the bound is 160 ms)...
+const TTFB_RUN_SLACK: Duration = Duration::from_millis(250);
+/// ...and for the median of every run's first byte, which noise moves much less (seen: 180 to
+/// 210 ms at 20 ms per link). A relay that adds 20 ms to every frame passes the first bound
+/// and fails this one.
+const TTFB_MEDIAN_SLACK: Duration = Duration::from_millis(60);
 /// Delayed links a relayed round trip crosses: out over one home's link and in over the
 /// other's, and back (the relay's own link has no delay).
 const RELAY_RTT_LINKS: f64 = 4.0;
@@ -207,7 +212,8 @@ impl MatrixReport {
         // The listener's greeting arrives after the handshake's round trip and the relay round
         // trip that carries it. From the configured delay, so a slow relay cannot raise it.
         let rtt = self.relay_rtt_ms();
-        let ttfb_bound = 2.0 * rtt + TTFB_SLACK.as_secs_f64() * 1e3;
+        let bound = |slack: Duration| 2.0 * rtt + slack.as_secs_f64() * 1e3;
+        let mut first_bytes = Vec::new();
         for r in &self.runs {
             let (l, c) = r.kinds();
             let name = format!("{} {} <- {} #{}", r.setup(), r.listener, r.connector, r.run);
@@ -219,9 +225,9 @@ impl MatrixReport {
                 continue;
             }
             match r.time_to_first_byte_ms {
-                Some(ttfb) if ttfb <= ttfb_bound => {}
+                Some(ttfb) if ttfb <= bound(TTFB_RUN_SLACK) => first_bytes.push(ttfb),
                 Some(ttfb) => out.push(format!(
-                    "{name}: first byte after {ttfb:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + slack"
+                    "{name}: first byte after {ttfb:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + {TTFB_RUN_SLACK:?}"
                 )),
                 None => out.push(format!("{name}: connected, but no first-byte time")),
             }
@@ -255,6 +261,11 @@ impl MatrixReport {
                     r.path, r.time_to_direct_ms
                 ));
             }
+        }
+        if let Some(m) = median(first_bytes).filter(|m| *m > bound(TTFB_MEDIAN_SLACK)) {
+            out.push(format!(
+                "median first byte after {m:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + {TTFB_MEDIAN_SLACK:?}"
+            ));
         }
         for (variant, l, c, total, ok) in hard {
             if (ok as f64) < HARD_SUCCESS_RATE * total as f64 {
@@ -652,7 +663,8 @@ mod tests {
             .collect()
     }
 
-    /// Runs that meet every criterion, at 20 ms per link (first byte bound 260 ms).
+    /// Runs that meet every criterion, at 20 ms per link (first byte within 410 ms, median
+    /// within 220 ms).
     fn good() -> Vec<MatrixRun> {
         let mut runs = vec![
             run(FullCone, Cgnat, 0, "direct", Some(250.0), Some(400.0)),
@@ -690,25 +702,33 @@ mod tests {
     }
 
     #[test]
-    fn the_first_byte_bound_comes_from_the_configured_delay() {
-        // 2 relay RTTs of 4 x 20 ms, plus 100 ms: 260 ms, whatever QUIC measured.
+    fn the_first_byte_bounds_come_from_the_configured_delay() {
+        // 2 relay RTTs of 4 x 20 ms, plus 250 ms: 410 ms, whatever QUIC measured.
         let mut slow = run(
             PortRestrictedCone,
             Open,
             0,
             "direct",
-            Some(270.0),
+            Some(420.0),
             Some(500.0),
         );
         slow.relay_rtt_ms = Some(600.0);
-        fails_once(slow, "first byte after 270 ms");
+        fails_once(slow, "first byte after 420 ms");
         let mut missing = run(PortRestrictedCone, Open, 0, "direct", None, Some(500.0));
         missing.relay_rtt_ms = None;
         fails_once(missing, "no first-byte time");
-        // A longer delay allows a later first byte: 2 x 4 x 40 + 100 = 420 ms.
-        let runs = vec![run(Open, Open, 0, "direct", Some(410.0), Some(300.0))];
-        assert!(failures(40.0, runs.clone()).is_empty());
-        assert_eq!(failures(20.0, runs).len(), 1);
+        // The median within 2 relay RTTs plus 60 ms: 220 ms; every run at 230 ms is one
+        // failure (a relay 20 ms slow on every frame).
+        let slow_relay: Vec<MatrixRun> = (0..10)
+            .map(|n| run(Open, Open, n, "direct", Some(230.0), Some(300.0)))
+            .collect();
+        let f = failures(20.0, slow_relay.clone());
+        assert!(
+            f.len() == 1 && f[0].contains("median first byte after 230 ms"),
+            "{f:#?}"
+        );
+        // A longer delay allows a later first byte: 2 x 4 x 40 + 60 = 380 ms.
+        assert!(failures(40.0, slow_relay).is_empty());
     }
 
     #[test]

@@ -57,6 +57,9 @@
 //!   future are ignored.
 //!
 //! `mainline` speaks IPv4 only and runs each node on its own thread, behind an async handle.
+//! burrow builds it with fixes (`patches/mainline/BURROW-PATCH.md`), three of them for
+//! libtorrent's DHT: queries with 2-byte transaction ids get answers, a read-only node refuses
+//! queries at once instead of leaving the sender to time out, and BEP 44 puts need no `target`.
 
 mod namespace;
 
@@ -102,7 +105,7 @@ pub struct DhtConfig {
     pub bind: SocketAddrV4,
     /// Serve other nodes' queries and store their items from the start. Otherwise the node
     /// starts as a client and turns server once it sees it is reachable (`mainline`'s
-    /// adaptive mode).
+    /// adaptive mode); a client is read-only (BEP 43) and answers queries with an error.
     pub server: bool,
     /// How long to wait for one DHT node's answer.
     pub request_timeout: Duration,
@@ -405,8 +408,8 @@ impl LocalTestnet {
     ///
     /// It runs in server mode: the testnet's nodes have no bootstrap list, so they take
     /// mainline's first-node exception and add everyone who asks them to their routing
-    /// tables; a node that then did not answer queries (client mode) would stall every other
-    /// node's lookups by a request timeout.
+    /// tables; a client-mode node would then be handed out as a DHT node that only refuses
+    /// queries (read-only), a wasted request in every lookup that reaches it.
     pub fn client_config(&self) -> DhtConfig {
         let n = self.inner.bootstrap.len();
         let picks = [0, n / 3, 2 * n / 3];

@@ -34,6 +34,12 @@ pub use burrow_proto::holepunch::DirectPath;
 
 /// QUIC packets from the relay waiting for quinn.
 const RELAYED_QUEUE: usize = 1024;
+/// Incoming handshakes under way at once; more are refused until one finishes.
+const MAX_HANDSHAKES: usize = 128;
+/// An incoming handshake that takes longer is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections handshaken and waiting for [`Endpoint::accept`].
+const ACCEPT_QUEUE: usize = 64;
 
 /// How to build an [`Endpoint`].
 #[derive(Clone, Debug)]
@@ -132,6 +138,7 @@ struct Inner {
     peers: Arc<PeerMap>,
     relay: Option<RelayClient>,
     commands: mpsc::Sender<Command>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<Connection>>,
     candidates: watch::Receiver<Vec<SocketAddr>>,
     path_changes: watch::Receiver<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -227,6 +234,8 @@ impl Endpoint {
             spare_readers: Default::default(),
         };
         tasks.push(tokio::spawn(driver.run()));
+        let (accepted_tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
+        tasks.push(tokio::spawn(handshake_incoming(quic.clone(), accepted_tx)));
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 secret,
@@ -235,6 +244,7 @@ impl Endpoint {
                 peers,
                 relay,
                 commands: commands_tx,
+                accepted: tokio::sync::Mutex::new(accepted),
                 candidates: candidates.subscribe(),
                 path_changes: path_changes.subscribe(),
                 tasks: Mutex::new(tasks),
@@ -335,21 +345,10 @@ impl Endpoint {
     }
 
     /// The next incoming connection, authenticated (`None` once the endpoint is closed).
-    /// Handshakes that fail are skipped.
+    /// Handshakes run side by side in the background, so a slow or stalled one delays no
+    /// other; those that fail or take over 10 s are skipped.
     pub async fn accept(&self) -> Option<Connection> {
-        loop {
-            let incoming = self.inner.quic.accept().await?;
-            let quic = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!("incoming handshake failed: {e}");
-                    continue;
-                }
-            };
-            if let Some(remote) = tls::peer_node_id(&quic) {
-                return Some(Connection { quic, remote });
-            }
-        }
+        self.inner.accepted.lock().await.recv().await
     }
 
     /// How `node` is reached right now.
@@ -383,5 +382,30 @@ impl Endpoint {
         if let Some(relay) = &self.inner.relay {
             relay.clone().close().await;
         }
+    }
+}
+
+/// Runs every incoming handshake in a task of its own (at most [`MAX_HANDSHAKES`] at once,
+/// each for at most [`HANDSHAKE_TIMEOUT`]) and queues the connections whose key TLS proved.
+async fn handshake_incoming(quic: quinn::Endpoint, accepted: mpsc::Sender<Connection>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    while let Some(incoming) = quic.accept().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("too many handshakes under way: refused one");
+            incoming.refuse();
+            continue;
+        };
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::debug!("incoming handshake failed: {e}"),
+                Err(_) => return tracing::debug!("incoming handshake timed out"),
+            };
+            if let Some(remote) = tls::peer_node_id(&quic) {
+                let _ = accepted.send(Connection { quic, remote }).await;
+            }
+        });
     }
 }
