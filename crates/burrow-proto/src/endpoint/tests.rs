@@ -412,3 +412,76 @@ fn the_same_seed_and_inputs_give_the_same_output() {
     assert!(a.len() > 100);
     assert_eq!(a, b, "runs from {t0:?} and {t1:?} differ");
 }
+
+/// Our main socket's address as a peer reports it in a pong to our ping.
+fn pong_from_peer(
+    core: &mut EndpointCore,
+    me: &SecretKey,
+    peer: &SecretKey,
+    sent: &[Transmit],
+    at: Instant,
+    observed: SocketAddr,
+) {
+    let k = SharedKey::new(peer, &me.node_id()).unwrap();
+    // A full-strength ping: primers are not answered.
+    let full: Vec<Transmit> = sent.iter().filter(|t| t.ttl.is_none()).cloned().collect();
+    let tx = opened(&full, peer, &me.node_id())
+        .into_iter()
+        .find_map(|(d, m)| match (d, m) {
+            (Destination::Udp(to), Message::Ping { tx }) if to == addr(PEER_PUBLIC) => Some(tx),
+            _ => None,
+        })
+        .expect("a ping to the peer");
+    let pong = k
+        .seal(&peer.node_id(), &Message::Pong { tx, observed }, [9; 12])
+        .unwrap();
+    core.handle_input(
+        at,
+        Input::Udp {
+            from: addr(PEER_PUBLIC),
+            packet: &pong,
+        },
+    );
+}
+
+#[test]
+fn a_peer_that_sees_another_port_than_stun_means_a_hard_nat() {
+    for (observed, hint) in [
+        (OUR_PUBLIC, NatHint::Easy),
+        // A peer on our LAN sees our LAN address: no evidence either way.
+        ("10.1.0.2:4000", NatHint::Easy),
+        ("198.18.1.2:61234", NatHint::Hard),
+    ] {
+        let (me, peer) = (key(1), key(2));
+        let mut core = EndpointCore::new(me.clone(), stun_config(), 7);
+        let t0 = Instant::now();
+        core.handle_input(t0, Input::PrimerTtl(Some(2)));
+        let (stun, _, _) = drain(&mut core);
+        let answer = stun_answer(&stun[0], addr(OUR_PUBLIC), None);
+        core.handle_input(
+            t0,
+            Input::Udp {
+                from: addr(SERVER),
+                packet: &answer,
+            },
+        );
+        core.handle_input(
+            t0,
+            Input::Connect {
+                node: peer.node_id(),
+                addrs: &[addr(PEER_PUBLIC)],
+            },
+        );
+        // Pings go out once the peer has had time to answer the CallMeMaybe.
+        let (sent, _) = run(&mut core, t0, t0 + Duration::from_millis(1100), &idle);
+        pong_from_peer(
+            &mut core,
+            &me,
+            &peer,
+            &sent,
+            t0 + Duration::from_millis(1150),
+            addr(observed),
+        );
+        assert_eq!(core.nat_hint(), hint, "{observed}");
+    }
+}

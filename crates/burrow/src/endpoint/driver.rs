@@ -182,7 +182,8 @@ impl Driver {
                 self.candidates.send_replace(ours);
                 // A new public address may mean a new network: look at the interfaces again.
                 let local = local_candidates(&self.socket);
-                self.core.handle_input(Instant::now(), Input::LocalAddrs(local));
+                self.core
+                    .handle_input(Instant::now(), Input::LocalAddrs(local));
             }
             Event::Nat(nat) => debug!(?nat, "our NAT"),
             Event::SparesUnused { node, keep } => {
@@ -353,4 +354,3 @@ pub(crate) async fn relay_reader(
         }
     }
 }
-

@@ -184,9 +184,7 @@ impl PeerMap {
 
     /// Packets from `peer`'s direct addresses are nobody's any more (its state was forgotten).
     pub fn forget_direct_sources(&self, peer: &Arc<Peer>) {
-        self.write()
-            .by_direct
-            .retain(|_, p| !Arc::ptr_eq(p, peer));
+        self.write().by_direct.retain(|_, p| !Arc::ptr_eq(p, peer));
     }
 
     fn now_ms(&self) -> u64 {
