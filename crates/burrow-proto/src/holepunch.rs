@@ -766,14 +766,15 @@ impl PeerPaths {
         };
         let interval = self.heartbeat_interval(now);
         for p in self.paths.iter().filter(|p| p.live) {
+            // The next probe, as check_paths decides it: once the path is quiet, and no faster
+            // than the probe interval; and its death, if a probe is unanswered.
+            let probe = p
+                .last_rx
+                .map_or(now, |t| t + interval)
+                .max(p.last_ping.map_or(now, |l| l + self.config.probe_interval));
             let due = match p.unanswered_since {
-                Some(t) => (t + self.config.pong_timeout)
-                    .min(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
-                // Quiet paths are probed no faster than the probe interval.
-                None => p
-                    .last_rx
-                    .map_or(now, |t| t + interval)
-                    .max(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
+                Some(t) => probe.min(t + self.config.pong_timeout),
+                None => probe,
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
