@@ -37,12 +37,12 @@
 //! from bytes to values and back, with typed errors, and never panic on any input.
 
 pub mod disco;
-pub mod discovery;
 pub mod endpoint;
 pub mod holepunch;
 pub mod identity;
 #[cfg(test)]
 mod mutation;
+pub mod nat_behaviour;
 pub mod record;
 pub mod relay;
 mod rng;
