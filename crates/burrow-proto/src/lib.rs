@@ -27,11 +27,17 @@
 //! A driver is then always the same loop: read sockets and channels, feed the core, send what
 //! it returns, sleep until its timeout (see `burrow::netcheck::run`).
 //!
+//! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
+//! [`nat_behaviour::NatBehaviour`] and [`relay::client_conn::ClientConnection`] (which needs no
+//! randomness, so takes no seed). [`relay::backoff::Backoff`] takes its seed the same way but
+//! sends nothing and owns no timer: it is a calculator that the driver asks for a delay.
+//!
 //! Two documented exceptions, both on hot paths with nothing to wait for:
 //! [`stun::server::StunServer`] keeps no state at all, so it is one call per request that
 //! writes the answer into a buffer; and the relay server's per-connection core
 //! ([`relay::server_conn`]) returns one `Action` per frame, because it runs once per forwarded
-//! datagram and its only timers are the handshake and idle deadlines.
+//! datagram and its only timers are the handshake and idle deadlines (its random challenge
+//! comes from the driver with each connection).
 //!
 //! Plain codecs (STUN messages, relay frames, disco packets, records, tickets) are functions
 //! from bytes to values and back, with typed errors, and never panic on any input.
