@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burrow::dht::{DhtConfig, DhtDiscovery, Namespace};
-use burrow::discovery::{resolve_in_dht, Discovery, Found, MDNS_WAIT};
 use burrow::endpoint::Endpoint;
+use burrow::lookup::{resolve_in_dht, Found, Lookup, MDNS_WAIT};
 use burrow::mdns::{LanPeers, MdnsConfig};
 use burrow::record::{NodeRecord, SignedRecord};
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
@@ -265,11 +265,11 @@ pub async fn target(
     if registries.is_empty() && dht.is_empty() && mdns.is_none() {
         bail!("to dial a node id, give --registry URL or --dht-bootstrap HOST:PORT, or allow mDNS (or use its ticket)");
     }
-    let mut discovery = Discovery::new(registries, self::dht(dht).await?, Duration::from_secs(10));
+    let mut lookup = Lookup::new(registries, self::dht(dht).await?, Duration::from_secs(10));
     if let Some(lan) = mdns.as_ref().and_then(lan_peers) {
-        discovery = discovery.with_mdns(lan);
+        lookup = lookup.with_mdns(lan);
     }
-    Ok(discovery.resolve(&node).await?.ticket)
+    Ok(lookup.resolve(&node).await?.ticket)
 }
 
 /// `burrow resolve`: asks every registry, the DHT and the LAN on their own, prints each answer
@@ -285,7 +285,7 @@ pub async fn resolve(
         bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT, or allow mDNS");
     }
     let mut answers = Vec::new();
-    // Merged as `Discovery` merges: the newest record, plus LAN addresses.
+    // Merged as `Lookup` merges: the newest record, plus LAN addresses.
     let mut best: Option<Found> = None;
     let mut add = |found: Option<Found>| {
         if let Some(f) = found {

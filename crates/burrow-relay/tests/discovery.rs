@@ -1,4 +1,4 @@
-//! `Discovery` over real sources on loopback: a relay's registry and a private Mainline DHT.
+//! `Lookup` over real sources on loopback: a relay's registry and a private Mainline DHT.
 //! An endpoint dials a node by its key alone; later, newer answers are merged and cached. And
 //! the publisher that keeps a node's record in both, with its events.
 
@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use burrow::dht::{DhtConfig, DhtDiscovery, LocalTestnet, Namespace};
-use burrow::discovery::Discovery;
 use burrow::endpoint::{Endpoint, EndpointOptions};
+use burrow::lookup::Lookup;
 use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher, Source};
 use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
@@ -83,9 +83,9 @@ async fn an_endpoint_dials_a_node_known_only_by_its_key_and_the_answer_is_cached
             }
         });
 
-        let discovery = Discovery::new(vec![url(&relay)], None, Duration::from_secs(5));
+        let lookup = Lookup::new(vec![url(&relay)], None, Duration::from_secs(5));
         let conn = a
-            .connect_node(b.node_id(), &discovery, ALPN)
+            .connect_node(b.node_id(), &lookup, ALPN)
             .await
             .expect("dials by node id");
         assert_eq!(conn.remote, b.node_id());
@@ -96,14 +96,14 @@ async fn an_endpoint_dials_a_node_known_only_by_its_key_and_the_answer_is_cached
 
         // With the registry gone, the cached answer still serves.
         relay.shutdown().await;
-        let again = timeout(Duration::from_millis(200), discovery.resolve(&b.node_id()))
+        let again = timeout(Duration::from_millis(200), lookup.resolve(&b.node_id()))
             .await
             .expect("answered from the cache at once")
             .expect("still known");
         assert_eq!(again.ticket.addrs, b.ticket().addrs);
         // A node nobody knows is still not found.
         let stranger = SecretKey::from_bytes(rand::random()).node_id();
-        assert!(discovery.resolve(&stranger).await.is_err());
+        assert!(lookup.resolve(&stranger).await.is_err());
     })
     .await
     .expect("within 30 s");
@@ -133,12 +133,12 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
     let payload = new.encode_payload().unwrap();
     dht.publish(&key, &payload, 2).await.expect("DHT stores it");
 
-    let discovery = Discovery::new(
+    let lookup = Lookup::new(
         vec![url(&relay)],
         Some(Arc::new(dht)),
         Duration::from_secs(10),
     );
-    let (first, later) = discovery.resolve_with_updates(&node).await.unwrap();
+    let (first, later) = lookup.resolve_with_updates(&node).await.unwrap();
     eprintln!("first answer: {} seq {}", first.source, first.seq);
     if first.seq == 1 {
         // The registry was first; the DHT's newer record follows.
@@ -153,7 +153,7 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
     }
     // Either way the cache now serves the newest record.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cached = discovery.resolve(&node).await.unwrap();
+    let cached = lookup.resolve(&node).await.unwrap();
     assert_eq!((cached.seq, cached.ticket.addrs), (2, new.addrs));
 }
 

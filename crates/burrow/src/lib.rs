@@ -2,15 +2,15 @@
 //!
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
 //! service, `netcheck`, key storage, configuration, the relay client, the [`endpoint`], and
-//! discovery: the bootstrap [`registry_client`], records and namespaces on the Mainline DHT
-//! ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own
-//! record and memberships there. The `burrow` binary is a thin layer over it.
+//! [`lookup`] of nodes by key: the bootstrap [`registry_client`], records and namespaces on
+//! the Mainline DHT ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps
+//! a node's own record and memberships there. The `burrow` binary is a thin layer over it.
 
 pub mod config;
 pub mod dht;
-pub mod discovery;
 pub mod endpoint;
 pub mod keyfile;
+pub mod lookup;
 pub mod mdns;
 pub mod netcheck;
 pub mod publisher;
