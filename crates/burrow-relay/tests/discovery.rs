@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use burrow::dht::{DhtConfig, DhtDiscovery, LocalTestnet, Namespace};
 use burrow::endpoint::{Endpoint, EndpointOptions};
-use burrow::lookup::Lookup;
+use burrow::lookup::{Listing, Lookup};
 use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher, Source};
 use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
-use burrow::SecretKey;
+use burrow::{NodeId, SecretKey};
 use burrow_relay::RelayServer;
 use common::loopback_relay as relay;
 use tokio::time::timeout;
@@ -264,4 +264,92 @@ async fn the_publisher_keeps_the_record_fresh_everywhere_and_reports_each_source
     })
     .await
     .expect("the new address is published within 20 s");
+}
+
+#[tokio::test]
+async fn a_namespace_lists_each_member_once_with_who_listed_it_and_its_record() {
+    let net = tokio::task::spawn_blocking(|| LocalTestnet::new(20).expect("local DHT"))
+        .await
+        .unwrap();
+    let dht = DhtDiscovery::start(DhtConfig {
+        request_timeout: Duration::from_millis(500),
+        ..net.client_config()
+    })
+    .await
+    .unwrap();
+    let relay = relay().await;
+    let registry = RegistryClient::new(vec![url(&relay)], RegistryClientOptions::default());
+    let ns = Namespace::new("crew", None);
+    // a: at the registry only; b: in the DHT only; c: both.
+    let keys: Vec<SecretKey> = (0..3)
+        .map(|_| SecretKey::from_bytes(rand::random()))
+        .collect();
+    let record = |k: &SecretKey, port: u16| {
+        let mut r = NodeRecord::new(k.node_id(), 1, expires());
+        r.addrs = vec![SocketAddr::from(([192, 0, 2, 1], port))];
+        r
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let r = record(k, 1000 + i as u16);
+        if i != 1 {
+            let signed = r.sign(k).unwrap();
+            registry
+                .publish(&signed, &["crew".to_string()], None)
+                .await
+                .unwrap();
+        }
+        if i != 0 {
+            dht.publish(k, &r.encode_payload().unwrap(), 1)
+                .await
+                .unwrap();
+            dht.announce(&ns, k).await.unwrap();
+        }
+    }
+    let listed = burrow::lookup::list_members("crew", None, &[url(&relay)], Some(&dht))
+        .await
+        .unwrap();
+    assert!(listed.registry_error.is_none());
+    let rows: Vec<(NodeId, Vec<Listing>, Option<Listing>, Vec<SocketAddr>)> = listed
+        .members
+        .into_iter()
+        .map(|m| {
+            let (from, addrs) = match m.record {
+                Some((from, r)) => (Some(from), r.addrs),
+                None => (None, Vec::new()),
+            };
+            (m.node_id, m.listed_by, from, addrs)
+        })
+        .collect();
+    let mut want = vec![
+        (
+            keys[0].node_id(),
+            vec![Listing::Registry],
+            Some(Listing::Registry),
+            1000,
+        ),
+        (
+            keys[1].node_id(),
+            vec![Listing::Dht],
+            Some(Listing::Dht),
+            1001,
+        ),
+        (
+            keys[2].node_id(),
+            vec![Listing::Registry, Listing::Dht],
+            Some(Listing::Registry),
+            1002,
+        ),
+    ];
+    want.sort_by_key(|w| w.0);
+    let want: Vec<_> = want
+        .into_iter()
+        .map(|(n, l, f, port)| (n, l, f, vec![SocketAddr::from(([192, 0, 2, 1], port))]))
+        .collect();
+    assert_eq!(rows, want);
+    // A closed namespace is never asked of a registry: with no DHT, there is nothing to ask.
+    let closed = burrow::lookup::list_members("crew", Some(b"secret"), &[url(&relay)], None).await;
+    assert!(matches!(
+        closed,
+        Err(burrow::lookup::MembersError::NoSource)
+    ));
 }

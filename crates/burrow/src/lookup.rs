@@ -24,6 +24,12 @@ use crate::mdns::{LanPeer, LanPeers};
 use crate::registry_client::{RegistryClient, RegistryClientOptions};
 use crate::NodeId;
 
+mod members;
+pub use members::{
+    list_members, Listing, Member, Members, MembersError, MAX_PAGES, PAGE_SIZE, PARALLEL_RESOLVES,
+    RESOLVE_TIMEOUT,
+};
+
 /// How long a resolved answer is served from the cache.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most nodes the cache holds; past it, the oldest answer goes.
