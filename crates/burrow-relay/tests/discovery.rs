@@ -309,7 +309,9 @@ async fn a_namespace_lists_each_member_once_with_who_listed_it_and_its_record() 
         .await
         .unwrap();
     assert!(listed.registry_error.is_none());
-    let rows: Vec<(NodeId, Vec<Listing>, Option<Listing>, Vec<SocketAddr>)> = listed
+    /// Node, listed by, record from, record's addresses.
+    type Row = (NodeId, Vec<Listing>, Option<Listing>, Vec<SocketAddr>);
+    let rows: Vec<Row> = listed
         .members
         .into_iter()
         .map(|m| {
