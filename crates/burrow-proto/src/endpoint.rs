@@ -5,9 +5,17 @@
 //! routes each disco packet to it, after opening and authenticating it. Around that it owns:
 //!
 //! - **disco sealing and opening**, one [`SharedKey`] per peer, nonces from the seed;
-//! - **the admission of strangers**: a direct packet from an unknown key makes state only if it
-//!   is an authentic ping, at most [`EndpointConfig::stranger_pings_per_sec`] key agreements
-//!   per second and [`EndpointConfig::max_peers`] peers in all;
+//! - **who is punched for**: only peers we dial ([`Input::Connect`]) or whose key a QUIC
+//!   handshake proved ([`Input::Authenticated`]). A stranger's ping gets one pong, within
+//!   per-source budgets, and what it sends through the relay waits unopened until its key is
+//!   proven: nothing a stranger says makes us probe an address or tell it ours (see
+//!   `strangers`);
+//! - **whose QUIC a direct address carries**: proven paths, and tentatively the sources of
+//!   authentic pings; a tentative claim takes no one's place, nothing takes a live path's
+//!   (see `sources`);
+//! - **budgets**: probes per destination IP, key agreements and pongs per source, and
+//!   candidates filtered (no loopback unless we are on it, no link-local, private addresses
+//!   only on our own subnets);
 //! - **our public address and NAT hint**: Binding requests to the STUN servers (and to the
 //!   alternate addresses or second ports they offer), and the address peers report in their
 //!   pongs; two destinations that see different public ports mean a hard NAT;
@@ -21,21 +29,24 @@
 //! so [`Input::Timeout`] carries a way to read when a peer last carried traffic, which the core
 //! asks only for the peers whose deadlines are due.
 
+mod reflexive;
+mod sources;
+mod strangers;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::disco::{self, NatHint, SharedKey};
+use crate::disco::{self, Message, NatHint, SharedKey};
 use crate::holepunch::{self, Dest, DirectPath, PeerPaths, PunchConfig};
 use crate::identity::{NodeId, SecretKey};
+use crate::rate::{source_prefix, KeyedBuckets, TokenBucket};
 use crate::stun::{Class, Message as StunMessage, MessageWriter, Method, TransactionId};
 use crate::Rng;
-
-/// Peers' views of our public address kept, the latest first.
-const PEER_VIEWS: usize = 8;
-/// Alternate STUN addresses asked beside the configured servers.
-const MAX_STUN_OTHERS: usize = 4;
+use reflexive::Reflexive;
+use sources::{Change, Sources};
+use strangers::Strangers;
 /// The soonest a peer's deadline comes back after it was handled.
 const MIN_TIMER_STEP: Duration = Duration::from_millis(1);
 
@@ -59,11 +70,28 @@ pub struct EndpointConfig {
     /// A peer with no traffic for this long, and no punching under way, is forgotten: its
     /// connection has ended (open connections send QUIC keep-alives every 15 s).
     pub peer_idle: Duration,
-    /// Peers with state at once; past it, strangers are ignored.
+    /// Peers with punching state at once (dialled or proven); past it, proven keys wait.
     pub max_peers: usize,
-    /// Strangers' packets whose key agreement is tried per second: each costs an X25519
-    /// operation, so a flood of forged pings must not eat the CPU.
-    pub stranger_pings_per_sec: u32,
+    /// Strangers remembered at once (their disco keys and relayed packets); past it, the one
+    /// first seen longest ago is forgotten.
+    pub max_strangers: usize,
+    /// How long a stranger's relayed packet waits for its QUIC handshake.
+    pub stranger_held_for: Duration,
+    /// Key agreements (an X25519 each) tried for strangers' packets per second, in all...
+    pub stranger_keys_per_sec: f64,
+    /// ...and from one source (an IPv4 address or IPv6 /64), so that junk from one place
+    /// cannot spend everyone's budget.
+    pub stranger_keys_per_source_per_sec: f64,
+    /// Pongs sent to one destination (address or /64) per second for strangers' pings: a
+    /// replayed ping from a spoofed source reflects no more than this.
+    pub stranger_pongs_per_dest_per_sec: f64,
+    /// Probes (pings, primers, birthday sprays) sent to one IP address per second, for all
+    /// peers together...
+    pub probes_per_ip_per_sec: f64,
+    /// ...and at most this many at once (one birthday attempt: primers plus spray).
+    pub probe_burst_per_ip: f64,
+    /// Addresses tentatively claimed at once (see `sources`); past it, the oldest goes.
+    pub max_tentative_sources: usize,
     /// Spare sockets (birthday probing) open at once across all peers.
     pub max_spares: usize,
 }
@@ -79,7 +107,14 @@ impl Default for EndpointConfig {
             dial_wait: Duration::from_secs(1),
             peer_idle: Duration::from_secs(60),
             max_peers: 4096,
-            stranger_pings_per_sec: 64,
+            max_strangers: 1024,
+            stranger_held_for: Duration::from_secs(30),
+            stranger_keys_per_sec: 1024.0,
+            stranger_keys_per_source_per_sec: 8.0,
+            stranger_pongs_per_dest_per_sec: 8.0,
+            probes_per_ip_per_sec: 1000.0,
+            probe_burst_per_ip: 2500.0,
+            max_tentative_sources: 4096,
             max_spares: 1024,
         }
     }
@@ -130,6 +165,12 @@ pub enum Input<'a> {
         /// Its direct addresses.
         addrs: &'a [SocketAddr],
     },
+    /// A QUIC handshake proved that the peer holds `node`'s key: it may be punched for now,
+    /// and what it sent through the relay meanwhile is read.
+    Authenticated {
+        /// The peer.
+        node: NodeId,
+    },
     /// Our interface addresses, with our ports (unchanged ones are ignored).
     LocalAddrs(Vec<SocketAddr>),
     /// The hops out of our NATs were measured: the primer TTL, or `None` when nothing could
@@ -178,12 +219,23 @@ pub enum Event {
         /// The path.
         path: Option<DirectPath>,
     },
-    /// QUIC from `addr` is `node`'s: an authentic disco packet came from there, or we probe
-    /// it (the peer may switch first). Said once per address and peer.
+    /// QUIC from `addr` is `node`'s: a path there is proven, or an authentic ping came from
+    /// there (see `sources`). Said when it changes.
     DirectSource {
         /// The peer.
         node: NodeId,
         /// The address.
+        addr: SocketAddr,
+    },
+    /// QUIC from `addr` is nobody's any more.
+    SourceReleased(SocketAddr),
+    /// A stranger reached us with an authentic ping from `addr` (which it owns, as far as
+    /// `sources` knows): until a path to it is proven, answer its QUIC there. That is how a
+    /// peer that dials us without a relay gets its handshake answered.
+    ReplyTo {
+        /// The stranger.
+        node: NodeId,
+        /// Where its ping came from.
         addr: SocketAddr,
     },
     /// A configured STUN server answered; these are our direct addresses now (the public one
@@ -219,116 +271,10 @@ struct PeerState {
     paths: PeerPaths,
     /// Spare sockets the driver was told to use for this peer.
     spares: Vec<u16>,
-    /// Addresses announced as this peer's ([`Event::DirectSource`]).
-    sources: Vec<SocketAddr>,
     /// The deadline in the timer heap.
     deadline: Option<Instant>,
     /// When the state was made, or the peer last carried traffic, as far as we know.
     alive_at: Instant,
-}
-
-/// Our public address as STUN servers and peers see it, and whether it depends on the
-/// destination.
-#[derive(Default)]
-struct Stun {
-    /// Requests in flight: transaction, server.
-    pending: Vec<(TransactionId, SocketAddr)>,
-    /// Alternate addresses servers offered (RFC 5780 OTHER-ADDRESS, or a second port on a
-    /// one-address server), asked too.
-    others: Vec<SocketAddr>,
-    /// The latest mapped address per server asked.
-    mapped: Vec<(SocketAddr, SocketAddr)>,
-    /// Our main socket's address as peers saw it in their pongs.
-    peer_views: VecDeque<SocketAddr>,
-    answered: bool,
-    /// When the servers are asked next.
-    next: Option<Instant>,
-}
-
-impl Stun {
-    /// A server answered, and so did every alternate address offered: what we know of our
-    /// mapping won't change soon.
-    fn settled(&self) -> bool {
-        self.answered
-            && self
-                .others
-                .iter()
-                .all(|o| self.mapped.iter().any(|(s, _)| s == o))
-    }
-
-    /// Two destinations saw different public addresses: the NAT maps per destination. A
-    /// peer's view counts where it saw the IP that STUN sees (not a LAN address).
-    fn hard_nat(&self) -> bool {
-        let stun = self.mapped.iter().map(|(_, a)| *a);
-        let peers = self
-            .peer_views
-            .iter()
-            .copied()
-            .filter(|a| self.mapped.iter().any(|(_, m)| m.ip() == a.ip()));
-        let seen: Vec<SocketAddr> = stun.chain(peers).collect();
-        seen.iter()
-            .any(|a| seen.iter().any(|b| a.is_ipv4() == b.is_ipv4() && a != b))
-    }
-
-    /// What we tell peers of our NAT.
-    fn nat_hint(&self, local: &[SocketAddr]) -> NatHint {
-        if self.hard_nat() {
-            NatHint::Hard
-        } else if !self.mapped.is_empty() && self.mapped.iter().all(|(_, m)| local.contains(m)) {
-            NatHint::Open
-        } else {
-            NatHint::Easy
-        }
-    }
-
-    /// Addresses a response offers for telling whether our mapping depends on the
-    /// destination: OTHER-ADDRESS, or a one-address server's second port. Whether any is new.
-    fn note_offers(&mut self, from: SocketAddr, msg: &StunMessage<'_>) -> bool {
-        let offers = msg
-            .other_address
-            .into_iter()
-            .chain(msg.alternate_port.map(|p| SocketAddr::new(from.ip(), p)));
-        let mut added = false;
-        for other in offers {
-            if other != from && !self.others.contains(&other) && self.others.len() < MAX_STUN_OTHERS
-            {
-                self.others.push(other);
-                added = true;
-            }
-        }
-        added
-    }
-
-    /// A peer saw our main socket at `addr`.
-    fn note_peer_view(&mut self, addr: SocketAddr) {
-        if self.peer_views.front() != Some(&addr) {
-            self.peer_views.retain(|a| *a != addr);
-            self.peer_views.push_front(addr);
-            self.peer_views.truncate(PEER_VIEWS);
-        }
-    }
-}
-
-/// Counts events in one-second windows.
-#[derive(Default)]
-struct RateWindow {
-    start: Option<Instant>,
-    count: u32,
-}
-
-impl RateWindow {
-    /// Whether one more event fits `per_sec` in the current window.
-    fn allow(&mut self, now: Instant, per_sec: u32) -> bool {
-        if self
-            .start
-            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
-        {
-            self.start = Some(now);
-            self.count = 0;
-        }
-        self.count += 1;
-        self.count <= per_sec
-    }
 }
 
 /// The sans-IO core of an endpoint (see the module docs).
@@ -347,12 +293,17 @@ pub struct EndpointCore {
     local: Vec<SocketAddr>,
     reflexive: Option<SocketAddr>,
     nat: NatHint,
-    stun: Stun,
+    stun: Reflexive,
+    strangers: Strangers,
+    sources: Sources,
+    stranger_keys: TokenBucket,
+    stranger_keys_by_source: KeyedBuckets<IpAddr>,
+    stranger_pongs_by_dest: KeyedBuckets<IpAddr>,
+    probes_by_ip: KeyedBuckets<IpAddr>,
     /// Whether the primer TTL has been measured (or found unmeasurable).
     primer_known: bool,
     /// Dials waiting for the primer TTL and the NAT verdict, since when.
     deferred: Vec<(NodeId, Instant)>,
-    strangers: RateWindow,
     spares_open: usize,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -365,7 +316,28 @@ impl EndpointCore {
         if !config.relay {
             config.punch.responder_wait = Duration::ZERO;
         }
+        // Tables of budgets hold about as many keys as the tables they protect.
+        let keyed = |rate: f64, burst: f64| KeyedBuckets::new(rate, burst, config.max_strangers);
         EndpointCore {
+            strangers: Strangers::new(config.max_strangers, config.stranger_held_for),
+            sources: Sources::new(config.max_tentative_sources),
+            stranger_keys: TokenBucket::new(
+                config.stranger_keys_per_sec,
+                config.stranger_keys_per_sec,
+            ),
+            stranger_keys_by_source: keyed(
+                config.stranger_keys_per_source_per_sec,
+                2.0 * config.stranger_keys_per_source_per_sec,
+            ),
+            stranger_pongs_by_dest: keyed(
+                config.stranger_pongs_per_dest_per_sec,
+                2.0 * config.stranger_pongs_per_dest_per_sec,
+            ),
+            probes_by_ip: KeyedBuckets::new(
+                config.probes_per_ip_per_sec,
+                config.probe_burst_per_ip,
+                config.max_peers,
+            ),
             me: secret.node_id(),
             secret,
             config,
@@ -376,19 +348,33 @@ impl EndpointCore {
             local: Vec::new(),
             reflexive: None,
             nat: NatHint::Easy,
-            stun: Stun::default(),
+            stun: Reflexive::default(),
             primer_known: false,
             deferred: Vec::new(),
-            strangers: RateWindow::default(),
             spares_open: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
 
-    /// Peers with state now.
+    /// Peers with punching state now (dialled or proven).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Strangers remembered now.
+    pub fn stranger_count(&self) -> usize {
+        self.strangers.len()
+    }
+
+    /// Addresses claimed now: tentatively, and by proven paths.
+    pub fn source_counts(&self) -> (usize, usize) {
+        self.sources.counts()
+    }
+
+    /// Whose QUIC packets from `addr` are, as the socket layer was told.
+    pub fn source_owner(&self, addr: &SocketAddr) -> Option<NodeId> {
+        self.sources.owner(addr)
     }
 
     /// Spare sockets in use now, across all peers.
@@ -431,13 +417,17 @@ impl EndpointCore {
                 self.handle_disco(now, Dest::Relay, Some(node), packet)
             }
             Input::Connect { node, addrs } => {
-                if node == self.me || !self.make_state(now, node) {
+                if !self.trust(now, node) {
                     return;
                 }
-                self.feed(now, node, holepunch::Input::PeerCandidates(addrs));
+                let addrs = self.usable(addrs);
+                self.feed(now, node, holepunch::Input::PeerCandidates(&addrs));
                 if !self.deferred.iter().any(|(n, _)| *n == node) {
                     self.deferred.push((node, now));
                 }
+            }
+            Input::Authenticated { node } => {
+                self.trust(now, node);
             }
             Input::LocalAddrs(addrs) => {
                 if addrs != self.local {
@@ -487,9 +477,13 @@ impl EndpointCore {
         Output::Timeout(next)
     }
 
-    /// Makes state for `node` (our own dial, or a relayed sender) unless it exists; false
-    /// when it cannot be (no disco key for that NodeId, or too many peers).
-    fn make_state(&mut self, now: Instant, node: NodeId) -> bool {
+    /// Makes punching state for `node` (a peer we dial, or whose key QUIC proved) unless it
+    /// has it, and reads what it sent while a stranger; false when it cannot be (our own key,
+    /// no disco key for that NodeId, or too many peers).
+    fn trust(&mut self, now: Instant, node: NodeId) -> bool {
+        if node == self.me {
+            return false;
+        }
         if self.peers.contains_key(&node) {
             return true;
         }
@@ -499,7 +493,15 @@ impl EndpointCore {
         let Ok(key) = SharedKey::new(&self.secret, &node) else {
             return false;
         };
-        self.insert_peer(now, node, key);
+        self.insert_peer(now, node, key.clone());
+        let (held, seen_from) = self.strangers.take(now, &node);
+        let seen_from = self.usable(&seen_from);
+        self.feed(now, node, holepunch::Input::PeerCandidates(&seen_from));
+        for packet in held {
+            if let Ok(msg) = key.open(&packet) {
+                self.handle_message(now, node, Dest::Relay, msg);
+            }
+        }
         true
     }
 
@@ -513,7 +515,6 @@ impl EndpointCore {
                 key,
                 paths,
                 spares: Vec::new(),
-                sources: Vec::new(),
                 deadline: None,
                 alive_at: now,
             },
@@ -533,42 +534,114 @@ impl EndpointCore {
         if node == self.me {
             return;
         }
-        let msg = match self.peers.get(&node) {
-            Some(st) => match st.key.open(packet) {
-                Ok(msg) => msg,
-                Err(_) => return,
+        let Some(st) = self.peers.get(&node) else {
+            return match via {
+                // No key agreement, no answer: it waits for the stranger's QUIC handshake.
+                Dest::Relay => self.strangers.hold(now, node, packet),
+                Dest::Direct(from) => self.answer_stranger(now, node, from, packet),
+                // Spare sockets exist only for peers with state.
+                Dest::Spare(..) => {}
+            };
+        };
+        let Ok(msg) = st.key.open(packet) else {
+            return;
+        };
+        self.handle_message(now, node, via, msg);
+    }
+
+    /// An authentic message from the peer `node`, which has punching state.
+    fn handle_message(&mut self, now: Instant, node: NodeId, via: Dest, msg: Message) {
+        let msg = match msg {
+            Message::Ping { tx } => {
+                if let Dest::Direct(from) | Dest::Spare(_, from) = via {
+                    // Where the peer sends QUIC from before we have proven the path.
+                    self.claim(node, from, false);
+                }
+                Message::Ping { tx }
+            }
+            Message::CallMeMaybe { candidates, nat } => Message::CallMeMaybe {
+                candidates: self.usable(&candidates),
+                nat,
             },
+            pong => pong,
+        };
+        self.feed(now, node, holepunch::Input::Message { via, msg });
+    }
+
+    /// A stranger's direct packet: an authentic ping gets one pong (within the budgets), and
+    /// its source is claimed tentatively, so QUIC from there reaches its handshake.
+    fn answer_stranger(&mut self, now: Instant, node: NodeId, from: SocketAddr, packet: &[u8]) {
+        let source = source_prefix(from.ip());
+        let key = match self.strangers.get(&node).and_then(|s| s.key.clone()) {
+            Some(k) => k,
             None => {
-                // A stranger: a peer that found our address itself (a ticket without relay,
-                // mDNS), or one dialling through the relay. Each try costs a key agreement.
-                if self.peers.len() >= self.config.max_peers
-                    || !self
-                        .strangers
-                        .allow(now, self.config.stranger_pings_per_sec)
+                if !self.stranger_keys_by_source.take(now, &source, 1.0)
+                    || !self.stranger_keys.take(now, 1.0)
                 {
                     return;
                 }
-                let Ok(key) = SharedKey::new(&self.secret, &node) else {
+                let Ok(k) = SharedKey::new(&self.secret, &node) else {
                     return;
                 };
-                let msg = match key.open(packet) {
-                    Ok(msg) => msg,
-                    Err(_) => return,
-                };
-                // Straight over UDP only a ping starts anything; the relay has checked the
-                // sender's key, so any authentic message from it may.
-                if via != Dest::Relay && !matches!(msg, disco::Message::Ping { .. }) {
-                    return;
-                }
-                self.insert_peer(now, node, key);
-                msg
+                k
             }
         };
-        if let Dest::Direct(from) | Dest::Spare(_, from) = via {
-            // An authenticated packet: QUIC from this address is the peer's.
-            self.announce_source(node, from);
+        let Ok(Message::Ping { tx }) = key.open(packet) else {
+            return;
+        };
+        let stranger = self.strangers.entry(node);
+        stranger.key = Some(key.clone());
+        let first = stranger.seen_at(from);
+        self.claim(node, from, false);
+        if first && self.sources.owner(&from) == Some(node) {
+            self.events.push_back(Event::ReplyTo { node, addr: from });
         }
-        self.feed(now, node, holepunch::Input::Message { via, msg });
+        if !self.stranger_pongs_by_dest.take(now, &source, 1.0) {
+            return;
+        }
+        let pong = Message::Pong { tx, observed: from };
+        if let Ok(payload) = key.seal(&self.me, &pong, self.rng.bytes()) {
+            self.transmits.push_back(Transmit {
+                dest: Destination::Udp(from),
+                payload,
+                ttl: None,
+            });
+        }
+    }
+
+    /// `node` claims `addr`, proven or tentatively; the socket layer hears of changes.
+    fn claim(&mut self, node: NodeId, addr: SocketAddr, proven: bool) {
+        let mut changes = Vec::new();
+        if proven {
+            let peers = &self.peers;
+            let live = |other: &NodeId, a: SocketAddr| {
+                peers.get(other).is_some_and(|p| p.paths.is_live(a))
+            };
+            self.sources.prove(node, addr, live, &mut changes);
+        } else {
+            self.sources.tentative(node, addr, &mut changes);
+        }
+        self.announce(changes);
+    }
+
+    fn announce(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            self.events.push_back(match c {
+                Change::Claimed(node, addr) => Event::DirectSource { node, addr },
+                Change::Released(addr) => Event::SourceReleased(addr),
+            });
+        }
+    }
+
+    /// The candidates worth probing: public addresses, loopback only when we are on it, private
+    /// ones only on our own subnets (a /24 or /64 of an interface address), never link-local,
+    /// multicast or unspecified ones.
+    fn usable(&self, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+        addrs
+            .iter()
+            .copied()
+            .filter(|a| usable_candidate(a, &self.local))
+            .collect()
     }
 
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
@@ -715,7 +788,7 @@ impl EndpointCore {
             if ended {
                 self.forget(node);
             } else {
-                self.flush(node);
+                self.flush(now, node);
             }
         }
         // A deadline just handled is never due again at once: whatever a peer's punching
@@ -742,6 +815,9 @@ impl EndpointCore {
     fn forget(&mut self, node: NodeId) {
         if let Some(st) = self.peers.remove(&node) {
             self.spares_open -= st.spares.len();
+            let mut changes = Vec::new();
+            self.sources.release(&node, &mut changes);
+            self.announce(changes);
             self.events.push_back(Event::PeerForgotten(node));
         }
     }
@@ -750,7 +826,7 @@ impl EndpointCore {
     fn feed(&mut self, now: Instant, node: NodeId, input: holepunch::Input<'_>) {
         if let Some(st) = self.peers.get_mut(&node) {
             st.paths.handle_input(now, input);
-            self.flush(node);
+            self.flush(now, node);
         }
     }
 
@@ -762,19 +838,10 @@ impl EndpointCore {
         }
     }
 
-    fn announce_source(&mut self, node: NodeId, addr: SocketAddr) {
-        let Some(st) = self.peers.get_mut(&node) else {
-            return;
-        };
-        if !st.sources.contains(&addr) {
-            st.sources.push(addr);
-            self.events.push_back(Event::DirectSource { node, addr });
-        }
-    }
-
-    /// Seals and queues what a peer's punching wants sent, passes on its events, closes the
-    /// spares it no longer needs and reschedules its deadline.
-    fn flush(&mut self, node: NodeId) {
+    /// Seals and queues what a peer's punching wants sent (probes within each destination
+    /// IP's budget), passes on its events, closes the spares it no longer needs and
+    /// reschedules its deadline.
+    fn flush(&mut self, now: Instant, node: NodeId) {
         loop {
             let Some(st) = self.peers.get_mut(&node) else {
                 return;
@@ -783,6 +850,10 @@ impl EndpointCore {
                 holepunch::Output::Transmit(t) => t,
                 holepunch::Output::Event(holepunch::Event::PathChanged(path)) => {
                     self.events.push_back(Event::PathChanged { node, path });
+                    continue;
+                }
+                holepunch::Output::Event(holepunch::Event::Proven { addr, .. }) => {
+                    self.claim(node, addr, true);
                     continue;
                 }
                 holepunch::Output::Event(holepunch::Event::Observed(addr)) => {
@@ -801,15 +872,8 @@ impl EndpointCore {
                     break;
                 }
             };
-            let dest = match t.dest {
-                Dest::Direct(to) => {
-                    // Allow QUIC from where we probe: the peer may switch first. (Not from
-                    // every port a birthday spray tries.)
-                    if st.paths.knows(to) {
-                        self.announce_source(node, to);
-                    }
-                    Destination::Udp(to)
-                }
+            let (dest, to) = match t.dest {
+                Dest::Direct(to) => (Destination::Udp(to), Some(to)),
                 Dest::Spare(n, to) => {
                     if !st.spares.contains(&n) {
                         if self.spares_open >= self.config.max_spares {
@@ -818,12 +882,18 @@ impl EndpointCore {
                         st.spares.push(n);
                         self.spares_open += 1;
                     }
-                    self.announce_source(node, to);
-                    Destination::Spare { node, n, to }
+                    (Destination::Spare { node, n, to }, Some(to))
                 }
                 Dest::Relay if !self.config.relay => continue,
-                Dest::Relay => Destination::Relay(node),
+                Dest::Relay => (Destination::Relay(node), None),
             };
+            // Whoever asks, one IP gets no more probes than its budget (answers are not probes).
+            let probe = matches!(t.msg, Message::Ping { .. });
+            if let (true, Some(to)) = (probe, to) {
+                if !self.probes_by_ip.take(now, &to.ip(), 1.0) {
+                    continue;
+                }
+            }
             let Some(st) = self.peers.get(&node) else {
                 return;
             };
@@ -862,3 +932,44 @@ impl EndpointCore {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a peer's candidate is worth probing, given our own interface addresses (`local`).
+fn usable_candidate(addr: &SocketAddr, local: &[SocketAddr]) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            let private = ip.is_private() || (ip.octets()[0] == 100 && ip.octets()[1] & 0xc0 == 64);
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_link_local() {
+                false
+            } else if ip.is_loopback() {
+                local.iter().any(|l| l.ip().is_loopback())
+            } else if private {
+                local.iter().any(|l| match l.ip() {
+                    IpAddr::V4(l) => l.octets()[..3] == ip.octets()[..3],
+                    IpAddr::V6(_) => false,
+                })
+            } else {
+                true
+            }
+        }
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            let link_local = s[0] & 0xffc0 == 0xfe80;
+            let unique_local = s[0] & 0xfe00 == 0xfc00;
+            if ip.is_unspecified() || ip.is_multicast() || link_local {
+                false
+            } else if ip.is_loopback() {
+                local.iter().any(|l| l.ip().is_loopback())
+            } else if unique_local {
+                local.iter().any(|l| match l.ip() {
+                    IpAddr::V6(l) => l.segments()[..4] == s[..4],
+                    IpAddr::V4(_) => false,
+                })
+            } else {
+                true
+            }
+        }
+    }
+}

@@ -146,6 +146,14 @@ pub struct DirectPath {
 pub enum Event {
     /// Traffic moves to this direct path, or back to the relay (`None`).
     PathChanged(Option<DirectPath>),
+    /// A path became live: a pong sealed by the peer answered our ping to `addr` (from spare
+    /// socket `spare`, or the main socket), so the peer really is there.
+    Proven {
+        /// The peer's address on that path.
+        addr: SocketAddr,
+        /// The spare socket of the path, if any.
+        spare: Option<u16>,
+    },
     /// The peer saw our main socket's packets come from this address: our public address
     /// towards it, which shows a mapping that depends on the destination when it differs
     /// from what STUN servers see.
@@ -431,6 +439,11 @@ impl PeerPaths {
         self.paths.iter().any(|p| p.addr == addr)
     }
 
+    /// Whether a path to `addr` is live (proven and not since dead).
+    pub fn is_live(&self, addr: SocketAddr) -> bool {
+        self.paths.iter().any(|p| p.addr == addr && p.live)
+    }
+
     /// Spare sockets that live paths use; the driver may close the others once no attempt is
     /// under way.
     pub fn spares_in_use(&self) -> impl Iterator<Item = u16> + '_ {
@@ -601,8 +614,12 @@ impl PeerPaths {
             Some(r) => (r * 7 + sample) / 8,
             None => sample,
         });
+        let proven = !p.live;
         p.live = true;
         p.heard(now);
+        if proven {
+            self.events.push_back(Event::Proven { addr: from, spare });
+        }
         if spare.is_none() {
             self.events.push_back(Event::Observed(observed));
         }

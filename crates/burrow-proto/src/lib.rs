@@ -50,6 +50,7 @@ pub mod identity;
 #[cfg(test)]
 mod mutation;
 pub mod nat_behaviour;
+pub mod rate;
 pub mod record;
 pub mod relay;
 mod rng;

@@ -1,7 +1,7 @@
 //! The endpoint core in virtual time: strangers, NAT verdicts, deferred dials and garbage
 //! collection, with real disco sealing and real STUN messages.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -174,35 +174,48 @@ fn ten_thousand_forged_pings_admit_nobody_and_cost_nothing() {
 }
 
 #[test]
-fn authentic_strangers_are_admitted_at_a_bounded_rate_and_number() {
+fn strangers_pings_get_a_pong_each_within_the_budget_of_their_source() {
     let me = key(1);
-    let config = EndpointConfig {
-        max_peers: 100,
-        ..EndpointConfig::default()
-    };
-    let mut core = EndpointCore::new(me.clone(), config, 7);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
     let start = Instant::now();
-    // 200 strangers in one second: only 64 key agreements are tried.
+    let budget = EndpointConfig::default().stranger_keys_per_source_per_sec;
+    // 200 strangers from one address in one instant: only its burst of key agreements.
     for i in 0..200 {
         let from = SocketAddr::from(([198, 51, 100, 1], 2000 + i as u16));
         let p = ping(&stranger(i), &me.node_id(), 1);
         core.handle_input(start, Input::Udp { from, packet: &p });
     }
-    assert_eq!(core.peer_count(), 64);
     let (transmits, _, _) = drain(&mut core);
-    let pongs = transmits
-        .iter()
-        .filter(|t| matches!(t.dest, Destination::Udp(_)))
-        .count();
-    assert!(pongs >= 64, "every admitted ping is answered: {pongs}");
-    // Later, no more than the cap.
-    for i in 200..10_000 {
-        let from = SocketAddr::from(([198, 51, 100, 2], 2000 + (i % 60000) as u16));
+    assert_eq!(
+        transmits.len(),
+        (2.0 * budget) as usize,
+        "one pong per agreed key"
+    );
+    assert_eq!(core.peer_count(), 0, "strangers are not punched for");
+    // Each pong goes back to the ping's source, sealed for that stranger.
+    for (t, i) in transmits.iter().zip(0..) {
+        let from = SocketAddr::from(([198, 51, 100, 1], 2000 + i as u16));
+        assert_eq!(t.dest, Destination::Udp(from));
+        let msgs = opened(std::slice::from_ref(t), &stranger(i), &me.node_id());
+        assert!(matches!(msgs[..], [(_, Message::Pong { observed, .. })] if observed == from));
+    }
+    // Another source has its own budget.
+    let p = ping(&stranger(500), &me.node_id(), 1);
+    let from = SocketAddr::from(([198, 51, 100, 2], 2000));
+    core.handle_input(start, Input::Udp { from, packet: &p });
+    assert_eq!(drain(&mut core).0.len(), 1);
+    // Thousands more over time: the table of strangers stays at its cap.
+    for i in 1000..11_000u32 {
+        let from = SocketAddr::from(([198, 51, (i / 250) as u8, (i % 250) as u8 + 1], 4000));
         let p = ping(&stranger(i), &me.node_id(), 1);
-        let at = start + Duration::from_secs(1) + Duration::from_millis(u64::from(i));
+        let at = start + Duration::from_millis(u64::from(i));
         core.handle_input(at, Input::Udp { from, packet: &p });
     }
-    assert_eq!(core.peer_count(), 100);
+    assert_eq!(
+        core.stranger_count(),
+        EndpointConfig::default().max_strangers
+    );
+    assert_eq!(core.peer_count(), 0);
 }
 
 #[test]
@@ -484,4 +497,277 @@ fn a_peer_that_sees_another_port_than_stun_means_a_hard_nat() {
         );
         assert_eq!(core.nat_hint(), hint, "{observed}");
     }
+}
+
+/// A CallMeMaybe from `from`, sealed for `to`, naming `candidates` and a hard NAT (which
+/// would make an easy node spray the first candidate's IP).
+fn call_me_maybe(from: &SecretKey, to: &NodeId, candidates: Vec<SocketAddr>) -> Vec<u8> {
+    let k = SharedKey::new(from, to).unwrap();
+    let msg = Message::CallMeMaybe {
+        candidates,
+        nat: NatHint::Hard,
+    };
+    k.seal(&from.node_id(), &msg, [5; 12]).unwrap()
+}
+
+/// Everything sent to `ip` among `transmits`.
+fn sent_to(transmits: &[Transmit], ip: IpAddr) -> usize {
+    transmits
+        .iter()
+        .filter(|t| match t.dest {
+            Destination::Udp(a) | Destination::Spare { to: a, .. } => a.ip() == ip,
+            Destination::Relay(_) => false,
+        })
+        .count()
+}
+
+const VICTIM: &str = "192.0.2.99:443";
+
+#[test]
+fn strangers_calls_through_the_relay_make_us_send_nothing_and_tell_nothing() {
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), stun_config(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::LocalAddrs(vec![addr("10.1.0.2:4000")]));
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let (stun, _, _) = drain(&mut core);
+    let answer = stun_answer(&stun[0], addr(OUR_PUBLIC), None);
+    core.handle_input(
+        t0,
+        Input::Udp {
+            from: addr(SERVER),
+            packet: &answer,
+        },
+    );
+    drain(&mut core);
+    // 1,000 strangers at once, each naming the victim (and our own LAN, and loopback).
+    for i in 0..1000 {
+        let s = stranger(i);
+        let p = call_me_maybe(
+            &s,
+            &me.node_id(),
+            vec![addr(VICTIM), addr("10.1.0.7:80"), addr("127.0.0.1:22")],
+        );
+        core.handle_input(
+            t0,
+            Input::Relayed {
+                node: s.node_id(),
+                packet: &p,
+            },
+        );
+    }
+    let (t, _) = run(&mut core, t0, t0 + Duration::from_secs(20), &|_, _| true);
+    let victim = addr(VICTIM).ip();
+    assert_eq!(sent_to(&t, victim), 0, "to the victim");
+    assert_eq!(sent_to(&t, "10.1.0.7".parse().unwrap()), 0, "to our LAN");
+    let to_strangers = t
+        .iter()
+        .filter(|t| matches!(t.dest, Destination::Relay(_)))
+        .count();
+    assert_eq!(
+        to_strangers, 0,
+        "no CallMeMaybe of ours, so none of our addresses"
+    );
+    assert_eq!(core.peer_count(), 0);
+}
+
+#[test]
+fn a_peer_proven_over_quic_is_punched_for_but_one_ip_gets_only_its_budget() {
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    // A genuine peer's CallMeMaybe arrives before its handshake finishes: it waits...
+    let genuine = stranger(1);
+    let p = call_me_maybe(&genuine, &me.node_id(), vec![addr(PEER_PUBLIC)]);
+    core.handle_input(
+        t0,
+        Input::Relayed {
+            node: genuine.node_id(),
+            packet: &p,
+        },
+    );
+    assert!(drain(&mut core).0.is_empty());
+    // ...and is answered once QUIC proves the key.
+    let t1 = t0 + Duration::from_millis(80);
+    core.handle_input(
+        t1,
+        Input::Authenticated {
+            node: genuine.node_id(),
+        },
+    );
+    let (t, _, _) = drain(&mut core);
+    let msgs = opened(&t, &genuine, &me.node_id());
+    assert!(calls(&msgs).len() == 1, "our answer: {msgs:?}");
+    assert!(
+        sent_to(&t, addr(PEER_PUBLIC).ip()) > 0,
+        "primers to its address"
+    );
+    // 1,000 proven peers naming one victim: the victim's IP gets no more than its budget.
+    for i in 10..1010 {
+        let s = stranger(i);
+        core.handle_input(t1, Input::Authenticated { node: s.node_id() });
+        let p = call_me_maybe(&s, &me.node_id(), vec![addr(VICTIM)]);
+        core.handle_input(
+            t1,
+            Input::Relayed {
+                node: s.node_id(),
+                packet: &p,
+            },
+        );
+    }
+    let (t, _) = run(&mut core, t1, t1 + Duration::from_secs(10), &|_, _| true);
+    let to_victim = sent_to(&t, addr(VICTIM).ip());
+    let c = EndpointConfig::default();
+    let bound = c.probe_burst_per_ip + 10.0 * c.probes_per_ip_per_sec;
+    assert!(
+        (to_victim as f64) <= bound,
+        "{to_victim} packets to the victim in 10 s, bound {bound}"
+    );
+    assert!(to_victim > 100, "the budget is used, not zero: {to_victim}");
+}
+
+#[test]
+fn a_third_party_cannot_take_a_peers_proven_address() {
+    let (me, b, m) = (key(1), key(2), key(3));
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(None));
+    let x = addr(PEER_PUBLIC);
+    core.handle_input(
+        t0,
+        Input::Connect {
+            node: b.node_id(),
+            addrs: &[x],
+        },
+    );
+    let (sent, _) = run(&mut core, t0, t0 + Duration::from_millis(1100), &idle);
+    pong_from_peer(
+        &mut core,
+        &me,
+        &b,
+        &sent,
+        t0 + Duration::from_millis(1150),
+        addr(OUR_PUBLIC),
+    );
+    assert_eq!(core.source_owner(&x), Some(b.node_id()));
+    assert!(core.path(&b.node_id()).is_some());
+    // M, proven over QUIC too, names X and pings "from" X (a replay with a spoofed source).
+    core.handle_input(
+        t0 + Duration::from_millis(1200),
+        Input::Authenticated { node: m.node_id() },
+    );
+    let p = call_me_maybe(&m, &me.node_id(), vec![x]);
+    core.handle_input(
+        t0 + Duration::from_millis(1200),
+        Input::Relayed {
+            node: m.node_id(),
+            packet: &p,
+        },
+    );
+    let spoofed = ping(&m, &me.node_id(), 9);
+    core.handle_input(
+        t0 + Duration::from_millis(1210),
+        Input::Udp {
+            from: x,
+            packet: &spoofed,
+        },
+    );
+    let (_, events) = run(&mut core, t0, t0 + Duration::from_secs(5), &|n, _| {
+        *n == b.node_id()
+    });
+    assert_eq!(core.source_owner(&x), Some(b.node_id()), "X is still B's");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DirectSource { node, .. } if *node == m.node_id())),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn junk_at_ten_thousand_a_second_does_not_stop_a_genuine_newcomer() {
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    let junk_from = addr("198.51.100.66:9999");
+    let genuine = stranger(7);
+    let genuine_from = addr("198.51.100.7:5000");
+    let mut answered = None;
+    let mut junk = [0u8; 80];
+    junk[..4].copy_from_slice(&disco::MAGIC);
+    // Two seconds: a junk packet every 100 µs, and after the first 100 ms a genuine ping every
+    // 200 ms.
+    for step in 0..20_000u32 {
+        let now = t0 + Duration::from_micros(u64::from(step) * 100);
+        junk[4..8].copy_from_slice(&step.to_le_bytes());
+        core.handle_input(
+            now,
+            Input::Udp {
+                from: junk_from,
+                packet: &junk,
+            },
+        );
+        if step % 2000 == 1000 {
+            let p = ping(&genuine, &me.node_id(), step as u8);
+            core.handle_input(
+                now,
+                Input::Udp {
+                    from: genuine_from,
+                    packet: &p,
+                },
+            );
+        }
+        let (t, _, _) = drain(&mut core);
+        if answered.is_none() && t.iter().any(|t| t.dest == Destination::Udp(genuine_from)) {
+            answered = Some(now - t0);
+        }
+    }
+    assert_eq!(
+        answered,
+        Some(Duration::from_millis(100)),
+        "the first genuine ping is answered"
+    );
+    assert_eq!(core.source_owner(&genuine_from), Some(genuine.node_id()));
+}
+
+#[test]
+fn a_hundred_thousand_strangers_leave_the_state_under_its_caps() {
+    let me = key(1);
+    let c = EndpointConfig::default();
+    let mut core = EndpointCore::new(me.clone(), c.clone(), 7);
+    let t0 = Instant::now();
+    // Half send through the relay (kept unopened, so any bytes do), half straight from an
+    // address of their own: one in ten of those an authentic ping, the rest junk.
+    let mut junk = [0u8; 80];
+    junk[..4].copy_from_slice(&disco::MAGIC);
+    for i in 0..100_000u32 {
+        let s = stranger(i);
+        let now = t0 + Duration::from_micros(u64::from(i) * 500);
+        let from = SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 1024 + (i % 1000) as u16));
+        junk[4..36].copy_from_slice(s.node_id().as_bytes());
+        let input = match i % 20 {
+            0 => Some(ping(&s, &me.node_id(), 1)),
+            n if n % 2 == 0 => None,
+            _ => Some(junk.to_vec()),
+        };
+        match input {
+            Some(p) => core.handle_input(now, Input::Udp { from, packet: &p }),
+            None => core.handle_input(
+                now,
+                Input::Relayed {
+                    node: s.node_id(),
+                    packet: &junk,
+                },
+            ),
+        }
+        drain(&mut core);
+    }
+    assert_eq!(core.stranger_count(), c.max_strangers);
+    let (tentative, proven) = core.source_counts();
+    assert!(
+        tentative > 1000 && tentative <= c.max_tentative_sources,
+        "{tentative}"
+    );
+    assert_eq!((proven, core.peer_count()), (0, 0));
 }

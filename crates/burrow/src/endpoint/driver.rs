@@ -20,6 +20,7 @@ use tracing::{debug, trace};
 
 use super::peers::{Peer, PeerMap};
 use super::socket::{send_with_ttl, Control, MagicSocket};
+use super::DirectPath;
 use crate::relay_client::RelayClient;
 
 /// How long the driver sleeps when the core has nothing scheduled.
@@ -33,6 +34,8 @@ pub(crate) enum Command {
         node: NodeId,
         addrs: Vec<SocketAddr>,
     },
+    /// A QUIC handshake proved `node`'s key.
+    Authenticated { node: NodeId },
 }
 
 /// A disco packet that came through the relay.
@@ -65,10 +68,14 @@ impl Driver {
     pub async fn run(mut self) {
         // The primer TTL is measured once, off the runtime.
         let (hops_tx, mut hops_rx) = tokio::sync::oneshot::channel();
-        if let Some(server) = self.hops_server {
-            tokio::task::spawn_blocking(move || {
-                let _ = hops_tx.send(super::hops::nat_exit_ttl(server));
-            });
+        match self.hops_server {
+            Some(server) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = hops_tx.send(super::hops::nat_exit_ttl(server));
+                });
+            }
+            // Nothing to measure against: dials need not wait for it.
+            None => drop(hops_tx),
         }
         let mut hops_pending = true;
         let local = local_candidates(&self.socket);
@@ -97,6 +104,9 @@ impl Driver {
                     None => return,
                     Some(Command::Connect { node, addrs }) => {
                         self.core.handle_input(Instant::now(), Input::Connect { node, addrs: &addrs });
+                    }
+                    Some(Command::Authenticated { node }) => {
+                        self.core.handle_input(Instant::now(), Input::Authenticated { node });
                     }
                 },
                 Some(Relayed(node, packet)) = self.relayed_disco.recv() => {
@@ -136,7 +146,7 @@ impl Driver {
                 }
             }
             Destination::Spare { node, n, to } => {
-                let (peer, _) = self.peers.get_or_insert(node);
+                let peer = self.peers.get_or_insert(node);
                 let Some(spare) = self.spare(&peer, n, to) else {
                     return;
                 };
@@ -156,26 +166,30 @@ impl Driver {
         match e {
             Event::PathChanged { node, path } => {
                 debug!(peer = %node.short(), ?path, "path");
-                let (peer, _) = self.peers.get_or_insert(node);
+                let peer = self.peers.get_or_insert(node);
                 peer.set_direct(path);
                 if let Some(path) = &path {
-                    // QUIC's first flight, held while no path existed.
-                    for datagram in peer.take_held() {
-                        let t = quinn::udp::Transmit {
-                            destination: path.addr,
-                            ecn: None,
-                            contents: &datagram,
-                            segment_size: None,
-                            src_ip: None,
-                        };
-                        let _ = self.socket.send_direct(&peer, path, &t);
-                    }
+                    self.send_held(&peer, path);
                 }
                 self.path_changes.send_modify(|n| *n += 1);
             }
             Event::DirectSource { node, addr } => {
-                let (peer, _) = self.peers.get_or_insert(node);
+                let peer = self.peers.get_or_insert_unconfirmed(node);
                 self.peers.set_direct_source(addr, &peer);
+            }
+            Event::SourceReleased(addr) => self.peers.remove_direct_source(&addr),
+            Event::ReplyTo { node, addr } => {
+                // A proven path, once there is one, takes its place.
+                let peer = self.peers.get_or_insert_unconfirmed(node);
+                if peer.direct().is_none() {
+                    let path = DirectPath {
+                        addr,
+                        rtt: Duration::ZERO,
+                        spare: None,
+                    };
+                    peer.set_direct(Some(path));
+                    self.send_held(&peer, &path);
+                }
             }
             Event::Candidates(ours) => {
                 debug!(?ours, "our addresses");
@@ -202,17 +216,26 @@ impl Driver {
             }
             Event::PeerForgotten(node) => {
                 debug!(peer = %node.short(), "peer forgotten");
-                if let Some(peer) = self.peers.by_node(&node) {
-                    // Traffic that comes back starts on the relay.
-                    peer.set_direct(None);
-                    peer.take_held();
-                    peer.retain_spares(|_| false);
-                    self.peers.forget_direct_sources(&peer);
-                }
+                // Its connection ended: traffic that comes back starts afresh on the relay.
+                self.peers.remove(&node);
                 for (_, reader) in self.spare_readers.remove(&node).unwrap_or_default() {
                     reader.abort();
                 }
             }
+        }
+    }
+
+    /// Sends the QUIC datagrams held while `peer` had no path (a handshake's first flight).
+    fn send_held(&self, peer: &Peer, path: &DirectPath) {
+        for datagram in peer.take_held() {
+            let t = quinn::udp::Transmit {
+                destination: path.addr,
+                ecn: None,
+                contents: &datagram,
+                segment_size: None,
+                src_ip: None,
+            };
+            let _ = self.socket.send_direct(peer, path, &t);
         }
     }
 
@@ -346,7 +369,7 @@ pub(crate) async fn relay_reader(
         if disco::looks_like_disco(&payload) {
             let _ = disco.try_send(Relayed(src, payload));
         } else {
-            let (peer, _) = peers.get_or_insert(src);
+            let peer = peers.get_or_insert_unconfirmed(src);
             peers.note_activity(&peer);
             if quic.send((peer.mapped, payload)).await.is_err() {
                 return;

@@ -235,7 +235,12 @@ impl Endpoint {
         };
         tasks.push(tokio::spawn(driver.run()));
         let (accepted_tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
-        tasks.push(tokio::spawn(handshake_incoming(quic.clone(), accepted_tx)));
+        tasks.push(tokio::spawn(handshake_incoming(
+            quic.clone(),
+            peers.clone(),
+            commands_tx.clone(),
+            accepted_tx,
+        )));
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 secret,
@@ -304,7 +309,7 @@ impl Endpoint {
         if self.inner.relay.is_none() && ticket.addrs.is_empty() {
             return Err(ConnectError::NoRoute(node.to_string()));
         }
-        let (peer, _) = self.inner.peers.get_or_insert(node);
+        let peer = self.inner.peers.get_or_insert(node);
         let _ = self
             .inner
             .commands
@@ -386,8 +391,15 @@ impl Endpoint {
 }
 
 /// Runs every incoming handshake in a task of its own (at most [`MAX_HANDSHAKES`] at once,
-/// each for at most [`HANDSHAKE_TIMEOUT`]) and queues the connections whose key TLS proved.
-async fn handshake_incoming(quic: quinn::Endpoint, accepted: mpsc::Sender<Connection>) {
+/// each for at most [`HANDSHAKE_TIMEOUT`]) and queues the connections whose key TLS proved,
+/// telling the driver (the key may be punched for now). A connection that arrived at another
+/// peer's made-up address than its key's is refused: its packets were misfiled.
+async fn handshake_incoming(
+    quic: quinn::Endpoint,
+    peers: Arc<PeerMap>,
+    commands: mpsc::Sender<Command>,
+    accepted: mpsc::Sender<Connection>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     while let Some(incoming) = quic.accept().await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -395,7 +407,7 @@ async fn handshake_incoming(quic: quinn::Endpoint, accepted: mpsc::Sender<Connec
             incoming.refuse();
             continue;
         };
-        let accepted = accepted.clone();
+        let (accepted, peers, commands) = (accepted.clone(), peers.clone(), commands.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -403,9 +415,18 @@ async fn handshake_incoming(quic: quinn::Endpoint, accepted: mpsc::Sender<Connec
                 Ok(Err(e)) => return tracing::debug!("incoming handshake failed: {e}"),
                 Err(_) => return tracing::debug!("incoming handshake timed out"),
             };
-            if let Some(remote) = tls::peer_node_id(&quic) {
-                let _ = accepted.send(Connection { quic, remote }).await;
+            let Some(remote) = tls::peer_node_id(&quic) else {
+                return;
+            };
+            let filed_as = peers.by_mapped(&quic.remote_address()).map(|p| p.node);
+            if filed_as != Some(remote) {
+                tracing::debug!(peer = %remote.short(), "handshake at another peer's address: refused");
+                quic.close(0u32.into(), b"misfiled");
+                return;
             }
+            peers.get_or_insert(remote);
+            let _ = commands.send(Command::Authenticated { node: remote }).await;
+            let _ = accepted.send(Connection { quic, remote }).await;
         });
     }
 }

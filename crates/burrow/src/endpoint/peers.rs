@@ -4,9 +4,9 @@
 //! a peer number), so that moving a peer between the relay and a direct path is invisible to
 //! QUIC: no migration, and the streams carry on. The socket layer translates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,13 @@ const MAPPED_PREFIX: [u16; 4] = [0xfdb7, 0x7277, 0x6275, 0x7277];
 const MAPPED_PORT: u16 = 1;
 /// Datagrams held per peer while no path exists (a QUIC handshake's first flight).
 const MAX_HELD: usize = 8;
+/// Peers known only as senders through the relay, not yet dialled or proven by a handshake:
+/// past this many, the oldest is forgotten (a flood of relayed keys cannot grow the map).
+pub(crate) const MAX_UNCONFIRMED: usize = 4096;
 
 /// Whether `addr` is one of the made-up peer addresses.
-pub(crate) fn is_mapped(addr: &SocketAddr) -> bool {
+#[cfg(test)]
+fn is_mapped(addr: &SocketAddr) -> bool {
     match addr {
         SocketAddr::V6(a) => a.ip().segments()[..4] == MAPPED_PREFIX,
         SocketAddr::V4(_) => false,
@@ -48,6 +52,8 @@ pub(crate) struct Peer {
     last_direct_rx: AtomicU64,
     /// Milliseconds since the map's epoch of the last QUIC packet either way, on any path.
     last_activity: AtomicU64,
+    /// Dialled by us, or its key proven by a handshake (else a sender through the relay).
+    confirmed: AtomicBool,
 }
 
 impl Peer {
@@ -107,6 +113,10 @@ struct Maps {
     by_node: HashMap<NodeId, Arc<Peer>>,
     by_mapped: HashMap<SocketAddr, Arc<Peer>>,
     by_direct: HashMap<SocketAddr, Arc<Peer>>,
+    /// Peers not yet dialled or proven, oldest first (stale names are skipped).
+    unconfirmed: VecDeque<NodeId>,
+    /// How many of `by_node` are unconfirmed.
+    unconfirmed_count: usize,
     next: u64,
 }
 
@@ -129,17 +139,78 @@ impl PeerMap {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The peer with this key, added if new. The bool says whether it was added.
-    pub fn get_or_insert(&self, node: NodeId) -> (Arc<Peer>, bool) {
+    /// The peer with this key, added if new, and confirmed: we dial it, or a handshake
+    /// proved its key.
+    pub fn get_or_insert(&self, node: NodeId) -> Arc<Peer> {
         if let Some(p) = self.read().by_node.get(&node) {
-            return (p.clone(), false);
+            if p.confirmed.load(Ordering::Relaxed) {
+                return p.clone();
+            }
+        }
+        let mut maps = self.write();
+        if let Some(p) = maps.by_node.get(&node).cloned() {
+            if !p.confirmed.swap(true, Ordering::Relaxed) {
+                maps.unconfirmed_count -= 1;
+            }
+            return p;
+        }
+        maps.insert(node, true)
+    }
+
+    /// The peer with this key, added unconfirmed if new (a sender through the relay).
+    pub fn get_or_insert_unconfirmed(&self, node: NodeId) -> Arc<Peer> {
+        if let Some(p) = self.read().by_node.get(&node) {
+            return p.clone();
         }
         let mut maps = self.write();
         if let Some(p) = maps.by_node.get(&node) {
-            return (p.clone(), false);
+            return p.clone();
         }
-        let n = maps.next;
-        maps.next += 1;
+        while maps.unconfirmed_count >= MAX_UNCONFIRMED {
+            let Some(old) = maps.unconfirmed.pop_front() else {
+                break;
+            };
+            if maps
+                .by_node
+                .get(&old)
+                .is_some_and(|p| !p.confirmed.load(Ordering::Relaxed))
+            {
+                maps.remove(&old);
+            }
+        }
+        // Confirmed and removed ones leave stale names behind; drop them before they pile up.
+        if maps.unconfirmed.len() > 2 * MAX_UNCONFIRMED {
+            let Maps {
+                by_node,
+                unconfirmed,
+                ..
+            } = &mut *maps;
+            unconfirmed.retain(|n| {
+                by_node
+                    .get(n)
+                    .is_some_and(|p| !p.confirmed.load(Ordering::Relaxed))
+            });
+        }
+        maps.unconfirmed.push_back(node);
+        maps.insert(node, false)
+    }
+
+    /// Forgets `node` (its connection ended): its made-up and direct addresses go.
+    pub fn remove(&self, node: &NodeId) {
+        self.write().remove(node);
+    }
+
+    /// Peers known now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.read().by_node.len()
+    }
+}
+
+impl Maps {
+    fn insert(&mut self, node: NodeId, confirmed: bool) -> Arc<Peer> {
+        let n = self.next;
+        self.next += 1;
         let s = MAPPED_PREFIX;
         let ip = Ipv6Addr::new(
             s[0],
@@ -159,12 +230,29 @@ impl PeerMap {
             held: Mutex::new(Vec::new()),
             last_direct_rx: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
+            confirmed: AtomicBool::new(confirmed),
         });
-        maps.by_node.insert(node, peer.clone());
-        maps.by_mapped.insert(peer.mapped, peer.clone());
-        (peer, true)
+        self.by_node.insert(node, peer.clone());
+        self.by_mapped.insert(peer.mapped, peer.clone());
+        if !confirmed {
+            self.unconfirmed_count += 1;
+        }
+        peer
     }
 
+    fn remove(&mut self, node: &NodeId) {
+        let Some(p) = self.by_node.remove(node) else {
+            return;
+        };
+        if !p.confirmed.load(Ordering::Relaxed) {
+            self.unconfirmed_count -= 1;
+        }
+        self.by_mapped.remove(&p.mapped);
+        self.by_direct.retain(|_, q| !Arc::ptr_eq(q, &p));
+    }
+}
+
+impl PeerMap {
     pub fn by_node(&self, node: &NodeId) -> Option<Arc<Peer>> {
         self.read().by_node.get(node).cloned()
     }
@@ -182,9 +270,9 @@ impl PeerMap {
         self.write().by_direct.insert(addr, peer.clone());
     }
 
-    /// Packets from `peer`'s direct addresses are nobody's any more (its state was forgotten).
-    pub fn forget_direct_sources(&self, peer: &Arc<Peer>) {
-        self.write().by_direct.retain(|_, p| !Arc::ptr_eq(p, peer));
+    /// Packets from `addr` are nobody's any more.
+    pub fn remove_direct_source(&self, addr: &SocketAddr) {
+        self.write().by_direct.remove(addr);
     }
 
     fn now_ms(&self) -> u64 {
@@ -226,14 +314,39 @@ mod tests {
         let map = PeerMap::new();
         let a = burrow_proto::identity::SecretKey::from_bytes([1; 32]).node_id();
         let b = burrow_proto::identity::SecretKey::from_bytes([2; 32]).node_id();
-        let (pa, new_a) = map.get_or_insert(a);
-        let (pb, _) = map.get_or_insert(b);
-        let (pa2, again) = map.get_or_insert(a);
-        assert!(new_a && !again);
+        let pa = map.get_or_insert(a);
+        let pb = map.get_or_insert(b);
+        let pa2 = map.get_or_insert(a);
+        assert!(Arc::ptr_eq(&pa, &pa2));
         assert_eq!(pa.mapped, pa2.mapped);
         assert_ne!(pa.mapped, pb.mapped);
         assert!(is_mapped(&pa.mapped));
         assert!(!is_mapped(&"[fd00::1]:1".parse().unwrap()));
         assert_eq!(map.by_mapped(&pb.mapped).unwrap().node, b);
+    }
+
+    #[test]
+    fn relayed_senders_are_bounded_and_confirmed_peers_stay() {
+        let map = PeerMap::new();
+        let key = |i: u32| {
+            let mut b = [7u8; 32];
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            burrow_proto::identity::SecretKey::from_bytes(b).node_id()
+        };
+        let dialled = map.get_or_insert(key(0));
+        let proven = map.get_or_insert_unconfirmed(key(1));
+        map.get_or_insert(key(1));
+        for i in 2..(MAX_UNCONFIRMED as u32 * 3) {
+            map.get_or_insert_unconfirmed(key(i));
+        }
+        assert_eq!(map.len(), MAX_UNCONFIRMED + 2);
+        assert!(Arc::ptr_eq(&map.by_node(&key(0)).unwrap(), &dialled));
+        assert!(Arc::ptr_eq(&map.by_node(&key(1)).unwrap(), &proven));
+        assert!(
+            map.by_node(&key(2)).is_none(),
+            "the oldest relayed sender went"
+        );
+        map.remove(&key(0));
+        assert!(map.by_mapped(&dialled.mapped).is_none());
     }
 }

@@ -120,6 +120,9 @@ fn server_config_with(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport());
+    // A peer keeps one made-up address for good, whichever path carries it: a connection
+    // that shows up at another peer's address is misfiled traffic, never a migration.
+    server.migration(false);
     Ok(server)
 }
 
