@@ -350,3 +350,136 @@ fn forged_probes_from_a_third_host_do_not_move_the_path() {
         "the listener's path moved: {moves:#?}"
     );
 }
+
+/// Through the relay, `keys` strangers (fresh keys, from home `from`) send the listener a
+/// CallMeMaybe every 50 ms for `time`, each naming `names` and claiming a hard NAT (which
+/// would make an easy node spray the first one). Returns the messages sent.
+fn flood_through_the_relay(
+    s: &Setup,
+    from: &str,
+    listener: NodeId,
+    names: Vec<SocketAddr>,
+    keys: usize,
+    time: Duration,
+) -> u64 {
+    s.lab
+        .in_ns(s.lab.host_ns(from), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let relay: burrow::relay_client::RelayUrl =
+                    burrow_lab::burrow::relay_url().parse()?;
+                let mut clients = Vec::new();
+                for _ in 0..keys {
+                    let key = SecretKey::from_bytes(rand::random());
+                    let sealer = SharedKey::new(&key, &listener)?;
+                    let c = burrow::relay_client::RelayClient::new(
+                        vec![relay.clone()],
+                        key.clone(),
+                        Default::default(),
+                    );
+                    clients.push((key.node_id(), sealer, c));
+                }
+                for (_, _, c) in &clients {
+                    c.wait_connected(Duration::from_secs(10)).await?;
+                }
+                let mut sent = 0;
+                let until = Instant::now() + time;
+                let msg = Message::CallMeMaybe {
+                    candidates: names,
+                    nat: NatHint::Hard,
+                };
+                while Instant::now() < until {
+                    for (me, sealer, c) in &clients {
+                        let packet = sealer.seal(me, &msg, rand::random())?;
+                        if c.send(listener, packet.into()).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                for (_, _, c) in clients {
+                    c.close().await;
+                }
+                Ok::<_, anyhow::Error>(sent)
+            })
+        })
+        .expect("the flood runs")
+}
+
+#[test]
+fn a_stranger_flood_through_the_relay_leaves_genuine_connections_direct_and_fast() {
+    if !Lab::tests_allowed() {
+        return;
+    }
+    // The connector's link is held to 100 Mbit/s, so a transfer measures the path, not the
+    // CPU that the flood shares on this machine.
+    let s = setup(
+        NatKind::PortRestrictedCone,
+        None,
+        &[("evil", NatKind::Open), ("victim", NatKind::Open)],
+    );
+    let ticket: burrow::ticket::Ticket = s.ticket.parse().unwrap();
+    let victim = SocketAddr::new(s.lab.host_ip("victim").into(), 9);
+    // Counts what reaches the victim from the listener's public address.
+    let listener_ip = s.lab.public_ip("a");
+    s.iptables(
+        s.lab.host_ns("victim"),
+        &[
+            "-A",
+            "INPUT",
+            "-s",
+            &listener_ip.to_string(),
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let bytes = 60_000_000;
+    let quiet = s.finish(&s.connect(bytes, None));
+    let connector = s.wait_direct().parse::<SocketAddr>().unwrap();
+    // The flood names the connector's address (a path hijack) and the victim's (a reflection).
+    let flood = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            flood_through_the_relay(
+                &s,
+                "evil",
+                ticket.node_id,
+                vec![victim, connector],
+                48,
+                Duration::from_secs(12),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let flooded = s.finish(&s.connect(bytes, None));
+        (flood.join().unwrap(), flooded)
+    });
+    let (sent, flooded) = flood;
+    let to_victim = s.counted_from(s.lab.host_ns("victim"), listener_ip);
+    let rate = |r: &serde_json::Value| r["throughput_mbps"].as_f64().unwrap();
+    eprintln!(
+        "quiet: {:.1} Mbit/s, {}; under {sent} stranger messages: {:.1} Mbit/s, {}; {to_victim} packets to the victim",
+        rate(&quiet),
+        quiet["path"],
+        rate(&flooded),
+        flooded["path"]
+    );
+    assert!(sent > 5_000, "the flood ran: {sent} messages");
+    for r in [&quiet, &flooded] {
+        assert_eq!(r["connected"], true);
+        assert_eq!(r["bytes"], bytes, "every byte arrived, hash checked");
+        assert_eq!(r["path"], "direct", "{r}");
+        // Relay to direct once, when direct came after the first byte; never back.
+        assert!(r["path_changes"].as_u64().unwrap() <= 1, "moved: {r}");
+    }
+    assert!(
+        rate(&flooded) >= 0.9 * rate(&quiet),
+        "throughput under the flood {:.1} Mbit/s, quiet {:.1}",
+        rate(&flooded),
+        rate(&quiet)
+    );
+    assert_eq!(
+        to_victim, 0,
+        "the listener sent the victim {to_victim} packets"
+    );
+}
