@@ -14,11 +14,11 @@
 //! The protocol is [`burrow_proto::relay`]; each connection runs the sans-IO
 //! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver.
 
+mod clients;
 mod config;
 mod http;
 mod metrics;
 pub mod records;
-mod registry;
 mod session;
 mod tls;
 
@@ -67,7 +67,8 @@ pub enum RelayError {
 pub(crate) struct Shared {
     config: RelayConfig,
     metrics: metrics::Metrics,
-    registry: registry::Registry,
+    /// The connected clients.
+    clients: clients::Clients,
     /// The bootstrap registry, unless turned off.
     records: Option<records::routes::Registry>,
     started: Instant,
@@ -156,7 +157,7 @@ impl RelayServer {
         let shared = Arc::new(Shared {
             config,
             metrics: metrics::Metrics::new(),
-            registry: registry::Registry::default(),
+            clients: clients::Clients::default(),
             records,
             started: Instant::now(),
             conn_ids: AtomicU64::new(1),
@@ -245,7 +246,7 @@ impl Shared {
             } else {
                 "ok"
             },
-            clients: self.registry.len() as u64,
+            clients: self.clients.len() as u64,
             uptime_secs: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
         }
