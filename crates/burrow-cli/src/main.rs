@@ -10,8 +10,8 @@ use burrow::config::{Config, RelayFileConfig};
 use burrow::dht::{DhtConfig, DhtDiscovery};
 use burrow::netcheck::{self, Report};
 use burrow::relay_client::RelayUrl;
-use burrow::stun_service::{AltPort, StunOptions, StunService};
 use burrow::ticket::Ticket;
+use burrow_relay::stun::{AltPort, StunOptions, StunService};
 use clap::{Parser, Subcommand};
 
 mod discover;

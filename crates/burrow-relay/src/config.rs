@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use burrow::config::RelayFileConfig;
-use burrow::stun_service::{AltPort, StunOptions};
 use burrow_proto::relay::server_conn::{ConnLimits, MAX_MESSAGE};
+
+use crate::stun::{AltPort, StunOptions};
 
 /// The relay's limits. Every one is explicit, has a default and a `burrow relay` flag.
 #[derive(Clone, Debug, PartialEq, Eq)]

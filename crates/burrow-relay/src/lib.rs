@@ -1,6 +1,6 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
-//! WebSocket, co-hosts STUN and the bootstrap registry of signed node records ([`records`]),
-//! and serves `GET /health` and `GET /metrics`.
+//! WebSocket, co-hosts STUN ([`stun`]) and the bootstrap registry of signed node records
+//! ([`records`]), and serves `GET /health` and `GET /metrics`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {
@@ -20,6 +20,7 @@ mod http;
 mod metrics;
 pub mod records;
 mod session;
+pub mod stun;
 mod tls;
 
 use std::net::SocketAddr;
@@ -27,13 +28,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow::stun_service::{StunService, StunServiceError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNotice, TlsFiles};
 pub use metrics::{RelayStats, CLOSE_LABELS};
+use stun::{StunService, StunServiceError};
 
 /// The path of the WebSocket endpoint.
 pub const RELAY_PATH: &str = "/relay";
