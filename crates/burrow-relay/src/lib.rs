@@ -1,6 +1,7 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
 //! WebSocket, co-hosts STUN ([`stun`]) and the bootstrap registry of signed node records
-//! ([`records`]), and serves `GET /health` and `GET /metrics`.
+//! ([`records`]), and serves `GET /health` and `GET /metrics`. [`RelaySettings`] are what an
+//! operator sets (`burrow relay`'s flags and config file).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {
@@ -12,7 +13,8 @@
 //! ```
 //!
 //! The protocol is [`burrow_proto::relay`]; each connection runs the sans-IO
-//! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver.
+//! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver. It depends on
+//! `burrow-proto`, never on the client library.
 
 mod clients;
 mod config;
@@ -20,6 +22,7 @@ mod http;
 mod metrics;
 pub mod records;
 mod session;
+mod settings;
 pub mod stun;
 mod tls;
 
@@ -34,6 +37,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNotice, TlsFiles};
 pub use metrics::{RelayStats, CLOSE_LABELS};
+#[cfg(feature = "clap")]
+pub use settings::RelayFlags;
+pub use settings::{DurationError, HumanDuration, RelaySettings};
 use stun::{StunService, StunServiceError};
 
 /// The path of the WebSocket endpoint.
