@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod discover;
 mod peer;
+#[cfg(feature = "server")]
 mod server;
 
 /// burrow: find peers by key and reach them through any NAT.
@@ -34,11 +35,13 @@ enum Command {
     /// Run a STUN server (RFC 8489) with NAT behaviour discovery: on a second port by
     /// default (clients behind a symmetric NAT can tell), and with --alt-ip the whole of
     /// RFC 5780.
+    #[cfg(feature = "server")]
     Stun(server::StunArgs),
     /// Run a relay: forwards end-to-end encrypted datagrams between keys over WebSocket
     /// (GET /relay), with GET /health and GET /metrics, the bootstrap registry of signed node
     /// records (/records, /namespaces), and optionally a STUN server. Every
     /// setting can also go in the config file's [relay] table; flags override it.
+    #[cfg(feature = "server")]
     Relay(burrow_relay::RelayFlags),
     /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
     Netcheck {
@@ -173,6 +176,7 @@ enum Command {
     },
     /// Run a Mainline DHT node in server mode (BEP 5/44): a bootstrap node for a private DHT,
     /// or one more node of the public one. Prints its address, then runs until Ctrl-C.
+    #[cfg(feature = "server")]
     DhtNode(server::DhtNodeArgs),
     /// Print this node's id, creating its key on first use.
     Id {
@@ -224,7 +228,9 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<()> {
     let config_path = cli.config.clone().unwrap_or_else(Config::default_path);
     match cli.command {
+        #[cfg(feature = "server")]
         Command::Stun(args) => server::stun(args),
+        #[cfg(feature = "server")]
         Command::Relay(flags) => server::relay(flags, &config_path),
         Command::Netcheck {
             stun,
@@ -315,6 +321,7 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             node,
         } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
+        #[cfg(feature = "server")]
         Command::DhtNode(args) => server::dht_node(args),
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);

@@ -1,4 +1,5 @@
-//! The server commands: `stun` and `relay` (burrow-relay) and `dht-node`.
+//! The server commands, behind the `server` feature: `stun` and `relay` (burrow-relay) and
+//! `dht-node`.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::Path;
