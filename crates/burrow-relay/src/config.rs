@@ -15,31 +15,31 @@ use crate::stun::StunOptions;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// WebSocket sessions (handshaking or authenticated) at once; more get HTTP 503.
-    /// `max_clients`.
+    /// Setting `max_clients`.
     pub max_clients: usize,
     /// TCP connections at once from one source IP; more are closed at accept.
-    /// `max_conns_per_ip`.
+    /// Setting `max_conns_per_ip`.
     pub max_conns_per_ip: usize,
     /// Sustained bytes per second one client may send (0 = unlimited). Over it, the relay
     /// stops reading from that client until its bucket refills, so TCP slows the sender.
-    /// `client_rate`.
+    /// Setting `client_rate`.
     pub client_rate_bytes_per_sec: u64,
-    /// Bytes a client may send at once above its rate. `client_burst`.
+    /// Bytes a client may send at once above its rate. Setting `client_burst`.
     pub client_burst_bytes: u64,
     /// Time from TCP accept to a valid ClientAuth (and for reading HTTP request headers);
-    /// against slowloris. `handshake_timeout`.
+    /// against slowloris. Setting `handshake_timeout`.
     pub handshake_timeout: Duration,
     /// A client that sends nothing for this long is closed; clients ping well within it (the
-    /// server tells them the value in AuthOk). `idle_timeout`.
+    /// server tells them the value in AuthOk). Setting `idle_timeout`.
     pub idle_timeout: Duration,
     /// Largest WebSocket message accepted from a client, in bytes; a larger one closes that
     /// client with WebSocket code 1009. By default the protocol's largest (a 64 KiB payload
-    /// plus the 33-byte frame header). `max_frame`.
+    /// plus the 33-byte frame header). Setting `max_frame`.
     pub max_frame_bytes: usize,
     /// Frames waiting to be written to one client; when full, frames for it are dropped
-    /// (and counted), never blocking the sender. `client_queue_frames`.
+    /// (and counted), never blocking the sender. Setting `client_queue_frames`.
     pub client_queue_frames: usize,
-    /// Bytes waiting to be written to one client, the same way. `client_queue_bytes`.
+    /// Bytes waiting to be written to one client, the same way. Setting `client_queue_bytes`.
     pub client_queue_bytes: usize,
 }
 
@@ -72,39 +72,39 @@ impl Limits {
     }
 }
 
-/// The bootstrap registry's limits. Every one is explicit, and is a setting like
-/// [`Limits`]'.
+/// The bootstrap registry's limits. Every one is explicit and comes from a setting, as
+/// [`Limits`]' do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistryLimits {
     /// Records held at once; a new node's record beyond it gets HTTP 503.
-    /// `registry_max_records`.
+    /// Setting `registry_max_records`.
     pub max_records: usize,
     /// Records listed under one namespace; a new one beyond it gets HTTP 503.
-    /// `registry_max_per_namespace`.
+    /// Setting `registry_max_per_namespace`.
     pub max_per_namespace: usize,
-    /// Namespaces one record may be listed under. `registry_max_namespaces`.
+    /// Namespaces one record may be listed under. Setting `registry_max_namespaces`.
     pub max_namespaces_per_record: usize,
     /// Longest a record is held after its last registration, whatever `ttl_secs` asks for
     /// (a longer one is lowered to it); a record is never held past its own `expires`.
-    /// `registry_max_ttl`.
+    /// Setting `registry_max_ttl`.
     pub max_ttl: Duration,
     /// Largest request body, bytes; larger gets HTTP 413 (a signed record is at most 1000
-    /// bytes, 1336 in base64). `registry_max_body`.
+    /// bytes, 1336 in base64). Setting `registry_max_body`.
     pub max_body_bytes: usize,
     /// Registry requests per second from one IP address (token bucket; 0 = unlimited); over
-    /// it, HTTP 429. `registry_ip_rate`.
+    /// it, HTTP 429. Setting `registry_ip_rate`.
     pub ip_rate_per_sec: f64,
     /// Registry requests one IP address may make at once above its rate.
-    /// `registry_ip_burst`.
+    /// Setting `registry_ip_burst`.
     pub ip_burst: u32,
     /// Writes (register, refresh, delete) per second for one key (0 = unlimited); over it,
     /// HTTP 429. Counted only once the request's signature has verified, so nobody can use up
-    /// another key's budget. `registry_key_rate`.
+    /// another key's budget. Setting `registry_key_rate`.
     pub key_rate_per_sec: f64,
-    /// Writes one key may make at once above its rate. `registry_key_burst`.
+    /// Writes one key may make at once above its rate. Setting `registry_key_burst`.
     pub key_burst: u32,
     /// Records in one page of a namespace listing, at most (and when `limit` is not given).
-    /// `registry_page_size`.
+    /// Setting `registry_page_size`.
     pub page_size: usize,
 }
 
@@ -126,22 +126,22 @@ impl RegistryLimits {
 }
 
 /// The bootstrap registry: signed node records by key and by namespace, over HTTP JSON (see
-/// [`crate::records`]). Its fields are settings like [`Limits`]'.
+/// [`crate::records`]). Its fields come from settings, as [`Limits`]' do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistryConfig {
-    /// Serve `/records` and `/namespaces`. `no_registry` turns it off.
+    /// Serve `/records` and `/namespaces`. Setting `no_registry` turns it off.
     pub enabled: bool,
     /// Its limits.
     pub limits: RegistryLimits,
     /// Keep the records in this file across restarts: loaded (and every record re-verified,
     /// expired ones dropped) at start, written every `snapshot_interval` when something
     /// changed, and at shutdown. Without it, records live in memory only.
-    /// `records_snapshot`.
+    /// Setting `records_snapshot`.
     pub snapshot: Option<PathBuf>,
     /// How often the snapshot is written (when records changed).
-    /// `registry_snapshot_interval`.
+    /// Setting `registry_snapshot_interval`.
     pub snapshot_interval: Duration,
-    /// How often expired records are dropped. `registry_sweep_interval`.
+    /// How often expired records are dropped. Setting `registry_sweep_interval`.
     pub sweep_interval: Duration,
 }
 

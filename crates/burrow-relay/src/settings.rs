@@ -445,7 +445,8 @@ mod tests {
             flags: RelayFlags,
         }
         let file: RelaySettings = toml::from_str(
-            "listen = \"0.0.0.0:443\"\nmax_clients = 5\nidle_timeout = \"2m\"\nno_registry = true\n",
+            "listen = \"0.0.0.0:443\"\nmax_clients = 5\nidle_timeout = \"2m\"\n\
+             no_registry = true\n",
         )
         .unwrap();
         let over = |args: &[&str]| {
