@@ -2,23 +2,42 @@
 //! namespaces are [`burrow::publisher`]'s), and `burrow resolve`, `peers` and
 //! `connect NODE_ID`.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use burrow::dht::{DhtConfig, DhtDiscovery, Namespace};
-use burrow::discovery::{resolve_in_dht, Discovery, Found, MDNS_WAIT};
+use burrow::dht::{DhtConfig, DhtDiscovery};
 use burrow::endpoint::Endpoint;
+use burrow::lookup::{list_members, Found, Lookup, Member, MDNS_WAIT};
 use burrow::mdns::{LanPeers, MdnsConfig};
-use burrow::record::{NodeRecord, SignedRecord};
+use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
 use burrow::NodeId;
 use serde_json::json;
+
+/// Where to look nodes up by key: bootstrap registries and the Mainline DHT.
+#[derive(clap::Args, Clone)]
+pub struct LookupArgs {
+    /// Bootstrap registry to ask (a relay's address, http(s)://host:port); repeat for
+    /// several.
+    #[arg(long = "registry", value_name = "URL")]
+    pub registries: Vec<RelayUrl>,
+    #[command(flatten)]
+    pub dht: DhtArgs,
+}
+
+/// The Mainline DHT, which the command line uses only when asked to.
+#[derive(clap::Args, Clone)]
+pub struct DhtArgs {
+    /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat for
+    /// several. Without it the DHT is not used.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+}
 
 /// mDNS, on by default.
 #[derive(clap::Args, Clone, Copy)]
@@ -85,13 +104,6 @@ pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
     Ok(Some(Arc::new(dht)))
 }
 
-/// Most pages `burrow peers` reads (each up to the registry's page size).
-const MAX_PAGES: usize = 100;
-/// Records of DHT-only members looked up at once.
-const PARALLEL_RESOLVES: usize = 8;
-/// How long one such lookup may take before the row goes without a record.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The secret of a closed namespace: the file's bytes, less one final newline (as editors
 /// and `echo` leave one).
 pub fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
@@ -110,182 +122,99 @@ pub fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
     Ok(Some(secret))
 }
 
-/// Every record the registries list under `namespace`, page by page.
-async fn list_registries(namespace: &str, registries: Vec<RelayUrl>) -> Result<Vec<SignedRecord>> {
-    let client = RegistryClient::new(registries, RegistryClientOptions::default());
-    let mut members = Vec::new();
-    let mut after = None;
-    for _ in 0..MAX_PAGES {
-        let page = client.list(namespace, after.as_ref(), 100).await?;
-        members.extend(page.records);
-        match page.next_cursor {
-            Some(c) => after = Some(c),
-            None => break,
-        }
-    }
-    Ok(members)
-}
-
-/// The NodeIds in the DHT's directory of the namespace, and the DHT node that read them (for
-/// looking up their records); `None` without a bootstrap node.
-async fn list_dht(
-    ns: &Namespace,
-    bootstrap: &[String],
-) -> Result<Option<(Vec<NodeId>, Arc<DhtDiscovery>)>> {
-    let Some(dht) = dht(bootstrap).await? else {
-        return Ok(None);
-    };
-    if !dht.bootstrapped().await {
-        eprintln!("warning: no DHT bootstrap node answered: the DHT lists nobody");
-    }
-    Ok(Some((dht.members(ns).await, dht)))
-}
-
-/// One node in `burrow peers`: who listed it, and its record with where that came from.
-#[derive(Default)]
-struct PeerRow {
-    sources: Vec<&'static str>,
-    record: Option<(&'static str, NodeRecord)>,
-}
-
 /// `burrow peers`: the nodes under a namespace at the registries and in the DHT, merged.
 pub async fn peers(
     namespace: String,
-    registries: Vec<RelayUrl>,
-    dht_bootstrap: Vec<String>,
+    lookup: LookupArgs,
     secret: Option<Vec<u8>>,
     json_out: bool,
 ) -> Result<()> {
-    if registries.is_empty() && dht_bootstrap.is_empty() {
+    if lookup.registries.is_empty() && lookup.dht.dht_bootstrap.is_empty() {
         bail!("nothing to ask: give --registry URL (a relay's address) or --dht-bootstrap HOST:PORT, or both");
     }
-    let ns = Namespace::new(&namespace, secret.as_deref());
-    let asked_registries = !registries.is_empty();
-    let (from_registries, from_dht) = tokio::join!(
-        async {
-            if asked_registries {
-                Some(list_registries(&namespace, registries).await)
-            } else {
-                None
-            }
-        },
-        list_dht(&ns, &dht_bootstrap)
-    );
-    let from_dht = from_dht?;
-    let mut rows: BTreeMap<NodeId, PeerRow> = BTreeMap::new();
-    match from_registries {
-        Some(Ok(records)) => {
-            for r in records {
-                let row = rows.entry(r.record().node_id).or_default();
-                row.sources.push("registry");
-                row.record = Some(("registry", r.record().clone()));
-            }
-        }
-        // With the DHT to fall back on, a registry failure is not the end.
-        Some(Err(e)) if from_dht.is_some() => eprintln!("warning: registries: {e:#}"),
-        Some(Err(e)) => return Err(e),
-        None => {}
+    let dht = dht(&lookup.dht.dht_bootstrap).await?;
+    let listed = list_members(
+        &namespace,
+        secret.as_deref(),
+        &lookup.registries,
+        dht.as_deref(),
+    )
+    .await?;
+    if let Some(e) = &listed.registry_error {
+        eprintln!("warning: registries: {e}");
     }
-    if let Some((members, dht)) = from_dht {
-        for m in &members {
-            rows.entry(*m).or_default().sources.push("dht");
-        }
-        // The directory holds NodeIds only: the addresses of nodes no registry listed come
-        // from their records in the DHT.
-        let missing: Vec<NodeId> = members
-            .into_iter()
-            .filter(|m| rows[m].record.is_none())
-            .collect();
-        let found = resolve_in_dht(&dht, &missing, PARALLEL_RESOLVES, RESOLVE_TIMEOUT).await;
-        for (node, record) in missing.iter().zip(found) {
-            if let Some(record) = record {
-                rows.get_mut(node).expect("listed").record = Some(("dht", record));
-            }
-        }
-    }
-    let rows: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|(node, row)| match row.record {
-            Some((from, r)) => {
-                let ticket = Ticket {
-                    node_id: node,
-                    relays: r.relays.clone(),
-                    addrs: r.addrs.clone(),
-                };
-                json!({"node_id": node.to_string(), "sources": row.sources, "record": from,
-                    "seq": r.seq, "expires": r.expires,
-                    "relays": r.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "addrs": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "ticket": ticket.to_string()})
-            }
-            None => json!({"node_id": node.to_string(), "sources": row.sources, "record": null,
-                "seq": null, "expires": null, "relays": [], "addrs": [], "ticket": null}),
-        })
-        .collect();
+    let members = listed.members;
     if json_out {
+        let rows: Vec<serde_json::Value> = members.iter().map(member_json).collect();
         println!("{}", json!({"namespace": namespace, "peers": rows}));
     } else {
-        println!("{} peers in {namespace}", rows.len());
-        for r in &rows {
-            let sources: Vec<&str> = r["sources"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str())
-                .collect();
-            let addressing = if r["record"].is_null() {
-                "no record found".to_string()
-            } else {
-                format!("relays {}  addrs {}", r["relays"], r["addrs"])
+        println!("{} peers in {namespace}", members.len());
+        for m in &members {
+            let sources: Vec<&str> = m.listed_by.iter().map(|l| l.as_str()).collect();
+            let addressing = match &m.record {
+                None => "no record found".to_string(),
+                Some((_, r)) => format!(
+                    "relays {:?}  addrs {:?}",
+                    strings(&r.relays),
+                    strings(&r.addrs)
+                ),
             };
-            println!(
-                "{}  [{}]  {addressing}",
-                r["node_id"].as_str().unwrap_or(""),
-                sources.join(",")
-            );
+            println!("{}  [{}]  {addressing}", m.node_id, sources.join(","));
         }
     }
     Ok(())
 }
 
+/// A member as `burrow peers --json` prints it.
+fn member_json(m: &Member) -> serde_json::Value {
+    let sources: Vec<&str> = m.listed_by.iter().map(|l| l.as_str()).collect();
+    match &m.record {
+        Some((from, r)) => {
+            json!({"node_id": m.node_id.to_string(), "sources": sources, "record": from.as_str(),
+                "seq": r.seq, "expires": r.expires, "relays": strings(&r.relays),
+                "addrs": strings(&r.addrs),
+                "ticket": m.ticket().map(|t| t.to_string())})
+        }
+        None => json!({"node_id": m.node_id.to_string(), "sources": sources, "record": null,
+            "seq": null, "expires": null, "relays": [], "addrs": [], "ticket": null}),
+    }
+}
+
+/// Each item's text form.
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 /// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries,
 /// in the DHT and on the LAN.
-pub async fn target(
-    target: &str,
-    registries: Vec<RelayUrl>,
-    dht: &[String],
-    mdns: Option<MdnsConfig>,
-) -> Result<Ticket> {
+pub async fn target(target: &str, lookup: LookupArgs, mdns: Option<MdnsConfig>) -> Result<Ticket> {
     if let Ok(ticket) = target.parse::<Ticket>() {
         return Ok(ticket);
     }
     let Ok(node) = target.parse::<NodeId>() else {
         bail!("{target:?} is neither a ticket (burrow...) nor a node id");
     };
-    if registries.is_empty() && dht.is_empty() && mdns.is_none() {
+    let LookupArgs { registries, dht } = lookup;
+    if registries.is_empty() && dht.dht_bootstrap.is_empty() && mdns.is_none() {
         bail!("to dial a node id, give --registry URL or --dht-bootstrap HOST:PORT, or allow mDNS (or use its ticket)");
     }
-    let mut discovery = Discovery::new(registries, self::dht(dht).await?, Duration::from_secs(10));
+    let dht = self::dht(&dht.dht_bootstrap).await?;
+    let mut lookup = Lookup::new(registries, dht, Duration::from_secs(10));
     if let Some(lan) = mdns.as_ref().and_then(lan_peers) {
-        discovery = discovery.with_mdns(lan);
+        lookup = lookup.with_mdns(lan);
     }
-    Ok(discovery.resolve(&node).await?.ticket)
+    Ok(lookup.resolve(&node).await?.ticket)
 }
 
 /// `burrow resolve`: asks every registry, the DHT and the LAN on their own, prints each answer
 /// with its latency, and a ticket made from the newest record (plus LAN addresses).
-pub async fn resolve(
-    node: NodeId,
-    registries: Vec<RelayUrl>,
-    dht_bootstrap: Vec<String>,
-    mdns: bool,
-    json_out: bool,
-) -> Result<()> {
-    if registries.is_empty() && dht_bootstrap.is_empty() && !mdns {
+pub async fn resolve(node: NodeId, lookup: LookupArgs, mdns: bool, json_out: bool) -> Result<()> {
+    let LookupArgs { registries, dht } = lookup;
+    if registries.is_empty() && dht.dht_bootstrap.is_empty() && !mdns {
         bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT, or allow mDNS");
     }
     let mut answers = Vec::new();
-    // Merged as `Discovery` merges: the newest record, plus LAN addresses.
+    // Merged as `Lookup` merges: the newest record, plus LAN addresses.
     let mut best: Option<Found> = None;
     let mut add = |found: Option<Found>| {
         if let Some(f) = found {
@@ -305,7 +234,7 @@ pub async fn resolve(
                 (lan.find(&node, MDNS_WAIT).await, start.elapsed())
             })
         });
-    if let Some(dht) = dht(&dht_bootstrap).await? {
+    if let Some(dht) = self::dht(&dht.dht_bootstrap).await? {
         let start = Instant::now();
         let found = dht.resolve(&node).await;
         let ms = (start.elapsed().as_secs_f64() * 1e5).round() / 100.0;
@@ -313,8 +242,7 @@ pub async fn resolve(
             Some(record) => {
                 answers.push(json!({"source": "dht", "ms": ms, "seq": record.seq,
                     "expires": record.expires,
-                    "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                    "relays": strings(&record.relays), "addrs": strings(&record.addrs)}));
                 add(Found::from_record(record, "dht"));
             }
             None => answers.push(json!({"source": "dht", "ms": ms, "error": "no valid record"})),
@@ -336,8 +264,7 @@ pub async fn resolve(
                 let record = rec.record();
                 answers.push(json!({"source": format!("registry {url}"), "ms": ms,
                     "seq": record.seq, "expires": record.expires,
-                    "relays": record.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "addrs": record.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                    "relays": strings(&record.relays), "addrs": strings(&record.addrs)}));
                 add(Found::from_record(record.clone(), "registry"));
             }
             Err(e) => answers.push(
@@ -354,7 +281,7 @@ pub async fn resolve(
             Some(peer) => {
                 answers.push(json!({"source": "mdns", "ms": ms,
                     "relays": peer.relay.iter().collect::<Vec<_>>(),
-                    "addrs": peer.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+                    "addrs": strings(&peer.addrs)}));
                 add(Found::from_lan(node, peer));
             }
             None => {

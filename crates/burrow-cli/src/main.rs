@@ -80,10 +80,8 @@ enum Command {
             requires = "dht_bootstrap"
         )]
         namespace_secret_file: Option<PathBuf>,
-        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
-        /// for several. Without it the DHT is not used.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-        dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        dht: discover::DhtArgs,
         #[command(flatten)]
         mdns: discover::MdnsArgs,
         /// Print JSON lines: the ticket first, then one per event.
@@ -96,13 +94,10 @@ enum Command {
         /// The namespace (for registries: 1 to 64 of A-Z a-z 0-9 . _ - :).
         #[arg(long)]
         namespace: String,
-        /// Registry to ask (a relay's address); repeat for several.
-        #[arg(long = "registry", value_name = "URL")]
-        registries: Vec<RelayUrl>,
-        /// Mainline DHT node to join through (HOST:PORT); repeat for several. Lists the DHT's
-        /// directory of the namespace and looks up the records of its members.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-        dht_bootstrap: Vec<String>,
+        /// Where to ask: the registries' listings, and the DHT's directory of the namespace
+        /// (with the records of its members).
+        #[command(flatten)]
+        lookup: discover::LookupArgs,
         /// The closed namespace's secret, as on `listen` (DHT only: registries never list
         /// closed namespaces).
         #[arg(
@@ -121,13 +116,8 @@ enum Command {
     Resolve {
         /// The node id.
         node_id: burrow::NodeId,
-        /// Registry to ask (a relay's address, http(s)://host:port); repeat for several.
-        #[arg(long = "registry", value_name = "URL")]
-        registries: Vec<RelayUrl>,
-        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
-        /// for several. Without it the DHT is not used.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-        dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        lookup: discover::LookupArgs,
         #[command(flatten)]
         mdns: discover::MdnsArgs,
         /// Print one JSON object.
@@ -140,13 +130,8 @@ enum Command {
         /// The listener's ticket, or its node id (then found through --registry, the DHT or
         /// on the LAN by mDNS).
         target: String,
-        /// Registry to find a node id's addresses at (a relay's address); repeat for several.
-        #[arg(long = "registry", value_name = "URL")]
-        registries: Vec<RelayUrl>,
-        /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat
-        /// for several. Without it the DHT is not used.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-        dht_bootstrap: Vec<String>,
+        #[command(flatten)]
+        lookup: discover::LookupArgs,
         #[command(flatten)]
         mdns: discover::MdnsArgs,
         /// Bytes to send to the listener's sink (reports throughput).
@@ -256,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
             no_publish,
             namespaces,
             namespace_secret_file,
-            dht_bootstrap,
+            dht,
             mdns,
             json,
         } => {
@@ -265,44 +250,29 @@ fn run(cli: Cli) -> Result<()> {
                 records: !no_publish,
                 namespaces,
                 namespace_secret: secret,
-                dht_bootstrap,
+                dht_bootstrap: dht.dht_bootstrap,
                 mdns: mdns.enabled(),
             };
             runtime()?.block_on(peer::listen(node, relays, publish, json))
         }
         Command::Peers {
             namespace,
-            registries,
-            dht_bootstrap,
+            lookup,
             namespace_secret_file,
             json,
         } => {
             let secret = discover::namespace_secret(namespace_secret_file.as_deref())?;
-            runtime()?.block_on(discover::peers(
-                namespace,
-                registries,
-                dht_bootstrap,
-                secret,
-                json,
-            ))
+            runtime()?.block_on(discover::peers(namespace, lookup, secret, json))
         }
         Command::Resolve {
             node_id,
-            registries,
-            dht_bootstrap,
+            lookup,
             mdns,
             json,
-        } => runtime()?.block_on(discover::resolve(
-            node_id,
-            registries,
-            dht_bootstrap,
-            mdns.enabled(),
-            json,
-        )),
+        } => runtime()?.block_on(discover::resolve(node_id, lookup, mdns.enabled(), json)),
         Command::Connect {
             target,
-            registries,
-            dht_bootstrap,
+            lookup,
             mdns,
             bytes,
             direct_timeout,
@@ -312,7 +282,7 @@ fn run(cli: Cli) -> Result<()> {
             let mdns = mdns
                 .enabled()
                 .then(|| discover::mdns_config(node.bind.ip()));
-            let ticket = discover::target(&target, registries, &dht_bootstrap, mdns).await?;
+            let ticket = discover::target(&target, lookup, mdns).await?;
             peer::connect(node, ticket, bytes, direct_timeout, json).await
         }),
         Command::Ping {

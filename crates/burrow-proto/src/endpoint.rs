@@ -36,6 +36,8 @@ use crate::Rng;
 const PEER_VIEWS: usize = 8;
 /// Alternate STUN addresses asked beside the configured servers.
 const MAX_STUN_OTHERS: usize = 4;
+/// The soonest a peer's deadline comes back after it was handled.
+const MIN_TIMER_STEP: Duration = Duration::from_millis(1);
 
 /// Settings of an [`EndpointCore`].
 #[derive(Clone, Debug)]
@@ -678,17 +680,24 @@ impl EndpointCore {
 
     /// Peers' timers that are due: each reads its traffic, then its punching runs.
     fn handle_timeout(&mut self, now: Instant, activity: &dyn Fn(&NodeId) -> Activity) {
+        let mut due = Vec::new();
         while let Some(&Reverse((at, node))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            if self
+                .peers
+                .get(&node)
+                .is_some_and(|st| st.deadline == Some(at))
+            {
+                due.push(node);
+            }
+        }
+        for &node in &due {
             let Some(st) = self.peers.get_mut(&node) else {
                 continue;
             };
-            if st.deadline != Some(at) {
-                continue;
-            }
             st.deadline = None;
             let seen = activity(&node);
             if let (Some(at), Some(d)) = (seen.direct_rx, st.paths.best()) {
@@ -707,6 +716,17 @@ impl EndpointCore {
                 self.forget(node);
             } else {
                 self.flush(node);
+            }
+        }
+        // A deadline just handled is never due again at once: whatever a peer's punching
+        // says, the driver must not spin.
+        for node in due {
+            if let Some(st) = self.peers.get_mut(&node) {
+                if st.deadline.is_some_and(|d| d <= now) {
+                    let later = now + MIN_TIMER_STEP;
+                    st.deadline = Some(later);
+                    self.timers.push(Reverse((later, node)));
+                }
             }
         }
         // Stale entries pile up when deadlines move; rebuild the heap before they dominate.

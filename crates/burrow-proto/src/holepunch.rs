@@ -38,6 +38,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::disco::{Message, NatHint, TxId, MAX_CANDIDATES};
+use crate::Rng;
 
 /// Timings and limits of hole punching.
 #[derive(Clone, Debug)]
@@ -316,7 +317,7 @@ const MAX_PATHS: usize = 2 * MAX_CANDIDATES;
 #[derive(Debug)]
 pub struct PeerPaths {
     config: PunchConfig,
-    rng: u64,
+    rng: Rng,
     ours: Vec<SocketAddr>,
     paths: Vec<Path>,
     best: Option<usize>,
@@ -344,11 +345,11 @@ pub struct PeerPaths {
 
 impl PeerPaths {
     /// A peer with no paths yet; `seed` feeds the transaction IDs (which need only be unique:
-    /// disco packets are authenticated).
+    /// disco packets are authenticated) and the birthday port order.
     pub fn new(config: PunchConfig, seed: u64) -> PeerPaths {
         PeerPaths {
             config,
-            rng: seed,
+            rng: Rng::new(seed),
             ours: Vec::new(),
             paths: Vec::new(),
             best: None,
@@ -766,14 +767,15 @@ impl PeerPaths {
         };
         let interval = self.heartbeat_interval(now);
         for p in self.paths.iter().filter(|p| p.live) {
+            // The next probe, as check_paths decides it: once the path is quiet, and no faster
+            // than the probe interval; and its death, if a probe is unanswered.
+            let probe = p
+                .last_rx
+                .map_or(now, |t| t + interval)
+                .max(p.last_ping.map_or(now, |l| l + self.config.probe_interval));
             let due = match p.unanswered_since {
-                Some(t) => (t + self.config.pong_timeout)
-                    .min(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
-                // Quiet paths are probed no faster than the probe interval.
-                None => p
-                    .last_rx
-                    .map_or(now, |t| t + interval)
-                    .max(p.last_ping.map_or(now, |l| l + self.config.probe_interval)),
+                Some(t) => probe.min(t + self.config.pong_timeout),
+                None => probe,
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
@@ -958,17 +960,7 @@ impl PeerPaths {
     }
 
     fn next_tx(&mut self) -> TxId {
-        // SplitMix64: unique, cheap, deterministic under test.
-        let mut tx = [0u8; 12];
-        for chunk in tx.chunks_mut(8) {
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-        tx
+        self.rng.bytes()
     }
 }
 

@@ -27,22 +27,29 @@
 //! A driver is then always the same loop: read sockets and channels, feed the core, send what
 //! it returns, sleep until its timeout (see `burrow::netcheck::run`).
 //!
+//! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
+//! [`nat_behaviour::NatBehaviour`] and [`relay::client_conn::ClientConnection`] (which needs no
+//! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
+//! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
+//! driver asks for a delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
+//!
 //! Two documented exceptions, both on hot paths with nothing to wait for:
 //! [`stun::server::StunServer`] keeps no state at all, so it is one call per request that
 //! writes the answer into a buffer; and the relay server's per-connection core
 //! ([`relay::server_conn`]) returns one `Action` per frame, because it runs once per forwarded
-//! datagram and its only timers are the handshake and idle deadlines.
+//! datagram and its only timers are the handshake and idle deadlines (its random challenge
+//! comes from the driver with each connection).
 //!
 //! Plain codecs (STUN messages, relay frames, disco packets, records, tickets) are functions
 //! from bytes to values and back, with typed errors, and never panic on any input.
 
 pub mod disco;
-pub mod discovery;
 pub mod endpoint;
 pub mod holepunch;
 pub mod identity;
 #[cfg(test)]
 mod mutation;
+pub mod nat_behaviour;
 pub mod record;
 pub mod relay;
 mod rng;

@@ -1,4 +1,4 @@
-//! `Discovery` over real sources on loopback: a relay's registry and a private Mainline DHT.
+//! `Lookup` over real sources on loopback: a relay's registry and a private Mainline DHT.
 //! An endpoint dials a node by its key alone; later, newer answers are merged and cached. And
 //! the publisher that keeps a node's record in both, with its events.
 
@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use burrow::dht::{DhtConfig, DhtDiscovery, LocalTestnet, Namespace};
-use burrow::discovery::Discovery;
 use burrow::endpoint::{Endpoint, EndpointOptions};
+use burrow::lookup::{Listing, Lookup};
 use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher, Source};
 use burrow::record::NodeRecord;
 use burrow::registry_client::{RegistryClient, RegistryClientOptions};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
-use burrow::SecretKey;
+use burrow::{NodeId, SecretKey};
 use burrow_relay::RelayServer;
 use common::loopback_relay as relay;
 use tokio::time::timeout;
@@ -83,9 +83,9 @@ async fn an_endpoint_dials_a_node_known_only_by_its_key_and_the_answer_is_cached
             }
         });
 
-        let discovery = Discovery::new(vec![url(&relay)], None, Duration::from_secs(5));
+        let lookup = Lookup::new(vec![url(&relay)], None, Duration::from_secs(5));
         let conn = a
-            .connect_node(b.node_id(), &discovery, ALPN)
+            .connect_node(b.node_id(), &lookup, ALPN)
             .await
             .expect("dials by node id");
         assert_eq!(conn.remote, b.node_id());
@@ -96,14 +96,14 @@ async fn an_endpoint_dials_a_node_known_only_by_its_key_and_the_answer_is_cached
 
         // With the registry gone, the cached answer still serves.
         relay.shutdown().await;
-        let again = timeout(Duration::from_millis(200), discovery.resolve(&b.node_id()))
+        let again = timeout(Duration::from_millis(200), lookup.resolve(&b.node_id()))
             .await
             .expect("answered from the cache at once")
             .expect("still known");
         assert_eq!(again.ticket.addrs, b.ticket().addrs);
         // A node nobody knows is still not found.
         let stranger = SecretKey::from_bytes(rand::random()).node_id();
-        assert!(discovery.resolve(&stranger).await.is_err());
+        assert!(lookup.resolve(&stranger).await.is_err());
     })
     .await
     .expect("within 30 s");
@@ -133,12 +133,12 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
     let payload = new.encode_payload().unwrap();
     dht.publish(&key, &payload, 2).await.expect("DHT stores it");
 
-    let discovery = Discovery::new(
+    let lookup = Lookup::new(
         vec![url(&relay)],
         Some(Arc::new(dht)),
         Duration::from_secs(10),
     );
-    let (first, later) = discovery.resolve_with_updates(&node).await.unwrap();
+    let (first, later) = lookup.resolve_with_updates(&node).await.unwrap();
     eprintln!("first answer: {} seq {}", first.source, first.seq);
     if first.seq == 1 {
         // The registry was first; the DHT's newer record follows.
@@ -153,7 +153,7 @@ async fn a_newer_record_found_later_is_merged_into_the_cache() {
     }
     // Either way the cache now serves the newest record.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cached = discovery.resolve(&node).await.unwrap();
+    let cached = lookup.resolve(&node).await.unwrap();
     assert_eq!((cached.seq, cached.ticket.addrs), (2, new.addrs));
 }
 
@@ -264,4 +264,94 @@ async fn the_publisher_keeps_the_record_fresh_everywhere_and_reports_each_source
     })
     .await
     .expect("the new address is published within 20 s");
+}
+
+#[tokio::test]
+async fn a_namespace_lists_each_member_once_with_who_listed_it_and_its_record() {
+    let net = tokio::task::spawn_blocking(|| LocalTestnet::new(20).expect("local DHT"))
+        .await
+        .unwrap();
+    let dht = DhtDiscovery::start(DhtConfig {
+        request_timeout: Duration::from_millis(500),
+        ..net.client_config()
+    })
+    .await
+    .unwrap();
+    let relay = relay().await;
+    let registry = RegistryClient::new(vec![url(&relay)], RegistryClientOptions::default());
+    let ns = Namespace::new("crew", None);
+    // a: at the registry only; b: in the DHT only; c: both.
+    let keys: Vec<SecretKey> = (0..3)
+        .map(|_| SecretKey::from_bytes(rand::random()))
+        .collect();
+    let record = |k: &SecretKey, port: u16| {
+        let mut r = NodeRecord::new(k.node_id(), 1, expires());
+        r.addrs = vec![SocketAddr::from(([192, 0, 2, 1], port))];
+        r
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let r = record(k, 1000 + i as u16);
+        if i != 1 {
+            let signed = r.sign(k).unwrap();
+            registry
+                .publish(&signed, &["crew".to_string()], None)
+                .await
+                .unwrap();
+        }
+        if i != 0 {
+            dht.publish(k, &r.encode_payload().unwrap(), 1)
+                .await
+                .unwrap();
+            dht.announce(&ns, k).await.unwrap();
+        }
+    }
+    let listed = burrow::lookup::list_members("crew", None, &[url(&relay)], Some(&dht))
+        .await
+        .unwrap();
+    assert!(listed.registry_error.is_none());
+    /// Node, listed by, record from, record's addresses.
+    type Row = (NodeId, Vec<Listing>, Option<Listing>, Vec<SocketAddr>);
+    let rows: Vec<Row> = listed
+        .members
+        .into_iter()
+        .map(|m| {
+            let (from, addrs) = match m.record {
+                Some((from, r)) => (Some(from), r.addrs),
+                None => (None, Vec::new()),
+            };
+            (m.node_id, m.listed_by, from, addrs)
+        })
+        .collect();
+    let mut want = vec![
+        (
+            keys[0].node_id(),
+            vec![Listing::Registry],
+            Some(Listing::Registry),
+            1000,
+        ),
+        (
+            keys[1].node_id(),
+            vec![Listing::Dht],
+            Some(Listing::Dht),
+            1001,
+        ),
+        (
+            keys[2].node_id(),
+            vec![Listing::Registry, Listing::Dht],
+            Some(Listing::Registry),
+            1002,
+        ),
+    ];
+    want.sort_by_key(|w| w.0);
+    let want: Vec<_> = want
+        .into_iter()
+        .map(|(n, l, f, port)| (n, l, f, vec![SocketAddr::from(([192, 0, 2, 1], port))]))
+        .collect();
+    assert_eq!(rows, want);
+    // A closed namespace is never asked of a registry: with no DHT, there is nothing to ask.
+    let closed = burrow::lookup::list_members("crew", Some(b"secret"), &[url(&relay)], None).await;
+    assert!(matches!(
+        closed,
+        Err(burrow::lookup::MembersError::NoSource)
+    ));
 }

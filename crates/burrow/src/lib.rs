@@ -1,17 +1,17 @@
 //! burrow: find peers by key and reach them through any NAT.
 //!
 //! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: `netcheck`,
-//! key storage, configuration, the relay client, the [`endpoint`], and discovery: the
-//! bootstrap [`registry_client`], records and namespaces on the Mainline DHT ([`dht`]), LAN
-//! peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own record and
-//! memberships there. The `burrow` binary is a thin layer over it; the servers are in
-//! `burrow-relay`.
+//! key storage, configuration, the relay client, the [`endpoint`], and [`lookup`] of nodes by
+//! key: the bootstrap [`registry_client`], records and namespaces on the Mainline DHT
+//! ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own
+//! record and memberships there. The `burrow` binary is a thin layer over it; the servers are
+//! in `burrow-relay`.
 
 pub mod config;
 pub mod dht;
-pub mod discovery;
 pub mod endpoint;
 pub mod keyfile;
+pub mod lookup;
 pub mod mdns;
 pub mod netcheck;
 pub mod publisher;

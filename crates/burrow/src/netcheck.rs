@@ -1,14 +1,16 @@
 //! `netcheck`: what is my public address, and what kind of NAT am I behind?
 //!
-//! A thin tokio driver around [`burrow_proto::discovery::Discovery`]: it resolves the servers,
-//! binds the sockets, pumps datagrams and timers, and turns the findings into a [`Report`].
+//! A thin tokio driver around [`burrow_proto::nat_behaviour::NatBehaviour`]: it resolves the
+//! servers, binds the sockets, pumps datagrams and timers, and turns the findings into a
+//! [`Report`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use burrow_proto::discovery::{Discovery, DiscoveryConfig, Filtering, Mapping, NatType, SocketId};
-use burrow_proto::stun::TransactionId;
+use burrow_proto::nat_behaviour::{
+    Event, Filtering, Input, Mapping, NatBehaviour, NatBehaviourConfig, NatType, Output, SocketId,
+};
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
@@ -175,56 +177,62 @@ pub async fn run(options: &Options) -> Result<Report, NetcheckError> {
         .enumerate()
         .filter_map(|(i, t)| t.resolved.as_ref().ok().map(|a| (i, *a)))
         .collect();
-    let mut discovery = Discovery::new(DiscoveryConfig {
-        servers: probed.iter().map(|(_, a)| *a).collect(),
-        sockets,
-        local_ips: local_ips.clone(),
-        deadline,
-        transaction_ids: Box::new(|| TransactionId(rand::random())),
-    });
-    discovery.start(Instant::now());
+    let mut core = NatBehaviour::new(
+        NatBehaviourConfig {
+            servers: probed.iter().map(|(_, a)| *a).collect(),
+            sockets,
+            local_ips: local_ips.clone(),
+            deadline,
+        },
+        rand::random(),
+    );
+    core.handle_input(Instant::now(), Input::Start);
 
     let mut buf4 = vec![0u8; 2048];
     let mut buf_f = vec![0u8; 2048];
     let mut buf6 = vec![0u8; 2048];
-    while !discovery.is_done() {
-        while let Some(t) = discovery.poll_transmit() {
-            let socket = match t.socket {
-                SocketId::Main4 => Some(&main4),
-                SocketId::Filter4 => filter4.as_ref(),
-                SocketId::Main6 => main6.as_ref(),
-            };
-            if let Some(socket) = socket {
-                if let Err(e) = socket.send_to(&t.payload, t.to).await {
-                    tracing::debug!(to = %t.to, error = %e, "netcheck send failed");
+    'run: loop {
+        let wake = loop {
+            match core.poll_output() {
+                Output::Transmit(t) => {
+                    let socket = match t.socket {
+                        SocketId::Main4 => Some(&main4),
+                        SocketId::Filter4 => filter4.as_ref(),
+                        SocketId::Main6 => main6.as_ref(),
+                    };
+                    if let Some(socket) = socket {
+                        if let Err(e) = socket.send_to(&t.payload, t.to).await {
+                            tracing::debug!(to = %t.to, error = %e, "netcheck send failed");
+                        }
+                    }
                 }
+                Output::Event(Event::Done) | Output::Timeout(None) => break 'run,
+                Output::Timeout(Some(at)) => break tokio::time::Instant::from_std(at),
             }
-        }
-        let Some(wake) = discovery.poll_timeout() else {
-            break;
         };
-        let wake = tokio::time::Instant::from_std(wake);
-        tokio::select! {
-            r = main4.recv_from(&mut buf4) => {
-                if let Ok((n, from)) = r {
-                    discovery.handle_input(SocketId::Main4, from, &buf4[..n], Instant::now());
-                }
+        let (socket, received, buf) = tokio::select! {
+            r = main4.recv_from(&mut buf4) => (SocketId::Main4, r, &buf4),
+            r = recv_opt(filter4.as_ref(), &mut buf_f) => (SocketId::Filter4, r, &buf_f),
+            r = recv_opt(main6.as_ref(), &mut buf6) => (SocketId::Main6, r, &buf6),
+            _ = tokio::time::sleep_until(wake) => {
+                core.handle_input(Instant::now(), Input::Timeout);
+                continue;
             }
-            r = recv_opt(filter4.as_ref(), &mut buf_f) => {
-                if let Ok((n, from)) = r {
-                    discovery.handle_input(SocketId::Filter4, from, &buf_f[..n], Instant::now());
-                }
-            }
-            r = recv_opt(main6.as_ref(), &mut buf6) => {
-                if let Ok((n, from)) = r {
-                    discovery.handle_input(SocketId::Main6, from, &buf6[..n], Instant::now());
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => discovery.handle_timeout(Instant::now()),
+        };
+        if let Ok((n, from)) = received {
+            let packet = &buf[..n];
+            core.handle_input(
+                Instant::now(),
+                Input::Datagram {
+                    socket,
+                    from,
+                    packet,
+                },
+            );
         }
     }
 
-    let findings = discovery.findings();
+    let findings = core.findings();
     let mut servers: Vec<ServerReport> = targets
         .iter()
         .map(|t| ServerReport {

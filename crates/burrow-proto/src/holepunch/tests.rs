@@ -602,3 +602,66 @@ fn transmits(p: &mut PeerPaths) -> Vec<Transmit> {
     .flatten()
     .collect()
 }
+
+/// After every timeout the next one lies in the future: a deadline that is already due and
+/// that handling it leaves due would spin the driver (found by fuzzing the endpoint core).
+#[test]
+fn a_stale_packet_time_never_leaves_a_deadline_in_the_past() {
+    let mut p = PeerPaths::new(PunchConfig::default(), 3);
+    let t0 = Instant::now();
+    let b = addr(B_PUB);
+    p.handle_input(t0, Input::PeerCandidates(&[b]));
+    p.handle_input(
+        t0,
+        Input::Message {
+            via: Dest::Relay,
+            msg: Message::CallMeMaybe {
+                candidates: vec![],
+                nat: NatHint::Easy,
+            },
+        },
+    );
+    let t1 = t0 + Duration::from_secs(1);
+    p.handle_input(t1, Input::Timeout);
+    let tx = transmits(&mut p)
+        .into_iter()
+        .find_map(|t| match t.msg {
+            Message::Ping { tx } if t.ttl.is_none() => Some(tx),
+            _ => None,
+        })
+        .expect("a ping");
+    let observed = addr(A_PUB);
+    p.handle_input(
+        t1,
+        Input::Message {
+            via: Dest::Direct(b),
+            msg: Message::Pong { tx, observed },
+        },
+    );
+    assert!(p.best().is_some());
+    // Quiet for 10 s: a heartbeat goes out, unanswered...
+    let t2 = t1 + Duration::from_secs(10);
+    p.handle_input(t2, Input::Timeout);
+    assert!(!transmits(&mut p).is_empty(), "a heartbeat");
+    // ...and the driver reports a packet from just before it.
+    p.handle_input(
+        t2 + Duration::from_millis(1),
+        Input::Received {
+            at: t2 - Duration::from_millis(1),
+            from: b,
+        },
+    );
+    let mut now = t2 + Duration::from_millis(1);
+    for _ in 0..50 {
+        p.handle_input(now, Input::Timeout);
+        let at = loop {
+            match p.poll_output() {
+                Output::Timeout(at) => break at,
+                _ => continue,
+            }
+        };
+        let at = at.expect("a live path has a deadline");
+        assert!(at > now, "deadline {:?} not after {:?}", at - t2, now - t2);
+        now = at;
+    }
+}

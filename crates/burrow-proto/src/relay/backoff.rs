@@ -2,11 +2,17 @@
 //! "restarting, come back in N ms" notice, and a much slower schedule after the relay replaced
 //! the connection with a newer one for the same key (another node is using it).
 //!
-//! The random source is an input (`rand: u64`, uniformly distributed), so the schedule is
-//! deterministic under test. Jitter spreads the reconnects of many clients of one relay over
-//! time, so a restarted relay is not hit by all of them at once.
+//! Jitter spreads the reconnects of many clients of one relay over time, so a restarted relay
+//! is not hit by all of them at once. Its randomness comes from a seed, as every core's does,
+//! so the same seed gives the same schedule.
+//!
+//! Not a poll-driven core (see the crate's calling convention): it sends nothing and owns no
+//! timer. Its inputs are how connections ended and its one output is a delay, which the driver
+//! asks for when a connection ends and then sleeps; so it is a small calculator with state.
 
 use std::time::{Duration, Instant};
+
+use crate::Rng;
 
 /// How the delay is randomised.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -64,6 +70,7 @@ impl Default for BackoffConfig {
 #[derive(Clone, Debug)]
 pub struct Backoff {
     config: BackoffConfig,
+    rng: Rng,
     /// Failed attempts since the last success.
     attempt: u32,
     /// The previous delay (decorrelated jitter grows from it).
@@ -90,11 +97,13 @@ fn uniform(lo: Duration, hi: Duration, rand: u64) -> Duration {
 }
 
 impl Backoff {
-    /// A fresh backoff: the first delay is the shortest.
-    pub fn new(config: BackoffConfig) -> Self {
+    /// A fresh backoff: the first delay is the shortest. `seed` feeds the jitter (the driver
+    /// passes a fresh random one, so clients spread out).
+    pub fn new(config: BackoffConfig, seed: u64) -> Self {
         Backoff {
             prev: config.initial,
             config,
+            rng: Rng::new(seed),
             attempt: 0,
             notice: None,
             restart_window_end: None,
@@ -146,8 +155,14 @@ impl Backoff {
     }
 
     /// The delay before the next attempt, after a failed attempt or a lost connection.
-    /// `rand` is 64 uniformly random bits.
-    pub fn next_delay(&mut self, now: Instant, rand: u64) -> Duration {
+    pub fn next_delay(&mut self, now: Instant) -> Duration {
+        let rand = self.rng.next_u64();
+        self.delay_with(now, rand)
+    }
+
+    /// [`Backoff::next_delay`] with `rand` as its 64 random bits (tests choose them, to reach
+    /// the ends of each range).
+    fn delay_with(&mut self, now: Instant, rand: u64) -> Duration {
         if std::mem::take(&mut self.replaced_pending) {
             // Neither `max` nor a restart window shortens it: a fast retry is the fight itself.
             let c = &self.config;
@@ -196,18 +211,6 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// A deterministic random sequence (splitmix64).
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed;
-        move || {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-
     #[test]
     fn uniform_covers_the_range() {
         assert_eq!(uniform(ms(10), ms(20), 0), ms(10));
@@ -220,9 +223,9 @@ mod tests {
     #[test]
     fn full_jitter_grows_exponentially_up_to_max() {
         let now = Instant::now();
-        let mut b = Backoff::new(BackoffConfig::default());
+        let mut b = Backoff::new(BackoffConfig::default(), 0);
         // With the largest random value the delay is the ceiling itself.
-        let ceilings: Vec<_> = (0..10).map(|_| b.next_delay(now, u64::MAX)).collect();
+        let ceilings: Vec<_> = (0..10).map(|_| b.delay_with(now, u64::MAX)).collect();
         for (i, want) in [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
             .into_iter()
             .enumerate()
@@ -232,21 +235,20 @@ mod tests {
         }
         assert_eq!(b.attempt(), 10);
         // With the smallest, it is zero: full jitter may retry at once.
-        assert_eq!(b.next_delay(now, 0), Duration::ZERO);
+        assert_eq!(b.delay_with(now, 0), Duration::ZERO);
         b.reset();
-        assert!(b.next_delay(now, u64::MAX) <= ms(200));
+        assert!(b.delay_with(now, u64::MAX) <= ms(200));
     }
 
     #[test]
     fn full_jitter_spreads_clients_out() {
         let now = Instant::now();
-        let mut r = rng(1);
         let delays: Vec<_> = (0..1000)
-            .map(|_| {
-                let mut b = Backoff::new(BackoffConfig::default());
-                b.next_delay(now, 0);
-                b.next_delay(now, 0);
-                b.next_delay(now, r()) // third attempt: uniform in [0, 800ms]
+            .map(|seed| {
+                let mut b = Backoff::new(BackoffConfig::default(), seed);
+                b.delay_with(now, 0);
+                b.delay_with(now, 0);
+                b.next_delay(now) // third attempt: uniform in [0, 800ms]
             })
             .collect();
         assert!(delays.iter().all(|d| *d <= ms(800)));
@@ -259,21 +261,23 @@ mod tests {
     #[test]
     fn decorrelated_jitter_stays_between_initial_and_max() {
         let now = Instant::now();
-        let mut b = Backoff::new(BackoffConfig {
-            jitter: Jitter::Decorrelated,
-            ..Default::default()
-        });
-        let mut r = rng(7);
+        let mut b = Backoff::new(
+            BackoffConfig {
+                jitter: Jitter::Decorrelated,
+                ..Default::default()
+            },
+            7,
+        );
         let mut prev = ms(200);
         for _ in 0..200 {
-            let d = b.next_delay(now, r());
+            let d = b.next_delay(now);
             assert!(d >= ms(200) && d <= ms(10_000), "{d:?}");
             assert!(d <= prev * 3, "{d:?} after {prev:?}");
             prev = d;
         }
         // Always taking the top value reaches max quickly and stays there.
-        let mut b = Backoff::new(b.config().clone());
-        let top: Vec<_> = (0..8).map(|_| b.next_delay(now, u64::MAX)).collect();
+        let mut b = Backoff::new(b.config().clone(), 7);
+        let top: Vec<_> = (0..8).map(|_| b.delay_with(now, u64::MAX)).collect();
         assert!(top[0] > ms(599) && top[0] <= ms(600));
         assert_eq!(top[7], ms(10_000));
     }
@@ -281,32 +285,32 @@ mod tests {
     #[test]
     fn restart_notice_is_honoured_then_retries_stay_fast() {
         let t0 = Instant::now();
-        let mut b = Backoff::new(BackoffConfig::default());
+        let mut b = Backoff::new(BackoffConfig::default(), 0);
         for _ in 0..6 {
-            b.next_delay(t0, u64::MAX); // grown to seconds
+            b.delay_with(t0, u64::MAX); // grown to seconds
         }
         b.restart_notice(ms(1000), ms(5000), t0);
         // The first wait is the notice's, plus at most the spread.
-        assert_eq!(b.next_delay(t0, 0), ms(1000));
+        assert_eq!(b.delay_with(t0, 0), ms(1000));
         b.restart_notice(ms(1000), ms(5000), t0);
-        let d = b.next_delay(t0, u64::MAX);
+        let d = b.delay_with(t0, u64::MAX);
         assert!(d > ms(1249) && d <= ms(1250), "{d:?}");
         // Failures inside the window retry at most restart_retry_max apart.
         for i in 0..20 {
-            let d = b.next_delay(t0 + ms(1000 + i * 200), u64::MAX);
+            let d = b.delay_with(t0 + ms(1000 + i * 200), u64::MAX);
             assert!(d <= ms(500), "{d:?}");
         }
         // After the window, normal (grown) backoff resumes.
-        assert_eq!(b.next_delay(t0 + ms(6001), u64::MAX), ms(10_000));
+        assert_eq!(b.delay_with(t0 + ms(6001), u64::MAX), ms(10_000));
     }
 
     #[test]
     fn replacements_in_a_row_wait_longer_each_time_up_to_the_max() {
         let t0 = Instant::now();
-        let mut b = Backoff::new(BackoffConfig::default());
+        let mut b = Backoff::new(BackoffConfig::default(), 0);
         // A fast-retry window is open: it must not shorten a replaced wait.
         b.restart_notice(ms(0), ms(60_000), t0);
-        b.next_delay(t0, 0);
+        b.delay_with(t0, 0);
         let mut ceilings = Vec::new();
         for i in 0..8 {
             assert_eq!(
@@ -314,42 +318,53 @@ mod tests {
                 i == 0,
                 "only the first starts a streak"
             );
-            let (lo, hi) = (b.clone().next_delay(t0, 0), b.next_delay(t0, u64::MAX));
+            let (lo, hi) = (b.clone().delay_with(t0, 0), b.delay_with(t0, u64::MAX));
             assert!(hi + ms(1) >= lo * 2 && lo * 2 >= hi, "{lo:?}..{hi:?}");
             ceilings.push(hi.as_secs());
         }
         assert_eq!(ceilings, [5, 10, 20, 40, 80, 120, 120, 120]);
         // A failure to connect after a replaced wait backs off as usual.
-        assert!(b.next_delay(t0 + Duration::from_secs(61), u64::MAX) <= ms(200));
+        assert!(b.delay_with(t0 + Duration::from_secs(61), u64::MAX) <= ms(200));
         // Two replacements within a streak, then a connection that outlived the longest
         // wait: the next replacement starts a new streak, from the first wait.
         assert!(!b.replaced(Duration::from_secs(120)));
-        b.next_delay(t0, 0);
+        b.delay_with(t0, 0);
         assert!(b.replaced(Duration::from_secs(121)));
-        assert_eq!(b.next_delay(t0, u64::MAX).as_secs(), 5);
+        assert_eq!(b.delay_with(t0, u64::MAX).as_secs(), 5);
     }
 
     #[test]
     fn hostile_restart_notices_are_clamped() {
         let t0 = Instant::now();
-        let mut b = Backoff::new(BackoffConfig::default());
+        let mut b = Backoff::new(BackoffConfig::default(), 0);
         b.restart_notice(
             Duration::from_millis(u64::from(u32::MAX)),
             Duration::from_millis(u64::from(u32::MAX)),
             t0,
         );
-        let d = b.next_delay(t0, u64::MAX);
+        let d = b.delay_with(t0, u64::MAX);
         assert!(d <= ms(10_250), "{d:?}");
         // The fast-retry window is bounded too.
         for _ in 0..10 {
-            b.next_delay(t0, u64::MAX);
+            b.delay_with(t0, u64::MAX);
         }
         assert_eq!(
-            b.next_delay(t0 + Duration::from_secs(131), u64::MAX),
+            b.delay_with(t0 + Duration::from_secs(131), u64::MAX),
             ms(10_000)
         );
         // Zero waits are fine.
         b.restart_notice(Duration::ZERO, Duration::ZERO, t0);
-        assert_eq!(b.next_delay(t0, 0), Duration::ZERO);
+        assert_eq!(b.delay_with(t0, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_seed_decides_the_schedule() {
+        let t0 = Instant::now();
+        let schedule = |seed| {
+            let mut b = Backoff::new(BackoffConfig::default(), seed);
+            (0..20).map(|_| b.next_delay(t0)).collect::<Vec<_>>()
+        };
+        assert_eq!(schedule(3), schedule(3));
+        assert_ne!(schedule(3), schedule(4));
     }
 }

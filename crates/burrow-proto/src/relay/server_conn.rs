@@ -6,6 +6,13 @@
 //! the frame directions, the handshake and idle timeouts, the per-client byte rate and the
 //! maximum message size. The driver owns the socket, the clock and the other clients.
 //!
+//! This core is one of the two documented exceptions to the crate's calling convention (see
+//! the [crate docs](crate)): it runs once per forwarded datagram, so each message gets its
+//! [`Action`] straight back from [`ServerConnection::handle_input`] rather than through an
+//! output queue, its only timers (handshake and idle) are read with
+//! [`ServerConnection::poll_timeout`] and fired with [`ServerConnection::handle_timeout`], and
+//! its one random value, the challenge, comes in at construction from the driver.
+//!
 //! Rate limiting shapes rather than polices: a client over its byte rate is not dropped;
 //! instead [`ServerConnection::read_resume_at`] tells the driver to stop reading from it until
 //! its token bucket has refilled, so TCP pushes back on the sender and nothing is lost.

@@ -99,9 +99,9 @@ pub enum ConnectError {
     /// The peer cannot be reached: no relay in common and no direct address.
     #[error("no way to reach {0}: the ticket has no relay this endpoint uses and no address")]
     NoRoute(String),
-    /// Discovery found no record of the node.
+    /// No lookup source knows the node.
     #[error(transparent)]
-    NotFound(#[from] crate::discovery::DiscoveryError),
+    NotFound(#[from] crate::lookup::LookupError),
     /// TLS could not be set up.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -323,17 +323,17 @@ impl Endpoint {
         Ok(Connection { quic, remote: node })
     }
 
-    /// Connects to a node known only by its key: `discovery` finds its relays and addresses,
+    /// Connects to a node known only by its key: `lookup` finds its relays and addresses,
     /// then as [`Endpoint::connect`]. Addresses that slower sources find later are handed to
     /// the hole punching while the connection is under way. The relayed path needs this
     /// endpoint to share a relay with the node.
     pub async fn connect_node(
         &self,
         node: NodeId,
-        discovery: &crate::discovery::Discovery,
+        lookup: &crate::lookup::Lookup,
         alpn: &[u8],
     ) -> Result<Connection, ConnectError> {
-        let (found, later) = discovery.resolve_with_updates(&node).await?;
+        let (found, later) = lookup.resolve_with_updates(&node).await?;
         let commands = self.inner.commands.clone();
         tokio::spawn(async move {
             if let Ok(merged) = later.await {

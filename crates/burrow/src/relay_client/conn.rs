@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_proto::relay::backoff::Backoff;
-use burrow_proto::relay::client_conn::{encode_send, ClientConnection, ConnError, Event};
+use burrow_proto::relay::client_conn::{
+    encode_send, ClientConnection, ConnError, Event, Input, Output,
+};
 use burrow_proto::relay::server_conn::CLOSE_REPLACED;
 use burrow_proto::relay::{RelayUrl, FRAME_OVERHEAD, MAX_PAYLOAD};
 use bytes::Bytes;
@@ -96,7 +98,7 @@ fn ws_config() -> WebSocketConfig {
 impl RelayTask {
     /// Connects, and reconnects after every drop, until the client closes.
     pub(super) async fn run(mut self) {
-        let mut backoff = Backoff::new(self.opts.backoff.clone());
+        let mut backoff = Backoff::new(self.opts.backoff.clone(), rand::random());
         loop {
             let attempt = backoff.attempt();
             self.shared.update(self.idx, |s| {
@@ -119,7 +121,7 @@ impl RelayTask {
             }
             let new_streak = ended.notices.replaced
                 && backoff.replaced(ended.authenticated_for.unwrap_or_default());
-            let delay = backoff.next_delay(now, rand::random());
+            let delay = backoff.next_delay(now);
             if new_streak {
                 // Said once per streak: each replacement after it is the same news.
                 warn!(relay = %self.url, retry_in = ?delay,
@@ -201,45 +203,47 @@ impl RelayTask {
             Err(_) => return Ended::error("WebSocket upgrade timed out"),
         };
         let (mut sink, mut stream) = ws.split();
-        let mut conn = ClientConnection::new(
-            self.key.clone(),
-            self.opts.connection.clone(),
-            Instant::now(),
-        );
+        let mut conn = ClientConnection::new(self.key.clone(), self.opts.connection.clone());
+        conn.handle_input(Instant::now(), Input::Start);
         let mut notices = Notices::default();
 
         // The handshake, in lock step.
         let handshake = async {
+            let mut connected = None;
             loop {
-                while let Some(msg) = conn.poll_transmit() {
-                    sink.send(Message::Binary(msg.into()))
-                        .await
-                        .map_err(|e| format!("send: {e}"))?;
+                let wake = loop {
+                    match conn.poll_output() {
+                        Output::Transmit(msg) => sink
+                            .send(Message::Binary(msg.into()))
+                            .await
+                            .map_err(|e| format!("send: {e}"))?,
+                        // Transmits come first: the first ping, for the RTT that picks the home
+                        // relay, is sent by now.
+                        Output::Event(Event::Connected { idle_timeout }) => {
+                            connected = Some(idle_timeout)
+                        }
+                        Output::Event(Event::Restarting {
+                            reconnect_in,
+                            try_for,
+                        }) => notices.restart = Some((reconnect_in, try_for)),
+                        Output::Event(Event::Failed(e)) => return Err(e.to_string()),
+                        Output::Event(_) => {}
+                        Output::Timeout(at) => break at,
+                    }
+                };
+                if let Some(idle_timeout) = connected {
+                    return Ok(idle_timeout);
                 }
-                let wake = tokio::time::Instant::from_std(conn.poll_timeout());
                 tokio::select! {
                     msg = stream.next() => {
-                        let Some(bytes) = binary(msg)? else { continue };
-                        match conn.handle_message(&bytes, Instant::now()) {
-                            Ok(Some(Event::Connected { idle_timeout })) => {
-                                // The first ping, for the RTT that picks the home relay.
-                                while let Some(msg) = conn.poll_transmit() {
-                                    sink.send(Message::Binary(msg.into()))
-                                        .await
-                                        .map_err(|e| format!("send: {e}"))?;
-                                }
-                                return Ok(idle_timeout);
-                            }
-                            Ok(Some(Event::Restarting { reconnect_in, try_for })) => {
-                                notices.restart = Some((reconnect_in, try_for));
-                            }
-                            Ok(_) => {}
-                            Err(e) => return Err(e.to_string()),
+                        if let Some(bytes) = binary(msg)? {
+                            conn.handle_input(Instant::now(), Input::Message(bytes));
                         }
                     }
-                    _ = tokio::time::sleep_until(wake) => {
-                        conn.handle_timeout(Instant::now()).map_err(|e| e.to_string())?;
-                    }
+                    _ = sleep_until(wake) => {}
+                }
+                if wake.is_some_and(|at| Instant::now() >= at) {
+                    conn.handle_input(Instant::now(), Input::Timeout);
                 }
             }
         };
@@ -302,6 +306,14 @@ impl RelayTask {
     }
 }
 
+/// Sleeps until `at`, or forever for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The bytes of a binary message (`None` for WebSocket control messages), or why the
 /// connection is over.
 fn binary(
@@ -339,12 +351,50 @@ where
 {
     // One timer, moved when the core's deadline does, rather than a fresh `sleep_until`
     // (a timer entry registered and cancelled) per message.
-    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(conn.poll_timeout()));
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     loop {
-        let wake = tokio::time::Instant::from_std(conn.poll_timeout());
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
+        let wake = loop {
+            match conn.poll_output() {
+                // A full control queue means a stuck writer; silence detection ends it.
+                Output::Transmit(msg) => drop(control.try_send(msg)),
+                Output::Event(Event::Recv { src, payload }) => {
+                    // Waiting here pushes back on the relay rather than dropping.
+                    if incoming.send((idx, src, payload)).await.is_err() {
+                        return "client dropped".into();
+                    }
+                }
+                Output::Event(Event::Rtt { smoothed, .. }) => {
+                    shared.update(idx, |s| {
+                        if let RelayConnState::Connected { rtt, .. } = &mut s.state {
+                            *rtt = Some(smoothed);
+                        }
+                    });
+                }
+                Output::Event(Event::PeerGone { node, reason }) => {
+                    debug!(relay = %shared.urls[idx], peer = %node.short(), ?reason, "peer gone");
+                }
+                Output::Event(Event::Restarting {
+                    reconnect_in,
+                    try_for,
+                }) => {
+                    info!(relay = %shared.urls[idx], ?reconnect_in, ?try_for, "relay restarting");
+                    notices.restart = Some((reconnect_in, try_for));
+                }
+                Output::Event(Event::Failed(e)) => {
+                    if !matches!(e, ConnError::Dead(_)) {
+                        warn!(relay = %shared.urls[idx], "protocol error: {e}");
+                    }
+                    return e.to_string();
+                }
+                Output::Event(Event::Connected { .. }) => {}
+                Output::Timeout(at) => break at,
+            }
+        };
+        if let Some(wake) = wake.map(tokio::time::Instant::from_std) {
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
         }
         tokio::select! {
             // Frames first: under load, a late look at the clock must not see silence that the
@@ -354,54 +404,17 @@ where
                 if let Some(Ok(Message::Close(Some(frame)))) = &msg {
                     notices.replaced = u16::from(frame.code) == CLOSE_REPLACED;
                 }
-                let bytes = match binary(msg) {
-                    Ok(Some(b)) => b,
-                    Ok(None) => continue,
+                match binary(msg) {
+                    Ok(Some(bytes)) => conn.handle_input(Instant::now(), Input::Message(bytes)),
+                    Ok(None) => {}
                     Err(e) => return e,
-                };
-                match conn.handle_message(&bytes, Instant::now()) {
-                    Ok(Some(Event::Recv { src, payload })) => {
-                        let payload = bytes.slice_ref(payload);
-                        // Waiting here pushes back on the relay rather than dropping.
-                        if incoming.send((idx, src, payload)).await.is_err() {
-                            return "client dropped".into();
-                        }
-                    }
-                    Ok(Some(Event::Rtt { smoothed, .. })) => {
-                        shared.update(idx, |s| {
-                            if let RelayConnState::Connected { rtt, .. } = &mut s.state {
-                                *rtt = Some(smoothed);
-                            }
-                        });
-                    }
-                    Ok(Some(Event::PeerGone { node, reason })) => {
-                        debug!(relay = %shared.urls[idx], peer = %node.short(), ?reason, "peer gone");
-                    }
-                    Ok(Some(Event::Restarting { reconnect_in, try_for })) => {
-                        info!(relay = %shared.urls[idx], ?reconnect_in, ?try_for, "relay restarting");
-                        notices.restart = Some((reconnect_in, try_for));
-                    }
-                    Ok(Some(Event::Connected { .. }) | None) => {}
-                    Err(e) => {
-                        warn!(relay = %shared.urls[idx], "protocol error: {e}");
-                        return e.to_string();
-                    }
                 }
             }
-            _ = &mut timer => {}
+            _ = &mut timer, if wake.is_some() => {}
         }
-        let now = Instant::now();
-        if now >= conn.poll_timeout() {
-            if let Err(e) = conn.handle_timeout(now) {
-                return match e {
-                    ConnError::Dead(_) => e.to_string(),
-                    e => format!("keepalive: {e}"),
-                };
-            }
-        }
-        while let Some(msg) = conn.poll_transmit() {
-            // A full control queue means a stuck writer; silence detection ends it.
-            let _ = control.try_send(msg);
+        // Also after a frame: while frames keep coming, the timer branch may never win.
+        if wake.is_some_and(|at| Instant::now() >= at) {
+            conn.handle_input(Instant::now(), Input::Timeout);
         }
     }
 }

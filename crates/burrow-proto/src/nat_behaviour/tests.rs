@@ -1,6 +1,7 @@
-//! Discovery against the real sans-IO STUN server through a model NAT, in virtual time.
+//! NAT behaviour discovery against the real sans-IO STUN server through a model NAT, in
+//! virtual time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,9 @@ enum Kind {
 struct Nat {
     kind: Kind,
     public_ip: IpAddr,
-    mappings: HashMap<(SocketAddr, SocketAddr), SocketAddr>,
+    mappings: BTreeMap<(SocketAddr, SocketAddr), SocketAddr>,
     /// (public mapped address, remote) pairs that have seen outbound traffic.
-    sent_to: HashSet<(SocketAddr, SocketAddr)>,
+    sent_to: BTreeSet<(SocketAddr, SocketAddr)>,
     next_port: u16,
 }
 
@@ -128,6 +129,19 @@ fn run_mixed(kind: Kind) -> (Findings, Duration) {
 }
 
 fn run_with(kind: Kind, servers: Vec<StunServer>) -> (Findings, Duration) {
+    let run = run_seeded(kind, servers, 1);
+    (run.findings, run.took)
+}
+
+/// What a run did.
+struct Run {
+    findings: Findings,
+    took: Duration,
+    /// Every datagram sent, with its time since the start.
+    sent: Vec<(Duration, Transmit)>,
+}
+
+fn run_seeded(kind: Kind, servers: Vec<StunServer>, seed: u64) -> Run {
     let host_ip: IpAddr = if kind == Kind::Open {
         "198.51.100.2".parse().unwrap()
     } else {
@@ -141,8 +155,8 @@ fn run_with(kind: Kind, servers: Vec<StunServer>) -> (Findings, Duration) {
         nat: Nat {
             kind,
             public_ip: "198.18.0.2".parse().unwrap(),
-            mappings: HashMap::new(),
-            sent_to: HashSet::new(),
+            mappings: BTreeMap::new(),
+            sent_to: BTreeSet::new(),
             next_port: 50000,
         },
         sockets: sockets.clone(),
@@ -150,45 +164,62 @@ fn run_with(kind: Kind, servers: Vec<StunServer>) -> (Findings, Duration) {
         servers,
     };
     let start = Instant::now();
-    let mut counter = 0u8;
-    let mut d = Discovery::new(DiscoveryConfig {
-        servers: world
-            .servers
-            .iter()
-            .map(|s| s.address(Role::PRIMARY))
-            .collect(),
-        sockets,
-        local_ips: vec![host_ip],
-        deadline: start + Duration::from_secs(3),
-        transaction_ids: Box::new(move || {
-            counter += 1;
-            TransactionId([counter; 12])
-        }),
-    });
-    d.start(start);
+    let mut d = NatBehaviour::new(
+        NatBehaviourConfig {
+            servers: world
+                .servers
+                .iter()
+                .map(|s| s.address(Role::PRIMARY))
+                .collect(),
+            sockets,
+            local_ips: vec![host_ip],
+            deadline: start + Duration::from_secs(3),
+        },
+        seed,
+    );
+    d.handle_input(start, Input::Start);
     // (arrival time, destination socket, source, payload)
     let mut in_flight: Vec<(Instant, SocketId, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut sent = Vec::new();
     let mut now = start;
-    while !d.is_done() {
-        while let Some(t) = d.poll_transmit() {
-            world.deliver(now, t, &mut in_flight);
-        }
+    loop {
+        let timeout = match d.poll_output() {
+            Output::Transmit(t) => {
+                sent.push((now - start, t.clone()));
+                world.deliver(now, t, &mut in_flight);
+                continue;
+            }
+            Output::Event(Event::Done) => break,
+            Output::Timeout(t) => t.expect("a machine that is not done has a timeout"),
+        };
         let next_arrival = in_flight.iter().map(|f| f.0).min();
-        let timeout = d.poll_timeout().unwrap();
         match next_arrival {
             Some(at) if at <= timeout => {
                 now = at;
                 let i = in_flight.iter().position(|f| f.0 == at).unwrap();
-                let (_, socket, from, payload) = in_flight.remove(i);
-                d.handle_input(socket, from, &payload, now);
+                let (_, socket, from, packet) = in_flight.remove(i);
+                d.handle_input(
+                    now,
+                    Input::Datagram {
+                        socket,
+                        from,
+                        packet: &packet,
+                    },
+                );
             }
             _ => {
                 now = timeout;
-                d.handle_timeout(now);
+                d.handle_input(now, Input::Timeout);
             }
         }
     }
-    (d.findings(), now - start)
+    assert!(d.is_done());
+    assert_eq!(d.poll_output(), Output::Timeout(None));
+    Run {
+        findings: d.findings(),
+        took: now - start,
+        sent,
+    }
 }
 
 impl World {
@@ -391,14 +422,71 @@ fn public_address_and_rtt_are_reported() {
 #[test]
 fn no_servers_means_unknown_at_once() {
     let start = Instant::now();
-    let mut d = Discovery::new(DiscoveryConfig {
-        servers: vec![],
-        sockets: vec![(SocketId::Main4, "0.0.0.0:1".parse().unwrap())],
-        local_ips: vec![],
-        deadline: start + Duration::from_secs(3),
-        transaction_ids: Box::new(|| TransactionId([0; 12])),
-    });
-    d.start(start);
+    let mut d = NatBehaviour::new(
+        NatBehaviourConfig {
+            servers: vec![],
+            sockets: vec![(SocketId::Main4, "0.0.0.0:1".parse().unwrap())],
+            local_ips: vec![],
+            deadline: start + Duration::from_secs(3),
+        },
+        0,
+    );
+    assert_eq!(d.poll_output(), Output::Timeout(None));
+    d.handle_input(start, Input::Start);
+    assert_eq!(d.poll_output(), Output::Event(Event::Done));
+    assert_eq!(d.poll_output(), Output::Timeout(None));
     assert!(d.is_done());
     assert_eq!(d.findings().nat_type, NatType::Unknown);
+}
+
+#[test]
+fn the_same_seed_and_inputs_give_the_same_transmits() {
+    // Four silent servers: every retransmission round has four requests due at once, the
+    // order a map with random iteration order would shuffle.
+    let servers = || {
+        (0..4)
+            .map(|i| model_server(i, Servers::TwoAddresses))
+            .collect::<Vec<_>>()
+    };
+    for kind in [Kind::Blocked, Kind::Restricted, Kind::Symmetric] {
+        let first = run_seeded(kind, servers(), 7);
+        assert!(first.sent.len() > 8, "{}", first.sent.len());
+        for _ in 0..5 {
+            let again = run_seeded(kind, servers(), 7);
+            assert!(
+                again.sent == first.sent,
+                "a run with the same seed sent otherwise"
+            );
+            assert_eq!(again.findings, first.findings);
+        }
+        // The seed is what picks the transaction IDs.
+        let other = run_seeded(kind, servers(), 8);
+        assert_eq!(other.sent.len(), first.sent.len());
+        assert!(other.sent != first.sent);
+    }
+}
+
+#[test]
+fn inputs_before_start_are_ignored() {
+    let start = Instant::now();
+    let config = NatBehaviourConfig {
+        servers: vec!["203.0.113.10:3478".parse().unwrap()],
+        sockets: vec![(SocketId::Main4, "10.0.0.2:40000".parse().unwrap())],
+        local_ips: vec![],
+        deadline: start + Duration::from_secs(3),
+    };
+    let mut d = NatBehaviour::new(config, 0);
+    // With nothing outstanding, a timeout would end a started machine.
+    d.handle_input(start, Input::Timeout);
+    assert_eq!(d.poll_output(), Output::Timeout(None));
+    assert!(!d.is_done());
+    let t1 = start + Duration::from_millis(1);
+    d.handle_input(t1, Input::Start);
+    assert!(matches!(d.poll_output(), Output::Transmit(_)));
+    d.handle_input(t1, Input::Start);
+    assert_eq!(
+        d.poll_output(),
+        Output::Timeout(Some(t1 + INITIAL_RTO)),
+        "a second start sends nothing"
+    );
 }

@@ -24,6 +24,12 @@ use crate::mdns::{LanPeer, LanPeers};
 use crate::registry_client::{RegistryClient, RegistryClientOptions};
 use crate::NodeId;
 
+mod members;
+pub use members::{
+    list_members, Listing, Member, Members, MembersError, MAX_PAGES, PAGE_SIZE, PARALLEL_RESOLVES,
+    RESOLVE_TIMEOUT,
+};
+
 /// How long a resolved answer is served from the cache.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most nodes the cache holds; past it, the oldest answer goes.
@@ -35,7 +41,7 @@ const MAX_MERGED_ADDRS: usize = 32;
 
 /// Where to look.
 #[derive(Clone)]
-pub struct Discovery {
+pub struct Lookup {
     registries: Option<RegistryClient>,
     dht: Option<Arc<DhtDiscovery>>,
     mdns: Option<LanPeers>,
@@ -43,9 +49,9 @@ pub struct Discovery {
     cache: Arc<Mutex<HashMap<NodeId, (Found, Instant)>>>,
 }
 
-impl std::fmt::Debug for Discovery {
+impl std::fmt::Debug for Lookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Discovery")
+        f.debug_struct("Lookup")
             .field(
                 "registries",
                 &self.registries.as_ref().map(|r| r.registries().to_vec()),
@@ -128,7 +134,7 @@ impl Found {
 
 /// Why a node was not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DiscoveryError {
+pub enum LookupError {
     /// No registry, DHT or mDNS to ask.
     #[error("no discovery source configured (give a registry or a DHT, or enable mDNS)")]
     NoSources,
@@ -137,14 +143,14 @@ pub enum DiscoveryError {
     NotFound(NodeId),
 }
 
-impl Discovery {
+impl Lookup {
     /// Registries (relay URLs) and an optional running DHT node; each lookup gives up after
     /// `timeout`.
     pub fn new(
         registries: Vec<RelayUrl>,
         dht: Option<Arc<DhtDiscovery>>,
         timeout: Duration,
-    ) -> Discovery {
+    ) -> Lookup {
         let registries = (!registries.is_empty()).then(|| {
             RegistryClient::new(
                 registries,
@@ -154,7 +160,7 @@ impl Discovery {
                 },
             )
         });
-        Discovery {
+        Lookup {
             registries,
             dht,
             mdns: None,
@@ -164,13 +170,13 @@ impl Discovery {
     }
 
     /// Also asks the LAN through mDNS (waiting at most [`MDNS_WAIT`] for a node to appear).
-    pub fn with_mdns(mut self, lan: LanPeers) -> Discovery {
+    pub fn with_mdns(mut self, lan: LanPeers) -> Lookup {
         self.mdns = Some(lan);
         self
     }
 
     /// The first good answer from any source (or a cached one).
-    pub async fn resolve(&self, node: &NodeId) -> Result<Found, DiscoveryError> {
+    pub async fn resolve(&self, node: &NodeId) -> Result<Found, LookupError> {
         self.resolve_with_updates(node)
             .await
             .map(|(found, _)| found)
@@ -181,7 +187,7 @@ impl Discovery {
     pub async fn resolve_with_updates(
         &self,
         node: &NodeId,
-    ) -> Result<(Found, oneshot::Receiver<Found>), DiscoveryError> {
+    ) -> Result<(Found, oneshot::Receiver<Found>), LookupError> {
         let (tx, rx) = oneshot::channel();
         if let Some(found) = self.cached(node) {
             return Ok((found, rx));
@@ -199,7 +205,7 @@ impl Discovery {
         .await
         .ok()
         .flatten()
-        .ok_or(DiscoveryError::NotFound(*node))?;
+        .ok_or(LookupError::NotFound(*node))?;
         self.remember(first.clone());
         if !asks.is_empty() {
             let this = self.clone();
@@ -224,9 +230,9 @@ impl Discovery {
     }
 
     /// Starts every source's lookup; each yields an answer or `None`.
-    fn ask_all(&self, node: NodeId) -> Result<JoinSet<Option<Found>>, DiscoveryError> {
+    fn ask_all(&self, node: NodeId) -> Result<JoinSet<Option<Found>>, LookupError> {
         if self.registries.is_none() && self.dht.is_none() && self.mdns.is_none() {
-            return Err(DiscoveryError::NoSources);
+            return Err(LookupError::NoSources);
         }
         let mut asks = JoinSet::new();
         if let Some(reg) = self.registries.clone() {
@@ -334,14 +340,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_sources_is_an_error() {
-        let d = Discovery::new(Vec::new(), None, Duration::from_secs(1));
+        let d = Lookup::new(Vec::new(), None, Duration::from_secs(1));
         let node = SecretKey::from_bytes([4; 32]).node_id();
-        assert_eq!(d.resolve(&node).await, Err(DiscoveryError::NoSources));
+        assert_eq!(d.resolve(&node).await, Err(LookupError::NoSources));
     }
 
     #[test]
     fn the_cache_serves_fresh_answers_and_stays_bounded() {
-        let d = Discovery::new(Vec::new(), None, Duration::from_secs(1));
+        let d = Lookup::new(Vec::new(), None, Duration::from_secs(1));
         let f = found("registry", 1, &["1.1.1.1:1"]);
         d.remember(f.clone());
         assert_eq!(d.cached(&f.ticket.node_id), Some(f));

@@ -1,8 +1,11 @@
 //! NAT behaviour discovery (RFC 5780) as a sans-IO state machine: the core of `netcheck`.
 //!
-//! The driver owns up to three UDP sockets ([`SocketId`]), feeds every datagram and timer into
-//! [`Discovery`], sends what [`Discovery::poll_transmit`] hands out, and reads the [`Findings`]
-//! once [`Discovery::is_done`]. The machine asks, in parallel:
+//! [`NatBehaviour`] follows the crate's calling convention. The driver owns up to three UDP
+//! sockets ([`SocketId`]); it feeds [`Input::Start`], then every datagram and timeout, sends the
+//! transmits that [`NatBehaviour::poll_output`] hands out, sleeps until the timeout it hands out
+//! last, and reads the [`Findings`] once [`Event::Done`] comes. Transaction IDs come from the
+//! seed and requests are kept in the order they were sent, so the same seed and inputs give the
+//! same datagrams in the same order. The machine asks, in parallel:
 //!
 //! * every server for a Binding from the main socket (public address, RTT, multi-server
 //!   evidence of a symmetric mapping);
@@ -24,11 +27,12 @@
 //! Negative answers (a filter that drops a response) only show as silence, so each probe has a
 //! timeout derived from the RTT measured so far, and everything ends by the deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::stun::{Class, Message, MessageWriter, Method, TransactionId};
+use crate::Rng;
 
 /// First retransmission interval; doubled after each send (RFC 8489 6.2.1 uses 500 ms, a
 /// diagnostic with a 3 s budget needs to be quicker).
@@ -160,7 +164,8 @@ pub struct Transmit {
 }
 
 /// What the machine is told when it starts.
-pub struct DiscoveryConfig {
+#[derive(Clone, Debug)]
+pub struct NatBehaviourConfig {
     /// STUN servers, IPv4 and IPv6, in order of preference.
     pub servers: Vec<SocketAddr>,
     /// The sockets the driver managed to bind, with their local addresses (wildcard IPs allowed).
@@ -169,8 +174,45 @@ pub struct DiscoveryConfig {
     pub local_ips: Vec<IpAddr>,
     /// When the report must be final.
     pub deadline: Instant,
-    /// Source of unpredictable transaction IDs (an off-path attacker must not guess them).
-    pub transaction_ids: Box<dyn FnMut() -> TransactionId + Send>,
+}
+
+/// What happens to the machine (see the crate's calling convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Send the first Binding requests. Other inputs before it are ignored, and a second one
+    /// does nothing.
+    Start,
+    /// A datagram arrived.
+    Datagram {
+        /// The socket it arrived on.
+        socket: SocketId,
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        packet: &'a [u8],
+    },
+    /// Time passes: requests are retransmitted, and silence answers the probes that waited
+    /// long enough.
+    Timeout,
+}
+
+/// What the machine reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The findings are final ([`NatBehaviour::findings`]); nothing more is sent, and the
+    /// timeout is `None` from now on.
+    Done,
+}
+
+/// What [`NatBehaviour::poll_output`] hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A datagram to send.
+    Transmit(Transmit),
+    /// Something happened.
+    Event(Event),
+    /// Nothing more to do until then (`None`: until the next input, or never once done).
+    Timeout(Option<Instant>),
 }
 
 /// What one server told us.
@@ -228,6 +270,7 @@ enum Probe {
 }
 
 struct Outstanding {
+    tid: TransactionId,
     probe: Probe,
     socket: SocketId,
     to: SocketAddr,
@@ -266,12 +309,16 @@ impl TestServer {
     }
 }
 
-/// The discovery state machine.
-pub struct Discovery {
-    config: DiscoveryConfig,
-    started: Option<Instant>,
-    outstanding: HashMap<TransactionId, Outstanding>,
+/// The RFC 5780 tests of one host's NAT, from the first request to the findings.
+pub struct NatBehaviour {
+    config: NatBehaviourConfig,
+    rng: Rng,
+    started: bool,
+    /// Requests awaiting an answer, in the order they were first sent: retransmissions go out
+    /// in that order on every run (a map with random iteration order would shuffle them).
+    outstanding: Vec<Outstanding>,
     queue: VecDeque<Transmit>,
+    events: VecDeque<Event>,
     results: Vec<ServerResult>,
     max_rtt: Option<Duration>,
     rfc5780: Option<TestServer>,
@@ -284,9 +331,11 @@ pub struct Discovery {
     done: bool,
 }
 
-impl Discovery {
-    /// Creates the machine; nothing is sent before [`Discovery::start`].
-    pub fn new(config: DiscoveryConfig) -> Self {
+impl NatBehaviour {
+    /// Creates the machine; nothing is sent before [`Input::Start`]. `seed` feeds the
+    /// transaction IDs, which an off-path attacker must not guess (the driver passes a fresh
+    /// random one).
+    pub fn new(config: NatBehaviourConfig, seed: u64) -> Self {
         let results = config
             .servers
             .iter()
@@ -298,11 +347,13 @@ impl Discovery {
                 error: None,
             })
             .collect();
-        Discovery {
+        NatBehaviour {
             config,
-            started: None,
-            outstanding: HashMap::new(),
+            rng: Rng::new(seed),
+            started: false,
+            outstanding: Vec::new(),
             queue: VecDeque::new(),
+            events: VecDeque::new(),
             results,
             max_rtt: None,
             rfc5780: None,
@@ -320,9 +371,42 @@ impl Discovery {
         self.config.sockets.iter().any(|(s, _)| *s == id)
     }
 
+    /// Feeds one input (see the crate's calling convention).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Start => self.start(now),
+            _ if !self.started || self.done => {}
+            Input::Datagram {
+                socket,
+                from,
+                packet,
+            } => self.handle_datagram(now, socket, from, packet),
+            Input::Timeout => self.handle_timeout(now),
+        }
+    }
+
+    /// The next thing to do: transmits first, then events, then the next timeout.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(t) = self.queue.pop_front() {
+            return Output::Transmit(t);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    /// Whether the findings are final.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Sends the first Binding requests.
-    pub fn start(&mut self, now: Instant) {
-        self.started = Some(now);
+    fn start(&mut self, now: Instant) {
+        if self.started {
+            return;
+        }
+        self.started = true;
         for i in 0..self.results.len() {
             let addr = self.results[i].addr;
             let socket = if addr.is_ipv4() {
@@ -347,7 +431,7 @@ impl Discovery {
         now: Instant,
         attrs: impl FnOnce(&mut MessageWriter<'_>),
     ) {
-        let tid = (self.config.transaction_ids)();
+        let tid = TransactionId(self.rng.bytes());
         let mut payload = Vec::with_capacity(64);
         let mut w = MessageWriter::new(&mut payload, Class::Request, Method::BINDING, tid);
         attrs(&mut w);
@@ -361,33 +445,26 @@ impl Discovery {
             to,
             payload: payload.clone(),
         });
-        self.outstanding.insert(
+        self.outstanding.push(Outstanding {
             tid,
-            Outstanding {
-                probe,
-                socket,
-                to,
-                payload,
-                first_sent: now,
-                next_send: now + INITIAL_RTO,
-                sends: 1,
-                give_up,
-            },
-        );
+            probe,
+            socket,
+            to,
+            payload,
+            first_sent: now,
+            next_send: now + INITIAL_RTO,
+            sends: 1,
+            give_up,
+        });
     }
 
-    /// The next datagram to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.queue.pop_front()
-    }
-
-    /// When [`Discovery::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done {
+    /// When a timeout has something to do.
+    fn next_timeout(&self) -> Option<Instant> {
+        if self.done || !self.started {
             return None;
         }
         let mut next = self.config.deadline;
-        for o in self.outstanding.values() {
+        for o in &self.outstanding {
             if o.sends < MAX_SENDS {
                 next = next.min(o.next_send);
             }
@@ -398,22 +475,16 @@ impl Discovery {
         Some(next)
     }
 
-    /// Whether the findings are final.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
     /// Retransmits and expires probes.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.done {
-            return;
-        }
+    fn handle_timeout(&mut self, now: Instant) {
         let deadline_passed = now >= self.config.deadline;
-        let mut expired = Vec::new();
-        for (tid, o) in self.outstanding.iter_mut() {
-            if deadline_passed || o.give_up.is_some_and(|t| now >= t) {
-                expired.push(*tid);
-            } else if o.sends < MAX_SENDS && now >= o.next_send {
+        let (expired, waiting): (Vec<Outstanding>, Vec<Outstanding>) =
+            std::mem::take(&mut self.outstanding)
+                .into_iter()
+                .partition(|o| deadline_passed || o.give_up.is_some_and(|t| now >= t));
+        self.outstanding = waiting;
+        for o in &mut self.outstanding {
+            if o.sends < MAX_SENDS && now >= o.next_send {
                 self.queue.push_back(Transmit {
                     socket: o.socket,
                     to: o.to,
@@ -423,10 +494,8 @@ impl Discovery {
                 o.next_send = now + INITIAL_RTO * 2u32.pow(o.sends - 1);
             }
         }
-        for tid in expired {
-            if let Some(o) = self.outstanding.remove(&tid) {
-                self.on_silence(o.probe);
-            }
+        for o in expired {
+            self.on_silence(o.probe);
         }
         self.check_done(now);
     }
@@ -448,30 +517,25 @@ impl Discovery {
         }
     }
 
-    /// Feeds a datagram received on `socket` from `from`.
-    pub fn handle_input(
-        &mut self,
-        socket: SocketId,
-        from: SocketAddr,
-        packet: &[u8],
-        now: Instant,
-    ) {
-        if self.done {
-            return;
-        }
+    fn handle_datagram(&mut self, now: Instant, socket: SocketId, from: SocketAddr, packet: &[u8]) {
         let Ok(msg) = Message::parse(packet) else {
             return;
         };
-        let Some(o) = self.outstanding.get(&msg.transaction_id) else {
+        let Some(i) = self
+            .outstanding
+            .iter()
+            .position(|o| o.tid == msg.transaction_id)
+        else {
             return;
         };
+        let o = &self.outstanding[i];
         if o.socket != socket {
             return;
         }
         if o.probe == Probe::Hairpin {
             // Our own request came back through the NAT.
             if msg.class == Class::Request {
-                self.outstanding.remove(&msg.transaction_id);
+                self.outstanding.remove(i);
                 self.hairpin = Some(true);
             }
             self.check_done(now);
@@ -480,10 +544,7 @@ impl Discovery {
         if msg.class != Class::Success && msg.class != Class::Error {
             return;
         }
-        let o = self
-            .outstanding
-            .remove(&msg.transaction_id)
-            .expect("looked up above");
+        let o = self.outstanding.remove(i);
         // Karn: an RTT is only trustworthy for a request sent once.
         let rtt = now.saturating_duration_since(if o.sends == 1 {
             o.first_sent
@@ -520,7 +581,7 @@ impl Discovery {
                 }
                 self.max_rtt = Some(self.max_rtt.map_or(rtt, |m| m.max(rtt)));
                 let silence_after = silence(self.max_rtt.unwrap_or(rtt));
-                for o in self.outstanding.values_mut() {
+                for o in &mut self.outstanding {
                     if matches!(o.probe, Probe::Binding(_)) && o.give_up.is_none() {
                         o.give_up = Some(o.first_sent + silence_after.max(4 * rtt));
                     }
@@ -579,7 +640,7 @@ impl Discovery {
     /// tests.
     fn start_behaviour_tests(&mut self, server: TestServer, mapped: SocketAddr, now: Instant) {
         self.outstanding
-            .retain(|_, o| matches!(o.probe, Probe::Binding(_)));
+            .retain(|o| matches!(o.probe, Probe::Binding(_)));
         (self.map_alt_ip, self.map_alt_both, self.map_alt_port) = (None, None, None);
         (self.filter_both, self.filter_port, self.hairpin) = (None, None, None);
         self.rfc5780 = Some(server);
@@ -613,7 +674,7 @@ impl Discovery {
     /// The server misbehaved on a behaviour test: forget its answers.
     fn rfc5780_unusable(&mut self) {
         self.outstanding
-            .retain(|_, o| matches!(o.probe, Probe::Binding(_)));
+            .retain(|o| matches!(o.probe, Probe::Binding(_)));
         self.map_alt_ip = Some(None);
         self.map_alt_both = Some(None);
         self.map_alt_port = Some(None);
@@ -632,13 +693,14 @@ impl Discovery {
     }
 
     fn check_done(&mut self, now: Instant) {
-        if self.outstanding.is_empty() || now >= self.config.deadline {
+        if !self.done && (self.outstanding.is_empty() || now >= self.config.deadline) {
             self.outstanding.clear();
             self.done = true;
+            self.events.push_back(Event::Done);
         }
     }
 
-    /// The findings so far; final once [`Discovery::is_done`].
+    /// The findings so far; final once [`Event::Done`] came.
     pub fn findings(&self) -> Findings {
         let v4: Vec<&ServerResult> = self
             .results
