@@ -29,4 +29,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz crate is outside the workspace (so normal builds never compile libFuzzer): check
 # that its targets still compile against the parsers they drive.
 cargo check --manifest-path fuzz/Cargo.toml --locked --bins
+# The relay server stands on its own: neither the client library nor its QUIC, DHT and mDNS.
+if cargo tree -p burrow-relay -e normal --prefix none --locked | grep -E '^(burrow|quinn|mainline|mdns-sd) v'; then
+    echo "burrow-relay's normal dependencies must not include these" >&2
+    exit 1
+fi
+# A client-only `burrow` (no `server` feature: no relay, stun or dht-node) links no server.
+if cargo tree -p burrow-cli --no-default-features -e normal --prefix none --locked | grep -E '^(burrow-relay|axum) v'; then
+    echo "a client-only burrow-cli must not link these" >&2
+    exit 1
+fi
+cargo check -p burrow-cli --no-default-features --locked
 cargo test --workspace --locked

@@ -1,21 +1,20 @@
 //! The `burrow` command: a thin layer that parses arguments, calls the library and prints.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use burrow::config::{Config, RelayFileConfig};
-use burrow::dht::{DhtConfig, DhtDiscovery};
+use burrow::config::Config;
 use burrow::netcheck::{self, Report};
 use burrow::relay_client::RelayUrl;
-use burrow::stun_service::{AltPort, StunOptions, StunService};
 use burrow::ticket::Ticket;
 use clap::{Parser, Subcommand};
 
 mod discover;
 mod peer;
+#[cfg(feature = "server")]
+mod server;
 
 /// burrow: find peers by key and reach them through any NAT.
 #[derive(Parser)]
@@ -36,25 +35,14 @@ enum Command {
     /// Run a STUN server (RFC 8489) with NAT behaviour discovery: on a second port by
     /// default (clients behind a symmetric NAT can tell), and with --alt-ip the whole of
     /// RFC 5780.
-    Stun {
-        /// Primary address to listen on.
-        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478")]
-        listen: SocketAddr,
-        /// Alternate IP address of this host, for CHANGE-REQUEST and OTHER-ADDRESS.
-        #[arg(long, value_name = "IP")]
-        alt_ip: Option<IpAddr>,
-        #[command(flatten)]
-        alt_port: AltPortArgs,
-        /// Threads reading the primary socket (more than one contends for the socket; one
-        /// answers about 1.5x coturn's rate on loopback, see bench/).
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-    },
+    #[cfg(feature = "server")]
+    Stun(server::StunArgs),
     /// Run a relay: forwards end-to-end encrypted datagrams between keys over WebSocket
     /// (GET /relay), with GET /health and GET /metrics, the bootstrap registry of signed node
     /// records (/records, /namespaces), and optionally a STUN server. Every
     /// setting can also go in the config file's [relay] table; flags override it.
-    Relay(Box<RelayArgs>),
+    #[cfg(feature = "server")]
+    Relay(burrow_relay::RelayFlags),
     /// Report the public address, NAT mapping and filtering, NAT type and hairpinning.
     Netcheck {
         /// STUN server as HOST:PORT; repeat for several [default: $BURROW_STUN_SERVERS, the
@@ -173,25 +161,8 @@ enum Command {
     },
     /// Run a Mainline DHT node in server mode (BEP 5/44): a bootstrap node for a private DHT,
     /// or one more node of the public one. Prints its address, then runs until Ctrl-C.
-    DhtNode {
-        /// UDP address to listen on (IPv4; the DHT library has no IPv6).
-        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
-        bind: SocketAddrV4,
-        /// Node to join through; repeat for several [default: Mainline's public bootstrap
-        /// nodes].
-        #[arg(
-            long = "bootstrap",
-            value_name = "HOST:PORT",
-            conflicts_with = "no_bootstrap"
-        )]
-        bootstrap: Vec<String>,
-        /// Join nobody: be the first node of a new, private DHT.
-        #[arg(long)]
-        no_bootstrap: bool,
-        /// Print JSON lines: the address first, then one when bootstrapping is done.
-        #[arg(long)]
-        json: bool,
-    },
+    #[cfg(feature = "server")]
+    DhtNode(server::DhtNodeArgs),
     /// Print this node's id, creating its key on first use.
     Id {
         /// Secret key file [default: $BURROW_KEY or ~/.config/burrow/key].
@@ -201,159 +172,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(clap::Args)]
-struct RelayArgs {
-    /// TCP address for HTTP(S) and WebSocket.
-    #[arg(long, value_name = "IP:PORT")]
-    listen: Option<SocketAddr>,
-    /// Also serve STUN on this UDP address.
-    #[arg(long, value_name = "IP:PORT")]
-    stun: Option<SocketAddr>,
-    /// Alternate IP of this host for RFC 5780 STUN (needs --stun).
-    #[arg(long, value_name = "IP")]
-    alt_ip: Option<IpAddr>,
-    #[command(flatten)]
-    alt_port: AltPortArgs,
-    /// TLS certificate chain, PEM (serve https/wss).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key, PEM.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Maximum WebSocket sessions at once [default: 10000].
-    #[arg(long, value_name = "N")]
-    max_clients: Option<usize>,
-    /// Maximum TCP connections from one source IP [default: 64].
-    #[arg(long, value_name = "N")]
-    max_conns_per_ip: Option<usize>,
-    /// Bytes per second one client may send; 0 = unlimited [default: 12500000, 100 Mbit/s].
-    #[arg(long, value_name = "BYTES")]
-    client_rate: Option<u64>,
-    /// Bytes one client may send in a burst [default: 2097152].
-    #[arg(long, value_name = "BYTES")]
-    client_burst: Option<u64>,
-    /// Time from connect to authenticated [default: 10s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    handshake_timeout: Option<Duration>,
-    /// Close clients silent this long [default: 60s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// Largest WebSocket message from a client, bytes [default: 65569].
-    #[arg(long, value_name = "BYTES")]
-    max_frame: Option<usize>,
-    /// Frames queued for one client before dropping [default: 256].
-    #[arg(long, value_name = "N")]
-    client_queue_frames: Option<usize>,
-    /// Bytes queued for one client before dropping [default: 1048576].
-    #[arg(long, value_name = "BYTES")]
-    client_queue_bytes: Option<usize>,
-    /// Do not serve the bootstrap registry (/records, /namespaces).
-    #[arg(long)]
-    no_registry: bool,
-    /// Keep registry records in this file across restarts (loaded at start, written
-    /// periodically and at shutdown) [default: memory only].
-    #[arg(long, value_name = "FILE")]
-    records_snapshot: Option<PathBuf>,
-    /// How often the records snapshot is written, when records changed [default: 60s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    registry_snapshot_interval: Option<Duration>,
-    /// How often expired records are dropped [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    registry_sweep_interval: Option<Duration>,
-    /// Records the registry holds at once [default: 1000000].
-    #[arg(long, value_name = "N")]
-    registry_max_records: Option<usize>,
-    /// Records listed under one namespace [default: 100000].
-    #[arg(long, value_name = "N")]
-    registry_max_per_namespace: Option<usize>,
-    /// Namespaces one record may be listed under [default: 8].
-    #[arg(long, value_name = "N")]
-    registry_max_namespaces: Option<usize>,
-    /// Longest a record is held after registering [default: 24h].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    registry_max_ttl: Option<Duration>,
-    /// Largest registry request body, bytes [default: 4096].
-    #[arg(long, value_name = "BYTES")]
-    registry_max_body: Option<usize>,
-    /// Registry requests per second per source IP; 0 = unlimited [default: 20].
-    #[arg(long, value_name = "PER_SEC")]
-    registry_ip_rate: Option<f64>,
-    /// Registry request burst per source IP [default: 100].
-    #[arg(long, value_name = "N")]
-    registry_ip_burst: Option<u32>,
-    /// Registry writes per second per key; 0 = unlimited [default: 0.2].
-    #[arg(long, value_name = "PER_SEC")]
-    registry_key_rate: Option<f64>,
-    /// Registry write burst per key [default: 10].
-    #[arg(long, value_name = "N")]
-    registry_key_burst: Option<u32>,
-    /// Records per page of a namespace listing, at most [default: 100].
-    #[arg(long, value_name = "N")]
-    registry_page_size: Option<usize>,
-}
-
-/// STUN's second port, for `stun` and `relay`.
-#[derive(clap::Args)]
-struct AltPortArgs {
-    /// STUN's second port [default: the STUN port + 1]. Without --alt-ip it is served on the
-    /// same IP, which is enough to recognise a symmetric NAT.
-    #[arg(long, value_name = "PORT")]
-    alt_port: Option<u16>,
-    /// Serve STUN on one port only (clients then cannot recognise a symmetric NAT by this
-    /// server alone).
-    #[arg(long, conflicts_with_all = ["alt_port", "alt_ip"])]
-    no_alt_port: bool,
-}
-
-impl AltPortArgs {
-    fn alt_port(&self) -> AltPort {
-        match (self.alt_port, self.no_alt_port) {
-            (_, true) => AltPort::Off,
-            (Some(port), false) => AltPort::Port(port),
-            (None, false) => AltPort::Next,
-        }
-    }
-}
-
-impl RelayArgs {
-    fn settings(self) -> RelayFileConfig {
-        RelayFileConfig {
-            listen: self.listen,
-            stun: self.stun,
-            alt_ip: self.alt_ip,
-            alt_port: self.alt_port.alt_port,
-            // Only a flag that was given overrides the file.
-            no_alt_port: self.alt_port.no_alt_port.then_some(true),
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
-            max_clients: self.max_clients,
-            max_conns_per_ip: self.max_conns_per_ip,
-            client_rate: self.client_rate,
-            client_burst: self.client_burst,
-            handshake_timeout: self.handshake_timeout,
-            idle_timeout: self.idle_timeout,
-            max_frame: self.max_frame,
-            client_queue_frames: self.client_queue_frames,
-            client_queue_bytes: self.client_queue_bytes,
-            // Only a flag that was given overrides the file.
-            no_registry: self.no_registry.then_some(true),
-            records_snapshot: self.records_snapshot,
-            registry_snapshot_interval: self.registry_snapshot_interval,
-            registry_sweep_interval: self.registry_sweep_interval,
-            registry_max_records: self.registry_max_records,
-            registry_max_per_namespace: self.registry_max_per_namespace,
-            registry_max_namespaces: self.registry_max_namespaces,
-            registry_max_ttl: self.registry_max_ttl,
-            registry_max_body: self.registry_max_body,
-            registry_ip_rate: self.registry_ip_rate,
-            registry_ip_burst: self.registry_ip_burst,
-            registry_key_rate: self.registry_key_rate,
-            registry_key_burst: self.registry_key_burst,
-            registry_page_size: self.registry_page_size,
-        }
-    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -366,7 +184,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, as the contract says, though some causes (TOML's) span several.
+            let e = format!("{e:#}");
+            let lines: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", lines.join(" "));
             ExitCode::FAILURE
         }
     }
@@ -392,16 +213,10 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<()> {
     let config_path = cli.config.clone().unwrap_or_else(Config::default_path);
     match cli.command {
-        Command::Stun {
-            listen,
-            alt_ip,
-            alt_port,
-            threads,
-        } => stun(listen, alt_ip, alt_port.alt_port(), threads),
-        Command::Relay(args) => {
-            let file = Config::load(&config_path)?.relay.unwrap_or_default();
-            relay(file.overridden_by(args.settings()))
-        }
+        #[cfg(feature = "server")]
+        Command::Stun(args) => server::stun(args),
+        #[cfg(feature = "server")]
+        Command::Relay(flags) => server::relay(flags, &config_path),
         Command::Netcheck {
             stun,
             timeout,
@@ -476,21 +291,8 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             node,
         } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
-        Command::DhtNode {
-            bind,
-            bootstrap,
-            no_bootstrap,
-            json,
-        } => {
-            let bootstrap = if no_bootstrap {
-                Vec::new()
-            } else if bootstrap.is_empty() {
-                DhtConfig::default().bootstrap
-            } else {
-                bootstrap
-            };
-            runtime()?.block_on(dht_node(bind, bootstrap, json))
-        }
+        #[cfg(feature = "server")]
+        Command::DhtNode(args) => server::dht_node(args),
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);
             let key = burrow::keyfile::load_or_create(&path)?;
@@ -514,120 +316,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn stun(
-    listen: SocketAddr,
-    alt_ip: Option<IpAddr>,
-    alt_port: AltPort,
-    threads: usize,
-) -> Result<()> {
-    let service = StunService::start(&StunOptions {
-        listen,
-        alt_ip,
-        alt_port,
-        threads,
-    })?;
-    for (role, addr) in service.local_addrs() {
-        let what = match (role.alt_ip, role.alt_port) {
-            (false, false) => "primary",
-            (false, true) => "primary IP, alternate port",
-            (true, false) => "alternate IP, primary port",
-            (true, true) => "alternate",
-        };
-        eprintln!("STUN listening on {addr} ({what})");
-    }
-    runtime()?.block_on(async {
-        wait_for_shutdown_signal().await;
-    });
-    let stats = service.stats();
-    use std::sync::atomic::Ordering::Relaxed;
-    eprintln!(
-        "STUN stopped: {} responses, {} error responses, {} not STUN, {} malformed",
-        stats.responses.load(Relaxed),
-        stats.errors.load(Relaxed),
-        stats.not_stun.load(Relaxed),
-        stats.malformed.load(Relaxed),
-    );
-    service.shutdown();
-    Ok(())
-}
-
-fn relay(settings: RelayFileConfig) -> Result<()> {
-    let config = burrow_relay::RelayConfig::from_settings(&settings)?;
-    runtime()?.block_on(async {
-        let server = burrow_relay::RelayServer::start(config).await?;
-        eprintln!(
-            "relay listening on {} (clients use {}, WebSocket at {})",
-            server.local_addr(),
-            server.url(),
-            burrow_relay::RELAY_PATH
-        );
-        for addr in server.stun_addrs() {
-            eprintln!("STUN listening on {addr}");
-        }
-        if let Some(records) = server.records() {
-            eprintln!(
-                "registry at {}/records and {}/namespaces ({} records loaded)",
-                server.url(),
-                server.url(),
-                records.len()
-            );
-        }
-        wait_for_shutdown_signal().await;
-        eprintln!("relay shutting down: telling clients to reconnect");
-        server.shutdown().await;
-        anyhow::Ok(())
-    })
-}
-
-async fn dht_node(bind: SocketAddrV4, bootstrap: Vec<String>, json: bool) -> Result<()> {
-    let config = DhtConfig {
-        bootstrap: bootstrap.clone(),
-        bind,
-        server: true,
-        ..DhtConfig::default()
-    };
-    let node = DhtDiscovery::start(config).await?;
-    let addr = node.local_addr();
-    if json {
-        let out = serde_json::json!({ "addr": addr.to_string(), "bootstrap": bootstrap });
-        println!("{out}");
-    } else {
-        eprintln!("DHT node listening on {addr} (server mode)");
-    }
-    let report = async {
-        // A first node of a new DHT has nobody to find until others join it.
-        let bootstrapped = !bootstrap.is_empty() && node.bootstrapped().await;
-        let known = node.known_nodes().await.len();
-        if json {
-            let out = serde_json::json!({
-                "event": "bootstrapped",
-                "ok": bootstrapped,
-                "known_nodes": known,
-            });
-            println!("{out}");
-        } else if bootstrapped {
-            eprintln!("joined the DHT: {known} nodes known");
-        } else if !bootstrap.is_empty() {
-            eprintln!("warning: no DHT node answered yet; still trying");
-        }
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = report => {}
-        _ = wait_for_shutdown_signal() => {}
-    }
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn print_report(r: &Report) {

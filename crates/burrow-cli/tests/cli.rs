@@ -893,3 +893,34 @@ fn a_second_node_on_a_key_in_use_fails_at_once_and_says_why() {
     let (again, _l) = listen(&key, &[]);
     assert_eq!(again["node_id"], first["node_id"]);
 }
+
+/// `burrow relay` takes its settings from the config file's `[relay]` table, and only the flags
+/// that are given override it: the defaults that `--help` shows do not.
+#[test]
+fn relay_settings_come_from_the_file_then_the_flags_given() {
+    let config = TempFile::new("relay-config");
+    let relay = |file: &str, args: &[&str]| {
+        std::fs::write(&config.0, file).unwrap();
+        let out = burrow()
+            .args(["--config", config.path(), "relay"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err
+    };
+    // Refused for the file's value, so the default of --max-clients did not replace it.
+    let err = relay("[relay]\nlisten = \"127.0.0.1:0\"\nmax_clients = 0\n", &[]);
+    assert!(err.contains("max-clients"), "{err}");
+    let err = relay(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nmax_clients = 5\n",
+        &["--max-clients", "0"],
+    );
+    assert!(err.contains("max-clients"), "{err}");
+    let err = relay("[relay]\nlisten = \"127.0.0.1:0\"\nmax_clientz = 1\n", &[]);
+    assert!(err.contains("max_clientz"), "{err}");
+    let err = relay("[relay]\nidle_timeout = \"soon\"\n", &[]);
+    assert!(err.contains("idle_timeout"), "{err}");
+}

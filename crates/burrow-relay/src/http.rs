@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
-use crate::registry::{IpLimiter, IpSlot};
+use crate::clients::{IpLimiter, IpSlot};
 use crate::{session, Shared, RELAY_PATH};
 
 /// Per-connection facts handed to the handlers.

@@ -1,6 +1,7 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
-//! WebSocket, co-hosts STUN and the bootstrap registry of signed node records ([`records`]),
-//! and serves `GET /health` and `GET /metrics`.
+//! WebSocket, co-hosts STUN ([`stun`]) and the bootstrap registry of signed node records
+//! ([`records`]), and serves `GET /health` and `GET /metrics`. [`RelaySettings`] are what an
+//! operator sets (`burrow relay`'s flags and config file).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {
@@ -12,14 +13,17 @@
 //! ```
 //!
 //! The protocol is [`burrow_proto::relay`]; each connection runs the sans-IO
-//! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver.
+//! [`burrow_proto::relay::server_conn::ServerConnection`] under a thin driver. It depends on
+//! `burrow-proto`, never on the client library.
 
+mod clients;
 mod config;
 mod http;
 mod metrics;
 pub mod records;
-mod registry;
 mod session;
+mod settings;
+pub mod stun;
 mod tls;
 
 use std::net::SocketAddr;
@@ -27,13 +31,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow::stun_service::{StunService, StunServiceError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNotice, TlsFiles};
 pub use metrics::{RelayStats, CLOSE_LABELS};
+#[cfg(feature = "clap")]
+pub use settings::RelayFlags;
+pub use settings::{DurationError, HumanDuration, RelaySettings};
+use stun::{StunService, StunServiceError};
 
 /// The path of the WebSocket endpoint.
 pub const RELAY_PATH: &str = "/relay";
@@ -67,7 +74,8 @@ pub enum RelayError {
 pub(crate) struct Shared {
     config: RelayConfig,
     metrics: metrics::Metrics,
-    registry: registry::Registry,
+    /// The connected clients.
+    clients: clients::Clients,
     /// The bootstrap registry, unless turned off.
     records: Option<records::routes::Registry>,
     started: Instant,
@@ -156,7 +164,7 @@ impl RelayServer {
         let shared = Arc::new(Shared {
             config,
             metrics: metrics::Metrics::new(),
-            registry: registry::Registry::default(),
+            clients: clients::Clients::default(),
             records,
             started: Instant::now(),
             conn_ids: AtomicU64::new(1),
@@ -245,7 +253,7 @@ impl Shared {
             } else {
                 "ok"
             },
-            clients: self.registry.len() as u64,
+            clients: self.clients.len() as u64,
             uptime_secs: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
         }

@@ -20,13 +20,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout};
 
+use crate::clients::{Client, End};
 use crate::metrics::DropReason;
-use crate::registry::{Client, End};
 use crate::Shared;
 
 /// Frames the writer takes off the queue before each flush.
 const WRITE_BATCH: usize = 64;
-/// Destinations a reader remembers, to skip the registry lock on the fast path.
+/// Destinations a reader remembers, to skip the clients' lock on the fast path.
 const DEST_CACHE: usize = 8;
 /// A sender re-registers itself with a destination's recent senders this often.
 const NOTE_SENDER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -185,7 +185,7 @@ async fn authenticated(
     let me = Arc::new(Client::new(conn_id, node_id, tx, limits.client_queue_bytes));
     // AuthOk goes first in the queue, before anyone can find this client.
     let _ = me.enqueue(Bytes::from(auth_ok.to_vec()));
-    if let Some(old) = shared.registry.insert(me.clone()) {
+    if let Some(old) = shared.clients.insert(me.clone()) {
         old.kill.fire(End::Close(CloseReason::Replaced));
     } else {
         shared.metrics.clients.inc();
@@ -210,8 +210,8 @@ async fn authenticated(
     }
     let end = me.kill.reason().cloned().unwrap_or(End::ClientClosed);
 
-    // Leave the registry before the close frame, so nobody queues to a closing client.
-    if shared.registry.remove(&me) {
+    // Leave the clients before the close frame, so nobody queues to a closing client.
+    if shared.clients.remove(&me) {
         shared.metrics.clients.dec();
         notify_recent_senders(&shared, &me);
     }
@@ -245,7 +245,7 @@ fn notify_recent_senders(shared: &Shared, gone: &Client) {
         .to_vec(),
     );
     for sender in gone.take_recent_senders() {
-        if let Some(c) = shared.registry.get(&sender) {
+        if let Some(c) = shared.clients.get(&sender) {
             if c.enqueue(frame.clone()).is_ok() {
                 shared.metrics.notice("disconnected");
             }
@@ -346,7 +346,7 @@ fn forward(
         Some(i) => &mut cache[i],
         None => {
             cache.retain(|d| !d.client.is_gone());
-            let Some(client) = shared.registry.get(&dst) else {
+            let Some(client) = shared.clients.get(&dst) else {
                 shared.metrics.dropped(DropReason::NoSuchPeer);
                 if let Some(notice) = core.not_connected_notice(now, dst) {
                     if me.enqueue(Bytes::from(notice.to_vec())).is_ok() {

@@ -1,10 +1,11 @@
 //! burrow: find peers by key and reach them through any NAT.
 //!
-//! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: the STUN
-//! service, `netcheck`, key storage, configuration, the relay client, the [`endpoint`], and
-//! [`lookup`] of nodes by key: the bootstrap [`registry_client`], records and namespaces on
-//! the Mainline DHT ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps
-//! a node's own record and memberships there. The `burrow` binary is a thin layer over it.
+//! This crate holds the I/O drivers around the sans-IO cores of `burrow-proto`: `netcheck`,
+//! key storage, configuration, the relay client, the [`endpoint`], and [`lookup`] of nodes by
+//! key: the bootstrap [`registry_client`], records and namespaces on the Mainline DHT
+//! ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own
+//! record and memberships there. The `burrow` binary is a thin layer over it; the servers are
+//! in `burrow-relay`.
 
 pub mod config;
 pub mod dht;
@@ -16,7 +17,6 @@ pub mod netcheck;
 pub mod publisher;
 pub mod registry_client;
 pub mod relay_client;
-pub mod stun_service;
 pub mod tool;
 
 pub use burrow_proto::identity::{NodeId, SecretKey};

@@ -74,7 +74,7 @@ pub(crate) struct Client {
     tx: mpsc::Sender<Bytes>,
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
-    /// Set when it leaves the registry, so cached handles notice.
+    /// Set when it leaves [`Clients`], so cached handles notice.
     gone: AtomicBool,
     pub kill: Kill,
     /// Keys that sent to this client lately (bounded), told PeerGone when it leaves.
@@ -156,13 +156,13 @@ impl Client {
 
 /// Authenticated clients by key.
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
-    clients: RwLock<HashMap<NodeId, Arc<Client>>>,
+pub(crate) struct Clients {
+    by_key: RwLock<HashMap<NodeId, Arc<Client>>>,
 }
 
-impl Registry {
+impl Clients {
     pub fn get(&self, node: &NodeId) -> Option<Arc<Client>> {
-        self.clients
+        self.by_key
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
@@ -172,7 +172,7 @@ impl Registry {
     /// Adds a client; returns the one it replaces, which the caller closes.
     pub fn insert(&self, client: Arc<Client>) -> Option<Arc<Client>> {
         let old = self
-            .clients
+            .by_key
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(client.node_id, client);
@@ -182,9 +182,9 @@ impl Registry {
         old
     }
 
-    /// Removes the client if it is still the registered one for its key.
+    /// Removes the client if it is still the current one for its key.
     pub fn remove(&self, client: &Client) -> bool {
-        let mut map = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_key.write().unwrap_or_else(|e| e.into_inner());
         client.gone.store(true, Ordering::Relaxed);
         match map.get(&client.node_id) {
             Some(c) if c.conn_id == client.conn_id => {
@@ -196,7 +196,7 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.clients.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.by_key.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn only_the_current_connection_removes_its_key() {
-        let r = Registry::default();
+        let r = Clients::default();
         let (tx, _rx) = mpsc::channel(1);
         let old = Arc::new(Client::new(1, node(1), tx.clone(), 10));
         let new = Arc::new(Client::new(2, node(1), tx, 10));

@@ -1,4 +1,4 @@
-//! The STUN service: binds the server's sockets and answers on them with
+//! The STUN server: binds its sockets and answers on them with
 //! [`burrow_proto::stun::server::StunServer`].
 //!
 //! Plain threads with blocking sockets: the server keeps no per-client state, so there is
@@ -53,6 +53,21 @@ pub enum AltPort {
     Port(u16),
     /// No second port: a plain Binding server (not allowed with an alternate IP).
     Off,
+}
+
+impl AltPort {
+    /// The second port that the settings `alt_port` (`--alt-port PORT`) and `no_alt_port`
+    /// (`--no-alt-port`) ask for; they contradict each other.
+    pub fn from_settings(port: Option<u16>, off: bool) -> Result<AltPort, StunServiceError> {
+        match (port, off) {
+            (Some(_), true) => Err(StunServiceError::Options(
+                "--alt-port and --no-alt-port contradict each other",
+            )),
+            (Some(port), false) => Ok(AltPort::Port(port)),
+            (None, true) => Ok(AltPort::Off),
+            (None, false) => Ok(AltPort::Next),
+        }
+    }
 }
 
 /// Options for [`StunService::start`].
