@@ -207,7 +207,8 @@ pub async fn target(target: &str, lookup: LookupArgs, mdns: Option<MdnsConfig>) 
 }
 
 /// `burrow resolve`: asks every registry, the DHT and the LAN on their own, prints each answer
-/// with its latency, and a ticket made from the newest record (plus LAN addresses).
+/// with its latency, and a ticket made from the newest record (plus LAN addresses). The LAN's
+/// answer is unsigned: its row and the ticket take its addresses only, never its relay.
 pub async fn resolve(node: NodeId, lookup: LookupArgs, mdns: bool, json_out: bool) -> Result<()> {
     let LookupArgs { registries, dht } = lookup;
     if registries.is_empty() && dht.dht_bootstrap.is_empty() && !mdns {
@@ -279,9 +280,7 @@ pub async fn resolve(node: NodeId, lookup: LookupArgs, mdns: bool, json_out: boo
         let ms = (took.as_secs_f64() * 1e5).round() / 100.0;
         match found {
             Some(peer) => {
-                answers.push(json!({"source": "mdns", "ms": ms,
-                    "relays": peer.relay.iter().collect::<Vec<_>>(),
-                    "addrs": strings(&peer.addrs)}));
+                answers.push(json!({"source": "mdns", "ms": ms, "addrs": strings(&peer.addrs)}));
                 add(Found::from_lan(node, peer));
             }
             None => {
@@ -310,7 +309,7 @@ pub async fn resolve(node: NodeId, lookup: LookupArgs, mdns: bool, json_out: boo
                     a["source"].as_str().unwrap_or(""),
                     a["ms"].as_f64().unwrap_or(0.0),
                     a.get("seq").map_or("-".into(), ToString::to_string),
-                    a["relays"],
+                    a.get("relays").map_or("-".into(), ToString::to_string),
                     a["addrs"]
                 ),
             }

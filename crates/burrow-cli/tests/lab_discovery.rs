@@ -1,9 +1,13 @@
 //! Discovery across the NAT lab: peers behind different NATs, each told only the relay's URL,
-//! connect by node id (the listener publishes its signed record to the relay's registry).
+//! connect by node id (the listener publishes its signed record to the relay's registry); on
+//! one LAN with no servers they find each other by mDNS, whose unsigned answers give addresses
+//! and nothing else.
 //!
 //! Needs root. Without it the test skips and says so, except under CI (CI=true), where a skip is
 //! a failure because CI runs as root.
 
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use burrow_lab::burrow::{relay_url, RELAY_IPS};
@@ -112,4 +116,102 @@ fn two_peers_on_one_lan_with_no_servers_find_each_other_by_mdns_and_connect() {
         &[&node, "--no-mdns"],
         "allow mDNS",
     );
+}
+
+/// Connections waiting in `tcp`'s backlog and datagrams queued on `udp` (both non-blocking):
+/// every contact since they were bound, none of them answered.
+fn contacts(tcp: &TcpListener, udp: &UdpSocket) -> (usize, usize) {
+    let mut conns = 0;
+    while tcp.accept().is_ok() {
+        conns += 1;
+    }
+    let mut datagrams = 0;
+    let mut buf = [0u8; 1500];
+    loop {
+        match udp.recv(&mut buf) {
+            Ok(_) => datagrams += 1,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("udp recv: {e}"),
+        }
+    }
+    (conns, datagrams)
+}
+
+#[test]
+fn an_mdns_answer_naming_a_relay_does_not_make_a_node_contact_that_relay() {
+    if !Lab::tests_allowed() {
+        return;
+    }
+    let lab = Lab::builder()
+        .home("lan", NatKind::Open, RouterVariant::Bare)
+        .build()
+        .expect("lab builds");
+    let router = lab.router_ns("lan");
+    // The node announces nothing itself: the LAN's only answer about it is a stranger's.
+    let key = lab.dir().join("lan.key");
+    let args = [
+        "listen",
+        "--json",
+        "--no-mdns",
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let listener = lab.spawn(router, BURROW, args).expect("listen starts");
+    let first = listener
+        .wait_for_line(Duration::from_secs(20), |_| true)
+        .expect("listen prints its id");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let node: burrow::NodeId = first["node_id"].as_str().unwrap().parse().unwrap();
+    let addrs: Vec<SocketAddr> = first["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().parse().unwrap())
+        .collect();
+
+    // A stranger on the LAN (here in the node's namespace) announces the node with its true
+    // addresses and a "relay" of its own, where it counts TCP connections (the relay) and UDP
+    // datagrams (STUN, on port 3478 of the relay's host).
+    let mut gateway = lab.host_ip("lan").octets();
+    gateway[3] = 1;
+    let gateway = std::net::Ipv4Addr::from(gateway);
+    let (tcp, udp, _announcer) = lab
+        .in_ns(router, || {
+            let tcp = TcpListener::bind((gateway, 0))?;
+            tcp.set_nonblocking(true)?;
+            let udp = UdpSocket::bind((gateway, 3478))?;
+            udp.set_nonblocking(true)?;
+            let relay = format!("http://{}", tcp.local_addr()?);
+            let mut mdns = burrow::mdns::Mdns::new(&burrow::mdns::MdnsConfig {
+                interfaces: vec!["bw-lan".into()],
+                ..Default::default()
+            })?;
+            mdns.announce(node, addrs[0].port(), &addrs, Some(&relay))?;
+            Ok((tcp, udp, mdns))
+        })
+        .expect("the stranger announces");
+
+    connect_directly(&lab, lab.host_ns("lan"), &[&node.to_string()]);
+    assert_eq!(
+        contacts(&tcp, &udp),
+        (0, 0),
+        "the dialler contacted the relay an mDNS answer named (connections, datagrams)"
+    );
+
+    // `resolve` shows the LAN's answer as addresses alone, and its ticket has no relay.
+    let mut cmd = lab.command(lab.host_ns("lan"), BURROW);
+    cmd.env_remove("BURROW_NO_MDNS")
+        .args(["resolve", &node.to_string(), "--json"]);
+    let out = burrow_lab::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = &r["answers"][0];
+    assert_eq!(answer["source"], "mdns", "{r}");
+    assert!(answer.get("relays").is_none(), "{r}");
+    let ticket: burrow::ticket::Ticket = r["ticket"].as_str().unwrap().parse().unwrap();
+    assert_eq!((ticket.relays.len(), ticket.addrs), (0, addrs), "{r}");
 }

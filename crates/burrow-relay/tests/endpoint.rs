@@ -1,14 +1,20 @@
-//! Two [`Endpoint`]s and a real relay on loopback: the connection works through the relay at
-//! once, moves to the direct path, and the streams carry on across the move.
+//! [`Endpoint`]s and a real relay on loopback: the connection works through the relay at
+//! once, moves to the direct path, and the streams carry on across the move; handshakes that
+//! strangers start through the relay and never finish delay no genuine accept.
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use burrow::endpoint::{Endpoint, EndpointOptions, PathInfo};
-use burrow::SecretKey;
+use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
+use burrow::relay_client::RelayClient;
+use burrow::ticket::Ticket;
+use burrow::{NodeId, SecretKey};
+use burrow_proto::disco::looks_like_disco;
 use burrow_relay::RelayServer;
 use common::loopback_relay as relay;
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 const ALPN: &[u8] = b"burrow-test/1";
@@ -113,4 +119,218 @@ async fn relay_first_then_direct_with_one_stream_across_the_move() {
     })
     .await
     .expect("test within 30 s");
+}
+
+/// Incoming handshakes an endpoint runs at once (burrow's `MAX_HANDSHAKES`).
+const MAX_HANDSHAKES: usize = 128;
+/// How long an incoming handshake may take (burrow's `HANDSHAKE_TIMEOUT`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The destination connection id of a QUIC long-header packet (`None` for a short header).
+fn long_header_dcid(packet: &[u8]) -> Option<&[u8]> {
+    if packet.first()? & 0x80 == 0 {
+        return None;
+    }
+    packet.get(6..6 + usize::from(*packet.get(5)?))
+}
+
+/// Starts `n` handshakes at `server` that never finish, and watches them: a stranger's relay
+/// client catches `n` QUIC Initials (a genuine burrow client dials the stranger's key `n`
+/// times, and the first packet of each connection is kept), sends them on to `server` and
+/// never replies. The watch counts the connections `server` answered (its packets carry each
+/// client's connection id).
+async fn stall(relay: &RelayServer, server: NodeId, n: usize) -> watch::Receiver<usize> {
+    let key = SecretKey::from_bytes(rand::random());
+    let stranger = RelayClient::new(
+        vec![relay.url().parse().unwrap()],
+        key.clone(),
+        Default::default(),
+    );
+    stranger
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect("stranger connected");
+    let dialler = endpoint(relay).await;
+    let dials: Vec<_> = (0..n)
+        .map(|_| {
+            let (dialler, ticket) = (dialler.clone(), Ticket::new(key.node_id()));
+            tokio::spawn(async move { dialler.connect(&ticket, ALPN).await })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut initials = Vec::new();
+    while initials.len() < n {
+        let (_, packet, _) = stranger.recv().await.expect("stranger open");
+        if !looks_like_disco(&packet)
+            && long_header_dcid(&packet).is_some_and(|id| seen.insert(id.to_vec()))
+        {
+            initials.push(packet);
+        }
+    }
+    for dial in dials {
+        dial.abort();
+    }
+    dialler.close().await;
+
+    for packet in initials {
+        stranger.send_wait(server, packet).await.expect("relayed");
+    }
+    let (tx, rx) = watch::channel(0);
+    tokio::spawn(async move {
+        let mut answered = HashSet::new();
+        while let Some((src, packet, _)) = stranger.recv().await {
+            if let Some(id) = long_header_dcid(&packet).filter(|_| src == server) {
+                if answered.insert(id.to_vec()) {
+                    tx.send_replace(answered.len());
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Connections an endpoint accepted, with when.
+type Accepted = mpsc::UnboundedReceiver<(Connection, Instant)>;
+
+/// Every connection `server` accepts, with when.
+fn accepts(server: Endpoint) -> Accepted {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(conn) = server.accept().await {
+            let _ = tx.send((conn, Instant::now()));
+        }
+    });
+    rx
+}
+
+/// How long a fresh client's dial takes until `server` accepts it: `Err` if the dial fails or
+/// the accept takes over 5 s.
+async fn accept_latency(
+    relay: &RelayServer,
+    server: NodeId,
+    accepted: &mut Accepted,
+) -> Result<Duration, String> {
+    let client = endpoint(relay).await;
+    let start = Instant::now();
+    let failed = async {
+        match client.connect(&Ticket::new(server), ALPN).await {
+            // The dialler's half ends first: the server accepts on its last flight.
+            Ok(_held) => std::future::pending().await,
+            Err(e) => format!("dial failed: {e}"),
+        }
+    };
+    let accept = async {
+        loop {
+            let (conn, at) = accepted.recv().await.expect("server open");
+            if conn.remote == client.node_id() {
+                return at - start;
+            }
+        }
+    };
+    let result = tokio::select! {
+        took = accept => Ok(took),
+        e = failed => Err(e),
+        _ = tokio::time::sleep(Duration::from_secs(5)) => Err("not accepted within 5 s".into()),
+    };
+    client.close().await;
+    result
+}
+
+/// The median of three accept latencies.
+async fn median_accept_latency(
+    relay: &RelayServer,
+    server: NodeId,
+    accepted: &mut Accepted,
+) -> Duration {
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        took.push(
+            accept_latency(relay, server, accepted)
+                .await
+                .expect("accepted"),
+        );
+    }
+    took.sort();
+    took[1]
+}
+
+#[tokio::test]
+async fn a_hundred_stalled_handshakes_delay_a_genuine_accept_by_under_100_ms() {
+    const STALLED: usize = 100;
+    timeout(Duration::from_secs(60), async {
+        let relay = relay().await;
+        let server = endpoint(&relay).await;
+        let mut accepted = accepts(server.clone());
+        let quiet = median_accept_latency(&relay, server.node_id(), &mut accepted).await;
+
+        let mut answered = stall(&relay, server.node_id(), STALLED).await;
+        // Every stalled handshake is under way (the server answered its Initial) before the
+        // genuine dials start; on a serial accept only the first would be.
+        let _ = timeout(Duration::from_secs(3), answered.wait_for(|&n| n >= STALLED)).await;
+        let busy = median_accept_latency(&relay, server.node_id(), &mut accepted).await;
+        eprintln!(
+            "accept latency (median of 3): {quiet:?} quiet, {busy:?} beside {} stalled handshakes",
+            *answered.borrow()
+        );
+        assert_eq!(
+            *answered.borrow(),
+            STALLED,
+            "the server answered every stalled Initial"
+        );
+        assert!(
+            busy.saturating_sub(quiet) < Duration::from_millis(100),
+            "{STALLED} stalled handshakes delayed a genuine accept from {quiet:?} to {busy:?}"
+        );
+        server.close().await;
+    })
+    .await
+    .expect("test within 60 s");
+}
+
+#[tokio::test]
+async fn past_the_cap_new_handshakes_are_refused_until_the_stalled_ones_time_out() {
+    timeout(Duration::from_secs(60), async {
+        let relay = relay().await;
+        let server = endpoint(&relay).await;
+        let mut accepted = accepts(server.clone());
+        let mut answered = stall(&relay, server.node_id(), MAX_HANDSHAKES + 2).await;
+        let stalled_at = Instant::now();
+        // The cap's worth under way, the two past it refused (a close, also an answer).
+        timeout(
+            Duration::from_secs(5),
+            answered.wait_for(|&n| n == MAX_HANDSHAKES + 2),
+        )
+        .await
+        .expect("every Initial answered")
+        .unwrap();
+
+        let refused = accept_latency(&relay, server.node_id(), &mut accepted).await;
+        eprintln!("a genuine dial beside {MAX_HANDSHAKES} stalled handshakes: {refused:?}");
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("refused")),
+            "{refused:?}"
+        );
+
+        // Once the stalled handshakes time out, their slots are free again.
+        let back = loop {
+            match accept_latency(&relay, server.node_id(), &mut accepted).await {
+                Ok(_) => break stalled_at.elapsed(),
+                Err(_) if stalled_at.elapsed() < HANDSHAKE_TIMEOUT + Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!(
+                    "still refused {:?} after the stall: {e}",
+                    stalled_at.elapsed()
+                ),
+            }
+        };
+        eprintln!("accepting again {back:?} after the stall");
+        assert!(
+            back >= HANDSHAKE_TIMEOUT - Duration::from_secs(1),
+            "{back:?}"
+        );
+        server.close().await;
+    })
+    .await
+    .expect("test within 60 s");
 }

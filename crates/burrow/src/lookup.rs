@@ -1,12 +1,15 @@
 //! Finding how to reach a node by its key alone: bootstrap registries, the Mainline DHT and
-//! mDNS behind one call. The first good answer is returned at once; the sources still asking
+//! mDNS behind one call. The first signed answer is returned at once; the sources still asking
 //! go on in the background, and what they find is merged into a cache that later calls read.
 //!
 //! Registry and DHT answers are records signed by the node's own key, so a source can withhold
 //! a node but never misdirect to another address set; of two records the newer (higher `seq`)
-//! wins. mDNS answers are unsigned LAN hints: their addresses are added to the record's, never
-//! put in its place. Either way the QUIC handshake proves the key, so a lie costs a failed dial,
-//! not a connection to the wrong node.
+//! wins. mDNS answers are unsigned LAN hints that any host on the LAN can send: they contribute
+//! direct addresses and nothing else, never a relay (which a dialler would log in to and send
+//! through) nor a record's place. A hint that comes first waits up to [`HINT_GRACE`] for a
+//! signed answer to join; alone, it is a ticket of LAN addresses with no relay. Either way the
+//! QUIC handshake proves the key, so a lie costs a failed dial, not a connection to the wrong
+//! node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,11 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 pub const CACHE_CAPACITY: usize = 4096;
 /// How long mDNS is given to see a node that has not announced itself yet.
 pub const MDNS_WAIT: Duration = Duration::from_secs(3);
+/// How long an unsigned hint that answered first waits for a signed record, while a registry
+/// or the DHT is still asking: about a registry's round trips over the internet.
+pub const HINT_GRACE: Duration = Duration::from_secs(1);
+/// [`Found::source`] of an answer from mDNS alone.
+const MDNS: &str = "mdns";
 /// Most direct addresses a merged answer keeps.
 const MAX_MERGED_ADDRS: usize = 32;
 
@@ -68,9 +76,10 @@ impl std::fmt::Debug for Lookup {
 pub struct Found {
     /// Relays and direct addresses, ready for [`crate::endpoint::Endpoint::connect`].
     pub ticket: Ticket,
-    /// Who answered first: `registry`, `dht` or `mdns`.
+    /// Where the signed record came from, `registry` or `dht`; `mdns` when only the LAN
+    /// answered.
     pub source: &'static str,
-    /// The signed record's sequence number (0 for an mDNS answer alone).
+    /// The signed record's sequence number (0 for mDNS answers alone).
     pub seq: u64,
 }
 
@@ -88,43 +97,38 @@ impl Found {
         })
     }
 
-    /// What an mDNS announcement of `node` says, unless it gave no address.
+    /// The direct addresses an mDNS announcement of `node` gives, unless it gave none. The
+    /// relay it may name is left out: the announcement is unsigned.
     pub fn from_lan(node: NodeId, peer: LanPeer) -> Option<Found> {
-        let relays = peer
-            .relay
-            .and_then(|r| r.parse::<RelayUrl>().ok())
-            .into_iter()
-            .collect();
-        (!peer.addrs.is_empty()).then_some(Found {
+        (!peer.addrs.is_empty()).then(|| Found {
             ticket: Ticket {
                 node_id: node,
-                relays,
+                relays: Vec::new(),
                 addrs: peer.addrs,
             },
-            source: "mdns",
+            source: MDNS,
             seq: 0,
         })
     }
 
-    /// `self` with what `later` adds: a newer signed record replaces the relays and addresses,
-    /// an mDNS answer only adds addresses (and a relay).
+    /// Whether a signed record stands behind this answer (not mDNS hints alone).
+    fn is_signed(&self) -> bool {
+        self.source != MDNS
+    }
+
+    /// `self` with what `later` adds, whichever came first: the newer signed record (higher
+    /// `seq`) is the base, and unsigned hints only add their direct addresses.
     pub fn merged(self, later: Found) -> Found {
-        let newer_record =
-            later.source != "mdns" && (self.source == "mdns" || later.seq > self.seq);
+        let newer_record = later.is_signed() && (!self.is_signed() || later.seq > self.seq);
         let (mut base, extra) = if newer_record {
             (later, self)
         } else {
             (self, later)
         };
-        if extra.source == "mdns" {
+        if !extra.is_signed() {
             for a in extra.ticket.addrs {
                 if !base.ticket.addrs.contains(&a) && base.ticket.addrs.len() < MAX_MERGED_ADDRS {
                     base.ticket.addrs.push(a);
-                }
-            }
-            for r in extra.ticket.relays {
-                if !base.ticket.relays.contains(&r) {
-                    base.ticket.relays.push(r);
                 }
             }
         }
@@ -175,15 +179,16 @@ impl Lookup {
         self
     }
 
-    /// The first good answer from any source (or a cached one).
+    /// The first signed answer (with the hints that came before it), or hints alone when no
+    /// signed source answered within [`HINT_GRACE`] of them; or a cached answer.
     pub async fn resolve(&self, node: &NodeId) -> Result<Found, LookupError> {
         self.resolve_with_updates(node)
             .await
             .map(|(found, _)| found)
     }
 
-    /// The first good answer, and a channel that yields the answer merged with every other
-    /// source's once they are done (not sent when nothing was added, or on a cache hit).
+    /// The first answer, as [`Lookup::resolve`], and a channel that yields it merged with every
+    /// other source's once they are done (not sent when nothing was added, or on a cache hit).
     pub async fn resolve_with_updates(
         &self,
         node: &NodeId,
@@ -194,18 +199,9 @@ impl Lookup {
         }
         let mut asks = self.ask_all(*node)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let first = tokio::time::timeout_at(deadline, async {
-            while let Some(r) = asks.join_next().await {
-                if let Ok(Some(found)) = r {
-                    return Some(found);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .ok_or(LookupError::NotFound(*node))?;
+        let first = first_answer(&mut asks, deadline)
+            .await
+            .ok_or(LookupError::NotFound(*node))?;
         self.remember(first.clone());
         if !asks.is_empty() {
             let this = self.clone();
@@ -273,6 +269,32 @@ impl Lookup {
     }
 }
 
+/// The first signed answer of `asks` before `deadline`, merged with the hints that came before
+/// it; the hints alone once every other source is done, or [`HINT_GRACE`] after the first of
+/// them (at the latest at `deadline`).
+async fn first_answer(
+    asks: &mut JoinSet<Option<Found>>,
+    deadline: tokio::time::Instant,
+) -> Option<Found> {
+    let mut hints: Option<Found> = None;
+    let mut until = deadline;
+    loop {
+        let Ok(Some(result)) = tokio::time::timeout_at(until, asks.join_next()).await else {
+            return hints;
+        };
+        let Ok(Some(found)) = result else { continue };
+        let found = match hints.take() {
+            Some(h) => h.merged(found),
+            None => found,
+        };
+        if found.is_signed() {
+            return Some(found);
+        }
+        hints = Some(found);
+        until = until.min(tokio::time::Instant::now() + HINT_GRACE);
+    }
+}
+
 /// The records `nodes` keep in the DHT, in the order of `nodes`: `None` where the DHT has no
 /// valid, unexpired record or the lookup took longer than `timeout`. At most `parallel`
 /// lookups run at once, since each one's answers arrive as a burst on the node's one socket.
@@ -309,11 +331,15 @@ mod tests {
     use super::*;
     use burrow_proto::identity::SecretKey;
 
+    fn node() -> NodeId {
+        SecretKey::from_bytes([3; 32]).node_id()
+    }
+
     fn found(source: &'static str, seq: u64, addrs: &[&str]) -> Found {
         Found {
             ticket: Ticket {
-                node_id: SecretKey::from_bytes([3; 32]).node_id(),
-                relays: Vec::new(),
+                node_id: node(),
+                relays: vec!["https://relay.example:443".parse().unwrap()],
                 addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             },
             source,
@@ -321,21 +347,107 @@ mod tests {
         }
     }
 
+    /// A LAN answer as mDNS gives it, naming a relay.
+    fn lan(addrs: &[&str]) -> Found {
+        let peer = LanPeer {
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            relay: Some("http://192.168.1.66:8080".into()),
+        };
+        Found::from_lan(node(), peer).unwrap()
+    }
+
+    #[test]
+    fn an_mdns_answer_gives_addresses_only() {
+        let hint = lan(&["192.168.1.2:7"]);
+        assert_eq!(hint.ticket.relays, []);
+        assert_eq!(hint.ticket.addrs, ["192.168.1.2:7".parse().unwrap()]);
+        assert_eq!(
+            (hint.source, hint.seq, hint.is_signed()),
+            ("mdns", 0, false)
+        );
+        let no_addrs = LanPeer {
+            addrs: Vec::new(),
+            relay: Some("http://192.168.1.66:8080".into()),
+        };
+        assert_eq!(Found::from_lan(node(), no_addrs), None);
+    }
+
     #[test]
     fn the_newer_record_wins_and_mdns_only_adds_addresses() {
         let old = found("dht", 5, &["1.1.1.1:1"]);
         let new = found("registry", 9, &["2.2.2.2:2"]);
-        let lan = found("mdns", 0, &["192.168.1.2:7", "2.2.2.2:2"]);
+        let mut hint = lan(&["192.168.1.2:7", "2.2.2.2:2"]);
+        // Even a hint that carried a relay adds its addresses only.
+        hint.ticket.relays = vec!["http://192.168.1.66:8080".parse().unwrap()];
         assert_eq!(old.clone().merged(new.clone()), new);
         assert_eq!(new.clone().merged(old.clone()), new);
-        let both = new.clone().merged(lan.clone());
-        assert_eq!(both.seq, 9);
+        let both = new.clone().merged(hint.clone());
+        assert_eq!((both.source, both.seq), ("registry", 9));
+        assert_eq!(both.ticket.relays, new.ticket.relays);
         assert_eq!(
             both.ticket.addrs,
             ["2.2.2.2:2", "192.168.1.2:7"].map(|a| a.parse().unwrap())
         );
         // Whichever came first, the signed record is the base.
-        assert_eq!(lan.merged(new.clone()), both);
+        assert_eq!(hint.clone().merged(new.clone()), both);
+        // Two hints: the addresses of both, still no relay of theirs and no record's place.
+        let hints = lan(&["192.168.1.2:7"]).merged(lan(&["10.0.0.2:7"]));
+        assert!(!hints.is_signed() && hints.ticket.relays.is_empty());
+        assert_eq!(hints.ticket.addrs.len(), 2);
+    }
+
+    fn later(ms: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(ms)
+    }
+
+    /// `answers`, each after its delay, as [`Lookup`]'s sources would give them.
+    fn asks(answers: Vec<(u64, Option<Found>)>) -> JoinSet<Option<Found>> {
+        let mut asks = JoinSet::new();
+        for (ms, answer) in answers {
+            asks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                answer
+            });
+        }
+        asks
+    }
+
+    #[tokio::test]
+    async fn a_hint_that_answers_first_waits_for_a_signed_record() {
+        // The record comes within the grace: it is the answer, with the hint's addresses.
+        let record = found("registry", 4, &["2.2.2.2:2"]);
+        let hint = lan(&["192.168.1.2:7"]);
+        let mut both = asks(vec![(0, Some(hint.clone())), (100, Some(record.clone()))]);
+        let first = first_answer(&mut both, later(10_000)).await.unwrap();
+        assert_eq!(first, record.clone().merged(hint.clone()));
+        assert_eq!(first.ticket.relays, record.ticket.relays);
+
+        // No signed source: the hint at once, addresses and no relay.
+        let start = tokio::time::Instant::now();
+        let mut alone = asks(vec![(0, Some(hint.clone())), (50, None)]);
+        assert_eq!(
+            first_answer(&mut alone, later(10_000)).await,
+            Some(hint.clone())
+        );
+        assert!(start.elapsed() < HINT_GRACE / 2, "{:?}", start.elapsed());
+
+        // A record later than the grace: the hint alone, then, and the record left to the
+        // background merge.
+        let start = tokio::time::Instant::now();
+        let late = HINT_GRACE.as_millis() as u64 + 500;
+        let mut slow = asks(vec![(0, Some(hint.clone())), (late, Some(record))]);
+        assert_eq!(
+            first_answer(&mut slow, later(10_000)).await,
+            Some(hint.clone())
+        );
+        assert!(start.elapsed() >= HINT_GRACE, "{:?}", start.elapsed());
+        assert_eq!(slow.len(), 1);
+
+        // The lookup's deadline comes first: the hint then, and nothing at all before it.
+        let mut slow = asks(vec![(0, Some(hint.clone())), (late, None)]);
+        assert_eq!(first_answer(&mut slow, later(200)).await, Some(hint));
+        let mut none = asks(vec![(late, None)]);
+        assert_eq!(first_answer(&mut none, later(100)).await, None);
     }
 
     #[tokio::test]
