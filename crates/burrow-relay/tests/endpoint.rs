@@ -123,6 +123,9 @@ async fn relay_first_then_direct_with_one_stream_across_the_move() {
 
 /// Incoming handshakes an endpoint runs at once (burrow's `MAX_HANDSHAKES`).
 const MAX_HANDSHAKES: usize = 128;
+/// Of those, from one peer address (one key through the relay) (burrow's
+/// `MAX_HANDSHAKES_PER_PEER`).
+const MAX_HANDSHAKES_PER_PEER: usize = 4;
 /// How long an incoming handshake may take (burrow's `HANDSHAKE_TIMEOUT`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -136,10 +139,15 @@ fn long_header_dcid(packet: &[u8]) -> Option<&[u8]> {
 
 /// Starts `n` handshakes at `server` that never finish, and watches them: a stranger's relay
 /// client catches `n` QUIC Initials (a genuine burrow client dials the stranger's key `n`
-/// times, and the first packet of each connection is kept), sends them on to `server` and
-/// never replies. The watch counts the connections `server` answered (its packets carry each
-/// client's connection id).
-async fn stall(relay: &RelayServer, server: NodeId, n: usize) -> watch::Receiver<usize> {
+/// times, and the first packet of each connection is kept), and strangers of `per_key`
+/// Initials each send them on to `server` and never reply. The watch counts the connections
+/// `server` answered (its packets carry each client's connection id).
+async fn stall(
+    relay: &RelayServer,
+    server: NodeId,
+    n: usize,
+    per_key: usize,
+) -> watch::Receiver<usize> {
     let key = SecretKey::from_bytes(rand::random());
     let stranger = RelayClient::new(
         vec![relay.url().parse().unwrap()],
@@ -172,20 +180,37 @@ async fn stall(relay: &RelayServer, server: NodeId, n: usize) -> watch::Receiver
     }
     dialler.close().await;
 
-    for packet in initials {
-        stranger.send_wait(server, packet).await.expect("relayed");
-    }
+    drop(stranger);
     let (tx, rx) = watch::channel(0);
-    tokio::spawn(async move {
-        let mut answered = HashSet::new();
-        while let Some((src, packet, _)) = stranger.recv().await {
-            if let Some(id) = long_header_dcid(&packet).filter(|_| src == server) {
-                if answered.insert(id.to_vec()) {
-                    tx.send_replace(answered.len());
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    for chunk in initials.chunks(per_key) {
+        let sender = RelayClient::new(
+            vec![relay.url().parse().unwrap()],
+            SecretKey::from_bytes(rand::random()),
+            Default::default(),
+        );
+        sender
+            .wait_connected(Duration::from_secs(5))
+            .await
+            .expect("stranger connected");
+        for packet in chunk {
+            sender
+                .send_wait(server, packet.clone())
+                .await
+                .expect("relayed");
+        }
+        let (tx, answered) = (tx.clone(), answered.clone());
+        tokio::spawn(async move {
+            while let Some((src, packet, _)) = sender.recv().await {
+                if let Some(id) = long_header_dcid(&packet).filter(|_| src == server) {
+                    let mut a = answered.lock().unwrap();
+                    if a.insert(id.to_vec()) {
+                        tx.send_replace(a.len());
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     rx
 }
 
@@ -263,7 +288,7 @@ async fn a_hundred_stalled_handshakes_delay_a_genuine_accept_by_under_100_ms() {
         let mut accepted = accepts(server.clone());
         let quiet = median_accept_latency(&relay, server.node_id(), &mut accepted).await;
 
-        let mut answered = stall(&relay, server.node_id(), STALLED).await;
+        let mut answered = stall(&relay, server.node_id(), STALLED, MAX_HANDSHAKES_PER_PEER).await;
         // Every stalled handshake is under way (the server answered its Initial) before the
         // genuine dials start; on a serial accept only the first would be.
         let _ = timeout(Duration::from_secs(3), answered.wait_for(|&n| n >= STALLED)).await;
@@ -293,7 +318,13 @@ async fn past_the_cap_new_handshakes_are_refused_until_the_stalled_ones_time_out
         let relay = relay().await;
         let server = endpoint(&relay).await;
         let mut accepted = accepts(server.clone());
-        let mut answered = stall(&relay, server.node_id(), MAX_HANDSHAKES + 2).await;
+        let mut answered = stall(
+            &relay,
+            server.node_id(),
+            MAX_HANDSHAKES + 2,
+            MAX_HANDSHAKES_PER_PEER,
+        )
+        .await;
         let stalled_at = Instant::now();
         // The cap's worth under way, the two past it refused (a close, also an answer).
         timeout(
@@ -329,6 +360,33 @@ async fn past_the_cap_new_handshakes_are_refused_until_the_stalled_ones_time_out
             back >= HANDSHAKE_TIMEOUT - Duration::from_secs(1),
             "{back:?}"
         );
+        server.close().await;
+    })
+    .await
+    .expect("test within 60 s");
+}
+
+#[tokio::test]
+async fn one_stranger_key_holds_no_more_than_its_share_of_the_handshakes() {
+    timeout(Duration::from_secs(60), async {
+        let relay = relay().await;
+        let server = endpoint(&relay).await;
+        let mut accepted = accepts(server.clone());
+        // One key sends the cap's worth and more: all but its share are refused at once.
+        let mut answered = stall(&relay, server.node_id(), MAX_HANDSHAKES + 2, usize::MAX).await;
+        timeout(
+            Duration::from_secs(5),
+            answered.wait_for(|&n| n == MAX_HANDSHAKES + 2),
+        )
+        .await
+        .expect("every Initial answered")
+        .unwrap();
+        let took = accept_latency(&relay, server.node_id(), &mut accepted).await;
+        eprintln!(
+            "a genuine dial beside one key's {} stalled Initials: {took:?}",
+            MAX_HANDSHAKES + 2
+        );
+        assert!(took.is_ok(), "{took:?}");
         server.close().await;
     })
     .await

@@ -36,6 +36,9 @@ pub use burrow_proto::holepunch::DirectPath;
 const RELAYED_QUEUE: usize = 1024;
 /// Incoming handshakes under way at once; more are refused until one finishes.
 const MAX_HANDSHAKES: usize = 128;
+/// Of those, from one peer address (one key through the relay, or one direct source) at once,
+/// so that one stranger cannot take every slot.
+const MAX_HANDSHAKES_PER_PEER: usize = 4;
 /// An incoming handshake that takes longer is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handshaken and waiting for [`Endpoint::accept`].
@@ -401,7 +404,13 @@ async fn handshake_incoming(
     accepted: mpsc::Sender<Connection>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_peer = Arc::new(Mutex::new(std::collections::HashMap::new()));
     while let Some(incoming) = quic.accept().await {
+        let Some(peer_slot) = PeerSlot::take(&per_peer, incoming.remote_address()) else {
+            tracing::debug!("too many handshakes from one peer address: refused one");
+            incoming.refuse();
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!("too many handshakes under way: refused one");
             incoming.refuse();
@@ -409,7 +418,7 @@ async fn handshake_incoming(
         };
         let (accepted, peers, commands) = (accepted.clone(), peers.clone(), commands.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return tracing::debug!("incoming handshake failed: {e}"),
@@ -428,5 +437,41 @@ async fn handshake_incoming(
             let _ = commands.send(Command::Authenticated { node: remote }).await;
             let _ = accepted.send(Connection { quic, remote }).await;
         });
+    }
+}
+
+/// One of a peer address's [`MAX_HANDSHAKES_PER_PEER`] handshake slots, given back on drop.
+struct PeerSlot {
+    taken: Arc<Mutex<std::collections::HashMap<SocketAddr, usize>>>,
+    from: SocketAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        taken: &Arc<Mutex<std::collections::HashMap<SocketAddr, usize>>>,
+        from: SocketAddr,
+    ) -> Option<PeerSlot> {
+        let mut map = taken.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(from).or_default();
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            taken: taken.clone(),
+            from,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.from);
+            }
+        }
     }
 }
