@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use burrow_proto::relay::server_conn::ConnLimits;
+use burrow_proto::relay::RelayUrl;
 
 use crate::settings::RelaySettings;
 use crate::stun::StunOptions;
@@ -185,6 +186,10 @@ pub struct RelayConfig {
     /// TCP address for HTTP(S) and WebSocket. Default `127.0.0.1:0` (any free port), which
     /// suits tests; a public relay sets it.
     pub listen: SocketAddr,
+    /// The URLs clients dial to reach this relay, which their ClientAuth must be signed for.
+    /// Empty (the default): the address each connection arrives at, and with TLS the names
+    /// on the certificate (see the `public_urls` module). Setting `public_url`.
+    pub public_urls: Vec<RelayUrl>,
     /// Co-hosted STUN service, if any.
     pub stun: Option<StunOptions>,
     /// Serve HTTPS/WSS with these files; plain HTTP when `None`.
@@ -209,6 +214,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_urls: Vec::new(),
             stun: None,
             tls: None,
             limits: Limits::default(),

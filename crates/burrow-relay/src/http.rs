@@ -27,6 +27,8 @@ use crate::{session, Shared, RELAY_PATH};
 #[derive(Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
+    /// The address the connection arrived at.
+    pub(crate) local: SocketAddr,
     /// Held for as long as the connection lives, including after a WebSocket upgrade.
     _slot: Arc<IpSlot>,
 }
@@ -48,6 +50,7 @@ pub(crate) async fn accept_loop(
 ) {
     let limiter = IpLimiter::new(shared.config.limits.max_conns_per_ip);
     let router = router(shared.clone());
+    let listening = listener.local_addr().ok();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -66,8 +69,12 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let Some(local) = stream.local_addr().ok().or(listening) else {
+            continue;
+        };
         let info = ConnInfo {
             peer,
+            local,
             _slot: Arc::new(slot),
         };
         tokio::spawn(serve_connection(
@@ -165,6 +172,7 @@ async fn relay(
     }
     shared.metrics.sessions.inc();
     let guard = SessionGuard(shared.clone());
+    let own = shared.public_urls.for_connection(info.local);
     let config = &shared.config;
     let shutdown = shared.shutting_down.subscribe();
     ws.read_buffer_size(config.ws_read_buffer_bytes)
@@ -175,7 +183,7 @@ async fn relay(
             // The IP slot and the session count live as long as the session.
             let _info = info;
             let _guard = guard;
-            session::run(socket, shared, shutdown).await;
+            session::run(socket, shared, own, shutdown).await;
         })
 }
 
