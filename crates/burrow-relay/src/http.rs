@@ -1,4 +1,4 @@
-//! The HTTP side: our own accept loop (per-IP limit at accept, optional TLS), hyper serving
+//! The HTTP side: our own accept loop (per-source limit at accept, optional TLS), hyper serving
 //! an axum router with `/relay`, `/health`, `/metrics` and the registry's routes.
 
 use std::convert::Infallible;
@@ -13,6 +13,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use burrow_proto::rate::source_prefix;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -62,7 +63,7 @@ pub(crate) async fn accept_loop(
             }
         };
         shared.metrics.accepted.inc();
-        let Some(slot) = limiter.acquire(peer.ip()) else {
+        let Some(slot) = limiter.acquire(source_prefix(peer.ip())) else {
             shared.metrics.refused("per_ip_limit");
             tracing::debug!(%peer, "per-IP connection limit reached");
             drop(stream);

@@ -91,7 +91,7 @@ relay_settings! {
     /// Maximum WebSocket sessions at once.
     #[arg(value_name = "N")]
     max_clients: usize = 10_000,
-    /// Maximum TCP connections from one source IP.
+    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64).
     #[arg(value_name = "N")]
     max_conns_per_ip: usize = 64,
     /// Bytes per second one client may send; 0 = unlimited.
@@ -136,16 +136,22 @@ relay_settings! {
     /// Namespaces one record may be listed under.
     #[arg(value_name = "N")]
     registry_max_namespaces: usize = 8,
+    /// Records one source (IPv4 address or IPv6 /64) may hold; 0 = no cap.
+    #[arg(value_name = "N")]
+    registry_max_per_source: usize = 256,
+    /// Records one source may list under one namespace; 0 = no cap.
+    #[arg(value_name = "N")]
+    registry_max_per_source_namespace: usize = 32,
     /// Longest a record is held after registering.
     #[arg(value_name = "DUR")]
     registry_max_ttl: HumanDuration = HumanDuration(Duration::from_secs(24 * 3600)),
     /// Largest registry request body, bytes (a signed record is at most 1336 in base64).
     #[arg(value_name = "BYTES")]
     registry_max_body: usize = 4096,
-    /// Registry requests per second per source IP; 0 = unlimited.
+    /// Registry requests per second per source (IPv4 address or IPv6 /64); 0 = unlimited.
     #[arg(value_name = "PER_SEC")]
     registry_ip_rate: f64 = 20.0,
-    /// Registry request burst per source IP.
+    /// Registry request burst per source.
     #[arg(value_name = "N")]
     registry_ip_burst: u32 = 100,
     /// Registry writes per second per key; 0 = unlimited.
@@ -183,6 +189,8 @@ impl RelaySettings {
                 max_records: self.registry_max_records,
                 max_per_namespace: self.registry_max_per_namespace,
                 max_namespaces_per_record: self.registry_max_namespaces,
+                max_per_source: self.registry_max_per_source,
+                max_per_source_namespace: self.registry_max_per_source_namespace,
                 max_ttl: self.registry_max_ttl.0,
                 max_body_bytes: self.registry_max_body,
                 ip_rate_per_sec: self.registry_ip_rate,
