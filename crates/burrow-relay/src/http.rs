@@ -51,7 +51,6 @@ pub(crate) async fn accept_loop(
 ) {
     let limiter = IpLimiter::new(shared.config.limits.max_conns_per_ip);
     let router = router(shared.clone());
-    let listening = listener.local_addr().ok();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -70,7 +69,8 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let Some(local) = stream.local_addr().ok().or(listening) else {
+        // Where it arrived: with a wildcard listen address, the address of the interface.
+        let Ok(local) = stream.local_addr() else {
             continue;
         };
         let info = ConnInfo {

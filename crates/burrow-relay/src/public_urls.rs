@@ -97,15 +97,10 @@ impl fmt::Display for ConnectionUrls {
             let urls: Vec<String> = public.configured.iter().map(|u| u.to_string()).collect();
             return f.write_str(&urls.join(", "));
         }
-        let (ip, port) = (self.local.ip(), self.local.port());
-        let host = match ip {
-            IpAddr::V6(_) => format!("[{ip}]"),
-            IpAddr::V4(_) => ip.to_string(),
-        };
         if public.cert.is_some() {
-            write!(f, "https://{host}:{port} or a name on its certificate")
+            write!(f, "https://{} or a name on its certificate", self.local)
         } else {
-            write!(f, "http://{host}:{port}")
+            write!(f, "http://{}", self.local)
         }
     }
 }

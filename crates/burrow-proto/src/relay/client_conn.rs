@@ -9,9 +9,9 @@
 //! message they came in (no copy).
 //!
 //! The machine does the handshake (ServerHello → ClientAuth, signed for the relay URL it was
-//! made for → AuthOk), keeps the connection
-//! alive with pings at a fraction of the relay's idle timeout, measures the round-trip time
-//! from them, and declares the connection dead when nothing at all arrives for too long. It
+//! made for → AuthOk), keeps the connection alive with pings at a fraction of the relay's idle
+//! timeout, measures the round-trip time from them, and declares the connection dead when
+//! nothing at all arrives for too long. It
 //! needs no randomness (the ping data is a counter, the signature deterministic), so it takes
 //! no seed.
 
