@@ -97,7 +97,7 @@ pub fn fill_store(
                     let i = base + j;
                     let (key, record, ns) = record_for(i, expires);
                     let signed = record.sign(&key).expect("a small record signs");
-                    if store.insert(&signed, &[ns], expires, 0).is_err() {
+                    if store.insert(&signed, &[ns], expires, 0, None).is_err() {
                         failed.store(true, Ordering::Relaxed);
                         return;
                     }

@@ -249,10 +249,11 @@ pub async fn idle_clients(
     progress: impl Fn(usize),
 ) -> Result<Vec<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>> {
     let ws_url = url.ws_url();
+    let url = url.to_string();
     let mut clients = Vec::with_capacity(n);
     let mut pending = futures_util::stream::iter(0..n)
         .map(|_| {
-            let ws_url = ws_url.clone();
+            let (ws_url, url) = (ws_url.clone(), url.clone());
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
                 let (mut ws, _) = tokio_tungstenite::client_async(ws_url, tcp).await?;
@@ -262,7 +263,7 @@ pub async fn idle_clients(
                 else {
                     bail!("expected ServerHello");
                 };
-                let auth = auth::client_auth(&key, &challenge).to_vec();
+                let auth = auth::client_auth(&key, &challenge, &url).to_vec();
                 ws.send(Message::binary(auth)).await?;
                 let ok = ws.next().await.context("closed before AuthOk")??;
                 if !matches!(Frame::decode(&ok.into_data()), Ok(Frame::AuthOk { .. })) {

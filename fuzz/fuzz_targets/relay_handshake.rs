@@ -3,20 +3,21 @@
 //! proven, a forwarded message is a Recv from the proven key, and nothing happens after a close.
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use burrow_proto::identity::SecretKey;
 use burrow_proto::relay::auth::client_auth;
 use burrow_proto::relay::server_conn::{Action, ConnLimits, Input, ServerConnection};
-use burrow_proto::relay::Frame;
+use burrow_proto::relay::{Frame, RelayUrl};
 use libfuzzer_sys::fuzz_target;
 
 const CHALLENGE: [u8; 32] = [7; 32];
+const URL: &str = "http://127.0.0.1:3340";
 
 fn auth() -> &'static [u8] {
     static AUTH: OnceLock<Vec<u8>> = OnceLock::new();
-    AUTH.get_or_init(|| client_auth(&SecretKey::from_bytes([1; 32]), &CHALLENGE).to_vec())
+    AUTH.get_or_init(|| client_auth(&SecretKey::from_bytes([1; 32]), &CHALLENGE, URL).to_vec())
 }
 
 struct Input_<'a>(&'a [u8]);
@@ -51,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: usize::from(c) * 2,
     };
     let mut now = Instant::now();
-    let mut conn = ServerConnection::new(now, CHALLENGE, limits);
+    let own = Arc::new(URL.parse::<RelayUrl>().unwrap());
+    let mut conn = ServerConnection::new(now, CHALLENGE, own, limits);
     let me = SecretKey::from_bytes([1; 32]).node_id();
     let mut closed = false;
     while let Some(op) = input.byte() {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up. It starts full; tokens
 /// are fractional, so slow rates stay exact.
@@ -28,17 +28,34 @@ impl TokenBucket {
 
     /// Takes `n` tokens if there are that many at `now`.
     pub fn take(&mut self, now: Instant, n: f64) -> bool {
-        if let Some(last) = self.last {
-            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
-            self.tokens = (self.tokens + refill).min(self.burst);
-        }
-        self.last = Some(now);
+        self.refill(now);
         if self.tokens >= n {
             self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Takes `n` tokens at `now` even if that leaves the bucket in debt, for shaping rather
+    /// than policing: returns how long until the debt is repaid (`None` if there is none).
+    /// A zero rate never repays ([`Duration::MAX`]).
+    pub fn take_on_credit(&mut self, now: Instant, n: f64) -> Option<Duration> {
+        self.refill(now);
+        self.tokens -= n;
+        if self.tokens >= 0.0 {
+            return None;
+        }
+        Some(Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX))
+    }
+
+    /// Adds what the time since the last take earned, up to the burst. Time never runs back.
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
     }
 }
 
@@ -108,7 +125,6 @@ pub fn source_prefix(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_bucket_refills_at_its_rate_up_to_its_burst() {
@@ -120,6 +136,28 @@ mod tests {
         assert!(!b.take(t0 + Duration::from_millis(100), 1.0));
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.take(later, 1.0)).count(), 5);
+    }
+
+    #[test]
+    fn a_bucket_lends_and_says_when_it_is_repaid() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000.0, 500.0);
+        assert_eq!(b.take_on_credit(t0, 400.0), None);
+        assert_eq!(
+            b.take_on_credit(t0, 300.0),
+            Some(Duration::from_millis(200))
+        );
+        // In debt, nothing can be taken outright until it is repaid.
+        assert!(!b.take(t0 + Duration::from_millis(150), 1.0));
+        assert!(b.take(t0 + Duration::from_millis(210), 1.0));
+        // A clock read out of order neither refills nor runs time back (which would count
+        // the same time twice).
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(b.take_on_credit(t1, 500.0), None);
+        assert!(!b.take(t0, 1.0));
+        assert!(!b.take(t1, 1.0));
+        let mut stuck = TokenBucket::new(0.0, 1.0);
+        assert_eq!(stuck.take_on_credit(t0, 2.0), Some(Duration::MAX));
     }
 
     #[test]

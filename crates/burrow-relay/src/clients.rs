@@ -200,7 +200,8 @@ impl Clients {
     }
 }
 
-/// Counts TCP connections per source IP.
+/// Counts TCP connections per source: an IPv4 address or an IPv6 /64, which the caller
+/// gives ([`burrow_proto::rate::source_prefix`]).
 #[derive(Debug)]
 pub(crate) struct IpLimiter {
     max: usize,

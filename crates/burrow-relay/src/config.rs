@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use burrow_proto::relay::server_conn::ConnLimits;
+use burrow_proto::relay::RelayUrl;
 
 use crate::settings::RelaySettings;
 use crate::stun::StunOptions;
@@ -17,8 +18,8 @@ pub struct Limits {
     /// WebSocket sessions (handshaking or authenticated) at once; more get HTTP 503.
     /// Setting `max_clients`.
     pub max_clients: usize,
-    /// TCP connections at once from one source IP; more are closed at accept.
-    /// Setting `max_conns_per_ip`.
+    /// TCP connections at once from one source, an IPv4 address or an IPv6 /64 (a site may
+    /// use every address of its /64); more are closed at accept. Setting `max_conns_per_ip`.
     pub max_conns_per_ip: usize,
     /// Sustained bytes per second one client may send (0 = unlimited). Over it, the relay
     /// stops reading from that client until its bucket refills, so TCP slows the sender.
@@ -84,6 +85,14 @@ pub struct RegistryLimits {
     pub max_per_namespace: usize,
     /// Namespaces one record may be listed under. Setting `registry_max_namespaces`.
     pub max_namespaces_per_record: usize,
+    /// Records one source (an IPv4 address or an IPv6 /64) may hold, counted by where each
+    /// record's latest registration came from (0 = no cap); a new one beyond it gets HTTP
+    /// 429. Setting `registry_max_per_source`.
+    pub max_per_source: usize,
+    /// Records one source may list under any one namespace (0 = no cap); beyond it, HTTP 429.
+    /// So a flood from one source takes at most this many places in a listing, however its
+    /// keys sort (see [`crate::records`]). Setting `registry_max_per_source_namespace`.
+    pub max_per_source_namespace: usize,
     /// Longest a record is held after its last registration, whatever `ttl_secs` asks for
     /// (a longer one is lowered to it); a record is never held past its own `expires`.
     /// Setting `registry_max_ttl`.
@@ -91,10 +100,12 @@ pub struct RegistryLimits {
     /// Largest request body, bytes; larger gets HTTP 413 (a signed record is at most 1000
     /// bytes, 1336 in base64). Setting `registry_max_body`.
     pub max_body_bytes: usize,
-    /// Registry requests per second from one IP address (token bucket; 0 = unlimited); over
-    /// it, HTTP 429. Setting `registry_ip_rate`.
+    /// Registry requests per second from one source, an IPv4 address or an IPv6 /64 (token
+    /// bucket; 0 = unlimited); over it, HTTP 429. The buckets of the 100,000 sources seen
+    /// last are kept; one older than them comes back with a full burst.
+    /// Setting `registry_ip_rate`.
     pub ip_rate_per_sec: f64,
-    /// Registry requests one IP address may make at once above its rate.
+    /// Registry requests one source may make at once above its rate.
     /// Setting `registry_ip_burst`.
     pub ip_burst: u32,
     /// Writes (register, refresh, delete) per second for one key (0 = unlimited); over it,
@@ -115,7 +126,7 @@ impl Default for RegistryLimits {
 }
 
 impl RegistryLimits {
-    /// No rate limits: for tests and benchmarks.
+    /// No rate limits (the caps on records stay): for tests and benchmarks.
     pub fn unlimited() -> Self {
         RegistryLimits {
             ip_rate_per_sec: 0.0,
@@ -185,6 +196,10 @@ pub struct RelayConfig {
     /// TCP address for HTTP(S) and WebSocket. Default `127.0.0.1:0` (any free port), which
     /// suits tests; a public relay sets it.
     pub listen: SocketAddr,
+    /// The URLs clients dial to reach this relay, which their ClientAuth must be signed for.
+    /// Empty (the default): the address each connection arrives at, and with TLS the names
+    /// on the certificate (see the `public_urls` module). Setting `public_url`.
+    pub public_urls: Vec<RelayUrl>,
     /// Co-hosted STUN service, if any.
     pub stun: Option<StunOptions>,
     /// Serve HTTPS/WSS with these files; plain HTTP when `None`.
@@ -209,6 +224,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_urls: Vec::new(),
             stun: None,
             tls: None,
             limits: Limits::default(),

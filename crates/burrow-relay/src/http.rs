@@ -1,4 +1,4 @@
-//! The HTTP side: our own accept loop (per-IP limit at accept, optional TLS), hyper serving
+//! The HTTP side: our own accept loop (per-source limit at accept, optional TLS), hyper serving
 //! an axum router with `/relay`, `/health`, `/metrics` and the registry's routes.
 
 use std::convert::Infallible;
@@ -13,6 +13,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use burrow_proto::rate::source_prefix;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,6 +28,8 @@ use crate::{session, Shared, RELAY_PATH};
 #[derive(Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
+    /// The address the connection arrived at.
+    pub(crate) local: SocketAddr,
     /// Held for as long as the connection lives, including after a WebSocket upgrade.
     _slot: Arc<IpSlot>,
 }
@@ -59,15 +62,20 @@ pub(crate) async fn accept_loop(
             }
         };
         shared.metrics.accepted.inc();
-        let Some(slot) = limiter.acquire(peer.ip()) else {
+        let Some(slot) = limiter.acquire(source_prefix(peer.ip())) else {
             shared.metrics.refused("per_ip_limit");
             tracing::debug!(%peer, "per-IP connection limit reached");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Where it arrived: with a wildcard listen address, the address of the interface.
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let info = ConnInfo {
             peer,
+            local,
             _slot: Arc::new(slot),
         };
         tokio::spawn(serve_connection(
@@ -165,6 +173,7 @@ async fn relay(
     }
     shared.metrics.sessions.inc();
     let guard = SessionGuard(shared.clone());
+    let own = shared.public_urls.for_connection(info.local);
     let config = &shared.config;
     let shutdown = shared.shutting_down.subscribe();
     ws.read_buffer_size(config.ws_read_buffer_bytes)
@@ -175,7 +184,7 @@ async fn relay(
             // The IP slot and the session count live as long as the session.
             let _info = info;
             let _guard = guard;
-            session::run(socket, shared, shutdown).await;
+            session::run(socket, shared, own, shutdown).await;
         })
 }
 

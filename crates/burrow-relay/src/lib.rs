@@ -20,6 +20,7 @@ mod clients;
 mod config;
 mod http;
 mod metrics;
+mod public_urls;
 pub mod records;
 mod session;
 mod settings;
@@ -27,7 +28,7 @@ pub mod stun;
 mod tls;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNot
 pub use metrics::{RelayStats, CLOSE_LABELS};
 #[cfg(feature = "clap")]
 pub use settings::RelayFlags;
-pub use settings::{DurationError, HumanDuration, RelaySettings};
+pub use settings::{DurationError, HumanDuration, PublicUrl, RelaySettings};
 use stun::{StunService, StunServiceError};
 
 /// The path of the WebSocket endpoint.
@@ -78,6 +79,11 @@ pub(crate) struct Shared {
     clients: clients::Clients,
     /// The bootstrap registry, unless turned off.
     records: Option<records::routes::Registry>,
+    /// The URLs clients must have signed for.
+    public_urls: Arc<public_urls::PublicUrls>,
+    /// Whether a client signing for a URL this relay does not know has been logged (once:
+    /// it is news for the operator, not for every connection).
+    warned_wrong_relay: AtomicBool,
     started: Instant,
     conn_ids: AtomicU64,
     /// Live WebSocket sessions, for max_clients and for shutdown to wait on.
@@ -125,10 +131,17 @@ pub struct Health {
 impl RelayServer {
     /// Binds the listener (and the STUN sockets), loads TLS, and starts serving.
     pub async fn start(config: RelayConfig) -> Result<RelayServer, RelayError> {
-        let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files)?),
-            None => None,
+        let (tls, cert) = match &config.tls {
+            Some(files) => {
+                let (acceptor, cert) = tls::acceptor(files)?;
+                (Some(acceptor), Some(cert))
+            }
+            None => (None, None),
         };
+        let public_urls = Arc::new(public_urls::PublicUrls::new(
+            config.public_urls.clone(),
+            cert,
+        ));
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -166,6 +179,8 @@ impl RelayServer {
             metrics: metrics::Metrics::new(),
             clients: clients::Clients::default(),
             records,
+            public_urls,
+            warned_wrong_relay: AtomicBool::new(false),
             started: Instant::now(),
             conn_ids: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
@@ -190,9 +205,13 @@ impl RelayServer {
         self.local_addr
     }
 
-    /// The relay's URL as clients are given it: `http://IP:PORT`, or `https://` with TLS.
-    /// The WebSocket endpoint is this with `ws(s)://` and [`RELAY_PATH`].
+    /// The relay's URL as clients are given it: the first configured public URL, or
+    /// `http://IP:PORT` (`https://` with TLS) of the bound address. The WebSocket endpoint is
+    /// this with `ws(s)://` and [`RELAY_PATH`].
     pub fn url(&self) -> String {
+        if let Some(url) = self.shared.public_urls.first() {
+            return url.to_string();
+        }
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.local_addr)
     }

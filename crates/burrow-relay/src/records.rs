@@ -34,9 +34,29 @@
 //!   seq must be at most `N`, so an old delete cannot remove a newer record. Returns
 //!   `{"deleted": true}`; 401 bad signature or timestamp, 404 none, 409 stored seq higher.
 //!
-//! Rate limits: every registry request counts against its source IP's token bucket, and every
-//! write with a valid signature against its key's (see [`crate::RegistryLimits`]). Behind a
-//! reverse proxy every request comes from the proxy's IP.
+//! # Limits per source
+//!
+//! A source is an IPv4 address or an IPv6 /64 ([`burrow_proto::rate::source_prefix`]): one
+//! host, or one site, which is handed a /64 and may use every address in it. Keys are free, so
+//! limits that keys alone could dodge are per source:
+//!
+//! * rate: every registry request counts against its source's token bucket, and every write
+//!   with a valid signature against its key's (see [`crate::RegistryLimits`]);
+//! * records: a source may hold at most `max_per_source` records, counted from the source of
+//!   each record's latest registration, and list at most `max_per_source_namespace` of them
+//!   under any one namespace; past either, 429. So a flood of records from one source, however
+//!   many keys it grinds to sort first, takes at most that many places in a namespace listing
+//!   (which is in node id order), and at most that many in the registry.
+//!
+//! What that does not stop: an attacker with many sources. With the defaults (32 per
+//! namespace, 256 in all), hiding a namespace's members from a reader that reads the first
+//! 10,000 records of a listing (`burrow peers`) takes 313 sources, filling a namespace of
+//! 100,000 takes 3,125, and filling the registry's 1,000,000 takes 3,907. Namespaces are open:
+//! anyone may list a record under any name, so a namespace is a meeting point, not a guest
+//! list (a closed namespace, in the DHT, is the one with a secret). Behind a reverse proxy
+//! every request comes from the proxy's address, so these limits apply to all clients at once:
+//! raise them there (0 turns a cap off). Records loaded from a snapshot count against no
+//! source until they are registered again.
 //!
 //! # Store
 //!
@@ -45,23 +65,23 @@
 //! 64-bit hash (truncated SHA-256 of its name) mapping to an ordered set of keys, which gives
 //! cursor pagination. Reads take one shard's read lock.
 
-mod limiter;
 mod maintenance;
 pub(crate) mod routes;
 mod snapshot;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use burrow_proto::identity::NodeId;
+use burrow_proto::rate::source_prefix;
 use burrow_proto::record::{is_valid_namespace, SignedRecord};
 
 use crate::config::RegistryLimits;
 
-pub(crate) use limiter::RateLimiter;
 pub(crate) use maintenance::{final_snapshot, maintenance};
 pub use snapshot::SnapshotError;
 
@@ -85,6 +105,20 @@ pub enum StoreError {
     /// A namespace holds its maximum number of records.
     #[error("namespace {0:?} is full")]
     NamespaceFull(String),
+    /// The source of the registration holds its maximum number of records.
+    #[error("too many records from this address: at most {0} per IPv4 address or IPv6 /64")]
+    SourceFull(usize),
+    /// The source of the registration lists its maximum number of records in a namespace.
+    #[error(
+        "too many records from this address in namespace {namespace:?}: at most {max} per \
+         IPv4 address or IPv6 /64"
+    )]
+    SourceNamespaceFull {
+        /// The namespace.
+        namespace: String,
+        /// The cap.
+        max: usize,
+    },
     /// A namespace name that is empty, too long or has other characters than
     /// `A-Z a-z 0-9 . _ - :`.
     #[error("invalid namespace {0:?}: 1 to 64 characters of A-Z a-z 0-9 . _ - :")]
@@ -109,6 +143,60 @@ struct Entry {
     stored_until: u64,
     /// Hashes of the namespaces it is listed under.
     namespaces: Box<[u64]>,
+    /// Where its latest registration came from ([`source_prefix`]); `None` for one put in by
+    /// the program or loaded from a snapshot, which counts against no source.
+    source: Option<IpAddr>,
+}
+
+/// What is kept beside the records: the namespace listings, and the per-source counts that
+/// the caps check.
+#[derive(Default)]
+struct Index {
+    namespaces: HashMap<u64, BTreeSet<NodeId>>,
+    /// Records per source.
+    per_source: HashMap<IpAddr, usize>,
+    /// Records per source and namespace.
+    per_source_namespace: HashMap<(IpAddr, u64), usize>,
+}
+
+impl Index {
+    /// Counts a record from `source` listed under `namespaces`.
+    fn count(&mut self, source: IpAddr, namespaces: &[u64]) {
+        *self.per_source.entry(source).or_default() += 1;
+        for h in namespaces {
+            *self.per_source_namespace.entry((source, *h)).or_default() += 1;
+        }
+    }
+
+    /// Takes back a [`Index::count`].
+    fn uncount(&mut self, source: IpAddr, namespaces: &[u64]) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+        down(&mut self.per_source, source);
+        for h in namespaces {
+            down(&mut self.per_source_namespace, (source, *h));
+        }
+    }
+
+    fn unlist(&mut self, namespace: u64, key: &NodeId) {
+        if let Some(set) = self.namespaces.get_mut(&namespace) {
+            set.remove(key);
+            if set.is_empty() {
+                self.namespaces.remove(&namespace);
+            }
+        }
+    }
+}
+
+/// Whether `count` has reached `cap` (0: no cap).
+fn at_cap(count: Option<&usize>, cap: usize) -> bool {
+    cap > 0 && count.is_some_and(|&n| n >= cap)
 }
 
 /// A stored record as read back.
@@ -127,7 +215,7 @@ pub struct Stored {
 pub struct RecordStore {
     limits: RegistryLimits,
     shards: Box<[Shard]>,
-    namespaces: Mutex<HashMap<u64, BTreeSet<NodeId>>>,
+    index: Mutex<Index>,
     len: AtomicUsize,
     /// Bumped on every change, so the snapshot writer knows when there is something to write.
     generation: AtomicU64,
@@ -171,7 +259,7 @@ impl RecordStore {
         RecordStore {
             limits,
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            namespaces: Mutex::default(),
+            index: Mutex::default(),
             len: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
         }
@@ -196,27 +284,34 @@ impl RecordStore {
     /// applies the TTL limits) and listed under `namespaces`, which replace any earlier ones.
     /// The caller has checked the signature (a [`SignedRecord`] is authentic) and the expiry.
     /// A stored record whose time is up at `now` no longer blocks a lower seq: a node that
-    /// lost count may register again once its old record has lapsed.
+    /// lost count may register again once its old record has lapsed. `from` is the address
+    /// the registration came from, which the per-source caps count (by its
+    /// [`source_prefix`]); `None` for a program's own records, which no cap counts.
     pub fn insert(
         &self,
         record: &SignedRecord,
         namespaces: &[String],
         stored_until: u64,
         now: u64,
+        from: Option<IpAddr>,
     ) -> Result<(), StoreError> {
-        if namespaces.len() > self.limits.max_namespaces_per_record {
+        let limits = &self.limits;
+        if namespaces.len() > limits.max_namespaces_per_record {
             return Err(StoreError::TooManyNamespaces(
-                self.limits.max_namespaces_per_record,
+                limits.max_namespaces_per_record,
             ));
         }
         let mut hashes = Vec::with_capacity(namespaces.len());
+        let mut names = Vec::with_capacity(namespaces.len());
         for name in namespaces {
             check_namespace(name)?;
             let h = namespace_hash(name);
             if !hashes.contains(&h) {
                 hashes.push(h);
+                names.push(name);
             }
         }
+        let source = from.map(source_prefix);
         let key = record.node_id();
         let seq = record.record().seq;
         let mut shard = self.shards[shard_of(key.as_bytes())].write().expect("lock");
@@ -228,25 +323,51 @@ impl RecordStore {
                     stored: old.seq,
                 });
             }
-        } else if self.len() >= self.limits.max_records {
-            return Err(StoreError::Full(self.limits.max_records));
+        } else if self.len() >= limits.max_records {
+            return Err(StoreError::Full(limits.max_records));
         }
         let old_namespaces: &[u64] = old.map(|e| &e.namespaces[..]).unwrap_or(&[]);
+        let old_source = old.and_then(|e| e.source);
         {
-            let mut index = self.namespaces.lock().expect("lock");
-            for (h, name) in hashes.iter().zip(namespaces) {
+            let mut index = self.index.lock().expect("lock");
+            // The caps count what this registration adds to its source: everything, unless
+            // the record was that source's already.
+            if let Some(s) = source {
+                let kept = old_source == Some(s);
+                if !kept && at_cap(index.per_source.get(&s), limits.max_per_source) {
+                    return Err(StoreError::SourceFull(limits.max_per_source));
+                }
+                for (h, name) in hashes.iter().zip(&names) {
+                    let cap = limits.max_per_source_namespace;
+                    let listed = kept && old_namespaces.contains(h);
+                    if !listed && at_cap(index.per_source_namespace.get(&(s, *h)), cap) {
+                        return Err(StoreError::SourceNamespaceFull {
+                            namespace: name.to_string(),
+                            max: cap,
+                        });
+                    }
+                }
+            }
+            for (h, name) in hashes.iter().zip(&names) {
                 let full = index
+                    .namespaces
                     .get(h)
-                    .is_some_and(|set| set.len() >= self.limits.max_per_namespace);
+                    .is_some_and(|set| set.len() >= limits.max_per_namespace);
                 if full && !old_namespaces.contains(h) {
-                    return Err(StoreError::NamespaceFull(name.clone()));
+                    return Err(StoreError::NamespaceFull(name.to_string()));
                 }
             }
             for h in old_namespaces.iter().filter(|h| !hashes.contains(h)) {
-                unindex(&mut index, *h, &key);
+                index.unlist(*h, &key);
             }
             for h in &hashes {
-                index.entry(*h).or_default().insert(key);
+                index.namespaces.entry(*h).or_default().insert(key);
+            }
+            if let Some(s) = old_source {
+                index.uncount(s, old_namespaces);
+            }
+            if let Some(s) = source {
+                index.count(s, &hashes);
             }
         }
         let entry = Entry {
@@ -254,6 +375,7 @@ impl RecordStore {
             seq,
             stored_until,
             namespaces: hashes.into_boxed_slice(),
+            source,
         };
         if shard.insert(key, entry).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -302,15 +424,19 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Takes `entry` (already removed from its shard) out of the count and the index.
+    /// Takes `entry` (already removed from its shard) out of the counts and the index.
     fn forget(&self, entry: &Entry, key: &NodeId) {
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Relaxed);
-        if !entry.namespaces.is_empty() {
-            let mut index = self.namespaces.lock().expect("lock");
-            for h in entry.namespaces.iter() {
-                unindex(&mut index, *h, key);
-            }
+        if entry.namespaces.is_empty() && entry.source.is_none() {
+            return;
+        }
+        let mut index = self.index.lock().expect("lock");
+        for h in entry.namespaces.iter() {
+            index.unlist(*h, key);
+        }
+        if let Some(s) = entry.source {
+            index.uncount(s, &entry.namespaces);
         }
     }
 
@@ -324,8 +450,8 @@ impl RecordStore {
         now: u64,
     ) -> (Vec<Stored>, Option<NodeId>) {
         let keys: Vec<NodeId> = {
-            let index = self.namespaces.lock().expect("lock");
-            let Some(set) = index.get(&namespace_hash(namespace)) else {
+            let index = self.index.lock().expect("lock");
+            let Some(set) = index.namespaces.get(&namespace_hash(namespace)) else {
                 return (Vec::new(), None);
             };
             let start = match after {
@@ -399,12 +525,12 @@ impl RecordStore {
         }
         let mut kept = Vec::with_capacity(namespaces.len());
         {
-            let mut index = self.namespaces.lock().expect("lock");
+            let mut index = self.index.lock().expect("lock");
             for h in namespaces
                 .iter()
                 .take(self.limits.max_namespaces_per_record)
             {
-                let set = index.entry(*h).or_default();
+                let set = index.namespaces.entry(*h).or_default();
                 if set.len() < self.limits.max_per_namespace && !kept.contains(h) {
                     set.insert(key);
                     kept.push(*h);
@@ -418,20 +544,12 @@ impl RecordStore {
                 seq: record.record().seq,
                 stored_until,
                 namespaces: kept.into_boxed_slice(),
+                source: None,
             },
         );
         self.len.fetch_add(1, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Relaxed);
         true
-    }
-}
-
-fn unindex(index: &mut HashMap<u64, BTreeSet<NodeId>>, namespace: u64, key: &NodeId) {
-    if let Some(set) = index.get_mut(&namespace) {
-        set.remove(key);
-        if set.is_empty() {
-            index.remove(&namespace);
-        }
     }
 }
 

@@ -7,11 +7,13 @@
 //! waiting on them; the writer drains this client's queue in batches and flushes once per
 //! batch.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use burrow_proto::identity::NodeId;
+use burrow_proto::relay::auth::{AuthError, OwnUrls};
 use burrow_proto::relay::server_conn::{Action, CloseReason, Input, ServerConnection};
 use burrow_proto::relay::{Frame, PeerGoneReason, FRAME_OVERHEAD};
 use bytes::{Bytes, BytesMut};
@@ -34,12 +36,18 @@ const NOTE_SENDER_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-/// Runs one session to its end.
-pub(crate) async fn run(ws: WebSocket, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Runs one session to its end; its client must have signed for one of the URLs in `own`.
+pub(crate) async fn run(
+    ws: WebSocket,
+    shared: Arc<Shared>,
+    own: Arc<dyn OwnUrls>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let conn_id = shared.next_conn_id();
     let mut core = ServerConnection::new(
         Instant::now(),
         rand::random(),
+        own,
         shared.config.limits.conn_limits(),
     );
     let (mut sink, mut stream) = ws.split();
@@ -58,8 +66,19 @@ pub(crate) async fn run(ws: WebSocket, shared: Arc<Shared>, mut shutdown: watch:
     };
     // A session that never authenticated: say why and go.
     tracing::debug!(conn_id, reason = %end.label(), "handshake ended");
-    if let End::Close(CloseReason::AuthFailed(_)) = &end {
+    if let End::Close(CloseReason::AuthFailed(e)) = &end {
         shared.metrics.auth_failures.inc();
+        if let AuthError::WrongRelay { signed_for, own } = e {
+            if !shared.warned_wrong_relay.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    %signed_for, this_relay = %own,
+                    "refused a client that signed for another relay's URL: a relay passing on \
+                     its clients' logins, or clients reaching this relay at a URL it does not \
+                     know (behind a proxy, by a name): if {signed_for} is this relay, give it \
+                     --public-url {signed_for} (said once)"
+                );
+            }
+        }
     }
     shared.metrics.closed(end.label());
     close(&mut sink, &end, &shared).await;

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use burrow_proto::relay::server_conn::MAX_MESSAGE;
+use burrow_proto::relay::{RelayUrl, RelayUrlError};
 use serde::Deserialize;
 
 use crate::config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, TlsFiles};
@@ -62,6 +63,11 @@ relay_settings! {
     /// TCP address for HTTP(S) and WebSocket.
     #[arg(value_name = "IP:PORT")]
     listen: Option<SocketAddr>,
+    /// A URL clients reach this relay at, which their login must be signed for (repeat for
+    /// several) [default: the address a connection arrives at, and with TLS the names on the
+    /// certificate]. Needed behind a reverse proxy, and for a DNS name over plain HTTP.
+    #[arg(value_name = "URL")]
+    public_url: Vec<PublicUrl>,
     /// Also serve STUN on this UDP address.
     #[arg(value_name = "IP:PORT")]
     stun: Option<SocketAddr>,
@@ -85,7 +91,7 @@ relay_settings! {
     /// Maximum WebSocket sessions at once.
     #[arg(value_name = "N")]
     max_clients: usize = 10_000,
-    /// Maximum TCP connections from one source IP.
+    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64).
     #[arg(value_name = "N")]
     max_conns_per_ip: usize = 64,
     /// Bytes per second one client may send; 0 = unlimited.
@@ -130,16 +136,22 @@ relay_settings! {
     /// Namespaces one record may be listed under.
     #[arg(value_name = "N")]
     registry_max_namespaces: usize = 8,
+    /// Records one source (IPv4 address or IPv6 /64) may hold; 0 = no cap.
+    #[arg(value_name = "N")]
+    registry_max_per_source: usize = 256,
+    /// Records one source may list under one namespace; 0 = no cap.
+    #[arg(value_name = "N")]
+    registry_max_per_source_namespace: usize = 32,
     /// Longest a record is held after registering.
     #[arg(value_name = "DUR")]
     registry_max_ttl: HumanDuration = HumanDuration(Duration::from_secs(24 * 3600)),
     /// Largest registry request body, bytes (a signed record is at most 1336 in base64).
     #[arg(value_name = "BYTES")]
     registry_max_body: usize = 4096,
-    /// Registry requests per second per source IP; 0 = unlimited.
+    /// Registry requests per second per source (IPv4 address or IPv6 /64); 0 = unlimited.
     #[arg(value_name = "PER_SEC")]
     registry_ip_rate: f64 = 20.0,
-    /// Registry request burst per source IP.
+    /// Registry request burst per source.
     #[arg(value_name = "N")]
     registry_ip_burst: u32 = 100,
     /// Registry writes per second per key; 0 = unlimited.
@@ -177,6 +189,8 @@ impl RelaySettings {
                 max_records: self.registry_max_records,
                 max_per_namespace: self.registry_max_per_namespace,
                 max_namespaces_per_record: self.registry_max_namespaces,
+                max_per_source: self.registry_max_per_source,
+                max_per_source_namespace: self.registry_max_per_source_namespace,
                 max_ttl: self.registry_max_ttl.0,
                 max_body_bytes: self.registry_max_body,
                 ip_rate_per_sec: self.registry_ip_rate,
@@ -223,6 +237,7 @@ impl RelayConfig {
         };
         let c = RelayConfig {
             listen,
+            public_urls: s.public_url.iter().map(|u| u.0.clone()).collect(),
             stun,
             tls,
             limits: s.limits(),
@@ -236,8 +251,8 @@ impl RelayConfig {
         if l.handshake_timeout.is_zero() || l.idle_timeout.is_zero() {
             return bad("timeouts must be longer than zero");
         }
-        if l.max_frame_bytes < 128 {
-            return bad("max-frame must be at least 128 bytes (a ClientAuth is 98)");
+        if l.max_frame_bytes < 512 {
+            return bad("max-frame must be at least 512 bytes (a ClientAuth is up to 353)");
         }
         let r = &c.registry;
         let rl = &r.limits;
@@ -257,6 +272,31 @@ impl RelayConfig {
             );
         }
         Ok(c)
+    }
+}
+
+/// A relay URL in a setting (`http(s)://HOST[:PORT]`), in flags and in the file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl(pub RelayUrl);
+
+impl FromStr for PublicUrl {
+    type Err = RelayUrlError;
+    fn from_str(s: &str) -> Result<Self, RelayUrlError> {
+        s.parse().map(PublicUrl)
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = RelayUrlError;
+    fn try_from(s: String) -> Result<Self, RelayUrlError> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -403,9 +443,16 @@ mod tests {
     fn the_table_parses_and_rejects_unknown_keys_and_bad_durations() {
         let s: RelaySettings = toml::from_str(
             "listen = \"0.0.0.0:443\"\nhandshake_timeout = \"500ms\"\n\
-             idle_timeout = \"2m\"\nclient_rate = 0\nmax_clients = 5\nno_registry = true\n",
+             idle_timeout = \"2m\"\nclient_rate = 0\nmax_clients = 5\nno_registry = true\n\
+             public_url = [\"https://relay.example.org\", \"http://10.0.0.5:8080\"]\n",
         )
         .unwrap();
+        let urls: Vec<String> = s.public_url.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            urls,
+            ["https://relay.example.org:443", "http://10.0.0.5:8080"]
+        );
+        assert!(toml::from_str::<RelaySettings>("public_url = [\"ws://a:1\"]").is_err());
         assert_eq!(s.handshake_timeout.0, Duration::from_millis(500));
         assert_eq!(s.idle_timeout.0, Duration::from_secs(120));
         assert_eq!((s.client_rate, s.max_clients), (0, 5));
@@ -474,6 +521,21 @@ mod tests {
         );
         assert!(s.no_registry, "an absent switch leaves the file's");
         assert_eq!(s.listen, file.listen);
+        let s = over(&[
+            "--public-url",
+            "https://relay.example.org",
+            "--public-url",
+            "http://[2001:db8::1]:80",
+        ]);
+        let c = RelayConfig::from_settings(&s).unwrap();
+        assert_eq!(
+            c.public_urls,
+            [
+                "https://relay.example.org".parse::<RelayUrl>().unwrap(),
+                "http://[2001:db8::1]:80".parse().unwrap()
+            ]
+        );
+        assert!(Relay::try_parse_from(["relay", "--public-url", "relay.example.org"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--idle-timeout", "soon"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--alt-port", "5", "--no-alt-port"]).is_err());
     }

@@ -9,8 +9,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{RelayError, TlsFiles};
 
-/// Loads the certificate chain and key and builds the acceptor (HTTP/1.1 only, as ALPN).
-pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, RelayError> {
+/// Loads the certificate chain and key and builds the acceptor (HTTP/1.1 only, as ALPN);
+/// also returns the leaf certificate, whose names are the relay's own.
+pub(crate) fn acceptor(
+    files: &TlsFiles,
+) -> Result<(TlsAcceptor, CertificateDer<'static>), RelayError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| RelayError::Tls(format!("{}: {e}", files.cert.display())))?;
@@ -20,6 +23,7 @@ pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, RelayError> {
             files.cert.display()
         )));
     }
+    let leaf = certs[0].clone();
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| RelayError::Tls(format!("{}: {e}", files.key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -30,5 +34,5 @@ pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, RelayError> {
         .with_single_cert(certs, key)
         .map_err(|e| RelayError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), leaf))
 }

@@ -33,8 +33,9 @@ const LOAD_TIMEOUT_MS: u64 = 40_000;
 /// Datagram sizes the page sends, in this order; the echo peer returns each unchanged.
 const SIZES: [usize; 5] = [1, 100, 1200, 16 * 1024, 60 * 1024];
 
-/// The page. `__RELAY__`, `__ECHO__` (the echo peer's node id in hex), `__SIZES__` and `__GATE__`
-/// (the gate's `http://IP:PORT`) are filled in.
+/// The page. `__RELAY__` (the WebSocket URL), `__RELAY_URL__` (the relay URL the page signs
+/// for), `__ECHO__` (the echo peer's node id in hex), `__SIZES__` and `__GATE__` (the gate's
+/// `http://IP:PORT`) are filled in.
 const PAGE: &str = r#"<!doctype html>
 <html>
 <head><meta charset="utf-8"><title>burrow relay from a browser</title></head>
@@ -46,9 +47,10 @@ const PAGE: &str = r#"<!doctype html>
 "use strict";
 const GATE = "__GATE__";
 const RELAY = "__RELAY__";
+const RELAY_URL = new TextEncoder().encode("__RELAY_URL__");
 const ECHO = hex("__ECHO__");
 const SIZES = [__SIZES__];
-const DOMAIN = new TextEncoder().encode("burrow relay auth v1\0");
+const DOMAIN = new TextEncoder().encode("burrow relay auth v2\0");
 const STEP_MS = 10000;
 
 function hex(s) {
@@ -103,15 +105,17 @@ async function main() {
   const hello = await next("ServerHello");
   if (hello.length !== 34 || hello[0] !== 0x01) throw new Error(`bad ServerHello (${hello.length} bytes, type ${hello[0]})`);
   const version = hello[1];
+  if (version !== 2) throw new Error(`the relay speaks protocol version ${version}, this page 2`);
   const challenge = hello.subarray(2);
 
-  // 2. ClientAuth: 0x02, version, node id (raw Ed25519 public key), signature.
+  // 2. ClientAuth: 0x02, version, node id (raw Ed25519 public key), signature, relay URL; the
+  // signature covers domain, challenge, node id and the URL, so it is good at this relay only.
   const key = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
   const nodeId = new Uint8Array(await crypto.subtle.exportKey("raw", key.publicKey));
   if (nodeId.length !== 32) throw new Error(`raw public key is ${nodeId.length} bytes`);
-  const signed = concat(DOMAIN, challenge, nodeId);
+  const signed = concat(DOMAIN, challenge, nodeId, RELAY_URL);
   const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key.privateKey, signed));
-  ws.send(concat(new Uint8Array([0x02, version]), nodeId, sig));
+  ws.send(concat(new Uint8Array([0x02, version]), nodeId, sig, RELAY_URL));
 
   // 3. AuthOk: 0x03, idle timeout (u32).
   const ok = await next("AuthOk");
@@ -282,6 +286,7 @@ async fn chromium_talks_to_the_relay() {
     let page = dir.0.join("page.html");
     let sizes: Vec<String> = SIZES.iter().map(|n| n.to_string()).collect();
     let html = PAGE
+        .replace("__RELAY_URL__", &relay.url())
         .replace("__RELAY__", &format!("ws://{}/relay", relay.local_addr()))
         .replace("__ECHO__", &hex(echo_id.as_bytes()))
         .replace("__SIZES__", &sizes.join(", "))

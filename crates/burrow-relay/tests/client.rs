@@ -378,9 +378,10 @@ async fn state_reports_backoff_then_connection_then_close() {
 /// has stalled. `idle_timeout_ms` is what it announces.
 async fn stalled_relay(idle_timeout_ms: u32) -> (RelayUrl, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap())
+    let url: RelayUrl = format!("http://{}", listener.local_addr().unwrap())
         .parse()
         .unwrap();
+    let own = url.clone();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -399,11 +400,12 @@ async fn stalled_relay(idle_timeout_ms: u32) -> (RelayUrl, tokio::task::JoinHand
             version,
             node_id,
             signature,
+            relay_url,
         }) = Frame::decode(&m)
         else {
             panic!("not a ClientAuth")
         };
-        auth::verify(&challenge, version, &node_id, &signature).unwrap();
+        auth::verify(&challenge, version, &node_id, &signature, relay_url, &own).unwrap();
         let ok = Frame::AuthOk { idle_timeout_ms };
         ws.send(Message::Binary(ok.to_vec().into())).await.unwrap();
         // Hold the connection open, reading nothing.

@@ -1,7 +1,8 @@
 //! The relay behind a real reverse proxy: nginx, configured with only the three lines a
-//! WebSocket upgrade needs, in front of a relay on loopback. Two library clients that know only
-//! the proxy's URL exchange datagrams both ways (up to a full 64 KiB one), and `/health`
-//! answers through the proxy.
+//! WebSocket upgrade needs, in front of a relay on loopback that is told its public URL (the
+//! proxy's), which clients sign their login for. Two library clients that know only the proxy's
+//! URL exchange datagrams both ways (up to a full 64 KiB one), and `/health` answers through
+//! the proxy.
 //!
 //! Needs `nginx` (Debian package `nginx`; `./test.sh` installs it as root). Without it the test
 //! prints `SKIPPED: nginx not installed` and passes, except in CI (`CI` set), where it fails.
@@ -248,18 +249,20 @@ async fn relay_works_behind_an_nginx_reverse_proxy() {
         return;
     };
     timeout(Duration::from_secs(60), async {
-        let relay = RelayServer::start(RelayConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..Default::default()
-        })
-        .await
-        .expect("relay starts");
-        let upstream = relay.local_addr();
+        // nginx first, so the relay can be told the proxy's URL as its own.
+        let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy = tokio::task::spawn_blocking(move || Nginx::start(bin, upstream))
             .await
             .expect("nginx starts");
         let url = proxy.url();
         assert_ne!(proxy.addr, upstream);
+        let relay = RelayServer::start(RelayConfig {
+            listen: upstream,
+            public_urls: vec![url.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("relay starts");
 
         let a = RelayClient::new(vec![url.clone()], key(1), RelayClientOptions::default());
         let b = RelayClient::new(vec![url.clone()], key(2), RelayClientOptions::default());

@@ -618,3 +618,107 @@ async fn a_lying_registry_is_not_believed() {
     }
     honest.shutdown().await;
 }
+
+/// A TCP proxy in front of `upstream` that holds each answer back for `delay`: a registry
+/// farther away.
+async fn slow_proxy(upstream: SocketAddr, delay: Duration) -> RelayUrl {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                let down = async {
+                    let mut buf = vec![0; 64 * 1024];
+                    let mut first = true;
+                    loop {
+                        let n = server_rx.read(&mut buf).await?;
+                        if n == 0 {
+                            return client_tx.shutdown().await;
+                        }
+                        if std::mem::take(&mut first) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        client_tx.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    url
+}
+
+/// One registry still holds seq 1 and answers first; the other has seq 2 and answers 100 ms
+/// later: the lookup takes seq 2, whichever order the registries are given in.
+#[tokio::test]
+async fn a_stale_registry_beside_a_fresh_one_cannot_roll_a_lookup_back() {
+    let node = key(7);
+    let stale = start(unlimited()).await;
+    let fresh = start(unlimited()).await;
+    client(vec![url(&stale), url(&fresh)])
+        .publish(&signed(&node, 1), &[], None)
+        .await
+        .unwrap();
+    let newer = signed(&node, 2);
+    client(vec![url(&fresh)])
+        .publish(&newer, &[], None)
+        .await
+        .unwrap();
+    let far_fresh = slow_proxy(fresh.local_addr(), Duration::from_millis(100)).await;
+    for registries in [
+        vec![url(&stale), far_fresh.clone()],
+        vec![far_fresh.clone(), url(&stale)],
+    ] {
+        let found = client(registries.clone())
+            .lookup(&node.node_id())
+            .await
+            .unwrap();
+        assert_eq!(found.record().seq, 2, "{registries:?}");
+        assert_eq!(found, newer);
+    }
+
+    // With every registry answered, the lookup does not sit out its window...
+    let patient = |registries| {
+        RegistryClient::new(
+            registries,
+            RegistryClientOptions {
+                seq_window: Duration::from_secs(3),
+                ..RegistryClientOptions::default()
+            },
+        )
+    };
+    let started = std::time::Instant::now();
+    let found = patient(vec![url(&stale), url(&fresh)])
+        .lookup(&node.node_id())
+        .await
+        .unwrap();
+    assert_eq!(found.record().seq, 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // ...and one answering after the window is not waited for.
+    let too_far = slow_proxy(fresh.local_addr(), Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    let found = client(vec![url(&stale), too_far])
+        .lookup(&node.node_id())
+        .await
+        .unwrap();
+    assert_eq!(found.record().seq, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    stale.shutdown().await;
+    fresh.shutdown().await;
+}

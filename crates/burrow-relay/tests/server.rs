@@ -36,6 +36,11 @@ async fn start(limits: Limits) -> RelayServer {
     .expect("relay starts")
 }
 
+/// The URL a client dials for the relay at `addr`, which it signs.
+fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
 /// A raw protocol client.
 struct Raw {
     ws: Ws,
@@ -65,7 +70,8 @@ impl Raw {
     /// Connects and authenticates as `key`.
     async fn authed(addr: SocketAddr, key: &SecretKey) -> Raw {
         let (mut raw, challenge) = Raw::connect(addr).await;
-        raw.send_frame(&client_auth(key, &challenge)).await;
+        raw.send_frame(&client_auth(key, &challenge, &url_of(addr)))
+            .await;
         let f = raw.next_binary().await;
         assert!(
             matches!(Frame::decode(&f), Ok(Frame::AuthOk { .. })),
@@ -209,9 +215,11 @@ async fn two_clients_exchange_and_learn_when_peers_are_gone() {
 async fn wrong_signature_is_refused_and_counted() {
     timeout(Duration::from_secs(30), async {
         let server = start(Limits::default()).await;
-        let (mut raw, _challenge) = Raw::connect(server.local_addr()).await;
+        let addr = server.local_addr();
+        let (mut raw, _challenge) = Raw::connect(addr).await;
         // Signed over a different challenge.
-        raw.send_frame(&client_auth(&key(1), &[0; 32])).await;
+        raw.send_frame(&client_auth(&key(1), &[0; 32], &url_of(addr)))
+            .await;
         let (code, reason) = raw.closed().await;
         assert_eq!(code, 1008);
         assert!(reason.contains("auth failed"), "{reason}");
@@ -235,7 +243,8 @@ async fn claiming_anothers_key_gets_none_of_its_traffic() {
 
         // The thief claims b's key with a signature by its own key, over its own challenge.
         let (mut thief, challenge) = Raw::connect(addr).await;
-        let Frame::ClientAuth { signature, .. } = client_auth(&key(66), &challenge) else {
+        let url = url_of(addr);
+        let Frame::ClientAuth { signature, .. } = client_auth(&key(66), &challenge, &url) else {
             unreachable!()
         };
         thief
@@ -243,6 +252,7 @@ async fn claiming_anothers_key_gets_none_of_its_traffic() {
                 version: burrow_proto::relay::PROTOCOL_VERSION,
                 node_id: kb.node_id(),
                 signature,
+                relay_url: &url,
             })
             .await;
         // It may not send before authenticating either; anything it gets is its close.
@@ -266,7 +276,8 @@ async fn an_auth_replayed_from_an_earlier_connection_is_refused() {
         let mut a = Raw::authed(addr, &ka).await;
         // b's genuine ClientAuth, as an eavesdropper on b's connection would record it.
         let (mut b, first) = Raw::connect(addr).await;
-        let recorded = client_auth(&kb, &first);
+        let url = url_of(addr);
+        let recorded = client_auth(&kb, &first, &url);
         b.send_frame(&recorded).await;
         let f = b.next_binary().await;
         assert!(
@@ -369,7 +380,8 @@ async fn garbage_after_the_upgrade_closes_only_the_offender() {
         // A second ClientAuth.
         only_offender_closed(Limits::default(), 1002, |addr| async move {
             let mut c = Raw::authed(addr, &key(3)).await;
-            c.send_frame(&client_auth(&key(3), &[0; 32])).await;
+            c.send_frame(&client_auth(&key(3), &[0; 32], &url_of(addr)))
+                .await;
             c.closed().await
         })
         .await;
@@ -771,8 +783,10 @@ async fn tls_relay_serves_wss_and_https() {
         let Ok(Frame::ServerHello { challenge, .. }) = Frame::decode(&hello.into_data()) else {
             panic!("no ServerHello over TLS")
         };
+        // Signed for the name it dialled, which the relay's certificate carries.
+        let url = format!("https://localhost:{}", addr.port());
         ws.send(Message::Binary(
-            client_auth(&key(1), &challenge).to_vec().into(),
+            client_auth(&key(1), &challenge, &url).to_vec().into(),
         ))
         .await
         .unwrap();
@@ -786,6 +800,91 @@ async fn tls_relay_serves_wss_and_https() {
         // Plain HTTP to a TLS port gets nowhere.
         let (status, _) = http_get(addr, "/health").await;
         assert_eq!(status, 0);
+    })
+    .await
+    .expect("test in time");
+}
+
+#[tokio::test]
+async fn a_relay_reached_at_a_url_it_does_not_know_says_so_until_told() {
+    timeout(Duration::from_secs(30), async {
+        // Clients reach it by a name (through a proxy, say); it knows only its address.
+        let server = start(Limits::default()).await;
+        let addr = server.local_addr();
+        let public = format!("http://relay.example.org:{}", addr.port());
+        let (mut raw, challenge) = Raw::connect(addr).await;
+        raw.send_frame(&client_auth(&key(1), &challenge, &public))
+            .await;
+        let (code, reason) = raw.closed().await;
+        assert_eq!(code, 1008);
+        assert_eq!(
+            reason,
+            format!(
+                "auth failed: signed for http://relay.example.org:{}, which is not this relay \
+                 (http://{addr})",
+                addr.port()
+            )
+        );
+        assert_eq!(server.stats().auth_failures, 1);
+
+        // Told its public URL (a proxy's, on port 80), it takes exactly that one.
+        let public = "http://relay.example.org:80";
+        let told = RelayServer::start(RelayConfig {
+            public_urls: vec![public.parse().unwrap()],
+            ..RelayConfig::default()
+        })
+        .await
+        .unwrap();
+        let addr = told.local_addr();
+        assert_eq!(told.url(), public);
+        let (mut raw, challenge) = Raw::connect(addr).await;
+        raw.send_frame(&client_auth(&key(1), &challenge, &url_of(addr)))
+            .await;
+        assert_eq!(
+            raw.closed().await.0,
+            1008,
+            "its own address is no longer it"
+        );
+        let (mut raw, challenge) = Raw::connect(addr).await;
+        raw.send_frame(&client_auth(
+            &key(1),
+            &challenge,
+            "http://relay.example.org",
+        ))
+        .await;
+        let f = raw.next_binary().await;
+        assert!(
+            matches!(Frame::decode(&f), Ok(Frame::AuthOk { .. })),
+            "{f:?}"
+        );
+    })
+    .await
+    .expect("test in time");
+}
+
+#[tokio::test]
+async fn a_version_1_client_gets_a_clear_refusal() {
+    timeout(Duration::from_secs(30), async {
+        let server = start(Limits::default()).await;
+        let (mut raw, challenge) = Raw::connect(server.local_addr()).await;
+        // What a version 1 client sends: its key and a signature over domain, challenge and
+        // key, no URL.
+        let k = key(1);
+        let signed = [
+            &b"burrow relay auth v1\0"[..],
+            &challenge,
+            k.node_id().as_bytes(),
+        ]
+        .concat();
+        let signature = ed25519_dalek::Signer::sign(k.signing_key(), &signed).to_bytes();
+        let v1 = [&[0x02, 1][..], k.node_id().as_bytes(), &signature].concat();
+        raw.send(Message::Binary(v1.into())).await;
+        let (code, reason) = raw.closed().await;
+        assert_eq!(code, 1008);
+        assert_eq!(
+            reason,
+            "auth failed: unsupported protocol version 1 (this relay speaks 2)"
+        );
     })
     .await
     .expect("test in time");

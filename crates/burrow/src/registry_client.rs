@@ -3,8 +3,11 @@
 //!
 //! Registries are not trusted. Every record read is checked here: signed by the key it names,
 //! for the node asked about, not expired. Writes (publish, remove) go to every registry at
-//! once and succeed if any accepts; reads go to every registry at once and take the first
-//! good answer, so a dead or lying registry costs at most the per-request timeout. A registry
+//! once and succeed if any accepts. Reads go to every registry at once, so a dead or lying
+//! registry costs at most the per-request timeout: a lookup takes the highest `seq` among the
+//! good answers that arrive within [`RegistryClientOptions::seq_window`] of the first (so one
+//! registry holding an old record cannot roll a node back to it), a namespace page the first
+//! good answer. A registry
 //! is addressed by its relay's URL (`http(s)://HOST:PORT`): `burrow relay` hosts both. The API
 //! is described in the `burrow-relay` crate's `records` module.
 //!
@@ -49,6 +52,10 @@ const MAX_RESPONSE: usize = 1024 * 1024;
 pub struct RegistryClientOptions {
     /// Connect, TLS, request and response together, per registry. Default 5 s.
     pub timeout: Duration,
+    /// How long a lookup waits after its first good answer for the other registries', to
+    /// take the highest `seq` among them; it returns as soon as every registry has answered.
+    /// Default 200 ms.
+    pub seq_window: Duration,
     /// Trust the public web PKI roots (webpki-roots) for `https://` registries. Default true.
     pub webpki_roots: bool,
     /// More trusted root certificates (DER), for private deployments and tests.
@@ -59,6 +66,7 @@ impl Default for RegistryClientOptions {
     fn default() -> Self {
         RegistryClientOptions {
             timeout: Duration::from_secs(5),
+            seq_window: Duration::from_millis(200),
             webpki_roots: true,
             extra_roots: Vec::new(),
         }
@@ -113,6 +121,7 @@ pub struct Page {
 pub struct RegistryClient {
     registries: Vec<RelayUrl>,
     timeout: Duration,
+    seq_window: Duration,
     /// Built once; `Err` says why `https://` registries cannot be used.
     tls: TlsConfig,
 }
@@ -131,6 +140,7 @@ impl RegistryClient {
         RegistryClient {
             registries,
             timeout: options.timeout,
+            seq_window: options.seq_window,
             tls,
         }
     }
@@ -213,19 +223,21 @@ impl RegistryClient {
         Ok(report)
     }
 
-    /// The node's record from the first registry that has a good one: signed by `node`, not
-    /// expired. Asks every registry at once.
+    /// The node's record: signed by `node`, not expired, and the highest `seq` among the
+    /// good answers within the [`RegistryClientOptions::seq_window`] after the first. Asks
+    /// every registry at once.
     pub async fn lookup(&self, node: &NodeId) -> Result<SignedRecord, RegistryError> {
         let path = format!("/records/{node}");
         let node = *node;
-        self.first_good(&path, move |body| {
+        let accept = move |body: &[u8]| {
             let signed = record_field(body)?;
             if signed.node_id() != node {
                 return Err(format!("answered with {}'s record", signed.node_id()));
             }
             Ok(signed)
-        })
-        .await
+        };
+        self.best_answer(&path, accept, self.seq_window, |r| r.record().seq)
+            .await
     }
 
     /// A page of the records listed under `namespace`, after the node `after` (from the
@@ -246,7 +258,7 @@ impl RegistryClient {
         if let Some(after) = after {
             path.push_str(&format!("&cursor={after}"));
         }
-        self.first_good(&path, |body| {
+        let accept = |body: &[u8]| {
             let v: serde_json::Value =
                 serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
             let items = v["records"].as_array().ok_or("no records array")?;
@@ -265,15 +277,20 @@ impl RegistryClient {
                 records,
                 next_cursor,
             })
-        })
-        .await
+        };
+        // Pages have no seq: the first good one.
+        self.best_answer(&path, accept, Duration::ZERO, |_| 0).await
     }
 
-    /// GETs `path` from every registry at once; the first 200 whose body `accept` takes wins.
-    async fn first_good<T>(
+    /// GETs `path` from every registry at once. Of the 200s whose body `accept` takes, those
+    /// that arrive within `window` of the first are compared by `rank`, and the highest (the
+    /// earliest of equals) wins; the answers still pending then are dropped.
+    async fn best_answer<T>(
         &self,
         path: &str,
         accept: impl Fn(&[u8]) -> Result<T, String>,
+        window: Duration,
+        rank: impl Fn(&T) -> u64,
     ) -> Result<T, RegistryError> {
         if self.registries.is_empty() {
             return Err(RegistryError::NoRegistries);
@@ -289,11 +306,27 @@ impl RegistryClient {
             })
             .collect();
         let (mut failed, mut not_found) = (Vec::new(), 0);
-        while let Some((url, answer)) = pending.next().await {
+        let mut best: Option<T> = None;
+        let mut until = None;
+        loop {
+            let next = match until {
+                None => pending.next().await,
+                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((url, answer)) = next else { break };
             match answer {
                 Ok((StatusCode::OK, body)) => match accept(&body) {
-                    // The rest are dropped, which cancels them.
-                    Ok(found) => return Ok(found),
+                    Ok(found) => {
+                        if best.as_ref().is_none_or(|b| rank(&found) > rank(b)) {
+                            best = Some(found);
+                        } else {
+                            tracing::debug!(%url, "registry's answer is no newer than another's");
+                        }
+                        until.get_or_insert(tokio::time::Instant::now() + window);
+                    }
                     Err(e) => {
                         tracing::debug!(%url, "registry gave a bad answer: {e}");
                         failed.push((url.clone(), e));
@@ -303,6 +336,10 @@ impl RegistryClient {
                 Ok((status, body)) => failed.push((url.clone(), api_error(status, &body))),
                 Err(e) => failed.push((url.clone(), e)),
             }
+        }
+        // Dropping what is still pending cancels it.
+        if let Some(best) = best {
+            return Ok(best);
         }
         if not_found > 0 {
             return Err(RegistryError::NotFound);

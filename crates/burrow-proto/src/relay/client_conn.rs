@@ -8,9 +8,10 @@
 //! has no say in them once connected. Received ones come out as [`Event::Recv`], a slice of the
 //! message they came in (no copy).
 //!
-//! The machine does the handshake (ServerHello → ClientAuth → AuthOk), keeps the connection
-//! alive with pings at a fraction of the relay's idle timeout, measures the round-trip time
-//! from them, and declares the connection dead when nothing at all arrives for too long. It
+//! The machine does the handshake (ServerHello → ClientAuth, signed for the relay URL it was
+//! made for → AuthOk), keeps the connection alive with pings at a fraction of the relay's idle
+//! timeout, measures the round-trip time from them, and declares the connection dead when
+//! nothing at all arrives for too long. It
 //! needs no randomness (the ping data is a counter, the signature deterministic), so it takes
 //! no seed.
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::auth::client_auth;
-use super::{Frame, FrameError, PeerGoneReason, MAX_PAYLOAD, PROTOCOL_VERSION};
+use super::{Frame, FrameError, PeerGoneReason, RelayUrl, MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::identity::{NodeId, SecretKey};
 
 /// Pings outstanding at once; older ones are forgotten (their pongs then give no RTT).
@@ -202,6 +203,8 @@ impl State {
 #[derive(Debug)]
 pub struct ClientConnection {
     key: SecretKey,
+    /// The relay's URL as dialled, in its display form: what the ClientAuth signs.
+    relay_url: String,
     config: ClientConfig,
     state: State,
     /// Control frames to send (ClientAuth, Ping, Pong).
@@ -214,10 +217,11 @@ pub struct ClientConnection {
 }
 
 impl ClientConnection {
-    /// A connection whose handshake starts with the first input.
-    pub fn new(key: SecretKey, config: ClientConfig) -> Self {
+    /// A connection to the relay at `relay` whose handshake starts with the first input.
+    pub fn new(key: SecretKey, relay: &RelayUrl, config: ClientConfig) -> Self {
         ClientConnection {
             key,
+            relay_url: relay.to_string(),
             ping_interval: config.max_ping_interval,
             config,
             state: State::New,
@@ -330,7 +334,7 @@ impl ClientConnection {
                     return Err(ConnError::Version(version));
                 }
                 self.transmits
-                    .push_back(client_auth(&self.key, &challenge).to_vec());
+                    .push_back(client_auth(&self.key, &challenge, &self.relay_url).to_vec());
                 self.state = State::AwaitAuthOk { deadline };
                 None
             }
@@ -415,6 +419,10 @@ mod tests {
 
     const CHALLENGE: [u8; 32] = [9; 32];
 
+    fn relay() -> RelayUrl {
+        "https://relay.example.org".parse().unwrap()
+    }
+
     /// What the core hands out after an input, up to its timeout.
     #[derive(Debug, Default, PartialEq)]
     struct Out {
@@ -469,7 +477,7 @@ mod tests {
 
     /// A connection started at `t0`.
     fn started(t0: Instant, config: ClientConfig) -> ClientConnection {
-        let mut c = ClientConnection::new(SecretKey::from_bytes([1; 32]), config);
+        let mut c = ClientConnection::new(SecretKey::from_bytes([1; 32]), &relay(), config);
         c.handle_input(t0, Input::Start);
         c
     }
@@ -478,7 +486,7 @@ mod tests {
     /// first ping it sent.
     fn connected(t0: Instant) -> (ClientConnection, Vec<u8>) {
         let mut c = started(t0, Default::default());
-        assert_eq!(message(&mut c, t0, hello(1)).sent.len(), 1);
+        assert_eq!(message(&mut c, t0, hello(PROTOCOL_VERSION)).sent.len(), 1);
         let mut out = message(&mut c, t0, auth_ok(30_000));
         assert_eq!(
             out.events,
@@ -508,7 +516,7 @@ mod tests {
     fn handshake_signs_the_challenge() {
         let t0 = Instant::now();
         let key = SecretKey::from_bytes([1; 32]);
-        let mut c = ClientConnection::new(key.clone(), Default::default());
+        let mut c = ClientConnection::new(key.clone(), &relay(), Default::default());
         // Nothing happens before the first input.
         assert_eq!(drain(&mut c), Out::default());
         c.handle_input(t0, Input::Start);
@@ -527,9 +535,22 @@ mod tests {
                 version,
                 node_id,
                 signature,
+                relay_url,
             } => {
                 assert_eq!(node_id, key.node_id());
-                assert_eq!(verify(&CHALLENGE, version, &node_id, &signature), Ok(()));
+                // Signed for the relay it dialled, in its one display form.
+                assert_eq!(relay_url, "https://relay.example.org:443");
+                assert_eq!(
+                    verify(
+                        &CHALLENGE,
+                        version,
+                        &node_id,
+                        &signature,
+                        relay_url,
+                        &relay()
+                    ),
+                    Ok(())
+                );
             }
             f => panic!("{f:?}"),
         }
@@ -547,8 +568,12 @@ mod tests {
     #[test]
     fn the_first_input_starts_the_handshake_clock() {
         let t0 = Instant::now();
-        let mut c = ClientConnection::new(SecretKey::from_bytes([1; 32]), Default::default());
-        assert_eq!(message(&mut c, t0, hello(1)).timeout, Some(t0 + ms(10_000)));
+        let mut c =
+            ClientConnection::new(SecretKey::from_bytes([1; 32]), &relay(), Default::default());
+        assert_eq!(
+            message(&mut c, t0, hello(PROTOCOL_VERSION)).timeout,
+            Some(t0 + ms(10_000))
+        );
         // A later start changes nothing.
         c.handle_input(t0 + ms(5), Input::Start);
         assert_eq!(drain(&mut c).timeout, Some(t0 + ms(10_000)));
@@ -560,8 +585,8 @@ mod tests {
         let fresh = || started(t0, Default::default());
         // Wrong version.
         assert_eq!(
-            failed(message(&mut fresh(), t0, hello(2))),
-            ConnError::Version(2)
+            failed(message(&mut fresh(), t0, hello(1))),
+            ConnError::Version(1)
         );
         // AuthOk before ServerHello.
         let err = failed(message(&mut fresh(), t0, auth_ok(1)));
@@ -578,7 +603,7 @@ mod tests {
         );
         // A datagram before AuthOk.
         let mut c = fresh();
-        message(&mut c, t0, hello(1));
+        message(&mut c, t0, hello(PROTOCOL_VERSION));
         let recv = Frame::Recv {
             src: node(2),
             payload: b"x",
@@ -593,8 +618,8 @@ mod tests {
         );
         // A second ServerHello.
         let mut c = fresh();
-        message(&mut c, t0, hello(1));
-        failed(message(&mut c, t0, hello(1)));
+        message(&mut c, t0, hello(PROTOCOL_VERSION));
+        failed(message(&mut c, t0, hello(PROTOCOL_VERSION)));
         // Garbage.
         assert_eq!(
             failed(message(&mut fresh(), t0, vec![])),
@@ -617,8 +642,8 @@ mod tests {
     fn nothing_follows_a_failure() {
         let t0 = Instant::now();
         let mut c = started(t0, Default::default());
-        failed(message(&mut c, t0, hello(2)));
-        assert_eq!(message(&mut c, t0, hello(1)), Out::default());
+        failed(message(&mut c, t0, hello(1)));
+        assert_eq!(message(&mut c, t0, hello(PROTOCOL_VERSION)), Out::default());
         assert_eq!(timeout(&mut c, t0 + ms(20_000)), Out::default());
         assert!(!c.is_connected());
     }
@@ -626,7 +651,7 @@ mod tests {
     #[test]
     fn frames_a_client_must_never_receive_are_errors() {
         let t0 = Instant::now();
-        let auth = client_auth(&SecretKey::from_bytes([3; 32]), &CHALLENGE).to_vec();
+        let auth = client_auth(&SecretKey::from_bytes([3; 32]), &CHALLENGE, "http://a:1").to_vec();
         let send = Frame::Send {
             dst: node(2),
             payload: b"",

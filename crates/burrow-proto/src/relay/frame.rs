@@ -1,9 +1,11 @@
 //! Encoding and decoding relay frames. Never panics on any input.
 
 use crate::identity::NodeId;
+use crate::record::MAX_RELAY_URL_LEN;
 
-/// The protocol version spoken in the handshake.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version spoken in the handshake. Version 2 signs the relay's URL into the
+/// ClientAuth ([`crate::relay::auth`]); a version 1 client is refused with a clear reason.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest datagram a Send or Recv frame carries.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Bytes a Send or Recv frame adds to its payload (type and key).
@@ -38,7 +40,7 @@ pub enum Frame<'a> {
         /// Random bytes, fresh for each connection.
         challenge: [u8; 32],
     },
-    /// Client's proof of its key.
+    /// Client's proof of its key, for the relay it dialled.
     ClientAuth {
         /// Protocol version.
         version: u8,
@@ -46,6 +48,9 @@ pub enum Frame<'a> {
         node_id: NodeId,
         /// Ed25519 signature over [`crate::relay::auth::signed_message`].
         signature: [u8; 64],
+        /// The URL the client dialled, as [`crate::relay::RelayUrl`] displays it: the rest of
+        /// the message, at most 255 bytes (empty in a version 1 ClientAuth).
+        relay_url: &'a str,
     },
     /// The server accepted the key.
     AuthOk {
@@ -120,6 +125,9 @@ pub enum FrameError {
     /// A PeerGone reason this version does not know.
     #[error("unknown peer-gone reason {0}")]
     BadReason(u8),
+    /// Text (a ClientAuth's relay URL) that is not UTF-8.
+    #[error("frame type {0:#04x} carries text that is not UTF-8")]
+    NotUtf8(u8),
 }
 
 fn array<const N: usize>(b: &[u8]) -> [u8; N] {
@@ -170,11 +178,19 @@ impl<'a> Frame<'a> {
                 }
             }
             T_CLIENT_AUTH => {
-                exact(97, "98")?;
+                if !(97..=97 + MAX_RELAY_URL_LEN).contains(&body.len()) {
+                    return Err(FrameError::BadLength {
+                        frame_type: t,
+                        len: msg.len(),
+                        expected: "98 to 353",
+                    });
+                }
                 Frame::ClientAuth {
                     version: body[0],
                     node_id: NodeId(array(&body[1..])),
                     signature: array(&body[33..]),
+                    relay_url: std::str::from_utf8(&body[97..])
+                        .map_err(|_| FrameError::NotUtf8(t))?,
                 }
             }
             T_AUTH_OK => {
@@ -233,10 +249,12 @@ impl<'a> Frame<'a> {
                 version,
                 node_id,
                 signature,
+                relay_url,
             } => {
                 out.extend_from_slice(&[T_CLIENT_AUTH, *version]);
                 out.extend_from_slice(node_id.as_bytes());
                 out.extend_from_slice(signature);
+                out.extend_from_slice(relay_url.as_bytes());
             }
             Frame::AuthOk { idle_timeout_ms } => {
                 out.push(T_AUTH_OK);

@@ -8,8 +8,9 @@
 //! A connection:
 //!
 //! 1. server → client: [`Frame::ServerHello`] with a random 32-byte challenge;
-//! 2. client → server: [`Frame::ClientAuth`], its NodeId and an Ed25519 signature over the
-//!    challenge ([`auth`]), so nobody can register for a key it does not hold;
+//! 2. client → server: [`Frame::ClientAuth`], its NodeId, the relay URL it dialled and an
+//!    Ed25519 signature over the challenge and that URL ([`auth`]), so nobody can register for
+//!    a key it does not hold, nor pass a client's signature on to another relay;
 //! 3. server → client: [`Frame::AuthOk`], or a WebSocket close with the reason;
 //! 4. then [`Frame::Send`] / [`Frame::Recv`] datagrams, [`Frame::Ping`] / [`Frame::Pong`]
 //!    keepalives (application-level, since browsers cannot send WebSocket pings),

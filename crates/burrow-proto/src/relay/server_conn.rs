@@ -11,18 +11,21 @@
 //! [`Action`] straight back from [`ServerConnection::handle_input`] rather than through an
 //! output queue, its only timers (handshake and idle) are read with
 //! [`ServerConnection::poll_timeout`] and fired with [`ServerConnection::handle_timeout`], and
-//! its one random value, the challenge, comes in at construction from the driver.
+//! its one random value, the challenge, comes in at construction from the driver, with the
+//! relay's own URLs ([`OwnUrls`]) that a client's signature must name.
 //!
 //! Rate limiting shapes rather than polices: a client over its byte rate is not dropped;
 //! instead [`ServerConnection::read_resume_at`] tells the driver to stop reading from it until
 //! its token bucket has refilled, so TCP pushes back on the sender and nothing is lost.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::auth::{self, AuthError};
+use super::auth::{self, AuthError, OwnUrls};
 use super::{Frame, FrameError, PeerGoneReason, FRAME_OVERHEAD, MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::identity::NodeId;
+use crate::rate::TokenBucket;
 
 /// WebSocket close code: normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -150,42 +153,40 @@ impl CloseReason {
     }
 }
 
+/// The longest close reason a WebSocket close frame carries, in bytes.
+pub const MAX_CLOSE_REASON: usize = 123;
+
 impl fmt::Display for CloseReason {
-    /// The close frame's reason text: short (WebSocket allows 123 bytes) and clear.
+    /// The close frame's reason text: clear, and cut to [`MAX_CLOSE_REASON`] bytes (at a
+    /// character boundary), since a reason may quote a long relay URL or transport error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::BadFrame(e) => write!(f, "bad frame: {e}"),
+        let mut s = match self {
+            CloseReason::HandshakeTimeout => "handshake timeout".to_string(),
+            CloseReason::IdleTimeout => "idle timeout".to_string(),
+            CloseReason::BadFrame(e) => format!("bad frame: {e}"),
             CloseReason::Unexpected {
                 frame_type,
                 authenticated: false,
-            } => write!(
-                f,
-                "frame type {frame_type:#04x} not allowed before ClientAuth"
-            ),
+            } => format!("frame type {frame_type:#04x} not allowed before ClientAuth"),
             CloseReason::Unexpected {
                 frame_type,
                 authenticated: true,
-            } => write!(f, "frame type {frame_type:#04x} not allowed from a client"),
-            CloseReason::AuthFailed(e) => write!(f, "auth failed: {e}"),
-            CloseReason::Text => f.write_str("text messages are not part of the protocol"),
-            CloseReason::TooLarge(n) => write!(f, "message of {n} bytes is too large"),
-            CloseReason::Replaced => f.write_str("replaced by a newer connection for this key"),
-            CloseReason::ShuttingDown => f.write_str("relay restarting"),
-            CloseReason::Transport(e) => {
-                // Keep within the 123-byte limit of a close reason.
-                let mut s = format!("websocket error: {e}");
-                if s.len() > 120 {
-                    let mut end = 120;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    s.truncate(end);
-                }
-                f.write_str(&s)
+            } => format!("frame type {frame_type:#04x} not allowed from a client"),
+            CloseReason::AuthFailed(e) => format!("auth failed: {e}"),
+            CloseReason::Text => "text messages are not part of the protocol".to_string(),
+            CloseReason::TooLarge(n) => format!("message of {n} bytes is too large"),
+            CloseReason::Replaced => "replaced by a newer connection for this key".to_string(),
+            CloseReason::ShuttingDown => "relay restarting".to_string(),
+            CloseReason::Transport(e) => format!("websocket error: {e}"),
+        };
+        if s.len() > MAX_CLOSE_REASON {
+            let mut end = MAX_CLOSE_REASON;
+            while !s.is_char_boundary(end) {
+                end -= 1;
             }
+            s.truncate(end);
         }
+        f.write_str(&s)
     }
 }
 
@@ -212,58 +213,6 @@ pub enum Action {
     Close(CloseReason),
 }
 
-/// A token bucket over bytes; fractional tokens so slow rates stay exact.
-#[derive(Clone, Debug)]
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(now: Instant, rate: u64, burst: u64) -> Self {
-        let burst = burst.max(1) as f64;
-        TokenBucket {
-            rate: rate as f64,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-    }
-
-    /// Takes `n` tokens, possibly into debt; returns when the debt is repaid.
-    fn take(&mut self, now: Instant, n: usize) -> Option<Instant> {
-        self.refill(now);
-        self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            return None;
-        }
-        // Debt is bounded by one message, so this is at most max_message / rate.
-        let wait = Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX);
-        Some(
-            now.checked_add(wait)
-                .unwrap_or(now + Duration::from_secs(86_400)),
-        )
-    }
-
-    fn try_take_one(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// PeerGone{NotConnected} notices a client may receive: this many per second, bursting to
 /// [`NOTICE_BURST`], so a client sending to a gone peer cannot make the relay amplify.
 pub const NOTICES_PER_SEC: u64 = 10;
@@ -272,8 +221,13 @@ pub const NOTICE_BURST: u64 = 20;
 
 #[derive(Clone, Debug)]
 enum State {
-    AwaitingAuth { challenge: [u8; 32] },
-    Authenticated { node_id: NodeId },
+    AwaitingAuth {
+        challenge: [u8; 32],
+        own: Arc<dyn OwnUrls>,
+    },
+    Authenticated {
+        node_id: NodeId,
+    },
     Closed,
 }
 
@@ -290,26 +244,36 @@ pub struct ServerConnection {
 }
 
 impl ServerConnection {
-    /// A new connection at `now`, with a fresh random `challenge` from the driver.
-    pub fn new(now: Instant, challenge: [u8; 32], limits: ConnLimits) -> Self {
+    /// A new connection at `now`, with a fresh random `challenge` from the driver, to a relay
+    /// that answers to `own`.
+    pub fn new(
+        now: Instant,
+        challenge: [u8; 32],
+        own: Arc<dyn OwnUrls>,
+        limits: ConnLimits,
+    ) -> Self {
         ServerConnection {
-            state: State::AwaitingAuth { challenge },
+            state: State::AwaitingAuth { challenge, own },
             limits,
             handshake_deadline: now
                 .checked_add(limits.handshake_timeout)
                 .unwrap_or(now + Duration::from_secs(86_400)),
             last_rx: now,
             resume_at: None,
-            bucket: (limits.rate_bytes_per_sec > 0)
-                .then(|| TokenBucket::new(now, limits.rate_bytes_per_sec, limits.burst_bytes)),
-            notices: TokenBucket::new(now, NOTICES_PER_SEC, NOTICE_BURST),
+            bucket: (limits.rate_bytes_per_sec > 0).then(|| {
+                TokenBucket::new(
+                    limits.rate_bytes_per_sec as f64,
+                    limits.burst_bytes.max(1) as f64,
+                )
+            }),
+            notices: TokenBucket::new(NOTICES_PER_SEC as f64, NOTICE_BURST as f64),
         }
     }
 
     /// The ServerHello to send first.
     pub fn hello(&self) -> Frame<'static> {
         let challenge = match &self.state {
-            State::AwaitingAuth { challenge } => *challenge,
+            State::AwaitingAuth { challenge, .. } => *challenge,
             _ => [0; 32],
         };
         Frame::ServerHello {
@@ -358,33 +322,48 @@ impl ServerConnection {
         }
         let authenticated = self.node_id();
         if let (Some(bucket), Some(_)) = (&mut self.bucket, authenticated) {
-            self.resume_at = bucket.take(now, msg.len());
+            // Debt is bounded by one message, so the wait is at most max_message / rate.
+            self.resume_at = bucket.take_on_credit(now, msg.len() as f64).map(|wait| {
+                now.checked_add(wait)
+                    .unwrap_or(now + Duration::from_secs(86_400))
+            });
         }
         match (&self.state, authenticated) {
-            (State::AwaitingAuth { challenge }, _) => {
-                let challenge = *challenge;
-                match Frame::decode(msg) {
+            (State::AwaitingAuth { challenge, own }, _) => {
+                let verified = match Frame::decode(msg) {
                     Ok(Frame::ClientAuth {
                         version,
                         node_id,
                         signature,
-                    }) => match auth::verify(&challenge, version, &node_id, &signature) {
-                        Ok(()) => {
-                            self.state = State::Authenticated { node_id };
-                            Action::Authenticated {
-                                node_id,
-                                reply: Frame::AuthOk {
-                                    idle_timeout_ms: self.idle_timeout_ms(),
-                                },
-                            }
+                        relay_url,
+                    }) => auth::verify(
+                        challenge,
+                        version,
+                        &node_id,
+                        &signature,
+                        relay_url,
+                        own.as_ref(),
+                    )
+                    .map(|()| node_id),
+                    Ok(_) => {
+                        return self.fail(CloseReason::Unexpected {
+                            frame_type: msg[0],
+                            authenticated: false,
+                        })
+                    }
+                    Err(e) => return self.fail(CloseReason::BadFrame(e)),
+                };
+                match verified {
+                    Ok(node_id) => {
+                        self.state = State::Authenticated { node_id };
+                        Action::Authenticated {
+                            node_id,
+                            reply: Frame::AuthOk {
+                                idle_timeout_ms: self.idle_timeout_ms(),
+                            },
                         }
-                        Err(e) => self.fail(CloseReason::AuthFailed(e)),
-                    },
-                    Ok(_) => self.fail(CloseReason::Unexpected {
-                        frame_type: msg[0],
-                        authenticated: false,
-                    }),
-                    Err(e) => self.fail(CloseReason::BadFrame(e)),
+                    }
+                    Err(e) => self.fail(CloseReason::AuthFailed(e)),
                 }
             }
             (_, Some(src)) => {
@@ -451,7 +430,7 @@ impl ServerConnection {
     /// A PeerGone{NotConnected} notice for a Send to `node`, unless this client has had too
     /// many lately.
     pub fn not_connected_notice(&mut self, now: Instant, node: NodeId) -> Option<Frame<'static>> {
-        self.notices.try_take_one(now).then_some(Frame::PeerGone {
+        self.notices.take(now, 1.0).then_some(Frame::PeerGone {
             node,
             reason: PeerGoneReason::NotConnected,
         })

@@ -14,7 +14,11 @@ fn every_frame_round_trips() {
             version: PROTOCOL_VERSION,
             challenge: [3; 32],
         },
-        client_auth(&SecretKey::from_bytes([1; 32]), &[3; 32]),
+        client_auth(
+            &SecretKey::from_bytes([1; 32]),
+            &[3; 32],
+            "http://127.0.0.1:3340",
+        ),
         Frame::AuthOk {
             idle_timeout_ms: 60_000,
         },
@@ -99,47 +103,85 @@ fn send_becomes_recv_in_place() {
 }
 
 #[test]
-fn auth_verifies_only_the_right_key_challenge_and_version() {
+fn client_auth_lengths_are_checked() {
+    // 98 bytes without a URL (version 1's form), up to 255 bytes of URL after them.
+    let base = client_auth(&SecretKey::from_bytes([1; 32]), &[3; 32], "").to_vec();
+    assert_eq!(base.len(), 98);
+    assert!(Frame::decode(&base).is_ok());
+    let mut long = base.clone();
+    long.extend_from_slice(&[b'a'; 255]);
+    assert!(Frame::decode(&long).is_ok());
+    long.push(b'a');
+    assert!(matches!(
+        Frame::decode(&long),
+        Err(FrameError::BadLength { frame_type: 2, .. })
+    ));
+    assert!(matches!(
+        Frame::decode(&base[..97]),
+        Err(FrameError::BadLength { frame_type: 2, .. })
+    ));
+    let mut not_text = base;
+    not_text.push(0xff);
+    assert_eq!(Frame::decode(&not_text), Err(FrameError::NotUtf8(2)));
+}
+
+#[test]
+fn auth_verifies_only_the_right_key_challenge_relay_and_version() {
     let key = SecretKey::from_bytes([1; 32]);
     let challenge = [9; 32];
+    let text = "http://127.0.0.1:3340";
+    let relay: RelayUrl = text.parse().unwrap();
     let Frame::ClientAuth {
         version,
         node_id,
         signature,
-    } = client_auth(&key, &challenge)
+        relay_url,
+    } = client_auth(&key, &challenge, text)
     else {
         unreachable!()
     };
-    assert_eq!(verify(&challenge, version, &node_id, &signature), Ok(()));
+    let check = |challenge: &[u8; 32], version, node_id: &NodeId, signature: &[u8; 64]| {
+        verify(challenge, version, node_id, signature, relay_url, &relay)
+    };
+    assert_eq!(check(&challenge, version, &node_id, &signature), Ok(()));
     // Another challenge (a replay on a new connection).
     assert_eq!(
-        verify(&[8; 32], version, &node_id, &signature),
+        check(&[8; 32], version, &node_id, &signature),
         Err(AuthError::BadSignature)
     );
     // Another key claimed with this signature.
     assert_eq!(
-        verify(&challenge, version, &node(2), &signature),
+        check(&challenge, version, &node(2), &signature),
         Err(AuthError::BadSignature)
     );
     // A corrupted signature.
     let mut bad = signature;
     bad[0] ^= 1;
     assert_eq!(
-        verify(&challenge, version, &node_id, &bad),
+        check(&challenge, version, &node_id, &bad),
         Err(AuthError::BadSignature)
     );
     assert_eq!(
-        verify(&challenge, 2, &node_id, &signature),
-        Err(AuthError::Version(2))
+        check(&challenge, 1, &node_id, &signature),
+        Err(AuthError::Version(1))
+    );
+    // Another relay: a genuine signature, refused there.
+    let elsewhere: RelayUrl = "http://127.0.0.1:3341".parse().unwrap();
+    assert_eq!(
+        verify(&challenge, version, &node_id, &signature, relay_url, &elsewhere),
+        Err(AuthError::WrongRelay {
+            signed_for: relay.clone(),
+            own: elsewhere.to_string(),
+        })
     );
     // Bytes that are not a curve point.
     let Frame::ClientAuth { node_id: junk, .. } =
-        Frame::decode(&[&[0x02, 1][..], &[0xff; 32], &[0; 64]].concat()).unwrap()
+        Frame::decode(&[&[0x02, 2][..], &[0xff; 32], &[0; 64]].concat()).unwrap()
     else {
         unreachable!()
     };
     assert!(matches!(
-        verify(&challenge, 1, &junk, &signature),
+        check(&challenge, 2, &junk, &signature),
         Err(AuthError::BadKey | AuthError::BadSignature)
     ));
 }

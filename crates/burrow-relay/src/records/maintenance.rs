@@ -1,8 +1,6 @@
-//! The registry's background work: dropping expired records and rate-limit buckets, and
-//! writing the snapshot.
+//! The registry's background work: dropping expired records, and writing the snapshot.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::task::JoinHandle;
 
@@ -19,7 +17,6 @@ pub(crate) fn maintenance(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
 
     let store = reg.store.clone();
     let every = config.sweep_interval;
-    let weak = Arc::downgrade(shared);
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -28,14 +25,6 @@ pub(crate) fn maintenance(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
             let dropped = store.sweep(unix_now());
             if dropped > 0 {
                 tracing::debug!(dropped, left = store.len(), "expired records dropped");
-            }
-            match weak.upgrade() {
-                Some(shared) => {
-                    if let Some(reg) = &shared.records {
-                        reg.prune(Instant::now());
-                    }
-                }
-                None => return,
             }
         }
     }));

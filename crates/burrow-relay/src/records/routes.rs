@@ -1,7 +1,7 @@
 //! The registry's HTTP JSON routes (the API is described in [`crate::records`]).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -12,19 +12,47 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use burrow_proto::identity::NodeId;
+use burrow_proto::rate::{source_prefix, KeyedBuckets};
 use burrow_proto::record::{verify_delete, NodeRecord, RecordError, SignedRecord, SIGNATURE_LEN};
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
-use super::{RateLimiter, RecordStore, StoreError, Stored};
+use super::{RecordStore, StoreError, Stored};
 use crate::http::ConnInfo;
 use crate::Shared;
+
+/// Sources, and keys, whose rate-limit buckets are kept; past that the one seen longest ago
+/// is forgotten, so a flood of new ones makes the limiter forgetful, never bigger.
+const RATE_LIMITED: usize = 100_000;
+
+/// A bounded table of token buckets, or `None` for no limit (a rate of 0).
+struct Limiter<K>(Option<Mutex<KeyedBuckets<K>>>);
+
+impl<K: Ord + Clone> Limiter<K> {
+    fn new(rate: f64, burst: u32) -> Limiter<K> {
+        Limiter((rate > 0.0).then(|| {
+            Mutex::new(KeyedBuckets::new(
+                rate,
+                f64::from(burst.max(1)),
+                RATE_LIMITED,
+            ))
+        }))
+    }
+
+    /// Takes a token for `key`; false if its bucket is empty.
+    fn allow(&self, key: &K) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|buckets| buckets.lock().expect("lock").take(Instant::now(), key, 1.0))
+    }
+}
 
 /// The registry's state next to the relay's.
 pub(crate) struct Registry {
     pub store: Arc<RecordStore>,
-    ips: RateLimiter<IpAddr>,
-    keys: RateLimiter<[u8; 32]>,
+    /// Per source ([`source_prefix`]).
+    sources: Limiter<IpAddr>,
+    keys: Limiter<[u8; 32]>,
 }
 
 impl Registry {
@@ -32,15 +60,9 @@ impl Registry {
         let l = store.limits().clone();
         Registry {
             store,
-            ips: RateLimiter::new(l.ip_rate_per_sec, l.ip_burst),
-            keys: RateLimiter::new(l.key_rate_per_sec, l.key_burst),
+            sources: Limiter::new(l.ip_rate_per_sec, l.ip_burst),
+            keys: Limiter::new(l.key_rate_per_sec, l.key_burst),
         }
-    }
-
-    /// Forgets refilled rate-limit buckets.
-    pub fn prune(&self, now: Instant) {
-        self.ips.prune(now);
-        self.keys.prune(now);
     }
 }
 
@@ -102,6 +124,9 @@ impl From<StoreError> for ApiError {
         let status = match e {
             StoreError::Stale { .. } => StatusCode::CONFLICT,
             StoreError::Full(_) | StoreError::NamespaceFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::SourceFull(_) | StoreError::SourceNamespaceFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             StoreError::BadNamespace(_) | StoreError::TooManyNamespaces(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -164,9 +189,9 @@ fn registry(shared: &Shared) -> ApiResult<&Registry> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this relay runs no registry"))
 }
 
-/// The per-IP rate limit, checked first on every route.
-fn admit(reg: &Registry, info: &ConnInfo) -> ApiResult<()> {
-    if reg.ips.allow(info.peer.ip(), Instant::now()) {
+/// The per-source rate limit for a request from `peer`, checked first on every route.
+fn admit(reg: &Registry, peer: IpAddr) -> ApiResult<()> {
+    if reg.sources.allow(&source_prefix(peer)) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -178,7 +203,7 @@ fn admit(reg: &Registry, info: &ConnInfo) -> ApiResult<()> {
 
 /// The per-key rate limit, checked once a write's signature has verified.
 fn admit_key(reg: &Registry, node: &NodeId) -> ApiResult<()> {
-    if reg.keys.allow(*node.as_bytes(), Instant::now()) {
+    if reg.keys.allow(node.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -245,7 +270,7 @@ async fn put_record(
     body: Body,
 ) -> ApiResult<Json<View>> {
     let reg = registry(&shared)?;
-    admit(reg, &info)?;
+    admit(reg, info.peer.ip())?;
     let node = node_id(path)?;
     let put: PutBody = json_body(reg, &headers, body).await?;
     let bytes = base64("record", &put.record)?;
@@ -262,8 +287,13 @@ async fn put_record(
     let max_ttl = limits.max_ttl.as_secs();
     let ttl = put.ttl_secs.unwrap_or(max_ttl).min(max_ttl);
     let stored_until = signed.record().expires.min(now.saturating_add(ttl));
-    reg.store
-        .insert(&signed, &put.namespaces, stored_until, now)?;
+    reg.store.insert(
+        &signed,
+        &put.namespaces,
+        stored_until,
+        now,
+        Some(info.peer.ip()),
+    )?;
     tracing::debug!(node = %node.short(), seq = signed.record().seq, "record registered");
     Ok(Json(View::of(&Stored {
         node,
@@ -278,7 +308,7 @@ async fn get_record(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<View>> {
     let reg = registry(&shared)?;
-    admit(reg, &info)?;
+    admit(reg, info.peer.ip())?;
     let Path(text) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // The key bytes suffice to look up (only checked keys are stored), which spares the
     // point decompression of a full NodeId check on the hot path.
@@ -310,7 +340,7 @@ async fn delete_record(
     body: Body,
 ) -> ApiResult<Response> {
     let reg = registry(&shared)?;
-    admit(reg, &info)?;
+    admit(reg, info.peer.ip())?;
     let node = node_id(path)?;
     let del: DeleteBody = json_body(reg, &headers, body).await?;
     let signature = base64("signature", &del.signature)?;
@@ -342,7 +372,7 @@ async fn list_namespace(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page>> {
     let reg = registry(&shared)?;
-    admit(reg, &info)?;
+    admit(reg, info.peer.ip())?;
     let Path(namespace) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     super::check_namespace(&namespace)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -364,4 +394,28 @@ async fn list_namespace(
         records,
         next_cursor: next.map(|n| n.to_string()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RegistryLimits;
+
+    #[test]
+    fn an_ipv6_site_shares_one_rate_limit() {
+        let reg = Registry::new(Arc::new(RecordStore::new(RegistryLimits {
+            ip_rate_per_sec: 0.001,
+            ip_burst: 2,
+            ..RegistryLimits::default()
+        })));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(admit(&reg, ip("2001:db8:5:6::1")).is_ok());
+        assert!(admit(&reg, ip("2001:db8:5:6:ffff::2")).is_ok());
+        let refused = admit(&reg, ip("2001:db8:5:6:1:2:3:4")).unwrap_err();
+        assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS);
+        // The next /64 and an IPv4 address are other sources.
+        assert!(admit(&reg, ip("2001:db8:5:7::1")).is_ok());
+        assert!(admit(&reg, ip("192.0.2.1")).is_ok());
+        assert!(admit(&reg, ip("192.0.2.2")).is_ok());
+    }
 }

@@ -203,7 +203,8 @@ impl RelayTask {
             Err(_) => return Ended::error("WebSocket upgrade timed out"),
         };
         let (mut sink, mut stream) = ws.split();
-        let mut conn = ClientConnection::new(self.key.clone(), self.opts.connection.clone());
+        let mut conn =
+            ClientConnection::new(self.key.clone(), &self.url, self.opts.connection.clone());
         conn.handle_input(Instant::now(), Input::Start);
         let mut notices = Notices::default();
 

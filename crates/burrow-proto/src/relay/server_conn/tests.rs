@@ -3,6 +3,13 @@ use crate::identity::SecretKey;
 use crate::relay::auth::client_auth;
 
 const CHALLENGE: [u8; 32] = [9; 32];
+/// The relay's URL, as its clients dial it.
+const URL: &str = "https://relay.example.org:443";
+
+/// A relay with the one URL [`URL`].
+fn own() -> Arc<dyn OwnUrls> {
+    Arc::new(URL.parse::<crate::relay::RelayUrl>().unwrap())
+}
 
 fn key(n: u8) -> SecretKey {
     SecretKey::from_bytes([n; 32])
@@ -30,8 +37,8 @@ fn raw(conn: &mut ServerConnection, now: Instant, mut msg: Vec<u8>) -> Action {
 /// A connection that has authenticated key 1 at `t0`.
 fn authed(limits: ConnLimits) -> (ServerConnection, Instant) {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits);
-    let a = bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE));
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits);
+    let a = bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE, URL));
     assert!(matches!(a, Action::Authenticated { .. }), "{a:?}");
     (c, t0)
 }
@@ -46,7 +53,7 @@ fn close_reason(a: Action) -> CloseReason {
 #[test]
 fn hello_carries_the_challenge_and_auth_succeeds() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     assert_eq!(
         c.hello(),
         Frame::ServerHello {
@@ -55,7 +62,7 @@ fn hello_carries_the_challenge_and_auth_succeeds() {
         }
     );
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-    let a = bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE));
+    let a = bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE, URL));
     assert_eq!(
         a,
         Action::Authenticated {
@@ -72,16 +79,16 @@ fn hello_carries_the_challenge_and_auth_succeeds() {
 #[test]
 fn wrong_signature_is_refused() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     // Signed over another challenge.
-    let r = close_reason(bin(&mut c, t0, &client_auth(&key(1), &[8; 32])));
+    let r = close_reason(bin(&mut c, t0, &client_auth(&key(1), &[8; 32], URL)));
     assert_eq!(r, CloseReason::AuthFailed(AuthError::BadSignature));
     assert_eq!(r.code(), CLOSE_POLICY_VIOLATION);
     assert!(c.is_closed());
     assert_eq!(c.node_id(), None);
     // Nothing after a close does anything.
     assert_eq!(
-        bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE)),
+        bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE, URL)),
         Action::None
     );
     assert_eq!(c.poll_timeout(), None);
@@ -90,17 +97,98 @@ fn wrong_signature_is_refused() {
 #[test]
 fn claiming_another_key_is_refused() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
-    let Frame::ClientAuth { signature, .. } = client_auth(&key(1), &CHALLENGE) else {
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let Frame::ClientAuth { signature, .. } = client_auth(&key(1), &CHALLENGE, URL) else {
         unreachable!()
     };
     let forged = Frame::ClientAuth {
         version: PROTOCOL_VERSION,
         node_id: key(2).node_id(),
         signature,
+        relay_url: URL,
     };
     let r = close_reason(bin(&mut c, t0, &forged));
     assert_eq!(r, CloseReason::AuthFailed(AuthError::BadSignature));
+}
+
+#[test]
+fn an_auth_for_another_relay_is_refused_and_names_it() {
+    let t0 = Instant::now();
+    // Genuinely signed by key 1, for the relay it dialled: a hostile one that passed this
+    // relay's challenge on.
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let hostile = "http://203.0.113.9:8080";
+    let r = close_reason(bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE, hostile)));
+    assert_eq!(
+        r,
+        CloseReason::AuthFailed(AuthError::WrongRelay {
+            signed_for: hostile.parse().unwrap(),
+            own: URL.into(),
+        })
+    );
+    assert_eq!(r.code(), CLOSE_POLICY_VIOLATION);
+    assert_eq!(
+        r.to_string(),
+        "auth failed: signed for http://203.0.113.9:8080, which is not this relay \
+         (https://relay.example.org:443)"
+    );
+    assert_eq!(c.node_id(), None);
+
+    // The same URL written another way is the same relay.
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let a = bin(
+        &mut c,
+        t0,
+        &client_auth(&key(1), &CHALLENGE, "HTTPS://Relay.Example.org/"),
+    );
+    assert!(matches!(a, Action::Authenticated { .. }), "{a:?}");
+
+    // A URL swapped in after signing breaks the signature; one that is no URL is refused.
+    let Frame::ClientAuth { signature, .. } = client_auth(&key(1), &CHALLENGE, hostile) else {
+        unreachable!()
+    };
+    let swapped = Frame::ClientAuth {
+        version: PROTOCOL_VERSION,
+        node_id: key(1).node_id(),
+        signature,
+        relay_url: URL,
+    };
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let r = close_reason(bin(&mut c, t0, &swapped));
+    assert_eq!(r, CloseReason::AuthFailed(AuthError::BadSignature));
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let r = close_reason(bin(
+        &mut c,
+        t0,
+        &client_auth(&key(1), &CHALLENGE, "relay:1"),
+    ));
+    assert!(
+        matches!(r, CloseReason::AuthFailed(AuthError::BadUrl(_))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_version_1_client_is_refused_with_a_clear_reason() {
+    // Version 1's ClientAuth: type, version, key, and a signature over domain "burrow relay
+    // auth v1", the challenge and the key; no URL.
+    let t0 = Instant::now();
+    let k = key(1);
+    let v1_message = [
+        &b"burrow relay auth v1\0"[..],
+        &CHALLENGE,
+        k.node_id().as_bytes(),
+    ]
+    .concat();
+    let signature = ed25519_dalek::Signer::sign(k.signing_key(), &v1_message).to_bytes();
+    let msg = [&[0x02, 1][..], k.node_id().as_bytes(), &signature].concat();
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
+    let r = close_reason(raw(&mut c, t0, msg));
+    assert_eq!(r, CloseReason::AuthFailed(AuthError::Version(1)));
+    assert_eq!(
+        r.to_string(),
+        "auth failed: unsupported protocol version 1 (this relay speaks 2)"
+    );
 }
 
 #[test]
@@ -108,11 +196,11 @@ fn wrong_version_and_non_key_are_refused() {
     let t0 = Instant::now();
     let Frame::ClientAuth {
         node_id, signature, ..
-    } = client_auth(&key(1), &CHALLENGE)
+    } = client_auth(&key(1), &CHALLENGE, URL)
     else {
         unreachable!()
     };
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     let r = close_reason(bin(
         &mut c,
         t0,
@@ -120,15 +208,16 @@ fn wrong_version_and_non_key_are_refused() {
             version: 99,
             node_id,
             signature,
+            relay_url: URL,
         },
     ));
     assert_eq!(r, CloseReason::AuthFailed(AuthError::Version(99)));
 
     // A ClientAuth whose key bytes are not a curve point.
-    let mut msg = client_auth(&key(1), &CHALLENGE).to_vec();
+    let mut msg = client_auth(&key(1), &CHALLENGE, URL).to_vec();
     msg[2..34].copy_from_slice(&[0xff; 32]);
     msg[33] = 0x7f;
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     let r = close_reason(raw(&mut c, t0, msg));
     assert!(matches!(r, CloseReason::AuthFailed(_)), "{r:?}");
 }
@@ -162,7 +251,7 @@ fn anything_but_client_auth_before_auth_is_a_protocol_error() {
         },
     ];
     for f in frames {
-        let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+        let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
         let r = close_reason(bin(&mut c, t0, &f));
         assert!(
             matches!(
@@ -182,7 +271,7 @@ fn anything_but_client_auth_before_auth_is_a_protocol_error() {
 #[test]
 fn server_frames_and_second_auth_after_auth_are_protocol_errors() {
     let frames = [
-        client_auth(&key(1), &CHALLENGE),
+        client_auth(&key(1), &CHALLENGE, URL),
         Frame::ServerHello {
             version: 1,
             challenge: [0; 32],
@@ -229,7 +318,7 @@ fn garbage_is_a_bad_frame_in_every_state() {
     ];
     for g in &garbage {
         let t0 = Instant::now();
-        let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+        let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
         let r = close_reason(raw(&mut c, t0, g.clone()));
         assert!(matches!(r, CloseReason::BadFrame(_)), "{g:?}: {r:?}");
         assert_eq!(r.code(), CLOSE_PROTOCOL_ERROR);
@@ -252,7 +341,7 @@ fn garbage_is_a_bad_frame_in_every_state() {
 #[test]
 fn text_messages_close_with_1003() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     let r = close_reason(c.handle_input(t0, Input::Text(5)));
     assert_eq!(
         (r.code(), r.label()),
@@ -275,9 +364,9 @@ fn oversized_messages_close_with_1009() {
         max_message_bytes: 50,
         ..limits()
     };
-    let mut c = ServerConnection::new(t0, CHALLENGE, small);
-    let r = close_reason(bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE)));
-    assert_eq!(r, CloseReason::TooLarge(98));
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), small);
+    let r = close_reason(bin(&mut c, t0, &client_auth(&key(1), &CHALLENGE, URL)));
+    assert_eq!(r, CloseReason::TooLarge(98 + URL.len()));
     // The frame layer's own limit maps to 1009 as well.
     assert_eq!(
         CloseReason::BadFrame(FrameError::PayloadTooLarge(70_000)).code(),
@@ -334,7 +423,7 @@ fn ping_gets_pong_and_pong_and_control_are_quiet() {
 #[test]
 fn slow_handshake_times_out() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(t0, CHALLENGE, limits());
+    let mut c = ServerConnection::new(t0, CHALLENGE, own(), limits());
     // Control frames and time do not extend the handshake.
     c.handle_input(t0 + Duration::from_secs(9), Input::Control);
     assert_eq!(c.handle_timeout(t0 + Duration::from_millis(9_999)), None);
@@ -440,6 +529,12 @@ fn close_reasons_fit_a_close_frame() {
             authenticated: true,
         },
         CloseReason::AuthFailed(AuthError::Version(200)),
+        CloseReason::AuthFailed(AuthError::WrongRelay {
+            signed_for: format!("https://{}.example:443", "a".repeat(240))
+                .parse()
+                .unwrap(),
+            own: URL.into(),
+        }),
         CloseReason::Text,
         CloseReason::TooLarge(usize::MAX),
         CloseReason::Replaced,
@@ -473,12 +568,13 @@ fn arbitrary_sequences_never_panic() {
         x ^= x << 17;
         x
     };
-    let auth = client_auth(&key(1), &CHALLENGE).to_vec();
+    let auth = client_auth(&key(1), &CHALLENGE, URL).to_vec();
     for _ in 0..2000 {
         let t0 = Instant::now();
         let mut c = ServerConnection::new(
             t0,
             CHALLENGE,
+            own(),
             ConnLimits {
                 rate_bytes_per_sec: next() % 3000,
                 burst_bytes: next() % 3000,
