@@ -83,11 +83,17 @@ impl Lab {
     /// Starts `burrow relay` in the server namespace `server` (built with the addresses of a
     /// [`RelayHost`]), on as many addresses as it has.
     pub fn spawn_relay(&self, burrow: impl AsRef<OsStr>, server: &str) -> Result<Spawned> {
-        self.spawn(
+        let relay = self.spawn(
             self.server_ns(server),
             burrow,
             relay_args(self.server_ips(server)),
-        )
+        )?;
+        // It binds every socket before it says so: a client started earlier would miss its first
+        // STUN answers and print a ticket without its public address.
+        relay.wait_for_stderr_line(Duration::from_secs(20), |l| {
+            l.starts_with("relay listening")
+        })?;
+        Ok(relay)
     }
 
     /// Starts `burrow listen --json --relay URL` in `home`, with a key of its own in the lab's

@@ -66,12 +66,30 @@ impl Spawned {
     pub fn wait_for_line(
         &self,
         timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> Result<String> {
+        self.wait_for_line_in(&self.stdout, timeout, pred)
+    }
+
+    /// [`Spawned::wait_for_line`] on stderr, where servers say they are ready.
+    pub fn wait_for_stderr_line(
+        &self,
+        timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> Result<String> {
+        self.wait_for_line_in(&self.stderr, timeout, pred)
+    }
+
+    fn wait_for_line_in(
+        &self,
+        path: &Path,
+        timeout: Duration,
         mut pred: impl FnMut(&str) -> bool,
     ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let exited = !is_alive(self.pid);
-            let out = self.stdout();
+            let out = read_lossy(path);
             // Only lines ended by a newline count, so a half-written line is never returned.
             let complete = out.rfind('\n').map_or("", |i| &out[..i]);
             if let Some(line) = complete.lines().find(|l| pred(l)) {
@@ -82,7 +100,7 @@ impl Spawned {
                     "process {} {} without the expected line; stdout:\n{}\nstderr:\n{}",
                     self.pid,
                     if exited { "exited" } else { "timed out" },
-                    tail(&out, 40),
+                    tail(&self.stdout(), 40),
                     tail(&self.stderr(), 40)
                 );
             }
