@@ -134,11 +134,11 @@ pub fn in_process_lookups(
     duration: Duration,
 ) -> Result<(f64, f64)> {
     let nodes = &ids[..ids.len().min(100_000)];
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let (mut n, start) = (0u64, Instant::now());
     while start.elapsed() < duration {
         for _ in 0..1000 {
-            let node = &nodes[rng.gen_range(0..nodes.len())];
+            let node = &nodes[rng.random_range(0..nodes.len())];
             std::hint::black_box(store.get(node, now)).context("missing")?;
         }
         n += 1000;
@@ -147,7 +147,7 @@ pub fn in_process_lookups(
     let (mut n, start) = (0u64, Instant::now());
     while start.elapsed() < duration {
         for _ in 0..1000 {
-            let node = &nodes[rng.gen_range(0..nodes.len())];
+            let node = &nodes[rng.random_range(0..nodes.len())];
             // The same work as a store read: find it and copy the bytes out.
             let bytes = map.get(node).context("missing")?.to_vec();
             std::hint::black_box(bytes);

@@ -153,7 +153,7 @@ fn decode_xor_address(value: &[u8], txid: &TxId) -> Option<SocketAddr> {
 /// `Ok(None)` means no answer (the server may still be starting).
 pub fn probe(socket: &UdpSocket, wait: Duration) -> io::Result<Option<Vec<u8>>> {
     let mut txid = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut txid);
+    rand::rng().fill_bytes(&mut txid);
     let mut req = [0u8; MAX_REQUEST_LEN];
     let n = write_binding_request(&mut req, &txid, false);
     let deadline = Instant::now() + wait;
@@ -326,7 +326,7 @@ fn sender(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut outstanding: HashMap<TxId, Instant> = HashMap::with_capacity(config.window * 2);
     let mut req = [0u8; MAX_REQUEST_LEN];
     let mut buf = [0u8; 2048];

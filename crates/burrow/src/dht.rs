@@ -205,7 +205,7 @@ impl DhtDiscovery {
         if value.len() > MAX_VALUE_LEN {
             return Err(DhtError::TooLarge(value.len()));
         }
-        let item = MutableItem::new(signer(key), value, seq, Some(RECORD_SALT));
+        let item = MutableItem::new(key.signing_key().clone(), value, seq, Some(RECORD_SALT));
         let outcome = self
             .dht
             .put_mutable(item, None)
@@ -326,7 +326,7 @@ impl DhtDiscovery {
             if attempt > 0 {
                 // Random backoff, so racing writers stop colliding.
                 let max = 100 * u64::from(attempt);
-                let ms = rand::thread_rng().gen_range(10..=max);
+                let ms = rand::random_range(10..=max);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             let current = self.read_slot(ns, slot).await;
@@ -476,11 +476,6 @@ fn resolve_bootstrap(nodes: &[String]) -> Result<Vec<SocketAddrV4>, DhtError> {
     Ok(out)
 }
 
-fn signer(key: &SecretKey) -> SigningKey {
-    // mainline has its own ed25519-dalek; the key crosses as its 32-byte seed.
-    SigningKey::from_bytes(&key.to_bytes())
-}
-
 fn directory_key(ns: &Namespace) -> SigningKey {
     SigningKey::from_bytes(ns.directory_seed())
 }
@@ -546,7 +541,7 @@ mod tests {
         assert_eq!(again, keys[1]);
         // Members' own records live under their node keys, never under the directory's.
         for n in 0..16 {
-            let member = signer(&SecretKey::from_bytes([n; 32])).verifying_key();
+            let member = SecretKey::from_bytes([n; 32]).signing_key().verifying_key();
             assert!(!keys.contains(&member), "member {n}");
         }
     }
