@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up. It starts full; tokens
 /// are fractional, so slow rates stay exact.
@@ -28,17 +28,38 @@ impl TokenBucket {
 
     /// Takes `n` tokens if there are that many at `now`.
     pub fn take(&mut self, now: Instant, n: f64) -> bool {
-        if let Some(last) = self.last {
-            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
-            self.tokens = (self.tokens + refill).min(self.burst);
-        }
-        self.last = Some(now);
+        self.refill(now);
         if self.tokens >= n {
             self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Takes `n` tokens even if that leaves the bucket in debt, for a cost that is known only
+    /// once it is paid (a message already read); returns when the debt is repaid (`None`: no
+    /// debt), the time to wait before spending again.
+    pub fn take_into_debt(&mut self, now: Instant, n: f64) -> Option<Instant> {
+        self.refill(now);
+        self.tokens -= n;
+        if self.tokens >= 0.0 {
+            return None;
+        }
+        let wait = Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX);
+        Some(
+            now.checked_add(wait)
+                .unwrap_or(now + Duration::from_secs(86_400)),
+        )
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        // A `now` from the past refills nothing, and does not make the next refill bigger.
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
     }
 }
 
@@ -108,7 +129,6 @@ pub fn source_prefix(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_bucket_refills_at_its_rate_up_to_its_burst() {
@@ -120,6 +140,35 @@ mod tests {
         assert!(!b.take(t0 + Duration::from_millis(100), 1.0));
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.take(later, 1.0)).count(), 5);
+    }
+
+    #[test]
+    fn a_debt_is_repaid_at_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000.0, 500.0);
+        assert_eq!(b.take_into_debt(t0, 500.0), None);
+        assert_eq!(
+            b.take_into_debt(t0, 250.0),
+            Some(t0 + Duration::from_millis(250))
+        );
+        assert!(
+            !b.take(t0 + Duration::from_millis(200), 1.0),
+            "still in debt"
+        );
+        assert_eq!(b.take_into_debt(t0 + Duration::from_millis(250), 0.0), None);
+    }
+
+    #[test]
+    fn time_going_back_refills_nothing() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut b = TokenBucket::new(1.0, 1.0);
+        assert!(b.take(t1, 1.0));
+        assert!(!b.take(t0, 1.0));
+        assert!(
+            !b.take(t1, 1.0),
+            "the step back did not move the refill's start"
+        );
     }
 
     #[test]

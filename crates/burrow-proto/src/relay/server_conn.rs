@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use super::auth::{self, AuthError};
 use super::{Frame, FrameError, PeerGoneReason, FRAME_OVERHEAD, MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::identity::NodeId;
+use crate::rate::TokenBucket;
 
 /// WebSocket close code: normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -212,58 +213,6 @@ pub enum Action {
     Close(CloseReason),
 }
 
-/// A token bucket over bytes; fractional tokens so slow rates stay exact.
-#[derive(Clone, Debug)]
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(now: Instant, rate: u64, burst: u64) -> Self {
-        let burst = burst.max(1) as f64;
-        TokenBucket {
-            rate: rate as f64,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-    }
-
-    /// Takes `n` tokens, possibly into debt; returns when the debt is repaid.
-    fn take(&mut self, now: Instant, n: usize) -> Option<Instant> {
-        self.refill(now);
-        self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            return None;
-        }
-        // Debt is bounded by one message, so this is at most max_message / rate.
-        let wait = Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX);
-        Some(
-            now.checked_add(wait)
-                .unwrap_or(now + Duration::from_secs(86_400)),
-        )
-    }
-
-    fn try_take_one(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// PeerGone{NotConnected} notices a client may receive: this many per second, bursting to
 /// [`NOTICE_BURST`], so a client sending to a gone peer cannot make the relay amplify.
 pub const NOTICES_PER_SEC: u64 = 10;
@@ -300,9 +249,13 @@ impl ServerConnection {
                 .unwrap_or(now + Duration::from_secs(86_400)),
             last_rx: now,
             resume_at: None,
-            bucket: (limits.rate_bytes_per_sec > 0)
-                .then(|| TokenBucket::new(now, limits.rate_bytes_per_sec, limits.burst_bytes)),
-            notices: TokenBucket::new(now, NOTICES_PER_SEC, NOTICE_BURST),
+            bucket: (limits.rate_bytes_per_sec > 0).then(|| {
+                TokenBucket::new(
+                    limits.rate_bytes_per_sec as f64,
+                    limits.burst_bytes.max(1) as f64,
+                )
+            }),
+            notices: TokenBucket::new(NOTICES_PER_SEC as f64, NOTICE_BURST as f64),
         }
     }
 
@@ -358,7 +311,8 @@ impl ServerConnection {
         }
         let authenticated = self.node_id();
         if let (Some(bucket), Some(_)) = (&mut self.bucket, authenticated) {
-            self.resume_at = bucket.take(now, msg.len());
+            // Debt is bounded by one message, so the wait is at most max_message / rate.
+            self.resume_at = bucket.take_into_debt(now, msg.len() as f64);
         }
         match (&self.state, authenticated) {
             (State::AwaitingAuth { challenge }, _) => {
@@ -451,7 +405,7 @@ impl ServerConnection {
     /// A PeerGone{NotConnected} notice for a Send to `node`, unless this client has had too
     /// many lately.
     pub fn not_connected_notice(&mut self, now: Instant, node: NodeId) -> Option<Frame<'static>> {
-        self.notices.try_take_one(now).then_some(Frame::PeerGone {
+        self.notices.take(now, 1.0).then_some(Frame::PeerGone {
             node,
             reason: PeerGoneReason::NotConnected,
         })
