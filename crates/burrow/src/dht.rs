@@ -64,16 +64,16 @@
 mod namespace;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use burrow_proto::identity::{NodeId, SecretKey};
 use futures_util::StreamExt;
 use mainline::async_dht::AsyncDht;
 use mainline::errors::{ConcurrencyError, PutMutableError, PutQueryError};
 use mainline::{Dht, MutableItem, SigningKey};
-use rand::Rng;
 use tracing::{debug, info, warn};
 
+use crate::clock::unix_now;
 use namespace::{merge, Entry};
 pub use namespace::{
     Namespace, ENTRIES_PER_SLOT, MAX_SEALED_LEN, MAX_SKEW_SECS, MEMBER_TTL_SECS, SLOTS,
@@ -491,13 +491,6 @@ fn put_error(e: PutMutableError, seq: i64) -> DhtError {
         )),
         PutMutableError::Query(e) => DhtError::Put(e.to_string()),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! record and memberships there. The `burrow` binary is a thin layer over it; the servers are
 //! in `burrow-relay`.
 
+mod clock;
 pub mod config;
 pub mod dht;
 pub mod endpoint;
