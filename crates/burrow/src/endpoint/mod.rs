@@ -77,6 +77,23 @@ impl Default for EndpointOptions {
     }
 }
 
+/// QUIC keep-alive while a connection idles, so it stays up for as long as both ends hold
+/// it; well inside the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A connection that hears nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The QUIC transport settings of every endpoint connection, both sides (keep-alive, idle
+/// timeout): for a plain quinn endpoint that should behave the same, such as a benchmark's.
+pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("45 s is a valid idle timeout"),
+    ));
+    Arc::new(t)
+}
+
 /// Why an endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
