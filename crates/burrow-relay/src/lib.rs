@@ -41,6 +41,7 @@ pub use metrics::{RelayStats, CLOSE_LABELS};
 pub use settings::RelayFlags;
 pub use settings::{DurationError, HumanDuration, RelaySettings};
 use stun::{StunService, StunServiceError};
+pub use tls::TlsFileError;
 
 /// The path of the WebSocket endpoint.
 pub const RELAY_PATH: &str = "/relay";
@@ -63,8 +64,8 @@ pub enum RelayError {
     #[error("{0}")]
     Config(String),
     /// The TLS certificate or key could not be used.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS")]
+    Tls(#[from] TlsFileError),
     /// The registry's snapshot file could not be read.
     #[error(transparent)]
     Snapshot(#[from] records::SnapshotError),

@@ -126,7 +126,7 @@ impl Default for DhtConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DhtError {
     /// The UDP socket could not be bound.
-    #[error("cannot start a DHT node on {addr}: {source}")]
+    #[error("cannot start a DHT node on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddrV4,
@@ -148,9 +148,17 @@ pub enum DhtError {
     /// No DHT node is known to store at: bootstrapping failed or found nobody.
     #[error("no DHT nodes to store at (not bootstrapped)")]
     NoNodes,
+    /// The nodes asked to store it answered with an error.
+    #[error("DHT nodes answered error {code}: {description}")]
+    Refused {
+        /// The KRPC error code.
+        code: i32,
+        /// Their message.
+        description: String,
+    },
     /// The store failed otherwise.
-    #[error("DHT store failed: {0}")]
-    Put(String),
+    #[error("DHT store failed")]
+    Put(#[source] PutMutableError),
 }
 
 /// A resolved record: the most recent valid item under a NodeId.
@@ -483,13 +491,12 @@ fn directory_key(ns: &Namespace) -> SigningKey {
 fn put_error(e: PutMutableError, seq: i64) -> DhtError {
     match e {
         PutMutableError::Concurrency(ConcurrencyError::NotMostRecent) => DhtError::Stale(seq),
-        PutMutableError::Concurrency(e) => DhtError::Put(e.to_string()),
         PutMutableError::Query(PutQueryError::NoClosestNodes) => DhtError::NoNodes,
-        PutMutableError::Query(PutQueryError::ErrorResponse(e)) => DhtError::Put(format!(
-            "DHT nodes answered error {}: {}",
-            e.code, e.description
-        )),
-        PutMutableError::Query(e) => DhtError::Put(e.to_string()),
+        PutMutableError::Query(PutQueryError::ErrorResponse(e)) => DhtError::Refused {
+            code: e.code,
+            description: e.description,
+        },
+        e => DhtError::Put(e),
     }
 }
 

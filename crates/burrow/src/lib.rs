@@ -11,6 +11,7 @@ mod clock;
 pub mod config;
 pub mod dht;
 pub mod endpoint;
+mod error_chain;
 pub mod keyfile;
 pub mod lookup;
 pub mod mdns;

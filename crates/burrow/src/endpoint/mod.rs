@@ -31,6 +31,7 @@ use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
 pub use burrow_proto::holepunch::DirectPath;
+pub use tls::TlsError;
 
 /// QUIC packets from the relay waiting for quinn.
 const RELAYED_QUEUE: usize = 1024;
@@ -98,7 +99,7 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// A UDP socket could not be bound.
-    #[error("binding UDP {addr}: {source}")]
+    #[error("binding UDP {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -106,11 +107,11 @@ pub enum BindError {
         source: std::io::Error,
     },
     /// TLS could not be set up.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] TlsError),
     /// quinn refused the socket.
-    #[error("QUIC endpoint: {0}")]
-    Quic(std::io::Error),
+    #[error("QUIC endpoint")]
+    Quic(#[source] std::io::Error),
 }
 
 /// Why a connection failed.
@@ -123,8 +124,8 @@ pub enum ConnectError {
     #[error(transparent)]
     NotFound(#[from] crate::lookup::LookupError),
     /// TLS could not be set up.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] TlsError),
     /// QUIC refused to start the connection.
     #[error("QUIC: {0}")]
     Start(#[from] quinn::ConnectError),
@@ -202,8 +203,7 @@ impl Endpoint {
             relayed: Mutex::new(relayed_rx),
             control: control_tx.clone(),
         });
-        let server =
-            tls::server_config(&secret, &opts.alpns).map_err(|e| BindError::Tls(e.to_string()))?;
+        let server = tls::server_config(&secret, &opts.alpns).map_err(BindError::Tls)?;
         let mut config = quinn::EndpointConfig::default();
         // Disco packets are told from QUIC by the fixed bit, so QUIC must always set it.
         config.grease_quic_bit(false);
@@ -339,7 +339,7 @@ impl Endpoint {
             })
             .await;
         let client = tls::client_config(&self.inner.secret, node, &[alpn.to_vec()])
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+            .map_err(ConnectError::Tls)?;
         let connecting = self
             .inner
             .quic

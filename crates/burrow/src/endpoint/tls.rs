@@ -38,15 +38,15 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 
 /// Why a TLS configuration could not be built, or why a handshake rejected the peer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+pub enum TlsError {
     /// QUIC requires ALPN (RFC 9001 §8.1), so an empty list could never connect.
     #[error("no ALPN protocols given")]
     NoAlpn,
     /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
     /// The crypto provider lacks the cipher suite QUIC's Initial packets use.
-    #[error("QUIC TLS configuration: {0}")]
+    #[error("QUIC TLS configuration")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     /// The dialled server proved a different key; becomes the reason of the connection error.
     #[error("peer is {presented}, expected {expected}")]

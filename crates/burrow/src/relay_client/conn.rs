@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsConfig};
 use super::{Datagram, RelayClientOptions, RelayConnState, RelayEvent, Shared};
+use crate::error_chain::Chain;
 use crate::SecretKey;
 
 /// A connection authenticated for at least this long counts as a success: the backoff
@@ -179,7 +180,7 @@ impl RelayTask {
                 let host = self.url.host().to_string();
                 match tokio::time::timeout_at(deadline, tls::connect(config, &host, tcp)).await {
                     Ok(Ok(stream)) => self.session(stream, deadline).await,
-                    Ok(Err(e)) => Ended::error(e),
+                    Ok(Err(e)) => Ended::error(Chain(&e)),
                     Err(_) => Ended::error("TLS handshake timed out"),
                 }
             }
