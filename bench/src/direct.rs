@@ -57,7 +57,7 @@ fn stun_addr() -> SocketAddr {
 
 /// Everything `direct` measured.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub bytes: u64,
     pub rounds: u32,
     /// The direct path burrow used (peer address as B saw it) and its disco RTT.
@@ -77,7 +77,7 @@ pub struct Report {
 
 /// UDP (and relay TCP) bytes counted in A's host namespace over the idle window.
 #[derive(Debug, Serialize)]
-pub struct Idle {
+pub(crate) struct Idle {
     pub secs: f64,
     /// burrow's main socket to and from the peer B: QUIC keep-alives and disco heartbeats.
     pub burrow_peer_bytes_per_sec: f64,
@@ -98,14 +98,14 @@ pub struct Idle {
 
 /// RSS growth per peer, from fresh processes.
 #[derive(Debug, Serialize)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub peers: usize,
     pub burrow: MemorySide,
     pub quinn: MemorySide,
 }
 
 #[derive(Debug, Serialize)]
-pub struct MemorySide {
+pub(crate) struct MemorySide {
     /// Listener process RSS growth per connected peer.
     pub listener_bytes_per_peer: f64,
     /// Connector process RSS growth per peer (its own endpoint and one connection).
@@ -120,7 +120,7 @@ pub struct MemorySide {
 }
 
 /// Runs the whole benchmark.
-pub fn run(args: &DirectArgs) -> Result<Report> {
+pub(crate) fn run(args: &DirectArgs) -> Result<Report> {
     if let Some(why) = Lab::root_skip_reason() {
         bail!("`direct` builds a NAT lab of network namespaces and needs root: {why}");
     }
@@ -733,7 +733,7 @@ fn check_is_harness(p: &Spawned) -> Result<()> {
 }
 
 /// The hidden `direct-peers` subcommand, run inside a lab namespace by [`memory`].
-pub fn peers_main(args: &PeersArgs) -> Result<()> {
+pub(crate) fn peers_main(args: &PeersArgs) -> Result<()> {
     runtime()?.block_on(async {
         match (args.role.as_str(), args.kind.as_str()) {
             ("listen", "burrow") => {

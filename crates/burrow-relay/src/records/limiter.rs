@@ -22,7 +22,7 @@ pub(crate) struct RateLimiter<K> {
 
 impl<K: Eq + Hash> RateLimiter<K> {
     /// `rate` tokens per second up to `burst`; a rate of 0 (or less) means unlimited.
-    pub fn new(rate: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate: f64, burst: u32) -> Self {
         RateLimiter {
             rate,
             burst: f64::from(burst.max(1)),
@@ -35,7 +35,7 @@ impl<K: Eq + Hash> RateLimiter<K> {
     }
 
     /// Takes a token for `key` at `now`; false if its bucket is empty.
-    pub fn allow(&self, key: K, now: Instant) -> bool {
+    pub(crate) fn allow(&self, key: K, now: Instant) -> bool {
         if self.unlimited() {
             return true;
         }
@@ -56,7 +56,7 @@ impl<K: Eq + Hash> RateLimiter<K> {
     }
 
     /// Forgets buckets that have refilled by `now`: they behave exactly like new ones.
-    pub fn prune(&self, now: Instant) {
+    pub(crate) fn prune(&self, now: Instant) {
         if self.unlimited() {
             return;
         }
@@ -68,7 +68,7 @@ impl<K: Eq + Hash> RateLimiter<K> {
     }
 
     #[cfg(test)]
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.buckets.lock().expect("lock").len()
     }
 }

@@ -28,7 +28,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Arc<RecordStore>) -> Registry {
+    pub(crate) fn new(store: Arc<RecordStore>) -> Registry {
         let l = store.limits().clone();
         Registry {
             store,
@@ -38,7 +38,7 @@ impl Registry {
     }
 
     /// Forgets refilled rate-limit buckets.
-    pub fn prune(&self, now: Instant) {
+    pub(crate) fn prune(&self, now: Instant) {
         self.ips.prune(now);
         self.keys.prune(now);
     }
