@@ -58,7 +58,7 @@ pub enum RelayError {
         source: std::io::Error,
     },
     /// The co-hosted STUN service could not start.
-    #[error("STUN: {0}")]
+    #[error("STUN")]
     Stun(#[from] StunServiceError),
     /// The settings do not make sense.
     #[error("{0}")]

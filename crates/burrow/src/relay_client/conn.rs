@@ -227,7 +227,7 @@ impl RelayTask {
                             reconnect_in,
                             try_for,
                         }) => notices.restart = Some((reconnect_in, try_for)),
-                        Output::Event(Event::Failed(e)) => return Err(e.to_string()),
+                        Output::Event(Event::Failed(e)) => return Err(Chain(&e).to_string()),
                         Output::Event(_) => {}
                         Output::Timeout(at) => break at,
                     }
@@ -384,9 +384,9 @@ where
                 }
                 Output::Event(Event::Failed(e)) => {
                     if !matches!(e, ConnError::Dead(_)) {
-                        warn!(relay = %shared.urls[idx], "protocol error: {e}");
+                        warn!(relay = %shared.urls[idx], "protocol error: {}", Chain(&e));
                     }
-                    return e.to_string();
+                    return Chain(&e).to_string();
                 }
                 Output::Event(Event::Connected { .. }) => {}
                 Output::Timeout(at) => break at,
