@@ -29,6 +29,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz crate is outside the workspace (so normal builds never compile libFuzzer): check
 # that its targets still compile against the parsers they drive.
 cargo check --manifest-path fuzz/Cargo.toml --locked --bins
+# burrow-proto is sans-IO (its clippy.toml, checked by clippy above, keeps clocks, threads, OS
+# randomness and sockets out of its code): no runtime, event loop or socket crate either.
+if cargo tree -p burrow-proto -e normal --prefix none --locked | grep -E '^(tokio|mio|socket2) v'; then
+    echo "burrow-proto's normal dependencies must not include tokio, mio or socket2: it is sans-IO" >&2
+    exit 1
+fi
 # The relay server stands on its own: neither the client library nor its QUIC, DHT and mDNS.
 if cargo tree -p burrow-relay -e normal --prefix none --locked | grep -E '^(burrow|quinn|mainline|mdns-sd) v'; then
     echo "burrow-relay's normal dependencies must not include these" >&2

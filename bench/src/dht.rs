@@ -14,7 +14,7 @@ use serde::Serialize;
 
 /// What one run measured.
 #[derive(Debug, Serialize)]
-pub struct DhtReport {
+pub(crate) struct DhtReport {
     /// Nodes in the local DHT.
     pub nodes: usize,
     /// Records published (one per key).
@@ -35,7 +35,7 @@ pub struct DhtReport {
 
 /// Latency percentiles.
 #[derive(Debug, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     /// 50th.
     pub p50: f64,
     /// 90th.
@@ -62,7 +62,7 @@ impl Percentiles {
 /// Starts `nodes` DHT nodes on 127.0.0.1, publishes `records` records of `record_bytes` from
 /// as many keys through one node, one after another, then resolves each from a node started
 /// afterwards.
-pub async fn run(
+pub(crate) async fn run(
     nodes: usize,
     records: usize,
     record_bytes: usize,
@@ -136,7 +136,7 @@ pub async fn run(
 }
 
 /// Prints the report as a table.
-pub fn print(r: &DhtReport) {
+pub(crate) fn print(r: &DhtReport) {
     println!(
         "local DHT: {} nodes on 127.0.0.1 (started in {:.1} s); {} records of {} bytes",
         r.nodes, r.testnet_start_secs, r.records, r.record_bytes

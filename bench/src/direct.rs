@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use burrow::endpoint::{Endpoint, EndpointOptions, PathInfo};
+use burrow::endpoint::{transport_config, Endpoint, EndpointOptions, PathInfo};
 use burrow::relay_client::RelayUrl;
 use burrow::ticket::Ticket;
 use burrow::{NodeId, SecretKey};
@@ -40,10 +40,6 @@ const RELAY_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 30),
     Ipv4Addr::new(203, 0, 113, 31),
 ];
-/// burrow's QUIC keep-alive and idle timeout (`crates/burrow/src/endpoint/tls.rs`), given to the
-/// quinn anchor too.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// The send buffer handed to the streams, chunk by chunk.
 const BLOCK: usize = 1 << 20;
 /// Comment tag on the iptables rules this benchmark inserts.
@@ -61,7 +57,7 @@ fn stun_addr() -> SocketAddr {
 
 /// Everything `direct` measured.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub bytes: u64,
     pub rounds: u32,
     /// The direct path burrow used (peer address as B saw it) and its disco RTT.
@@ -81,7 +77,7 @@ pub struct Report {
 
 /// UDP (and relay TCP) bytes counted in A's host namespace over the idle window.
 #[derive(Debug, Serialize)]
-pub struct Idle {
+pub(crate) struct Idle {
     pub secs: f64,
     /// burrow's main socket to and from the peer B: QUIC keep-alives and disco heartbeats.
     pub burrow_peer_bytes_per_sec: f64,
@@ -102,14 +98,14 @@ pub struct Idle {
 
 /// RSS growth per peer, from fresh processes.
 #[derive(Debug, Serialize)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub peers: usize,
     pub burrow: MemorySide,
     pub quinn: MemorySide,
 }
 
 #[derive(Debug, Serialize)]
-pub struct MemorySide {
+pub(crate) struct MemorySide {
     /// Listener process RSS growth per connected peer.
     pub listener_bytes_per_peer: f64,
     /// Connector process RSS growth per peer (its own endpoint and one connection).
@@ -124,7 +120,7 @@ pub struct MemorySide {
 }
 
 /// Runs the whole benchmark.
-pub fn run(args: &DirectArgs) -> Result<Report> {
+pub(crate) fn run(args: &DirectArgs) -> Result<Report> {
     if let Some(why) = Lab::root_skip_reason() {
         bail!("`direct` builds a NAT lab of network namespaces and needs root: {why}");
     }
@@ -597,16 +593,6 @@ async fn wait_direct(
     }
 }
 
-/// The transport settings burrow gives its connections, for the quinn anchor.
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("valid"),
-    ));
-    Arc::new(t)
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -623,7 +609,8 @@ fn quinn_server_config() -> Result<(quinn::ServerConfig, CertificateDer<'static>
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport());
+    // The settings burrow gives its connections, so the anchor differs only in what it is.
+    server.transport_config(transport_config());
     Ok((server, cert))
 }
 
@@ -638,7 +625,7 @@ fn quinn_client_config(cert: &CertificateDer<'static>) -> Result<quinn::ClientCo
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport());
+    client.transport_config(transport_config());
     Ok(client)
 }
 
@@ -746,7 +733,7 @@ fn check_is_harness(p: &Spawned) -> Result<()> {
 }
 
 /// The hidden `direct-peers` subcommand, run inside a lab namespace by [`memory`].
-pub fn peers_main(args: &PeersArgs) -> Result<()> {
+pub(crate) fn peers_main(args: &PeersArgs) -> Result<()> {
     runtime()?.block_on(async {
         match (args.role.as_str(), args.kind.as_str()) {
             ("listen", "burrow") => {

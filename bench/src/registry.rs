@@ -37,10 +37,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
 /// The anchor's records: the same signed bytes in a plain map.
-pub type AnchorMap = HashMap<[u8; 32], Box<[u8]>>;
+pub(crate) type AnchorMap = HashMap<[u8; 32], Box<[u8]>>;
 
 /// A relay with the registry on, no rate limits, and room for `records` records.
-pub async fn start_relay(records: usize) -> Result<RelayServer> {
+pub(crate) async fn start_relay(records: usize) -> Result<RelayServer> {
     Ok(RelayServer::start(RelayConfig {
         limits: Limits::unlimited(),
         registry: RegistryConfig {
@@ -78,7 +78,7 @@ fn record_for(i: usize, expires: u64) -> (SecretKey, NodeRecord, String) {
 /// batch of generated records exists besides the store). Returns the node ids, in a vector
 /// allocated and touched before the first record, so that its memory is not counted as the
 /// store's. `progress` is called now and then with the count so far.
-pub fn fill_store(
+pub(crate) fn fill_store(
     store: &RecordStore,
     n: usize,
     expires: u64,
@@ -116,7 +116,7 @@ pub fn fill_store(
 }
 
 /// Copies every record in `store` into the anchor map.
-pub fn fill_anchor(store: &RecordStore, ids: &[[u8; 32]], now: u64) -> Result<AnchorMap> {
+pub(crate) fn fill_anchor(store: &RecordStore, ids: &[[u8; 32]], now: u64) -> Result<AnchorMap> {
     let mut map = AnchorMap::new();
     for id in ids {
         let stored = store.get(id, now).context("a stored record is missing")?;
@@ -126,7 +126,7 @@ pub fn fill_anchor(store: &RecordStore, ids: &[[u8; 32]], now: u64) -> Result<An
 }
 
 /// Lookups per second straight from the store and from the anchor map, one thread, no HTTP.
-pub fn in_process_lookups(
+pub(crate) fn in_process_lookups(
     store: &RecordStore,
     map: &AnchorMap,
     ids: &[[u8; 32]],
@@ -134,11 +134,11 @@ pub fn in_process_lookups(
     duration: Duration,
 ) -> Result<(f64, f64)> {
     let nodes = &ids[..ids.len().min(100_000)];
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let (mut n, start) = (0u64, Instant::now());
     while start.elapsed() < duration {
         for _ in 0..1000 {
-            let node = &nodes[rng.gen_range(0..nodes.len())];
+            let node = &nodes[rng.random_range(0..nodes.len())];
             std::hint::black_box(store.get(node, now)).context("missing")?;
         }
         n += 1000;
@@ -147,7 +147,7 @@ pub fn in_process_lookups(
     let (mut n, start) = (0u64, Instant::now());
     while start.elapsed() < duration {
         for _ in 0..1000 {
-            let node = &nodes[rng.gen_range(0..nodes.len())];
+            let node = &nodes[rng.random_range(0..nodes.len())];
             // The same work as a store read: find it and copy the bytes out.
             let bytes = map.get(node).context("missing")?.to_vec();
             std::hint::black_box(bytes);
@@ -159,7 +159,7 @@ pub fn in_process_lookups(
 
 /// Serves the anchor map at `GET /records/{node_id}` with hyper's HTTP/1.1 connection driver
 /// and an axum router, as the relay does; returns its address.
-pub async fn start_anchor(map: Arc<AnchorMap>) -> Result<SocketAddr> {
+pub(crate) async fn start_anchor(map: Arc<AnchorMap>) -> Result<SocketAddr> {
     async fn lookup(State(map): State<Arc<AnchorMap>>, Path(id): Path<String>) -> Response {
         // The same parse as the registry's hot path: base32 to key bytes, no point check.
         let Ok(key) = NodeId::text_to_bytes(&id) else {
@@ -201,7 +201,7 @@ pub async fn start_anchor(map: Arc<AnchorMap>) -> Result<SocketAddr> {
 
 /// `connections` keep-alive clients each sending `GET /records/{random id}` back to back to
 /// `addr`, counting 200 answers; runs until `stop`.
-pub struct Load {
+pub(crate) struct Load {
     answered: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -210,7 +210,7 @@ pub struct Load {
 
 impl Load {
     /// Starts the clients on the current runtime.
-    pub async fn start(
+    pub(crate) async fn start(
         addr: SocketAddr,
         ids: Arc<Vec<String>>,
         connections: usize,
@@ -263,7 +263,7 @@ impl Load {
     }
 
     /// 200 answers so far, and everything else.
-    pub fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (
             self.answered.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
@@ -271,7 +271,7 @@ impl Load {
     }
 
     /// Stops the clients.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
@@ -280,7 +280,7 @@ impl Load {
 }
 
 /// Lookups per second against `addr` over `duration` after `warmup`, and the error count.
-pub async fn measure_http(
+pub(crate) async fn measure_http(
     addr: SocketAddr,
     ids: Arc<Vec<String>>,
     connections: usize,

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A `burrow relay` child process, killed on drop.
-pub struct RelayProcess {
+pub(crate) struct RelayProcess {
     child: Child,
     addr: SocketAddr,
 }
@@ -28,7 +28,7 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `burrow relay` on a free loopback port with no rate limit and room for
     /// `clients` connections from 127.0.0.1, and waits until `/health` answers.
-    pub fn start(burrow: &Path, clients: usize) -> Result<RelayProcess> {
+    pub(crate) fn start(burrow: &Path, clients: usize) -> Result<RelayProcess> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let room = (clients + 64).to_string();
         let child = Command::new(burrow)
@@ -53,17 +53,17 @@ impl RelayProcess {
     }
 
     /// The relay's TCP address.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The relay's URL.
-    pub fn url(&self) -> RelayUrl {
+    pub(crate) fn url(&self) -> RelayUrl {
         format!("http://{}", self.addr).parse().expect("valid URL")
     }
 
     /// Resident memory of the relay process, in bytes.
-    pub fn rss(&self) -> Result<u64> {
+    pub(crate) fn rss(&self) -> Result<u64> {
         crate::vm_rss(Some(self.child.id()))
     }
 }
@@ -91,7 +91,7 @@ fn health(addr: SocketAddr) -> std::io::Result<String> {
 
 /// One throughput measurement.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     /// Payload bytes delivered per second, in MB/s (10^6).
     pub mb_per_sec: f64,
     /// Share of datagrams sent but not delivered.
@@ -99,7 +99,11 @@ pub struct Throughput {
 }
 
 /// Sends `total` bytes in `payload`-sized datagrams from one relay client to another.
-pub async fn relay_throughput(url: &RelayUrl, payload: usize, total: u64) -> Result<Throughput> {
+pub(crate) async fn relay_throughput(
+    url: &RelayUrl,
+    payload: usize,
+    total: u64,
+) -> Result<Throughput> {
     let opts = RelayClientOptions::default;
     let b_key = SecretKey::from_bytes(rand::random());
     let b_id = b_key.node_id();
@@ -161,7 +165,7 @@ pub async fn relay_throughput(url: &RelayUrl, payload: usize, total: u64) -> Res
 }
 
 /// The anchor: the same bytes in the same write sizes over one plain loopback TCP connection.
-pub async fn tcp_throughput(payload: usize, total: u64) -> Result<Throughput> {
+pub(crate) async fn tcp_throughput(payload: usize, total: u64) -> Result<Throughput> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let reader = tokio::spawn(tcp_sink(listener, payload, total));
@@ -171,7 +175,7 @@ pub async fn tcp_throughput(payload: usize, total: u64) -> Result<Throughput> {
 
 /// The two-hop anchor: the same bytes through a plain userspace TCP forwarder (read, write,
 /// nothing else), in this process. It bounds what any TCP relay can do here, protocol aside.
-pub async fn tcp_forwarder_throughput(payload: usize, total: u64) -> Result<Throughput> {
+pub(crate) async fn tcp_forwarder_throughput(payload: usize, total: u64) -> Result<Throughput> {
     let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink_addr = sink.local_addr()?;
     let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -241,7 +245,7 @@ fn tcp_result((got, span): (u64, Option<Duration>), nothing: &'static str) -> Re
 
 /// Connects `n` authenticated clients that then stay idle, `parallel` handshakes at a time,
 /// and returns them (dropping them disconnects).
-pub async fn idle_clients(
+pub(crate) async fn idle_clients(
     url: &RelayUrl,
     addr: SocketAddr,
     n: usize,

@@ -25,7 +25,7 @@ use crate::stun;
 const OUTPUT_TAIL: usize = 16 * 1024;
 
 /// A running server process; killed (and reaped) on drop.
-pub struct Server {
+pub(crate) struct Server {
     /// Short name used in messages and tables (`burrow`, `coturn`).
     pub name: &'static str,
     /// The UDP address it listens on.
@@ -43,7 +43,7 @@ pub struct Server {
 impl Server {
     /// `burrow stun --listen 127.0.0.1:PORT --no-alt-port` (one port, like coturn here), plus
     /// `--threads N` if `threads` is set (else burrow's own default).
-    pub fn burrow(binary: &Path, threads: Option<u32>) -> Result<Server> {
+    pub(crate) fn burrow(binary: &Path, threads: Option<u32>) -> Result<Server> {
         let addr = free_udp_addr()?;
         let mut args: Vec<OsString> = vec![
             "stun".into(),
@@ -64,7 +64,7 @@ impl Server {
     /// Binding responses carry the same attributes as burrow's: XOR-MAPPED-ADDRESS,
     /// MAPPED-ADDRESS, RESPONSE-ORIGIN, SOFTWARE, FINGERPRINT (the report shows both).
     /// `threads` sets `-m` (coturn's default is one UDP thread per CPU).
-    pub fn coturn(binary: &Path, threads: Option<u32>) -> Result<Server> {
+    pub(crate) fn coturn(binary: &Path, threads: Option<u32>) -> Result<Server> {
         let addr = free_udp_addr()?;
         let pidfile = std::env::temp_dir().join(format!(
             "burrow-bench-coturn-{}-{}.pid",
@@ -151,7 +151,7 @@ impl Server {
 
     /// Waits until the server answers a Binding request with a success response whose
     /// XOR-MAPPED-ADDRESS is the probing socket's address.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    pub(crate) fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         // One socket for all attempts: binding a fresh ephemeral port per attempt could, over
         // thousands of attempts, grab the very port the server is about to bind.
         let socket =
@@ -196,7 +196,7 @@ impl Server {
     }
 
     /// Errors if the process has exited.
-    pub fn check_running(&mut self) -> Result<()> {
+    pub(crate) fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
             Some(status) => Err(self.exited(status)),
@@ -212,13 +212,13 @@ impl Server {
     }
 
     /// User plus system CPU time the process (all its threads) has used so far.
-    pub fn cpu_time(&self) -> Result<Duration> {
+    pub(crate) fn cpu_time(&self) -> Result<Duration> {
         cpu_time(&format!("/proc/{}/stat", self.child.id()))
             .with_context(|| format!("reading {}'s CPU time", self.name))
     }
 
     /// The first line of the server's output containing `needle`, if any (e.g. a version banner).
-    pub fn output_line(&self, needle: &str) -> Option<String> {
+    pub(crate) fn output_line(&self, needle: &str) -> Option<String> {
         let output = self.output.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&output)
             .lines()
@@ -256,7 +256,7 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
 
 /// Makes SIGINT and SIGTERM set a flag instead of killing the harness, so that it can stop at
 /// its next [`sleep`] and kill its servers on the way out.
-pub fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -266,7 +266,7 @@ pub fn catch_interrupts() {
 }
 
 /// Errors if SIGINT or SIGTERM has arrived.
-pub fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
@@ -274,7 +274,7 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 /// Sleeps for `duration`, but returns an error within 50 ms of SIGINT or SIGTERM.
-pub fn sleep(duration: Duration) -> Result<()> {
+pub(crate) fn sleep(duration: Duration) -> Result<()> {
     let end = Instant::now() + duration;
     loop {
         check_interrupted()?;
@@ -308,7 +308,7 @@ fn free_udp_addr() -> Result<SocketAddr> {
 }
 
 /// CPU time of the harness process itself (all threads), to show the load generator's share.
-pub fn own_cpu_time() -> Result<Duration> {
+pub(crate) fn own_cpu_time() -> Result<Duration> {
     cpu_time("/proc/self/stat")
 }
 
@@ -333,7 +333,7 @@ fn cpu_time(stat_path: &str) -> Result<Duration> {
 
 /// The `burrow` binary: `explicit` if given, else the sibling of this executable
 /// (`target/release/burrow` when run through `cargo run --release`).
-pub fn find_burrow(explicit: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_burrow(explicit: Option<&Path>) -> Result<PathBuf> {
     const BUILD: &str = "build it with `cargo build --release -p burrow-cli`, pass --burrow PATH, or use --only coturn";
     if let Some(path) = explicit {
         if !path.is_file() {
@@ -350,7 +350,7 @@ pub fn find_burrow(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// `name` as given if it contains a slash, else its first match on `$PATH`.
-pub fn find_on_path(name: &Path, hint: &str) -> Result<PathBuf> {
+pub(crate) fn find_on_path(name: &Path, hint: &str) -> Result<PathBuf> {
     if name.components().count() > 1 {
         if name.is_file() {
             return Ok(name.to_path_buf());

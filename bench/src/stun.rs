@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 /// The fixed magic cookie in every RFC 5389/8489 message header.
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+pub(crate) const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Message type of a Binding request.
-pub const BINDING_REQUEST: u16 = 0x0001;
+pub(crate) const BINDING_REQUEST: u16 = 0x0001;
 /// Message type of a Binding success response.
-pub const BINDING_SUCCESS: u16 = 0x0101;
+pub(crate) const BINDING_SUCCESS: u16 = 0x0101;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_FINGERPRINT: u16 = 0x8028;
 const FINGERPRINT_XOR: u32 = 0x5354_554E;
@@ -33,11 +33,11 @@ const HEADER_LEN: usize = 20;
 const MAX_REQUEST_LEN: usize = HEADER_LEN + 8;
 
 /// A 96-bit STUN transaction id.
-pub type TxId = [u8; 12];
+pub(crate) type TxId = [u8; 12];
 
 /// Writes a Binding request with transaction id `txid` into `buf` and returns its length:
 /// the 20-byte header, plus a FINGERPRINT attribute if `fingerprint` is set.
-pub fn write_binding_request(
+pub(crate) fn write_binding_request(
     buf: &mut [u8; MAX_REQUEST_LEN],
     txid: &TxId,
     fingerprint: bool,
@@ -61,7 +61,7 @@ pub fn write_binding_request(
 
 /// Parses a STUN header: returns the message type and transaction id if `msg` looks like a STUN
 /// message (top two bits zero, magic cookie, length field matching the datagram, 4-aligned).
-pub fn parse_header(msg: &[u8]) -> Option<(u16, TxId)> {
+pub(crate) fn parse_header(msg: &[u8]) -> Option<(u16, TxId)> {
     if msg.len() < HEADER_LEN || msg[0] & 0xC0 != 0 {
         return None;
     }
@@ -78,7 +78,7 @@ pub fn parse_header(msg: &[u8]) -> Option<(u16, TxId)> {
 
 /// The attributes of a well-formed STUN message as (type, value), in order; `None` if the
 /// message or an attribute is truncated.
-pub fn attributes(msg: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+pub(crate) fn attributes(msg: &[u8]) -> Option<Vec<(u16, &[u8])>> {
     parse_header(msg)?;
     let mut attrs = &msg[HEADER_LEN..];
     let mut out = Vec::new();
@@ -93,7 +93,7 @@ pub fn attributes(msg: &[u8]) -> Option<Vec<(u16, &[u8])>> {
 
 /// Extracts XOR-MAPPED-ADDRESS from a well-formed STUN message, if present.
 /// Used once per server, by the readiness probe, to check the server's answer is correct.
-pub fn xor_mapped_address(msg: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn xor_mapped_address(msg: &[u8]) -> Option<SocketAddr> {
     let (_, txid) = parse_header(msg)?;
     let (_, value) = attributes(msg)?
         .into_iter()
@@ -103,7 +103,7 @@ pub fn xor_mapped_address(msg: &[u8]) -> Option<SocketAddr> {
 
 /// A one-line description of a STUN message: its size and attribute names, e.g.
 /// `80 bytes: XOR-MAPPED-ADDRESS MAPPED-ADDRESS SOFTWARE FINGERPRINT`.
-pub fn describe(msg: &[u8]) -> String {
+pub(crate) fn describe(msg: &[u8]) -> String {
     let names: Vec<String> = attributes(msg)
         .unwrap_or_default()
         .iter()
@@ -151,9 +151,9 @@ fn decode_xor_address(value: &[u8], txid: &TxId) -> Option<SocketAddr> {
 /// Sends one Binding request on `socket` (connected to the server) and waits up to `wait` for
 /// a response with the same transaction id, which it returns (of whatever type).
 /// `Ok(None)` means no answer (the server may still be starting).
-pub fn probe(socket: &UdpSocket, wait: Duration) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn probe(socket: &UdpSocket, wait: Duration) -> io::Result<Option<Vec<u8>>> {
     let mut txid = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut txid);
+    rand::rng().fill_bytes(&mut txid);
     let mut req = [0u8; MAX_REQUEST_LEN];
     let n = write_binding_request(&mut req, &txid, false);
     let deadline = Instant::now() + wait;
@@ -195,7 +195,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// How the load generator drives a server.
 #[derive(Clone, Debug)]
-pub struct LoadConfig {
+pub(crate) struct LoadConfig {
     /// The server's UDP address.
     pub target: SocketAddr,
     /// Sender threads, one UDP socket each.
@@ -220,7 +220,7 @@ struct Counters {
 
 /// A snapshot of the load generator's counters, summed over all threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Binding requests sent.
     pub sent: u64,
     /// Binding success responses (type 0x0101) whose transaction id was outstanding.
@@ -235,7 +235,7 @@ pub struct Totals {
 
 impl Totals {
     /// Counter-wise `self - earlier`.
-    pub fn since(self, earlier: Totals) -> Totals {
+    pub(crate) fn since(self, earlier: Totals) -> Totals {
         Totals {
             sent: self.sent - earlier.sent,
             answered: self.answered - earlier.answered,
@@ -247,7 +247,7 @@ impl Totals {
 }
 
 /// A running load generator; stop it with [`Load::stop`] (dropping it also stops the threads).
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     counters: Vec<Arc<Counters>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -255,7 +255,7 @@ pub struct Load {
 
 impl Load {
     /// Binds the sockets and starts the sender threads; they run until [`Load::stop`].
-    pub fn start(config: &LoadConfig) -> io::Result<Load> {
+    pub(crate) fn start(config: &LoadConfig) -> io::Result<Load> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut load = Load {
             stop: stop.clone(),
@@ -281,7 +281,7 @@ impl Load {
     }
 
     /// Current totals over all threads.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for c in &self.counters {
             t.sent += c.sent.load(Ordering::Relaxed);
@@ -294,7 +294,7 @@ impl Load {
     }
 
     /// Stops and joins the sender threads, returning the first socket error any of them hit.
-    pub fn stop(mut self) -> io::Result<()> {
+    pub(crate) fn stop(mut self) -> io::Result<()> {
         self.stop_and_join()
     }
 
@@ -326,7 +326,7 @@ fn sender(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut outstanding: HashMap<TxId, Instant> = HashMap::with_capacity(config.window * 2);
     let mut req = [0u8; MAX_REQUEST_LEN];
     let mut buf = [0u8; 2048];

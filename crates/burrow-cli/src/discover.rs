@@ -21,7 +21,7 @@ use serde_json::json;
 
 /// Where to look nodes up by key: bootstrap registries and the Mainline DHT.
 #[derive(clap::Args, Clone)]
-pub struct LookupArgs {
+pub(crate) struct LookupArgs {
     /// Bootstrap registry to ask (a relay's address, http(s)://host:port); repeat for
     /// several.
     #[arg(long = "registry", value_name = "URL")]
@@ -32,7 +32,7 @@ pub struct LookupArgs {
 
 /// The Mainline DHT, which the command line uses only when asked to.
 #[derive(clap::Args, Clone)]
-pub struct DhtArgs {
+pub(crate) struct DhtArgs {
     /// Mainline DHT node to join through (HOST:PORT; `burrow dht-node` runs one); repeat for
     /// several. Without it the DHT is not used.
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
@@ -41,20 +41,20 @@ pub struct DhtArgs {
 
 /// mDNS, on by default.
 #[derive(clap::Args, Clone, Copy)]
-pub struct MdnsArgs {
+pub(crate) struct MdnsArgs {
     /// No mDNS: neither announce on nor search the LAN (env: 1/true/yes).
     #[arg(long, env = "BURROW_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     no_mdns: bool,
 }
 
 impl MdnsArgs {
-    pub fn enabled(self) -> bool {
+    pub(crate) fn enabled(self) -> bool {
         !self.no_mdns
     }
 }
 
 /// mDNS on every interface, or only on the one `bind` names.
-pub fn mdns_config(bind: IpAddr) -> MdnsConfig {
+pub(crate) fn mdns_config(bind: IpAddr) -> MdnsConfig {
     MdnsConfig {
         addresses: (!bind.is_unspecified())
             .then_some(bind)
@@ -65,7 +65,11 @@ pub fn mdns_config(bind: IpAddr) -> MdnsConfig {
 }
 
 /// Announces `ticket` on the LAN; a failure is a warning, since mDNS is a convenience.
-pub fn announce_on_lan(ep: &Endpoint, ticket: &Ticket, config: &MdnsConfig) -> Option<LanPeers> {
+pub(crate) fn announce_on_lan(
+    ep: &Endpoint,
+    ticket: &Ticket,
+    config: &MdnsConfig,
+) -> Option<LanPeers> {
     let announce = || -> Result<LanPeers> {
         let lan = LanPeers::start(config)?;
         let relay = ticket.relays.first().map(ToString::to_string);
@@ -91,7 +95,7 @@ fn lan_peers(config: &MdnsConfig) -> Option<LanPeers> {
 
 /// A Mainline DHT client node joined through `bootstrap` (`HOST:PORT`s), or `None` without
 /// any: the DHT is opt-in from the command line.
-pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
+pub(crate) async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
     if bootstrap.is_empty() {
         return Ok(None);
     }
@@ -106,7 +110,7 @@ pub async fn dht(bootstrap: &[String]) -> Result<Option<Arc<DhtDiscovery>>> {
 
 /// The secret of a closed namespace: the file's bytes, less one final newline (as editors
 /// and `echo` leave one).
-pub fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
+pub(crate) fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
     let Some(path) = path else { return Ok(None) };
     let mut secret = std::fs::read(path)
         .with_context(|| format!("cannot read the namespace secret {}", path.display()))?;
@@ -123,7 +127,7 @@ pub fn namespace_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
 }
 
 /// `burrow peers`: the nodes under a namespace at the registries and in the DHT, merged.
-pub async fn peers(
+pub(crate) async fn peers(
     namespace: String,
     lookup: LookupArgs,
     secret: Option<Vec<u8>>,
@@ -187,7 +191,11 @@ fn strings<T: ToString>(items: &[T]) -> Vec<String> {
 
 /// What `burrow connect` dials: a ticket as given, or a node id looked up at the registries,
 /// in the DHT and on the LAN.
-pub async fn target(target: &str, lookup: LookupArgs, mdns: Option<MdnsConfig>) -> Result<Ticket> {
+pub(crate) async fn target(
+    target: &str,
+    lookup: LookupArgs,
+    mdns: Option<MdnsConfig>,
+) -> Result<Ticket> {
     if let Ok(ticket) = target.parse::<Ticket>() {
         return Ok(ticket);
     }
@@ -209,7 +217,12 @@ pub async fn target(target: &str, lookup: LookupArgs, mdns: Option<MdnsConfig>) 
 /// `burrow resolve`: asks every registry, the DHT and the LAN on their own, prints each answer
 /// with its latency, and a ticket made from the newest record (plus LAN addresses). The LAN's
 /// answer is unsigned: its row and the ticket take its addresses only, never its relay.
-pub async fn resolve(node: NodeId, lookup: LookupArgs, mdns: bool, json_out: bool) -> Result<()> {
+pub(crate) async fn resolve(
+    node: NodeId,
+    lookup: LookupArgs,
+    mdns: bool,
+    json_out: bool,
+) -> Result<()> {
     let LookupArgs { registries, dht } = lookup;
     if registries.is_empty() && dht.dht_bootstrap.is_empty() && !mdns {
         bail!("nothing to ask: give --registry URL (a relay's address, e.g. http://relay.example.net:8080) or --dht-bootstrap HOST:PORT, or allow mDNS");

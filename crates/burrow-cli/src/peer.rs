@@ -18,7 +18,7 @@ use serde_json::json;
 
 /// Options every peer command shares.
 #[derive(clap::Args, Clone)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// Secret key file; without it `listen` uses $BURROW_KEY or ~/.config/burrow/key, and
     /// `connect`/`ping` a fresh key.
     #[arg(long, value_name = "FILE")]
@@ -86,7 +86,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Where `burrow listen` makes itself known.
-pub struct Publish {
+pub(crate) struct Publish {
     /// Its record to the relays' registries (and the DHT, given bootstrap nodes).
     pub records: bool,
     /// Namespaces to be listed under.
@@ -111,7 +111,7 @@ fn locked_key(path: &Path) -> Result<(SecretKey, KeyLock)> {
 }
 
 /// `burrow listen`.
-pub async fn listen(
+pub(crate) async fn listen(
     args: NodeArgs,
     relays: Vec<RelayUrl>,
     publish: Publish,
@@ -335,7 +335,7 @@ async fn dial(
 }
 
 /// `burrow connect`.
-pub async fn connect(
+pub(crate) async fn connect(
     args: NodeArgs,
     ticket: Ticket,
     bytes: u64,
@@ -417,7 +417,12 @@ pub async fn connect(
 }
 
 /// `burrow ping`.
-pub async fn ping(args: NodeArgs, ticket: Ticket, count: u64, interval: Duration) -> Result<()> {
+pub(crate) async fn ping(
+    args: NodeArgs,
+    ticket: Ticket,
+    count: u64,
+    interval: Duration,
+) -> Result<()> {
     let (key, _lock) = dial_key(&args)?;
     let (ep, conn, _) = dial(&args, key, &ticket).await?;
     let peer = conn.remote;

@@ -15,7 +15,7 @@ use crate::runtime;
 
 /// `burrow stun`'s flags.
 #[derive(clap::Args)]
-pub struct StunArgs {
+pub(crate) struct StunArgs {
     /// Primary address to listen on.
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478")]
     listen: SocketAddr,
@@ -38,7 +38,7 @@ pub struct StunArgs {
 
 /// `burrow dht-node`'s flags.
 #[derive(clap::Args)]
-pub struct DhtNodeArgs {
+pub(crate) struct DhtNodeArgs {
     /// UDP address to listen on (IPv4; the DHT library has no IPv6).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
     bind: SocketAddrV4,
@@ -58,7 +58,7 @@ pub struct DhtNodeArgs {
     json: bool,
 }
 
-pub fn stun(args: StunArgs) -> Result<()> {
+pub(crate) fn stun(args: StunArgs) -> Result<()> {
     let service = StunService::start(&StunOptions {
         listen: args.listen,
         alt_ip: args.alt_ip,
@@ -91,7 +91,7 @@ pub fn stun(args: StunArgs) -> Result<()> {
 }
 
 /// `burrow relay`: the config file's `[relay]` table with `flags` laid over it.
-pub fn relay(flags: RelayFlags, config_path: &Path) -> Result<()> {
+pub(crate) fn relay(flags: RelayFlags, config_path: &Path) -> Result<()> {
     let table = Config::load(config_path)?.relay.unwrap_or_default();
     let mut settings = RelaySettings::deserialize(table)
         .with_context(|| format!("config file {}: [relay]", config_path.display()))?;
@@ -123,7 +123,7 @@ pub fn relay(flags: RelayFlags, config_path: &Path) -> Result<()> {
     })
 }
 
-pub fn dht_node(args: DhtNodeArgs) -> Result<()> {
+pub(crate) fn dht_node(args: DhtNodeArgs) -> Result<()> {
     let bootstrap = if args.no_bootstrap {
         Vec::new()
     } else if args.bootstrap.is_empty() {

@@ -26,7 +26,7 @@ pub(crate) enum End {
 }
 
 impl End {
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             End::Close(r) => r.label(),
             End::ClientClosed => "client_closed",
@@ -43,17 +43,17 @@ pub(crate) struct Kill {
 
 impl Kill {
     /// Ends the session; the first reason wins.
-    pub fn fire(&self, end: End) {
+    pub(crate) fn fire(&self, end: End) {
         let _ = self.reason.set(end);
         self.notify.notify_waiters();
     }
 
-    pub fn reason(&self) -> Option<&End> {
+    pub(crate) fn reason(&self) -> Option<&End> {
         self.reason.get()
     }
 
     /// Waits until fired.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -82,7 +82,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub fn new(
+    pub(crate) fn new(
         conn_id: u64,
         node_id: NodeId,
         tx: mpsc::Sender<Bytes>,
@@ -100,12 +100,12 @@ impl Client {
         }
     }
 
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
     }
 
     /// Queues a frame for this client without waiting; fails when its queue is full.
-    pub fn enqueue(&self, frame: Bytes) -> Result<(), DropReason> {
+    pub(crate) fn enqueue(&self, frame: Bytes) -> Result<(), DropReason> {
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         // One frame always fits, so a large frame cannot be stuck forever.
@@ -127,11 +127,11 @@ impl Client {
     }
 
     /// The writer took `len` bytes off the queue.
-    pub fn dequeued(&self, len: usize) {
+    pub(crate) fn dequeued(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
     }
 
-    pub fn note_sender(&self, sender: NodeId) {
+    pub(crate) fn note_sender(&self, sender: NodeId) {
         let mut recent = self
             .recent_senders
             .lock()
@@ -144,7 +144,7 @@ impl Client {
         recent.push_back(sender);
     }
 
-    pub fn take_recent_senders(&self) -> VecDeque<NodeId> {
+    pub(crate) fn take_recent_senders(&self) -> VecDeque<NodeId> {
         std::mem::take(
             &mut *self
                 .recent_senders
@@ -161,7 +161,7 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    pub fn get(&self, node: &NodeId) -> Option<Arc<Client>> {
+    pub(crate) fn get(&self, node: &NodeId) -> Option<Arc<Client>> {
         self.by_key
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -170,7 +170,7 @@ impl Clients {
     }
 
     /// Adds a client; returns the one it replaces, which the caller closes.
-    pub fn insert(&self, client: Arc<Client>) -> Option<Arc<Client>> {
+    pub(crate) fn insert(&self, client: Arc<Client>) -> Option<Arc<Client>> {
         let old = self
             .by_key
             .write()
@@ -183,7 +183,7 @@ impl Clients {
     }
 
     /// Removes the client if it is still the current one for its key.
-    pub fn remove(&self, client: &Client) -> bool {
+    pub(crate) fn remove(&self, client: &Client) -> bool {
         let mut map = self.by_key.write().unwrap_or_else(|e| e.into_inner());
         client.gone.store(true, Ordering::Relaxed);
         match map.get(&client.node_id) {
@@ -195,7 +195,7 @@ impl Clients {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_key.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
@@ -216,14 +216,14 @@ pub(crate) struct IpSlot {
 }
 
 impl IpLimiter {
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(IpLimiter {
             max,
             counts: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {

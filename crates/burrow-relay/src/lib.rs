@@ -42,6 +42,7 @@ pub use metrics::{RelayStats, CLOSE_LABELS};
 pub use settings::RelayFlags;
 pub use settings::{DurationError, HumanDuration, PublicUrl, RelaySettings};
 use stun::{StunService, StunServiceError};
+pub use tls::TlsFileError;
 
 /// The path of the WebSocket endpoint.
 pub const RELAY_PATH: &str = "/relay";
@@ -58,14 +59,14 @@ pub enum RelayError {
         source: std::io::Error,
     },
     /// The co-hosted STUN service could not start.
-    #[error("STUN: {0}")]
+    #[error("STUN")]
     Stun(#[from] StunServiceError),
     /// The settings do not make sense.
     #[error("{0}")]
     Config(String),
     /// The TLS certificate or key could not be used.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS")]
+    Tls(#[from] TlsFileError),
     /// The registry's snapshot file could not be read.
     #[error(transparent)]
     Snapshot(#[from] records::SnapshotError),

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 /// Why a frame was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// No client with the destination key is connected.
     NoSuchPeer,
     /// The destination's outbound queue was full (a slow receiver).
@@ -18,7 +18,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// The metrics label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             DropReason::NoSuchPeer => "no_such_peer",
             DropReason::QueueFull => "queue_full",
@@ -65,7 +65,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("burrow_relay");
         let clients = Gauge::default();
         registry.register(
@@ -172,34 +172,34 @@ impl Metrics {
         }
     }
 
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&Reason { reason }).inc();
     }
 
-    pub fn dropped(&self, reason: DropReason) {
+    pub(crate) fn dropped(&self, reason: DropReason) {
         match reason {
             DropReason::NoSuchPeer => self.drop_no_such_peer.inc(),
             DropReason::QueueFull => self.drop_queue_full.inc(),
         };
     }
 
-    pub fn closed(&self, reason: &'static str) {
+    pub(crate) fn closed(&self, reason: &'static str) {
         self.closes.get_or_create(&Reason { reason }).inc();
     }
 
-    pub fn notice(&self, reason: &'static str) {
+    pub(crate) fn notice(&self, reason: &'static str) {
         self.notices.get_or_create(&Reason { reason }).inc();
     }
 
     /// Prometheus (OpenMetrics) text.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
-    pub fn snapshot(&self) -> RelayStats {
+    pub(crate) fn snapshot(&self) -> RelayStats {
         let get = |f: &Family<Reason, Counter>, reason: &'static str| {
             f.get_or_create(&Reason { reason }).get()
         };

@@ -64,16 +64,16 @@
 mod namespace;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use burrow_proto::identity::{NodeId, SecretKey};
 use futures_util::StreamExt;
 use mainline::async_dht::AsyncDht;
 use mainline::errors::{ConcurrencyError, PutMutableError, PutQueryError};
 use mainline::{Dht, MutableItem, SigningKey};
-use rand::Rng;
 use tracing::{debug, info, warn};
 
+use crate::clock::unix_now;
 use namespace::{merge, Entry};
 pub use namespace::{
     Namespace, ENTRIES_PER_SLOT, MAX_SEALED_LEN, MAX_SKEW_SECS, MEMBER_TTL_SECS, SLOTS,
@@ -126,7 +126,7 @@ impl Default for DhtConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DhtError {
     /// The UDP socket could not be bound.
-    #[error("cannot start a DHT node on {addr}: {source}")]
+    #[error("cannot start a DHT node on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddrV4,
@@ -148,9 +148,17 @@ pub enum DhtError {
     /// No DHT node is known to store at: bootstrapping failed or found nobody.
     #[error("no DHT nodes to store at (not bootstrapped)")]
     NoNodes,
+    /// The nodes asked to store it answered with an error.
+    #[error("DHT nodes answered error {code}: {description}")]
+    Refused {
+        /// The KRPC error code.
+        code: i32,
+        /// Their message.
+        description: String,
+    },
     /// The store failed otherwise.
-    #[error("DHT store failed: {0}")]
-    Put(String),
+    #[error("DHT store failed")]
+    Put(#[source] PutMutableError),
 }
 
 /// A resolved record: the most recent valid item under a NodeId.
@@ -205,7 +213,7 @@ impl DhtDiscovery {
         if value.len() > MAX_VALUE_LEN {
             return Err(DhtError::TooLarge(value.len()));
         }
-        let item = MutableItem::new(signer(key), value, seq, Some(RECORD_SALT));
+        let item = MutableItem::new(key.signing_key().clone(), value, seq, Some(RECORD_SALT));
         let outcome = self
             .dht
             .put_mutable(item, None)
@@ -326,7 +334,7 @@ impl DhtDiscovery {
             if attempt > 0 {
                 // Random backoff, so racing writers stop colliding.
                 let max = 100 * u64::from(attempt);
-                let ms = rand::thread_rng().gen_range(10..=max);
+                let ms = rand::random_range(10..=max);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             let current = self.read_slot(ns, slot).await;
@@ -476,11 +484,6 @@ fn resolve_bootstrap(nodes: &[String]) -> Result<Vec<SocketAddrV4>, DhtError> {
     Ok(out)
 }
 
-fn signer(key: &SecretKey) -> SigningKey {
-    // mainline has its own ed25519-dalek; the key crosses as its 32-byte seed.
-    SigningKey::from_bytes(&key.to_bytes())
-}
-
 fn directory_key(ns: &Namespace) -> SigningKey {
     SigningKey::from_bytes(ns.directory_seed())
 }
@@ -488,21 +491,13 @@ fn directory_key(ns: &Namespace) -> SigningKey {
 fn put_error(e: PutMutableError, seq: i64) -> DhtError {
     match e {
         PutMutableError::Concurrency(ConcurrencyError::NotMostRecent) => DhtError::Stale(seq),
-        PutMutableError::Concurrency(e) => DhtError::Put(e.to_string()),
         PutMutableError::Query(PutQueryError::NoClosestNodes) => DhtError::NoNodes,
-        PutMutableError::Query(PutQueryError::ErrorResponse(e)) => DhtError::Put(format!(
-            "DHT nodes answered error {}: {}",
-            e.code, e.description
-        )),
-        PutMutableError::Query(e) => DhtError::Put(e.to_string()),
+        PutMutableError::Query(PutQueryError::ErrorResponse(e)) => DhtError::Refused {
+            code: e.code,
+            description: e.description,
+        },
+        e => DhtError::Put(e),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -546,7 +541,7 @@ mod tests {
         assert_eq!(again, keys[1]);
         // Members' own records live under their node keys, never under the directory's.
         for n in 0..16 {
-            let member = signer(&SecretKey::from_bytes([n; 32])).verifying_key();
+            let member = SecretKey::from_bytes([n; 32]).signing_key().verifying_key();
             assert!(!keys.contains(&member), "member {n}");
         }
     }

@@ -7,9 +7,11 @@
 //! record and memberships there. The `burrow` binary is a thin layer over it; the servers are
 //! in `burrow-relay`.
 
+mod clock;
 pub mod config;
 pub mod dht;
 pub mod endpoint;
+mod error_chain;
 pub mod keyfile;
 pub mod lookup;
 pub mod mdns;

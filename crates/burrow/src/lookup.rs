@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use burrow_proto::record::NodeRecord;
 use burrow_proto::relay::RelayUrl;
@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::clock::unix_now;
 use crate::dht::DhtDiscovery;
 use crate::mdns::{LanPeer, LanPeers};
 use crate::registry_client::{RegistryClient, RegistryClientOptions};
@@ -317,13 +318,6 @@ pub async fn resolve_in_dht(
         .buffered(parallel.max(1))
         .collect()
         .await
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 #[cfg(test)]

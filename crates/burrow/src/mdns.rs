@@ -40,18 +40,15 @@ pub struct MdnsConfig {
     pub addresses: Vec<IpAddr>,
 }
 
-/// mDNS failures (the daemon's own errors, as text).
+/// mDNS failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
     /// The daemon refused or failed.
-    #[error("mDNS: {0}")]
-    Daemon(String),
-}
-
-impl From<mdns_sd::Error> for MdnsError {
-    fn from(e: mdns_sd::Error) -> Self {
-        MdnsError::Daemon(e.to_string())
-    }
+    #[error("mDNS")]
+    Daemon(#[from] mdns_sd::Error),
+    /// The relay URL does not fit in a TXT record.
+    #[error("mDNS: relay URL longer than {MAX_RELAY_URL_LEN} bytes")]
+    RelayTooLong,
 }
 
 /// A peer seen on the LAN, or gone from it.
@@ -126,9 +123,7 @@ impl Mdns {
         }
         if let Some(relay) = relay {
             if relay.len() > MAX_RELAY_URL_LEN {
-                return Err(MdnsError::Daemon(format!(
-                    "relay URL longer than {MAX_RELAY_URL_LEN} bytes"
-                )));
+                return Err(MdnsError::RelayTooLong);
             }
             txt.push(("relay".into(), relay.to_string()));
         }

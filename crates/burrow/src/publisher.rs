@@ -36,7 +36,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use burrow_proto::record::{self, is_valid_namespace, NodeRecord, RecordError};
 use burrow_proto::relay::RelayUrl;
@@ -45,7 +45,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::clock;
 use crate::dht::{DhtDiscovery, DhtError, Namespace, MEMBER_TTL_SECS};
+use crate::error_chain::Chain;
 use crate::registry_client::{RegistryClient, RegistryClientOptions, RegistryError};
 use crate::SecretKey;
 
@@ -207,9 +209,7 @@ struct Shared {
 impl Shared {
     /// A record of the node's addressing now, with a new `seq`.
     fn record(&self) -> NodeRecord {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = clock::since_epoch();
         let millis = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         let next = |last: u64| millis.max(last.saturating_add(1));
         let last = self
@@ -231,10 +231,10 @@ impl Shared {
     fn report(&self, event: PublishEvent) {
         match &event {
             PublishEvent::PublishFailed { source, error } => {
-                info!(%source, "publishing the record failed: {error}")
+                info!(%source, "publishing the record failed: {}", Chain(error))
             }
             PublishEvent::AnnounceFailed { namespace, error } => {
-                info!(namespace, "announcing in the DHT failed: {error}")
+                info!(namespace, "announcing in the DHT failed: {}", Chain(error))
             }
             event => debug!(?event, "publisher"),
         }

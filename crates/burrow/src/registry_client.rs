@@ -28,9 +28,10 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use burrow_proto::record::{self, is_valid_namespace, SignedRecord};
+use burrow_proto::identity::NodeIdError;
+use burrow_proto::record::{self, is_valid_namespace, RecordError, SignedRecord};
 use bytes::Bytes;
 use data_encoding::BASE64URL_NOPAD;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -40,8 +41,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::clock::unix_now;
+use crate::error_chain::Chain;
 use crate::relay_client::tls::{self, TlsConfig};
-use crate::relay_client::RelayUrl;
+use crate::relay_client::{RelayUrl, TlsError};
 use crate::{NodeId, SecretKey};
 
 /// Largest response body read from a registry (a full page of records is well under it).
@@ -74,7 +77,7 @@ impl Default for RegistryClientOptions {
 }
 
 /// Why a registry operation failed everywhere.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The client has no registries.
     #[error("no registries configured")]
@@ -88,23 +91,72 @@ pub enum RegistryError {
     Invalid(String),
     /// No registry gave a good answer: why, registry by registry.
     #[error("every registry failed: {}", failures(.0))]
-    AllFailed(Vec<(RelayUrl, String)>),
+    AllFailed(Vec<(RelayUrl, RegistryFailure)>),
 }
 
-fn failures(list: &[(RelayUrl, String)]) -> String {
+fn failures(list: &[(RelayUrl, RegistryFailure)]) -> String {
     list.iter()
-        .map(|(url, e)| format!("{url}: {e}"))
+        .map(|(url, e)| format!("{url}: {}", Chain(e)))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
+/// Why one registry gave no good answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryFailure {
+    /// The request could not be built.
+    #[error("bad request")]
+    Request(#[source] hyper::http::Error),
+    /// No TCP connection.
+    #[error("connect")]
+    Connect(#[source] std::io::Error),
+    /// No TLS session.
+    #[error(transparent)]
+    Tls(TlsError),
+    /// The HTTP exchange failed.
+    #[error("HTTP")]
+    Http(#[source] hyper::Error),
+    /// The response body could not be read (or was too long).
+    #[error("reading the response")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Nothing within the client's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The registry refused, with this status and its `{"error": "..."}` message.
+    #[error("HTTP {status}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// What the registry said.
+        message: String,
+    },
+    /// The answer is not JSON.
+    #[error("bad JSON")]
+    Json(#[source] serde_json::Error),
+    /// The answer lacks a field.
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// The record field is not base64url.
+    #[error("record is not base64url")]
+    Base64(#[source] data_encoding::DecodeError),
+    /// The record does not verify (or has expired).
+    #[error(transparent)]
+    Record(RecordError),
+    /// The record is another node's.
+    #[error("answered with {0}'s record")]
+    WrongNode(NodeId),
+    /// The listing's cursor is not a node id.
+    #[error("bad next_cursor")]
+    Cursor(#[source] NodeIdError),
+}
+
 /// What a write did at each registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct WriteReport {
     /// Registries that accepted it.
     pub accepted: Vec<RelayUrl>,
     /// Registries that refused it or failed, and why.
-    pub failed: Vec<(RelayUrl, String)>,
+    pub failed: Vec<(RelayUrl, RegistryFailure)>,
 }
 
 /// One page of a namespace listing.
@@ -122,21 +174,20 @@ pub struct RegistryClient {
     registries: Vec<RelayUrl>,
     timeout: Duration,
     seq_window: Duration,
-    /// Built once; `Err` says why `https://` registries cannot be used.
-    tls: TlsConfig,
+    /// Built once if any registry is `https://`; `Err` says why those cannot be used.
+    tls: Option<TlsConfig>,
 }
 
 /// A registry's answer: status and body.
-type Answer = Result<(StatusCode, Bytes), String>;
+type Answer = Result<(StatusCode, Bytes), RegistryFailure>;
 
 impl RegistryClient {
     /// A client for `registries` (relay URLs).
     pub fn new(registries: Vec<RelayUrl>, options: RegistryClientOptions) -> RegistryClient {
-        let tls = if registries.iter().any(RelayUrl::is_tls) {
-            tls::client_config_with(options.webpki_roots, &options.extra_roots)
-        } else {
-            Err("no https registries".into())
-        };
+        let tls = registries
+            .iter()
+            .any(RelayUrl::is_tls)
+            .then(|| tls::client_config_with(options.webpki_roots, &options.extra_roots));
         RegistryClient {
             registries,
             timeout: options.timeout,
@@ -213,7 +264,7 @@ impl RegistryClient {
             match answer {
                 Ok((status, _)) if status.is_success() => report.accepted.push(url.clone()),
                 Ok((StatusCode::NOT_FOUND, _)) if not_found_ok => report.accepted.push(url.clone()),
-                Ok((status, body)) => report.failed.push((url.clone(), api_error(status, &body))),
+                Ok((status, body)) => report.failed.push((url.clone(), refused(status, &body))),
                 Err(e) => report.failed.push((url.clone(), e)),
             }
         }
@@ -232,7 +283,7 @@ impl RegistryClient {
         let accept = move |body: &[u8]| {
             let signed = record_field(body)?;
             if signed.node_id() != node {
-                return Err(format!("answered with {}'s record", signed.node_id()));
+                return Err(RegistryFailure::WrongNode(signed.node_id()));
             }
             Ok(signed)
         };
@@ -260,8 +311,10 @@ impl RegistryClient {
         }
         let accept = |body: &[u8]| {
             let v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
-            let items = v["records"].as_array().ok_or("no records array")?;
+                serde_json::from_slice(body).map_err(RegistryFailure::Json)?;
+            let items = v["records"]
+                .as_array()
+                .ok_or(RegistryFailure::Missing("records array"))?;
             let now = unix_now();
             let records = items
                 .iter()
@@ -270,7 +323,7 @@ impl RegistryClient {
                 .filter_map(|bytes| SignedRecord::verify(&bytes, now).ok())
                 .collect();
             let next_cursor = match v["next_cursor"].as_str() {
-                Some(c) => Some(c.parse().map_err(|e| format!("bad next_cursor: {e}"))?),
+                Some(c) => Some(c.parse().map_err(RegistryFailure::Cursor)?),
                 None => None,
             };
             Ok(Page {
@@ -288,7 +341,7 @@ impl RegistryClient {
     async fn best_answer<T>(
         &self,
         path: &str,
-        accept: impl Fn(&[u8]) -> Result<T, String>,
+        accept: impl Fn(&[u8]) -> Result<T, RegistryFailure>,
         window: Duration,
         rank: impl Fn(&T) -> u64,
     ) -> Result<T, RegistryError> {
@@ -328,12 +381,12 @@ impl RegistryClient {
                         until.get_or_insert(tokio::time::Instant::now() + window);
                     }
                     Err(e) => {
-                        tracing::debug!(%url, "registry gave a bad answer: {e}");
+                        tracing::debug!(%url, "registry gave a bad answer: {}", Chain(&e));
                         failed.push((url.clone(), e));
                     }
                 },
                 Ok((StatusCode::NOT_FOUND, _)) => not_found += 1,
-                Ok((status, body)) => failed.push((url.clone(), api_error(status, &body))),
+                Ok((status, body)) => failed.push((url.clone(), refused(status, &body))),
                 Err(e) => failed.push((url.clone(), e)),
             }
         }
@@ -370,22 +423,25 @@ impl RegistryClient {
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| format!("bad request: {e}"))?;
+            .map_err(RegistryFailure::Request)?;
         let work = async {
             let tcp = TcpStream::connect((url.host(), url.port()))
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(RegistryFailure::Connect)?;
             let _ = tcp.set_nodelay(true);
-            if url.is_tls() {
-                let stream = tls::connect(&self.tls, url.host(), tcp).await?;
-                exchange(stream, req).await
-            } else {
-                exchange(tcp, req).await
+            match &self.tls {
+                Some(config) if url.is_tls() => {
+                    let stream = tls::connect(config, url.host(), tcp)
+                        .await
+                        .map_err(RegistryFailure::Tls)?;
+                    exchange(stream, req).await
+                }
+                _ => exchange(tcp, req).await,
             }
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|_| RegistryFailure::Timeout(self.timeout))?
     }
 }
 
@@ -396,18 +452,18 @@ where
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(RegistryFailure::Http)?;
     let conn = tokio::spawn(conn);
     let result = async {
         let res = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+            .map_err(RegistryFailure::Http)?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_RESPONSE)
             .collect()
             .await
-            .map_err(|e| format!("reading the response: {e}"))?
+            .map_err(RegistryFailure::Body)?
             .to_bytes();
         Ok((status, body))
     }
@@ -416,28 +472,26 @@ where
     result
 }
 
-/// The message of a registry's `{"error": "..."}`, with the status.
-fn api_error(status: StatusCode, body: &[u8]) -> String {
+/// A refusal: the status and the message of the registry's `{"error": "..."}`.
+fn refused(status: StatusCode, body: &[u8]) -> RegistryFailure {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"].as_str().map(String::from))
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-    format!("HTTP {}: {message}", status.as_u16())
+    RegistryFailure::Refused {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 /// The verified, unexpired record in a view's `record` field.
-fn record_field(body: &[u8]) -> Result<SignedRecord, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
-    let b64 = v["record"].as_str().ok_or("no record field")?;
+fn record_field(body: &[u8]) -> Result<SignedRecord, RegistryFailure> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(RegistryFailure::Json)?;
+    let b64 = v["record"]
+        .as_str()
+        .ok_or(RegistryFailure::Missing("record field"))?;
     let bytes = BASE64URL_NOPAD
         .decode(b64.as_bytes())
-        .map_err(|e| format!("record is not base64url: {e}"))?;
-    SignedRecord::verify(&bytes, unix_now()).map_err(|e| e.to_string())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_err(RegistryFailure::Base64)?;
+    SignedRecord::verify(&bytes, unix_now()).map_err(RegistryFailure::Record)
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::endpoint::Connection;
+use crate::error_chain::Chain;
 
 /// The ALPN of this protocol.
 pub const ALPN: &[u8] = b"burrow/tool/1";
@@ -28,22 +29,22 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     /// The connection ended.
-    #[error("connection: {0}")]
+    #[error("connection")]
     Connection(#[from] quinn::ConnectionError),
     /// Writing failed.
-    #[error("write: {0}")]
+    #[error("write")]
     Write(#[from] quinn::WriteError),
     /// Reading failed.
-    #[error("read: {0}")]
+    #[error("read")]
     Read(#[from] quinn::ReadError),
     /// A stream ended early.
-    #[error("read: {0}")]
+    #[error("read")]
     ReadExact(#[from] quinn::ReadExactError),
     /// The stream was already finished.
     #[error("stream closed")]
     Closed(#[from] quinn::ClosedStream),
     /// Datagrams are off on this connection.
-    #[error("datagram: {0}")]
+    #[error("datagram")]
     Datagram(#[from] quinn::SendDatagramError),
     /// The peer broke the protocol.
     #[error("protocol: {0}")]
@@ -61,7 +62,7 @@ pub async fn serve(conn: Connection) -> u64 {
         Ok::<_, ToolError>(())
     };
     if let Err(e) = greet.await {
-        tracing::debug!("greeting: {e}");
+        tracing::debug!("greeting: {}", Chain(&e));
     }
     let datagrams = {
         let quic = quic.clone();

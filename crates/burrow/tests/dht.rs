@@ -99,7 +99,7 @@ async fn an_item_signed_by_another_key_is_never_returned() {
 async fn a_forged_answer_from_a_lying_node_is_ignored() {
     let (a, b) = (random_key(), random_key());
     let honest = FakeNode::serving(&mainline::MutableItem::new(
-        mainline::SigningKey::from_bytes(&a.to_bytes()),
+        a.signing_key().clone(),
         b"real",
         1,
         Some(RECORD_SALT),
@@ -218,12 +218,8 @@ fn forged_item(
     value: &[u8],
     seq: i64,
 ) -> mainline::MutableItem {
-    let by_signer = mainline::MutableItem::new(
-        mainline::SigningKey::from_bytes(&signer.to_bytes()),
-        value,
-        seq,
-        Some(RECORD_SALT),
-    );
+    let by_signer =
+        mainline::MutableItem::new(signer.signing_key().clone(), value, seq, Some(RECORD_SALT));
     mainline::MutableItem::new_signed_unchecked(
         *claimed.node_id().as_bytes(),
         *by_signer.signature(),

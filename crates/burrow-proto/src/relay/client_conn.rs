@@ -124,7 +124,7 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConnError {
     /// The relay sent bytes that are not a frame.
-    #[error("malformed frame from the relay: {0}")]
+    #[error("malformed frame from the relay")]
     Frame(#[from] FrameError),
     /// The relay speaks another protocol version.
     #[error("the relay speaks protocol version {0}, this client speaks {PROTOCOL_VERSION}")]

@@ -9,27 +9,45 @@ use super::{TransactionId, MAGIC_COOKIE};
 pub struct AttributeType(pub u16);
 
 impl AttributeType {
+    /// MAPPED-ADDRESS (RFC 8489): the reflexive address, not XORed (classic STUN).
     pub const MAPPED_ADDRESS: Self = Self(0x0001);
+    /// CHANGE-REQUEST (RFC 5780): answer from the other IP and/or port.
     pub const CHANGE_REQUEST: Self = Self(0x0003);
+    /// USERNAME (RFC 8489).
     pub const USERNAME: Self = Self(0x0006);
+    /// MESSAGE-INTEGRITY (RFC 8489): HMAC-SHA1 over the message.
     pub const MESSAGE_INTEGRITY: Self = Self(0x0008);
+    /// ERROR-CODE (RFC 8489).
     pub const ERROR_CODE: Self = Self(0x0009);
+    /// UNKNOWN-ATTRIBUTES (RFC 8489): the comprehension-required ones not understood.
     pub const UNKNOWN_ATTRIBUTES: Self = Self(0x000a);
+    /// REALM (RFC 8489).
     pub const REALM: Self = Self(0x0014);
+    /// NONCE (RFC 8489).
     pub const NONCE: Self = Self(0x0015);
+    /// MESSAGE-INTEGRITY-SHA256 (RFC 8489).
     pub const MESSAGE_INTEGRITY_SHA256: Self = Self(0x001c);
+    /// PASSWORD-ALGORITHM (RFC 8489).
     pub const PASSWORD_ALGORITHM: Self = Self(0x001d);
+    /// USERHASH (RFC 8489).
     pub const USERHASH: Self = Self(0x001e);
+    /// XOR-MAPPED-ADDRESS (RFC 8489): the reflexive address, XORed with the magic cookie.
     pub const XOR_MAPPED_ADDRESS: Self = Self(0x0020);
+    /// PADDING (RFC 5780): makes a response longer, to test fragmentation.
     pub const PADDING: Self = Self(0x0026);
+    /// RESPONSE-PORT (RFC 5780): answer to this port.
     pub const RESPONSE_PORT: Self = Self(0x0027);
+    /// SOFTWARE (RFC 8489): the agent's name and version.
     pub const SOFTWARE: Self = Self(0x8022);
+    /// FINGERPRINT (RFC 8489): CRC-32 of the message, to tell STUN from other traffic.
     pub const FINGERPRINT: Self = Self(0x8028);
+    /// RESPONSE-ORIGIN (RFC 5780): the address the response was sent from.
     pub const RESPONSE_ORIGIN: Self = Self(0x802b);
+    /// OTHER-ADDRESS (RFC 5780): the server's alternate IP and port.
     pub const OTHER_ADDRESS: Self = Self(0x802c);
     /// burrow's own, comprehension-optional (ignored by other clients): the server's second
     /// port on the IP the request reached. A server with one IP address may not send
-    /// OTHER-ADDRESS (RFC 5780 7.4), but a second port still shows a mapping that depends on
+    /// OTHER-ADDRESS (RFC 5780), but a second port still shows a mapping that depends on
     /// the destination port, and filtering that depends on the source port. The value is the
     /// port and two zero bytes, like RESPONSE-PORT.
     pub const ALTERNATE_PORT: Self = Self(0xc0b7);

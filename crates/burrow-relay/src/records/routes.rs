@@ -56,7 +56,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Arc<RecordStore>) -> Registry {
+    pub(crate) fn new(store: Arc<RecordStore>) -> Registry {
         let l = store.limits().clone();
         Registry {
             store,

@@ -15,7 +15,7 @@ const ACK: u8 = 1;
 
 /// What one side of an exchange sends, and how it paces it.
 #[allow(dead_code)] // not used by server.rs
-pub struct Plan {
+pub(crate) struct Plan {
     /// Datagrams each way.
     pub per_direction: u32,
     /// Unacknowledged datagrams in flight. Keep it well under the relay's per-client queue
@@ -30,7 +30,7 @@ pub struct Plan {
 /// A data datagram of `len` bytes: type, `tag`, `seq` (big-endian), then `fill(i)` for every
 /// following byte index `i`.
 #[allow(dead_code)] // not used by server.rs
-pub fn datagram(tag: u8, seq: u32, len: usize, fill: impl Fn(usize) -> u8) -> Vec<u8> {
+pub(crate) fn datagram(tag: u8, seq: u32, len: usize, fill: impl Fn(usize) -> u8) -> Vec<u8> {
     let mut p = Vec::with_capacity(len);
     p.push(DATA);
     p.push(tag);
@@ -43,7 +43,7 @@ pub fn datagram(tag: u8, seq: u32, len: usize, fill: impl Fn(usize) -> u8) -> Ve
 /// acknowledges the peer's; with `via`, every datagram must have come through that relay.
 /// Returns when both directions are complete.
 #[allow(dead_code)] // not used by server.rs
-pub async fn exchange(
+pub(crate) async fn exchange(
     client: RelayClient,
     tag: u8,
     peer: NodeId,
@@ -106,7 +106,7 @@ pub async fn exchange(
 
 /// The status and body of a raw HTTP/1.1 response.
 #[allow(dead_code)] // not used by client.rs
-pub fn parse_response(out: &str) -> (u16, String) {
+pub(crate) fn parse_response(out: &str) -> (u16, String) {
     let status = out
         .split_whitespace()
         .nth(1)
@@ -118,7 +118,7 @@ pub fn parse_response(out: &str) -> (u16, String) {
 
 /// A relay on 127.0.0.1 (a free port) with no limits.
 #[allow(dead_code)] // not used by every test file
-pub async fn loopback_relay() -> burrow_relay::RelayServer {
+pub(crate) async fn loopback_relay() -> burrow_relay::RelayServer {
     burrow_relay::RelayServer::start(burrow_relay::RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         limits: burrow_relay::Limits::unlimited(),

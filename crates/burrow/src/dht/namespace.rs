@@ -198,7 +198,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// `key`'s entry, signed at `time`.
-    pub fn sign(ns: &Namespace, key: &SecretKey, time: u64) -> Entry {
+    pub(crate) fn sign(ns: &Namespace, key: &SecretKey, time: u64) -> Entry {
         let sig = key.signing_key().sign(&signed_bytes(ns, time)).to_bytes();
         Entry {
             node: key.node_id(),
@@ -219,7 +219,7 @@ impl Entry {
     }
 
     /// Signed recently enough and not too far in the future.
-    pub fn is_fresh(&self, now: u64) -> bool {
+    pub(crate) fn is_fresh(&self, now: u64) -> bool {
         self.time <= now.saturating_add(MAX_SKEW_SECS)
             && self.time.saturating_add(MEMBER_TTL_SECS) >= now
     }

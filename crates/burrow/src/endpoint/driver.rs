@@ -65,7 +65,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         // The primer TTL is measured once, off the runtime.
         let (hops_tx, mut hops_rx) = tokio::sync::oneshot::channel();
         match self.hops_server {

@@ -31,6 +31,7 @@ use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
 pub use burrow_proto::holepunch::DirectPath;
+pub use tls::TlsError;
 
 /// QUIC packets from the relay waiting for quinn.
 const RELAYED_QUEUE: usize = 1024;
@@ -77,11 +78,28 @@ impl Default for EndpointOptions {
     }
 }
 
+/// QUIC keep-alive while a connection idles, so it stays up for as long as both ends hold
+/// it; well inside the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A connection that hears nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The QUIC transport settings of every endpoint connection, both sides (keep-alive, idle
+/// timeout): for a plain quinn endpoint that should behave the same, such as a benchmark's.
+pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("45 s is a valid idle timeout"),
+    ));
+    Arc::new(t)
+}
+
 /// Why an endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// A UDP socket could not be bound.
-    #[error("binding UDP {addr}: {source}")]
+    #[error("binding UDP {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -89,11 +107,11 @@ pub enum BindError {
         source: std::io::Error,
     },
     /// TLS could not be set up.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] TlsError),
     /// quinn refused the socket.
-    #[error("QUIC endpoint: {0}")]
-    Quic(std::io::Error),
+    #[error("QUIC endpoint")]
+    Quic(#[source] std::io::Error),
 }
 
 /// Why a connection failed.
@@ -106,8 +124,8 @@ pub enum ConnectError {
     #[error(transparent)]
     NotFound(#[from] crate::lookup::LookupError),
     /// TLS could not be set up.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] TlsError),
     /// QUIC refused to start the connection.
     #[error("QUIC: {0}")]
     Start(#[from] quinn::ConnectError),
@@ -185,8 +203,7 @@ impl Endpoint {
             relayed: Mutex::new(relayed_rx),
             control: control_tx.clone(),
         });
-        let server =
-            tls::server_config(&secret, &opts.alpns).map_err(|e| BindError::Tls(e.to_string()))?;
+        let server = tls::server_config(&secret, &opts.alpns).map_err(BindError::Tls)?;
         let mut config = quinn::EndpointConfig::default();
         // Disco packets are told from QUIC by the fixed bit, so QUIC must always set it.
         config.grease_quic_bit(false);
@@ -322,7 +339,7 @@ impl Endpoint {
             })
             .await;
         let client = tls::client_config(&self.inner.secret, node, &[alpn.to_vec()])
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+            .map_err(ConnectError::Tls)?;
         let connecting = self
             .inner
             .quic

@@ -58,16 +58,16 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// The direct path in use, if any.
-    pub fn direct(&self) -> Option<DirectPath> {
+    pub(super) fn direct(&self) -> Option<DirectPath> {
         *self.direct.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_direct(&self, path: Option<DirectPath>) {
+    pub(super) fn set_direct(&self, path: Option<DirectPath>) {
         *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = path;
     }
 
     /// Keeps a datagram that has no path yet (the first [`MAX_HELD`] only: QUIC resends).
-    pub fn hold(&self, datagram: Bytes) {
+    pub(super) fn hold(&self, datagram: Bytes) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if held.len() < MAX_HELD {
             held.push(datagram);
@@ -75,17 +75,17 @@ impl Peer {
     }
 
     /// The held datagrams, emptied.
-    pub fn take_held(&self) -> Vec<Bytes> {
+    pub(super) fn take_held(&self) -> Vec<Bytes> {
         std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Spare socket `n`, if open.
-    pub fn spare(&self, n: u16) -> Option<Arc<tokio::net::UdpSocket>> {
+    pub(super) fn spare(&self, n: u16) -> Option<Arc<tokio::net::UdpSocket>> {
         let spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
         spares.iter().find(|s| s.0 == n).map(|s| s.1.clone())
     }
 
-    pub fn add_spare(&self, n: u16, socket: Arc<tokio::net::UdpSocket>) {
+    pub(super) fn add_spare(&self, n: u16, socket: Arc<tokio::net::UdpSocket>) {
         self.spares
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -93,7 +93,7 @@ impl Peer {
     }
 
     /// Closes the spare sockets `keep` does not name; returns how many.
-    pub fn retain_spares(&self, keep: impl Fn(u16) -> bool) -> usize {
+    pub(super) fn retain_spares(&self, keep: impl Fn(u16) -> bool) -> usize {
         let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
         let before = spares.len();
         spares.retain(|s| keep(s.0));
@@ -121,7 +121,7 @@ struct Maps {
 }
 
 impl PeerMap {
-    pub fn new() -> PeerMap {
+    pub(super) fn new() -> PeerMap {
         PeerMap {
             epoch: Instant::now(),
             inner: RwLock::new(Maps {
@@ -141,7 +141,7 @@ impl PeerMap {
 
     /// The peer with this key, added if new, and confirmed: we dial it, or a handshake
     /// proved its key.
-    pub fn get_or_insert(&self, node: NodeId) -> Arc<Peer> {
+    pub(super) fn get_or_insert(&self, node: NodeId) -> Arc<Peer> {
         if let Some(p) = self.read().by_node.get(&node) {
             if p.confirmed.load(Ordering::Relaxed) {
                 return p.clone();
@@ -158,7 +158,7 @@ impl PeerMap {
     }
 
     /// The peer with this key, added unconfirmed if new (a sender through the relay).
-    pub fn get_or_insert_unconfirmed(&self, node: NodeId) -> Arc<Peer> {
+    pub(super) fn get_or_insert_unconfirmed(&self, node: NodeId) -> Arc<Peer> {
         if let Some(p) = self.read().by_node.get(&node) {
             return p.clone();
         }
@@ -196,13 +196,13 @@ impl PeerMap {
     }
 
     /// Forgets `node` (its connection ended): its made-up and direct addresses go.
-    pub fn remove(&self, node: &NodeId) {
+    pub(super) fn remove(&self, node: &NodeId) {
         self.write().remove(node);
     }
 
     /// Peers known now.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.read().by_node.len()
     }
 }
@@ -253,25 +253,25 @@ impl Maps {
 }
 
 impl PeerMap {
-    pub fn by_node(&self, node: &NodeId) -> Option<Arc<Peer>> {
+    pub(super) fn by_node(&self, node: &NodeId) -> Option<Arc<Peer>> {
         self.read().by_node.get(node).cloned()
     }
 
-    pub fn by_mapped(&self, addr: &SocketAddr) -> Option<Arc<Peer>> {
+    pub(super) fn by_mapped(&self, addr: &SocketAddr) -> Option<Arc<Peer>> {
         self.read().by_mapped.get(addr).cloned()
     }
 
-    pub fn by_direct(&self, addr: &SocketAddr) -> Option<Arc<Peer>> {
+    pub(super) fn by_direct(&self, addr: &SocketAddr) -> Option<Arc<Peer>> {
         self.read().by_direct.get(addr).cloned()
     }
 
     /// Packets from `addr` belong to `peer` (a proven or probed address of it).
-    pub fn set_direct_source(&self, addr: SocketAddr, peer: &Arc<Peer>) {
+    pub(super) fn set_direct_source(&self, addr: SocketAddr, peer: &Arc<Peer>) {
         self.write().by_direct.insert(addr, peer.clone());
     }
 
     /// Packets from `addr` are nobody's any more.
-    pub fn remove_direct_source(&self, addr: &SocketAddr) {
+    pub(super) fn remove_direct_source(&self, addr: &SocketAddr) {
         self.write().by_direct.remove(addr);
     }
 
@@ -285,19 +285,19 @@ impl PeerMap {
     }
 
     /// A QUIC packet came from the peer's direct address.
-    pub fn note_direct_rx(&self, peer: &Peer) {
+    pub(super) fn note_direct_rx(&self, peer: &Peer) {
         let now = self.now_ms();
         peer.last_direct_rx.store(now, Ordering::Relaxed);
         peer.last_activity.store(now, Ordering::Relaxed);
     }
 
     /// A QUIC packet went to or came from the peer, on any path.
-    pub fn note_activity(&self, peer: &Peer) {
+    pub(super) fn note_activity(&self, peer: &Peer) {
         peer.last_activity.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// When the last QUIC packet came straight from the peer, and when the last moved at all.
-    pub fn times(&self, peer: &Peer) -> (Option<Instant>, Option<Instant>) {
+    pub(super) fn times(&self, peer: &Peer) -> (Option<Instant>, Option<Instant>) {
         (
             self.at(peer.last_direct_rx.load(Ordering::Relaxed)),
             self.at(peer.last_activity.load(Ordering::Relaxed)),

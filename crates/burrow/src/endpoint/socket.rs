@@ -59,7 +59,7 @@ pub(crate) struct Udp {
 }
 
 impl Udp {
-    pub fn bind(addr: SocketAddr) -> io::Result<Udp> {
+    pub(super) fn bind(addr: SocketAddr) -> io::Result<Udp> {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let state = UdpSocketState::new(UdpSockRef::from(&std))?;
@@ -78,12 +78,17 @@ impl Udp {
 
     /// Sends one control packet (disco or STUN), with `ttl` if given. Never waits: a full
     /// socket buffer drops it, as UDP would.
-    pub fn send_control(&self, to: SocketAddr, data: &[u8], ttl: Option<u8>) -> io::Result<()> {
+    pub(super) fn send_control(
+        &self,
+        to: SocketAddr,
+        data: &[u8],
+        ttl: Option<u8>,
+    ) -> io::Result<()> {
         let _guard = ttl.map(|_| self.ttl_lock.lock().unwrap_or_else(|e| e.into_inner()));
         send_with_ttl(&self.io, to, data, ttl)
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.local_addr()
     }
 }
@@ -142,7 +147,7 @@ impl fmt::Debug for MagicSocket {
 
 impl MagicSocket {
     /// The socket of `addr`'s family.
-    pub fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
+    pub(super) fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
         match addr {
             SocketAddr::V4(_) => Some(&self.v4),
             SocketAddr::V6(_) => self.v6.as_ref(),
@@ -151,7 +156,7 @@ impl MagicSocket {
 
     /// Sends `t` on the direct path; `None` when the path's socket is missing (then the
     /// caller falls back to the relay).
-    pub fn send_direct(
+    pub(super) fn send_direct(
         &self,
         peer: &Peer,
         direct: &DirectPath,

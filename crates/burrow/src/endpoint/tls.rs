@@ -24,6 +24,7 @@ use rustls::{
     SignatureAlgorithm, SignatureScheme,
 };
 
+use super::transport_config;
 use crate::{NodeId, SecretKey};
 
 /// The server name given to quinn's `connect`. Peers are checked by key, so the name carries
@@ -37,15 +38,15 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 
 /// Why a TLS configuration could not be built, or why a handshake rejected the peer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+pub enum TlsError {
     /// QUIC requires ALPN (RFC 9001 §8.1), so an empty list could never connect.
     #[error("no ALPN protocols given")]
     NoAlpn,
     /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
     /// The crypto provider lacks the cipher suite QUIC's Initial packets use.
-    #[error("QUIC TLS configuration: {0}")]
+    #[error("QUIC TLS configuration")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     /// The dialled server proved a different key; becomes the reason of the connection error.
     #[error("peer is {presented}, expected {expected}")]
@@ -72,21 +73,6 @@ pub(crate) fn client_config(
     alpns: &[Vec<u8>],
 ) -> Result<quinn::ClientConfig, TlsError> {
     client_config_with(certified_key(key), peer, alpns)
-}
-
-/// QUIC keep-alive while a connection idles, so it stays up for as long as both ends hold
-/// it; well inside the idle timeout.
-pub(crate) const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
-/// A connection that hears nothing for this long is closed.
-pub(crate) const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
-
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("45 s is a valid idle timeout"),
-    ));
-    Arc::new(t)
 }
 
 /// The key the peer proved in the handshake.
@@ -119,7 +105,7 @@ fn server_config_with(
     config.session_storage = Arc::new(NoServerSessionStorage {});
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport());
+    server.transport_config(transport_config());
     // A peer keeps one made-up address for good, whichever path carries it: a connection
     // that shows up at another peer's address is misfiled traffic, never a migration.
     server.migration(false);
@@ -151,7 +137,7 @@ fn client_config_with(
     config.enable_sni = false;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport());
+    client.transport_config(transport_config());
     Ok(client)
 }
 

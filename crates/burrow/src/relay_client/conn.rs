@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsConfig};
 use super::{Datagram, RelayClientOptions, RelayConnState, RelayEvent, Shared};
+use crate::error_chain::Chain;
 use crate::SecretKey;
 
 /// A connection authenticated for at least this long counts as a success: the backoff
@@ -179,7 +180,7 @@ impl RelayTask {
                 let host = self.url.host().to_string();
                 match tokio::time::timeout_at(deadline, tls::connect(config, &host, tcp)).await {
                     Ok(Ok(stream)) => self.session(stream, deadline).await,
-                    Ok(Err(e)) => Ended::error(e),
+                    Ok(Err(e)) => Ended::error(Chain(&e)),
                     Err(_) => Ended::error("TLS handshake timed out"),
                 }
             }
@@ -227,7 +228,7 @@ impl RelayTask {
                             reconnect_in,
                             try_for,
                         }) => notices.restart = Some((reconnect_in, try_for)),
-                        Output::Event(Event::Failed(e)) => return Err(e.to_string()),
+                        Output::Event(Event::Failed(e)) => return Err(Chain(&e).to_string()),
                         Output::Event(_) => {}
                         Output::Timeout(at) => break at,
                     }
@@ -384,9 +385,9 @@ where
                 }
                 Output::Event(Event::Failed(e)) => {
                     if !matches!(e, ConnError::Dead(_)) {
-                        warn!(relay = %shared.urls[idx], "protocol error: {e}");
+                        warn!(relay = %shared.urls[idx], "protocol error: {}", Chain(&e));
                     }
-                    return e.to_string();
+                    return Chain(&e).to_string();
                 }
                 Output::Event(Event::Connected { .. }) => {}
                 Output::Timeout(at) => break at,

@@ -46,6 +46,7 @@ pub use burrow_proto::relay::backoff::{BackoffConfig, Jitter};
 pub use burrow_proto::relay::client_conn::ClientConfig as ConnectionConfig;
 pub use burrow_proto::relay::home::HomeConfig;
 pub use burrow_proto::relay::{RelayUrl, RelayUrlError};
+pub use tls::TlsError;
 
 /// Options for [`RelayClient::new`].
 #[derive(Clone, Debug)]

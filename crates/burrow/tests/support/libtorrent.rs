@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 const PYTHON: &str = "/usr/bin/python3";
 
 /// A running helper and its libtorrent DHT nodes; dropping it stops them.
-pub struct Libtorrent {
+pub(crate) struct Libtorrent {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -28,7 +28,7 @@ pub struct Libtorrent {
 
 /// A mutable item as libtorrent got it (its signature already checked by libtorrent).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     pub seq: i64,
     pub value: Vec<u8>,
     pub signature: [u8; 64],
@@ -37,7 +37,7 @@ pub struct Item {
 impl Libtorrent {
     /// Starts `sessions` libtorrent DHT nodes on 127.0.0.2 and up, joined to each other
     /// unless `isolated`. `None` (with a note on stderr) when python3-libtorrent is missing.
-    pub fn start(sessions: usize, isolated: bool) -> Option<Libtorrent> {
+    pub(crate) fn start(sessions: usize, isolated: bool) -> Option<Libtorrent> {
         if !available() {
             let why = "python3-libtorrent is missing (./test.sh installs it: apt-get install \
                        python3-libtorrent)";
@@ -80,7 +80,7 @@ impl Libtorrent {
 
     /// Sends one request and returns its reply; a failed request panics with the helper's
     /// error.
-    pub fn request(&mut self, request: Value) -> Value {
+    pub(crate) fn request(&mut self, request: Value) -> Value {
         writeln!(self.stdin, "{request}").expect("helper's stdin");
         self.stdin.flush().expect("helper's stdin");
         let reply = self.read_line();
@@ -89,7 +89,7 @@ impl Libtorrent {
     }
 
     /// Has `session` (or every session) add the DHT node at `addr` (`add_dht_node`).
-    pub fn add_node(&mut self, session: Option<usize>, addr: &str) {
+    pub(crate) fn add_node(&mut self, session: Option<usize>, addr: &str) {
         let mut request = json!({"op": "add_node", "addr": addr});
         if let Some(s) = session {
             request["session"] = s.into();
@@ -98,7 +98,7 @@ impl Libtorrent {
     }
 
     /// `dht_get_mutable_item` from `session`: the item under `key` and `salt`, if found.
-    pub fn get(&mut self, session: usize, key: &[u8; 32], salt: &[u8]) -> Option<Item> {
+    pub(crate) fn get(&mut self, session: usize, key: &[u8; 32], salt: &[u8]) -> Option<Item> {
         let reply = self.request(json!({
             "op": "get", "session": session, "key": hex(key), "salt": hex(salt),
         }));
@@ -115,7 +115,7 @@ impl Libtorrent {
     /// `dht_put_mutable_item` from `session`, signed by the key of `seed` (whose public key
     /// is `public_key`): libtorrent stores `value` with the seq it found plus one. Returns
     /// (seq, how many nodes stored it).
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         session: usize,
         seed: &[u8; 32],
@@ -134,7 +134,7 @@ impl Libtorrent {
     }
 
     /// The nodes in `session`'s routing table, as `IP:PORT`.
-    pub fn routing_table(&mut self, session: usize) -> Vec<String> {
+    pub(crate) fn routing_table(&mut self, session: usize) -> Vec<String> {
         let reply = self.request(json!({"op": "routing_table", "session": session}));
         reply["nodes"]
             .as_array()
@@ -145,7 +145,7 @@ impl Libtorrent {
     }
 
     /// How many KRPC replies `session` has received from `addr`.
-    pub fn replies(&mut self, session: usize, addr: &str) -> u64 {
+    pub(crate) fn replies(&mut self, session: usize, addr: &str) -> u64 {
         let reply = self.request(json!({"op": "replies", "session": session, "addr": addr}));
         reply["replies"].as_u64().expect("replies")
     }
