@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
             0x20 => Input::Relayed { node: *peer, packet },
             0x30 => Input::Connect { node: *peer, addrs: &[from] },
             0x40 => Input::PrimerTtl(Some(*who)),
+            0x50 if who & 1 == 0 => Input::Authenticated { node: *peer },
+            0x50 => Input::Revoked { node: *peer },
             _ => {
                 now += Duration::from_millis(u64::from(*who) * 50);
                 Input::Timeout(&busy)

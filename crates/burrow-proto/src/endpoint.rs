@@ -171,6 +171,13 @@ pub enum Input<'a> {
         /// The peer.
         node: NodeId,
     },
+    /// The application no longer admits `node` (a mesh revoked it, or it failed a membership
+    /// check after its handshake): its punching state, paths, sources and held packets go, and
+    /// it is a stranger again until the next [`Input::Authenticated`] or [`Input::Connect`].
+    Revoked {
+        /// The peer.
+        node: NodeId,
+    },
     /// Our interface addresses, with our ports (unchanged ones are ignored).
     LocalAddrs(Vec<SocketAddr>),
     /// The hops out of our NATs were measured: the primer TTL, or `None` when nothing could
@@ -428,6 +435,11 @@ impl EndpointCore {
             }
             Input::Authenticated { node } => {
                 self.trust(now, node);
+            }
+            Input::Revoked { node } => {
+                self.deferred.retain(|(n, _)| *n != node);
+                self.strangers.take(now, &node);
+                self.forget(node);
             }
             Input::LocalAddrs(addrs) => {
                 if addrs != self.local {

@@ -24,3 +24,5 @@ pub mod tool;
 pub use burrow_proto::identity::{NodeId, SecretKey};
 pub use burrow_proto::record;
 pub use burrow_proto::ticket;
+/// The QUIC implementation [`endpoint::Connection`] exposes, so that callers use its version.
+pub use quinn;

@@ -572,6 +572,57 @@ fn strangers_calls_through_the_relay_make_us_send_nothing_and_tell_nothing() {
 }
 
 #[test]
+fn a_revoked_peer_is_a_stranger_again() {
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let peer = stranger(1);
+    core.handle_input(
+        t0,
+        Input::Authenticated {
+            node: peer.node_id(),
+        },
+    );
+    let relayed = |core: &mut EndpointCore, at: Instant| {
+        let p = call_me_maybe(&peer, &me.node_id(), vec![addr(PEER_PUBLIC)]);
+        core.handle_input(
+            at,
+            Input::Relayed {
+                node: peer.node_id(),
+                packet: &p,
+            },
+        );
+        drain(core).0
+    };
+    // Proven, its CallMeMaybe is answered and its candidate probed...
+    let t = relayed(&mut core, t0);
+    assert_eq!(calls(&opened(&t, &peer, &me.node_id())).len(), 1);
+    assert!(sent_to(&t, addr(PEER_PUBLIC).ip()) > 0);
+    // ...revoked, it is forgotten at once, and the same message gets nothing.
+    let t1 = t0 + Duration::from_millis(100);
+    core.handle_input(
+        t1,
+        Input::Revoked {
+            node: peer.node_id(),
+        },
+    );
+    let (_, events, _) = drain(&mut core);
+    assert!(
+        events.contains(&Event::PeerForgotten(peer.node_id())),
+        "{events:?}"
+    );
+    assert_eq!(core.peer_count(), 0);
+    assert!(
+        relayed(&mut core, t1).is_empty(),
+        "a stranger's call is held"
+    );
+    let (t, _) = run(&mut core, t1, t1 + Duration::from_secs(20), &|_, _| true);
+    assert_eq!(sent_to(&t, addr(PEER_PUBLIC).ip()), 0, "no probes any more");
+    assert_eq!(core.peer_count(), 0);
+}
+
+#[test]
 fn a_peer_proven_over_quic_is_punched_for_but_one_ip_gets_only_its_budget() {
     let me = key(1);
     let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);

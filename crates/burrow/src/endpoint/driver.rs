@@ -34,8 +34,10 @@ pub(crate) enum Command {
         node: NodeId,
         addrs: Vec<SocketAddr>,
     },
-    /// A QUIC handshake proved `node`'s key.
+    /// A QUIC handshake proved `node`'s key, and the endpoint's admission let it in.
     Authenticated { node: NodeId },
+    /// `node` is not (or no longer) admitted: a stranger again.
+    Revoked { node: NodeId },
 }
 
 /// A disco packet that came through the relay.
@@ -107,6 +109,9 @@ impl Driver {
                     }
                     Some(Command::Authenticated { node }) => {
                         self.core.handle_input(Instant::now(), Input::Authenticated { node });
+                    }
+                    Some(Command::Revoked { node }) => {
+                        self.core.handle_input(Instant::now(), Input::Revoked { node });
                     }
                 },
                 Some(Relayed(node, packet)) = self.relayed_disco.recv() => {
@@ -216,8 +221,16 @@ impl Driver {
             }
             Event::PeerForgotten(node) => {
                 debug!(peer = %node.short(), "peer forgotten");
-                // Its connection ended: traffic that comes back starts afresh on the relay.
+                // Its connection ended (or it was revoked): traffic that comes back starts
+                // afresh on the relay.
+                let was_direct = self
+                    .peers
+                    .by_node(&node)
+                    .is_some_and(|p| p.direct().is_some());
                 self.peers.remove(&node);
+                if was_direct {
+                    self.path_changes.send_modify(|n| *n += 1);
+                }
                 for (_, reader) in self.spare_readers.remove(&node).unwrap_or_default() {
                     reader.abort();
                 }

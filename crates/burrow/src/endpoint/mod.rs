@@ -7,6 +7,7 @@
 //! One UDP socket per address family carries QUIC, STUN and the disco probes, so the public
 //! address STUN learns is the one peers punch to.
 
+pub mod admission;
 mod driver;
 mod hops;
 mod peers;
@@ -30,6 +31,7 @@ use driver::{Command, Driver};
 use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
+pub use admission::{Admission, AllowKeys, Refusal, Side};
 pub use burrow_proto::holepunch::DirectPath;
 pub use tls::TlsError;
 
@@ -62,6 +64,9 @@ pub struct EndpointOptions {
     pub punch: PunchConfig,
     /// The relay client's options.
     pub relay: RelayClientOptions,
+    /// Who may stay connected, checked on every new connection both ways (`None`: any key
+    /// that QUIC proves).
+    pub admission: Option<Arc<dyn Admission>>,
 }
 
 impl Default for EndpointOptions {
@@ -74,6 +79,7 @@ impl Default for EndpointOptions {
             alpns: Vec::new(),
             punch: PunchConfig::default(),
             relay: RelayClientOptions::default(),
+            admission: None,
         }
     }
 }
@@ -132,6 +138,12 @@ pub enum ConnectError {
     /// The handshake failed, or the connection was lost.
     #[error("QUIC: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The peer's admission refused us.
+    #[error("refused by the peer: {0}")]
+    RefusedByPeer(Refusal),
+    /// Our admission refused the peer.
+    #[error("refused the peer: {0}")]
+    Refused(Refusal),
 }
 
 /// How a peer is reached right now.
@@ -164,6 +176,7 @@ struct Inner {
     path_changes: watch::Receiver<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     has_stun: bool,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 /// A node on the network: its key, its sockets, its relays, and its connections.
@@ -260,6 +273,7 @@ impl Endpoint {
             peers.clone(),
             commands_tx.clone(),
             accepted_tx,
+            opts.admission.clone(),
         )));
         Ok(Endpoint {
             inner: Arc::new(Inner {
@@ -274,6 +288,7 @@ impl Endpoint {
                 path_changes: path_changes.subscribe(),
                 tasks: Mutex::new(tasks),
                 has_stun: !opts.stun_servers.is_empty(),
+                admission: opts.admission,
             }),
         })
     }
@@ -344,8 +359,28 @@ impl Endpoint {
             .inner
             .quic
             .connect_with(client, peer.mapped, tls::SERVER_NAME)?;
-        let quic = connecting.await?;
-        Ok(Connection { quic, remote: node })
+        let conn = Connection {
+            quic: connecting.await?,
+            remote: node,
+        };
+        if let Some(admission) = &self.inner.admission {
+            if let Err(ours) = admission::run(&**admission, &conn, Side::Dialler).await {
+                self.revoke(node).await;
+                // A check that failed because the peer closed on us reports the peer's reason.
+                return Err(match admission::peer_refusal(&conn.quic) {
+                    Some(theirs) => ConnectError::RefusedByPeer(theirs),
+                    None => ConnectError::Refused(ours),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Stops trusting `node`: its hole punching and direct paths end, and it is a stranger
+    /// again until it is dialled or passes admission anew. Close its connections first:
+    /// once it is revoked, nothing more is sent to it, a close frame included.
+    pub async fn revoke(&self, node: NodeId) {
+        let _ = self.inner.commands.send(Command::Revoked { node }).await;
     }
 
     /// Connects to a node known only by its key: `lookup` finds its relays and addresses,
@@ -411,14 +446,16 @@ impl Endpoint {
 }
 
 /// Runs every incoming handshake in a task of its own (at most [`MAX_HANDSHAKES`] at once,
-/// each for at most [`HANDSHAKE_TIMEOUT`]) and queues the connections whose key TLS proved,
-/// telling the driver (the key may be punched for now). A connection that arrived at another
-/// peer's made-up address than its key's is refused: its packets were misfiled.
+/// each for at most [`HANDSHAKE_TIMEOUT`], then the admission) and queues the connections
+/// whose key TLS proved and the admission let in, telling the driver (the key may be punched
+/// for now). A connection that arrived at another peer's made-up address than its key's is
+/// refused: its packets were misfiled.
 async fn handshake_incoming(
     quic: quinn::Endpoint,
     peers: Arc<PeerMap>,
     commands: mpsc::Sender<Command>,
     accepted: mpsc::Sender<Connection>,
+    admission: Option<Arc<dyn Admission>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let per_peer = Arc::new(Mutex::new(std::collections::HashMap::new()));
@@ -434,6 +471,7 @@ async fn handshake_incoming(
             continue;
         };
         let (accepted, peers, commands) = (accepted.clone(), peers.clone(), commands.clone());
+        let admission = admission.clone();
         tokio::spawn(async move {
             let _slots = (slot, peer_slot);
             let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -450,9 +488,15 @@ async fn handshake_incoming(
                 quic.close(0u32.into(), b"misfiled");
                 return;
             }
+            let conn = Connection { quic, remote };
+            if let Some(admission) = &admission {
+                if let Err(r) = admission::run(&**admission, &conn, Side::Listener).await {
+                    return tracing::debug!(peer = %remote.short(), "refused: {r}");
+                }
+            }
             peers.get_or_insert(remote);
             let _ = commands.send(Command::Authenticated { node: remote }).await;
-            let _ = accepted.send(Connection { quic, remote }).await;
+            let _ = accepted.send(conn).await;
         });
     }
 }

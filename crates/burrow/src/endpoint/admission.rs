@@ -1,0 +1,136 @@
+//! Who may stay connected. QUIC proves a peer's key; an [`Admission`] decides whether that key
+//! may talk to us at all (a mesh checks membership here). It runs on every new connection, both
+//! directions, before [`Endpoint::accept`](super::Endpoint::accept) or
+//! [`Endpoint::connect`](super::Endpoint::connect) hands the connection out and, for an
+//! incoming one, before the hole punching trusts the key: a refused peer never learns our
+//! direct addresses from us and never opens a stream the application reads.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::Connection;
+use crate::NodeId;
+
+/// The QUIC application close code of a connection refused by an [`Admission`]; the reason
+/// travels with it.
+pub const REFUSED: u32 = 0x4255_0001;
+/// An admission that takes longer refuses the peer.
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest refusal reason sent to the peer, in bytes (longer ones are cut at a character
+/// boundary), so a close frame always fits a datagram.
+pub const MAX_REASON_LEN: usize = 200;
+
+/// Which end of the connection we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// We dialled.
+    Dialler,
+    /// The peer dialled us.
+    Listener,
+}
+
+/// Why a peer was refused, as it is told.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// A short human-readable reason ("not a member of mesh X").
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal saying `reason`.
+    pub fn new(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason as sent in the close frame: at most [`MAX_REASON_LEN`] bytes.
+    pub(crate) fn wire_reason(&self) -> &[u8] {
+        let mut end = self.reason.len().min(MAX_REASON_LEN);
+        while !self.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        &self.reason.as_bytes()[..end]
+    }
+}
+
+/// What [`Admission::admit`] returns.
+pub type AdmissionFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
+/// Decides whether a peer whose key QUIC proved may stay. It may use the connection (for
+/// example, to exchange certificates on a stream of its own) and must finish within
+/// [`ADMISSION_TIMEOUT`]. An error closes the connection with [`REFUSED`] and the reason.
+pub trait Admission: Send + Sync + std::fmt::Debug + 'static {
+    /// Admits `conn`'s peer, or says why not.
+    fn admit<'a>(&'a self, conn: &'a Connection, side: Side) -> AdmissionFuture<'a>;
+}
+
+/// An [`Admission`] by key alone: `F` says whether a key may connect, either way.
+pub struct AllowKeys<F>(pub F);
+
+impl<F> std::fmt::Debug for AllowKeys<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AllowKeys")
+    }
+}
+
+impl<F> Admission for AllowKeys<F>
+where
+    F: Fn(&NodeId) -> bool + Send + Sync + 'static,
+{
+    fn admit<'a>(&'a self, conn: &'a Connection, _side: Side) -> AdmissionFuture<'a> {
+        let allowed = (self.0)(&conn.remote);
+        Box::pin(async move {
+            if allowed {
+                Ok(())
+            } else {
+                Err(Refusal::new("this node does not accept your key"))
+            }
+        })
+    }
+}
+
+/// Runs `admission` on `conn` within [`ADMISSION_TIMEOUT`]; on refusal closes the connection
+/// with the reason and returns it.
+pub(crate) async fn run(
+    admission: &dyn Admission,
+    conn: &Connection,
+    side: Side,
+) -> Result<(), Refusal> {
+    let verdict = match tokio::time::timeout(ADMISSION_TIMEOUT, admission.admit(conn, side)).await {
+        Ok(v) => v,
+        Err(_) => Err(Refusal::new("admission timed out")),
+    };
+    if let Err(refusal) = &verdict {
+        conn.quic.close(REFUSED.into(), refusal.wire_reason());
+    }
+    verdict
+}
+
+/// The reason a peer gave when it refused us, if it did.
+pub(crate) fn peer_refusal(quic: &quinn::Connection) -> Option<Refusal> {
+    match quic.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(REFUSED) =>
+        {
+            Some(Refusal::new(String::from_utf8_lossy(&close.reason)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_at_a_character_boundary() {
+        let r = Refusal::new("é".repeat(150));
+        let wire = r.wire_reason();
+        assert!(wire.len() <= MAX_REASON_LEN && wire.len() >= MAX_REASON_LEN - 1);
+        assert!(std::str::from_utf8(wire).is_ok());
+        assert_eq!(Refusal::new("short").wire_reason(), b"short");
+    }
+}
