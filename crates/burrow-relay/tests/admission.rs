@@ -9,37 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow::endpoint::admission::REFUSED;
-use burrow::endpoint::{
-    Admission, AllowKeys, ConnectError, Connection, Endpoint, EndpointOptions, PathInfo,
-};
-use burrow::{quinn, NodeId, SecretKey};
-use burrow_relay::RelayServer;
-use common::loopback_relay as relay;
+use burrow::endpoint::{Admission, AllowKeys, ConnectError, Connection, Endpoint, PathInfo};
+use burrow::{quinn, NodeId};
+use common::{endpoint, loopback_relay as relay, ALPN};
 use tokio::time::timeout;
-
-const ALPN: &[u8] = b"burrow-test/1";
-
-async fn endpoint(relay: &RelayServer, admission: Option<Arc<dyn Admission>>) -> Endpoint {
-    let ep = Endpoint::bind(
-        SecretKey::from_bytes(rand::random()),
-        EndpointOptions {
-            bind_v4: "127.0.0.1:0".parse().unwrap(),
-            bind_v6: None,
-            relays: vec![relay.url().parse().unwrap()],
-            alpns: vec![ALPN.to_vec()],
-            admission,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("endpoint binds");
-    ep.relay()
-        .unwrap()
-        .wait_connected(Duration::from_secs(5))
-        .await
-        .expect("relay connected");
-    ep
-}
 
 /// An allow-list that the test changes as it goes.
 fn allow_list() -> (Arc<Mutex<HashSet<NodeId>>>, Arc<dyn Admission>) {

@@ -7,38 +7,15 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
+use burrow::endpoint::{Connection, Endpoint, PathInfo};
 use burrow::relay_client::RelayClient;
 use burrow::ticket::Ticket;
 use burrow::{NodeId, SecretKey};
 use burrow_proto::disco::looks_like_disco;
 use burrow_relay::RelayServer;
-use common::loopback_relay as relay;
+use common::{endpoint, loopback_relay as relay, ALPN};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-
-const ALPN: &[u8] = b"burrow-test/1";
-
-async fn endpoint(relay: &RelayServer) -> Endpoint {
-    let ep = Endpoint::bind(
-        SecretKey::from_bytes(rand::random()),
-        EndpointOptions {
-            bind_v4: "127.0.0.1:0".parse().unwrap(),
-            bind_v6: None,
-            relays: vec![relay.url().parse().unwrap()],
-            alpns: vec![ALPN.to_vec()],
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("endpoint binds");
-    ep.relay()
-        .unwrap()
-        .wait_connected(Duration::from_secs(5))
-        .await
-        .expect("relay connected");
-    ep
-}
 
 /// Waits until `ep` reaches `peer` directly, or `limit` passes.
 async fn until_direct(ep: &Endpoint, peer: &burrow::NodeId, limit: Duration) -> Option<Duration> {
@@ -76,7 +53,7 @@ async fn echo_server(ep: Endpoint) {
 async fn relay_first_then_direct_with_one_stream_across_the_move() {
     timeout(Duration::from_secs(30), async {
         let relay = relay().await;
-        let (a, b) = (endpoint(&relay).await, endpoint(&relay).await);
+        let (a, b) = (endpoint(&relay, None).await, endpoint(&relay, None).await);
         tokio::spawn(echo_server(b.clone()));
         // A ticket with the relay only: the direct addresses come through the punching.
         let mut ticket = b.ticket();
@@ -158,7 +135,7 @@ async fn stall(
         .wait_connected(Duration::from_secs(5))
         .await
         .expect("stranger connected");
-    let dialler = endpoint(relay).await;
+    let dialler = endpoint(relay, None).await;
     let dials: Vec<_> = (0..n)
         .map(|_| {
             let (dialler, ticket) = (dialler.clone(), Ticket::new(key.node_id()));
@@ -235,7 +212,7 @@ async fn accept_latency(
     server: NodeId,
     accepted: &mut Accepted,
 ) -> Result<Duration, String> {
-    let client = endpoint(relay).await;
+    let client = endpoint(relay, None).await;
     let start = Instant::now();
     let failed = async {
         match client.connect(&Ticket::new(server), ALPN).await {
@@ -284,7 +261,7 @@ async fn a_hundred_stalled_handshakes_delay_a_genuine_accept_by_under_100_ms() {
     const STALLED: usize = 100;
     timeout(Duration::from_secs(60), async {
         let relay = relay().await;
-        let server = endpoint(&relay).await;
+        let server = endpoint(&relay, None).await;
         let mut accepted = accepts(server.clone());
         let quiet = median_accept_latency(&relay, server.node_id(), &mut accepted).await;
 
@@ -316,7 +293,7 @@ async fn a_hundred_stalled_handshakes_delay_a_genuine_accept_by_under_100_ms() {
 async fn past_the_cap_new_handshakes_are_refused_until_the_stalled_ones_time_out() {
     timeout(Duration::from_secs(60), async {
         let relay = relay().await;
-        let server = endpoint(&relay).await;
+        let server = endpoint(&relay, None).await;
         let mut accepted = accepts(server.clone());
         let mut answered = stall(
             &relay,
@@ -370,7 +347,7 @@ async fn past_the_cap_new_handshakes_are_refused_until_the_stalled_ones_time_out
 async fn one_stranger_key_holds_no_more_than_its_share_of_the_handshakes() {
     timeout(Duration::from_secs(60), async {
         let relay = relay().await;
-        let server = endpoint(&relay).await;
+        let server = endpoint(&relay, None).await;
         let mut accepted = accepts(server.clone());
         // One key sends the cap's worth and more: all but its share are refused at once.
         let mut answered = stall(&relay, server.node_id(), MAX_HANDSHAKES + 2, usize::MAX).await;

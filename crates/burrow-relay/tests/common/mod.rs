@@ -1,9 +1,46 @@
 //! Helpers shared by the relay's integration tests (each test file that uses them declares
 //! `mod common;`).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use burrow::endpoint::{Admission, Endpoint, EndpointOptions};
 use burrow::relay_client::{RelayClient, RelayUrl};
-use burrow::NodeId;
+use burrow::{NodeId, SecretKey};
+use burrow_relay::RelayServer;
 use tokio::sync::watch;
+
+/// The ALPN the endpoint tests speak.
+#[allow(dead_code)] // used by the endpoint tests only
+pub(crate) const ALPN: &[u8] = b"burrow-test/1";
+
+/// An endpoint of a fresh key on 127.0.0.1, speaking [`ALPN`], connected to `relay`, with
+/// `admission` if given.
+#[allow(dead_code)] // used by the endpoint tests only
+pub(crate) async fn endpoint(
+    relay: &RelayServer,
+    admission: Option<Arc<dyn Admission>>,
+) -> Endpoint {
+    let ep = Endpoint::bind(
+        SecretKey::from_bytes(rand::random()),
+        EndpointOptions {
+            bind_v4: "127.0.0.1:0".parse().unwrap(),
+            bind_v6: None,
+            relays: vec![relay.url().parse().unwrap()],
+            alpns: vec![ALPN.to_vec()],
+            admission,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("endpoint binds");
+    ep.relay()
+        .unwrap()
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect("relay connected");
+    ep
+}
 
 // ---------------------------------------------------------------------------------------------
 // A windowed, acknowledged datagram exchange
