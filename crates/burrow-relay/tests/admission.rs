@@ -1,6 +1,7 @@
 //! An endpoint's admission on real sockets through a real relay: a key it does not admit is
 //! closed with the reason right after its handshake, never reaches `accept`, and never learns
-//! a direct address; an admitted one goes direct; a revoked one is refused from then on.
+//! a direct address; an admitted one goes direct; a revoked one is refused from then on; with
+//! proofs exchanged, members get in and outsiders are refused within a second.
 
 mod common;
 
@@ -9,9 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow::endpoint::admission::REFUSED;
-use burrow::endpoint::{Admission, AllowKeys, ConnectError, Connection, Endpoint, PathInfo};
-use burrow::{quinn, NodeId};
+use burrow::endpoint::{
+    Admission, AllowKeys, ConnectError, Connection, Credentials, Endpoint, ExchangeProofs,
+    PathInfo, Refusal, Side,
+};
+use burrow::{quinn, NodeId, SecretKey};
+use burrow_relay::RelayServer;
 use common::{endpoint, loopback_relay as relay, ALPN};
+use ed25519_dalek::{Signature, Signer, Verifier};
 use tokio::time::timeout;
 
 /// An allow-list that the test changes as it goes.
@@ -179,6 +185,141 @@ async fn a_revoked_key_loses_its_direct_path_and_is_refused_when_it_redials() {
         );
         listener.close().await;
         member.close().await;
+    })
+    .await
+    .expect("test within 40 s");
+}
+
+/// A toy mesh: a member's proof is the mesh key's signature over its node id.
+#[derive(Debug)]
+struct SignedBy {
+    mesh: SecretKey,
+    /// Our node id, signed by `signer` (the mesh key for members, anything for outsiders).
+    ours: Vec<u8>,
+}
+
+impl SignedBy {
+    fn new(mesh: &SecretKey, signer: &SecretKey, node: NodeId) -> SignedBy {
+        SignedBy {
+            mesh: mesh.clone(),
+            ours: signer
+                .signing_key()
+                .sign(node.as_bytes())
+                .to_bytes()
+                .to_vec(),
+        }
+    }
+}
+
+impl Credentials for SignedBy {
+    fn proof(&self) -> Vec<u8> {
+        self.ours.clone()
+    }
+
+    fn check(&self, node: &NodeId, proof: &[u8], _side: Side) -> Result<(), Refusal> {
+        let sig = Signature::from_slice(proof).map_err(|_| Refusal::new("not a signature"))?;
+        self.mesh
+            .signing_key()
+            .verifying_key()
+            .verify(node.as_bytes(), &sig)
+            .map_err(|_| Refusal::new("not a member"))
+    }
+}
+
+/// An endpoint whose key `signer` vouches for, in the mesh of `mesh`.
+async fn vouched(relay: &RelayServer, mesh: &SecretKey, signer: Option<&SecretKey>) -> Endpoint {
+    let key = SecretKey::from_bytes(rand::random());
+    let signer = signer.unwrap_or(&key);
+    let admission = ExchangeProofs::new(SignedBy::new(mesh, signer, key.node_id()));
+    common::endpoint_with_key(relay, key, Some(Arc::new(admission))).await
+}
+
+#[tokio::test]
+async fn members_exchange_proofs_and_outsiders_are_refused_within_a_second() {
+    timeout(Duration::from_secs(40), async {
+        let relay = relay().await;
+        let mesh = SecretKey::from_bytes(rand::random());
+        let a = vouched(&relay, &mesh, Some(&mesh)).await;
+        let b = vouched(&relay, &mesh, Some(&mesh)).await;
+        let mut ticket = a.ticket();
+        ticket.addrs.clear();
+        {
+            let a = a.clone();
+            tokio::spawn(async move {
+                while let Some(c) = a.accept().await {
+                    tokio::spawn(async move {
+                        while let Ok((mut send, mut recv)) = c.quic.accept_bi().await {
+                            let got = recv.read_to_end(1024).await.unwrap_or_default();
+                            let _ = send.write_all(&got).await;
+                            let _ = send.finish();
+                        }
+                    });
+                }
+            });
+        }
+        // Members: admitted both ways; the application's streams are its own; direct.
+        let conn = b.connect(&ticket, ALPN).await.expect("a member connects");
+        let (mut send, mut recv) = conn.quic.open_bi().await.unwrap();
+        send.write_all(b"hello, member").await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello, member");
+        assert!(is_direct_within(&b, &a.node_id(), Duration::from_secs(5)).await);
+
+        // Outsiders, each refused with its own reason, well within a second.
+        let forger = SecretKey::from_bytes(rand::random());
+        let wrong_signer = vouched(&relay, &mesh, Some(&forger)).await;
+        let plain = common::endpoint(&relay, None).await;
+        let cases: [(&Endpoint, bool, &str); 2] = [
+            (&wrong_signer, false, "not a member"),
+            (&plain, true, "a stream before any proof"),
+        ];
+        for (outsider, opens_a_stream, reason) in cases {
+            let start = Instant::now();
+            let result = outsider.connect(&ticket, ALPN).await;
+            let conn = match result {
+                Err(ConnectError::RefusedByPeer(r)) => {
+                    assert_eq!(r.reason, reason);
+                    None
+                }
+                Ok(conn) => Some(conn),
+                Err(e) => panic!("{reason}: {e}"),
+            };
+            if let Some(conn) = conn {
+                if opens_a_stream {
+                    let (mut s, _r) = conn.quic.open_bi().await.unwrap();
+                    let _ = s.write_all(b"let me in").await;
+                }
+                let (code, why) = closed_with(&conn, Duration::from_secs(1))
+                    .await
+                    .expect("closed by the listener");
+                assert_eq!((code, why.as_str()), (u64::from(REFUSED), reason));
+            }
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "{reason}: refused after {took:?}"
+            );
+            assert!(
+                !is_direct_within(outsider, &a.node_id(), Duration::from_millis(500)).await,
+                "{reason}: the outsider found a direct path"
+            );
+            eprintln!("{reason}: refused after {took:?}");
+        }
+        // One that shows nothing and opens nothing is refused when the proof's time is up.
+        let start = Instant::now();
+        let silent = plain.connect(&ticket, ALPN).await.expect("handshake");
+        let (_, why) = closed_with(&silent, Duration::from_secs(3))
+            .await
+            .expect("closed by the listener");
+        assert_eq!(why, "no proof in time");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+            "{took:?}"
+        );
+        for ep in [&a, &b, &wrong_signer, &plain] {
+            ep.close().await;
+        }
     })
     .await
     .expect("test within 40 s");

@@ -21,8 +21,18 @@ pub(crate) async fn endpoint(
     relay: &RelayServer,
     admission: Option<Arc<dyn Admission>>,
 ) -> Endpoint {
+    endpoint_with_key(relay, SecretKey::from_bytes(rand::random()), admission).await
+}
+
+/// [`endpoint`] with the key `key`.
+#[allow(dead_code)] // used by the endpoint tests only
+pub(crate) async fn endpoint_with_key(
+    relay: &RelayServer,
+    key: SecretKey,
+    admission: Option<Arc<dyn Admission>>,
+) -> Endpoint {
     let ep = Endpoint::bind(
-        SecretKey::from_bytes(rand::random()),
+        key,
         EndpointOptions {
             bind_v4: "127.0.0.1:0".parse().unwrap(),
             bind_v6: None,

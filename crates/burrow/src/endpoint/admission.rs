@@ -92,6 +92,78 @@ where
     }
 }
 
+/// Longest proof a peer may send, in bytes.
+pub const MAX_PROOF_LEN: usize = 64 * 1024;
+/// How long after the handshake a peer's proof may take by default (it is sent the moment the
+/// handshake completes, so it arrives with the handshake's last flight).
+pub const PROOF_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a node shows and checks when both ends must prove something beyond their key, such as
+/// membership of a mesh: used by [`ExchangeProofs`].
+pub trait Credentials: Send + Sync + std::fmt::Debug + 'static {
+    /// What we show the peer (a member certificate and the roster we hold, say). Called once
+    /// per connection.
+    fn proof(&self) -> Vec<u8>;
+    /// Whether `node` (whose key QUIC proved) may stay, given what it showed.
+    fn check(&self, node: &NodeId, proof: &[u8], side: Side) -> Result<(), Refusal>;
+}
+
+/// An [`Admission`] in which both ends show a proof and check the other's: each opens one
+/// unidirectional stream the moment the handshake completes, writes its
+/// [`Credentials::proof`] and finishes it; each reads the peer's first unidirectional stream
+/// (at most [`MAX_PROOF_LEN`] bytes, within `timeout`). A peer that opens a bidirectional
+/// stream first, or shows nothing in time, is refused at once.
+#[derive(Debug)]
+pub struct ExchangeProofs<C> {
+    /// What we show and check.
+    pub credentials: C,
+    /// How long the peer's proof may take after the handshake.
+    pub timeout: Duration,
+}
+
+impl<C: Credentials> ExchangeProofs<C> {
+    /// With the default [`PROOF_TIMEOUT`].
+    pub fn new(credentials: C) -> ExchangeProofs<C> {
+        ExchangeProofs {
+            credentials,
+            timeout: PROOF_TIMEOUT,
+        }
+    }
+
+    async fn exchange(&self, conn: &Connection, side: Side) -> Result<(), Refusal> {
+        let quic = &conn.quic;
+        let ours = self.credentials.proof();
+        let send = async {
+            let mut s = quic.open_uni().await.ok()?;
+            s.write_all(&ours).await.ok()?;
+            s.finish().ok()
+        };
+        let receive = async {
+            tokio::select! {
+                uni = quic.accept_uni() => {
+                    let mut r = uni.map_err(|e| Refusal::new(format!("connection lost: {e}")))?;
+                    r.read_to_end(MAX_PROOF_LEN)
+                        .await
+                        .map_err(|_| Refusal::new("unreadable or oversized proof"))
+                }
+                _ = quic.accept_bi() => Err(Refusal::new("a stream before any proof")),
+            }
+        };
+        let (_, theirs) = tokio::join!(send, async {
+            tokio::time::timeout(self.timeout, receive)
+                .await
+                .unwrap_or_else(|_| Err(Refusal::new("no proof in time")))
+        });
+        self.credentials.check(&conn.remote, &theirs?, side)
+    }
+}
+
+impl<C: Credentials> Admission for ExchangeProofs<C> {
+    fn admit<'a>(&'a self, conn: &'a Connection, side: Side) -> AdmissionFuture<'a> {
+        Box::pin(self.exchange(conn, side))
+    }
+}
+
 /// Runs `admission` on `conn` within [`ADMISSION_TIMEOUT`]; on refusal closes the connection
 /// with the reason and returns it.
 pub(crate) async fn run(

@@ -31,7 +31,7 @@ use driver::{Command, Driver};
 use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
-pub use admission::{Admission, AllowKeys, Refusal, Side};
+pub use admission::{Admission, AllowKeys, Credentials, ExchangeProofs, Refusal, Side};
 pub use burrow_proto::holepunch::DirectPath;
 pub use tls::TlsError;
 
