@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod lookup;
 pub mod mdns;
 pub mod netcheck;
+pub mod paths;
 pub mod publisher;
 pub mod registry_client;
 pub mod relay_client;
