@@ -12,6 +12,7 @@ pub mod config;
 pub mod dht;
 pub mod endpoint;
 mod error_chain;
+mod http_client;
 pub mod keyfile;
 pub mod lookup;
 pub mod mdns;
