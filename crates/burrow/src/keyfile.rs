@@ -105,23 +105,19 @@ pub fn default_path() -> PathBuf {
 /// Loads the key at `path`, creating a new random one (mode 0600, with [`create_private_file`])
 /// if the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let text = match read_private_file(path) {
-        Ok(Some(text)) => text,
-        Ok(None) => {
-            let key = SecretKey::from_bytes(rand::random());
-            let text = format!("{}\n", data_encoding::HEXLOWER.encode(&key.to_bytes()));
-            if !create_private_file(path, text.as_bytes()).map_err(KeyFileError::from)? {
-                // Another process created it first: use its key.
-                return load_or_create(path);
-            }
-            tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
-            return Ok(key);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    parse(text.trim()).ok_or_else(|| KeyFileError::Malformed {
-        path: path.to_owned(),
-    })
+    if let Some(text) = read_private_file(path)? {
+        return parse(text.trim()).ok_or_else(|| KeyFileError::Malformed {
+            path: path.to_owned(),
+        });
+    }
+    let key = SecretKey::from_bytes(rand::random());
+    let text = format!("{}\n", data_encoding::HEXLOWER.encode(&key.to_bytes()));
+    if !create_private_file(path, text.as_bytes())? {
+        // Another process created it first: use its key.
+        return load_or_create(path);
+    }
+    tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
+    Ok(key)
 }
 
 impl From<PathError> for KeyFileError {

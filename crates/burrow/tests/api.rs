@@ -377,6 +377,12 @@ async fn web_pages_are_refused_on_both_listeners_and_tcp_needs_the_token_and_hos
     );
     let err = no_token.status().await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+    let err = no_token.events().await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::Unauthorized),
+        "the events too: {err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
