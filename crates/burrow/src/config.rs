@@ -49,23 +49,12 @@ pub enum ConfigError {
     },
 }
 
-/// `$XDG_CONFIG_HOME/burrow`, else `~/.config/burrow`, else `./.burrow`.
-pub fn config_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("burrow");
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".config").join("burrow"),
-        None => PathBuf::from(".burrow"),
-    }
-}
-
 impl Config {
-    /// The file named by `$BURROW_CONFIG`, else `config.toml` in [`config_dir`].
+    /// The file named by `$BURROW_CONFIG`, else `config.toml` in [`crate::paths::config_dir`].
     pub fn default_path() -> PathBuf {
         std::env::var_os(CONFIG_ENV)
             .map(PathBuf::from)
-            .unwrap_or_else(|| config_dir().join("config.toml"))
+            .unwrap_or_else(|| crate::paths::config_dir().join("config.toml"))
     }
 
     /// Reads `path`; a missing file is an empty configuration.

@@ -2,12 +2,13 @@
 //! two running nodes on one machine never share a key by accident (at a relay they would
 //! evict each other).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use burrow_proto::identity::SecretKey;
+
+use crate::paths::{create_private_file, read_private_file, PathError};
 
 /// Why the key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -93,63 +94,42 @@ fn lock_holder(file: &File) -> Option<u32> {
         .and_then(|f| f[4].parse().ok())
 }
 
-/// The default key location: `$BURROW_KEY`, else `$XDG_CONFIG_HOME/burrow/key`, else
-/// `~/.config/burrow/key`.
+/// The default key location: `$BURROW_KEY`, else `key` in [`crate::paths::config_dir`].
 pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("BURROW_KEY") {
         return PathBuf::from(p);
     }
-    crate::config::config_dir().join("key")
+    crate::paths::config_dir().join("key")
 }
 
-/// Loads the key at `path`, creating a new random one (mode 0600) if the file does not exist.
+/// Loads the key at `path`, creating a new random one (mode 0600, with [`create_private_file`])
+/// if the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyFileError::TooOpen {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-            parse(text.trim()).ok_or_else(|| KeyFileError::Malformed {
-                path: path.to_owned(),
-            })
+    if let Some(text) = read_private_file(path)? {
+        return parse(text.trim()).ok_or_else(|| KeyFileError::Malformed {
+            path: path.to_owned(),
+        });
+    }
+    let key = SecretKey::from_bytes(rand::random());
+    let text = format!("{}\n", data_encoding::HEXLOWER.encode(&key.to_bytes()));
+    if !create_private_file(path, text.as_bytes())? {
+        // Another process created it first: use its key.
+        return load_or_create(path);
+    }
+    tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
+    Ok(key)
+}
+
+impl From<PathError> for KeyFileError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::NotPrivate { path, mode, .. } => KeyFileError::TooOpen { path, mode },
+            PathError::Io { path, source } => KeyFileError::Io { path, source },
+            PathError::NotADirectory { path } => KeyFileError::Io {
+                path,
+                source: std::io::ErrorKind::NotADirectory.into(),
+            },
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir).map_err(io)?;
-            }
-            // Written aside and linked into place, so a process starting at the same time never
-            // reads a half-written key, and the first one to link wins.
-            let key = SecretKey::from_bytes(rand::random());
-            let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-            let written = (|| {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                writeln!(file, "{}", data_encoding::HEXLOWER.encode(&key.to_bytes()))?;
-                file.sync_all()?;
-                fs::hard_link(&tmp, path)
-            })();
-            let _ = fs::remove_file(&tmp);
-            match written {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a new node key");
-                    Ok(key)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
-                Err(e) => Err(io(e)),
-            }
-        }
-        Err(e) => Err(io(e)),
     }
 }
 
@@ -163,6 +143,7 @@ fn parse(text: &str) -> Option<SecretKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn creates_once_then_loads_the_same_key_with_mode_0600() {

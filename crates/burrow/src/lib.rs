@@ -4,18 +4,22 @@
 //! key storage, configuration, the relay client, the [`endpoint`], and [`lookup`] of nodes by
 //! key: the bootstrap [`registry_client`], records and namespaces on the Mainline DHT
 //! ([`dht`]), LAN peers by mDNS ([`mdns`]), and the [`publisher`] that keeps a node's own
-//! record and memberships there. The `burrow` binary is a thin layer over it; the servers are
-//! in `burrow-relay`.
+//! record and memberships there. The daemon's local [`api`] (server and client) lives here
+//! too, with the [`paths`] of its files. The `burrow` binary is a thin layer over it; the
+//! servers are in `burrow-relay`.
 
+pub mod api;
 mod clock;
 pub mod config;
 pub mod dht;
 pub mod endpoint;
 mod error_chain;
+mod http_client;
 pub mod keyfile;
 pub mod lookup;
 pub mod mdns;
 pub mod netcheck;
+pub mod paths;
 pub mod publisher;
 pub mod registry_client;
 pub mod relay_client;

@@ -35,14 +35,14 @@ use burrow_proto::record::{self, is_valid_namespace, RecordError, SignedRecord};
 use bytes::Bytes;
 use data_encoding::BASE64URL_NOPAD;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::clock::unix_now;
 use crate::error_chain::Chain;
+use crate::http_client::ExchangeError;
 use crate::relay_client::tls::{self, TlsConfig};
 use crate::relay_client::{RelayUrl, TlsError};
 use crate::{NodeId, SecretKey};
@@ -450,26 +450,12 @@ async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> Answer
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    crate::http_client::exchange(io, req, MAX_RESPONSE)
         .await
-        .map_err(RegistryFailure::Http)?;
-    let conn = tokio::spawn(conn);
-    let result = async {
-        let res = sender
-            .send_request(req)
-            .await
-            .map_err(RegistryFailure::Http)?;
-        let status = res.status();
-        let body = Limited::new(res.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(RegistryFailure::Body)?
-            .to_bytes();
-        Ok((status, body))
-    }
-    .await;
-    conn.abort();
-    result
+        .map_err(|e| match e {
+            ExchangeError::Http(e) => RegistryFailure::Http(e),
+            ExchangeError::Body(e) => RegistryFailure::Body(e),
+        })
 }
 
 /// A refusal: the status and the message of the registry's `{"error": "..."}`.

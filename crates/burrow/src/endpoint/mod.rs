@@ -155,6 +155,17 @@ pub enum PathInfo {
     Relay(Option<RelayUrl>),
 }
 
+/// A peer of an endpoint and how it is reached, from [`Endpoint::peers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its key.
+    pub node: NodeId,
+    /// How it is reached now.
+    pub path: PathInfo,
+    /// When a QUIC packet last went to or came from it, on any path.
+    pub last_activity: Option<std::time::Instant>,
+}
+
 /// A QUIC connection to a peer whose key the handshake proved.
 #[derive(Clone, Debug)]
 pub struct Connection {
@@ -424,11 +435,29 @@ impl Endpoint {
         }
     }
 
-    /// Resolves when any peer's path changes next.
+    /// The peers this endpoint dialled or accepted and has not forgotten yet (it forgets a
+    /// peer once its connections have carried nothing for a minute), in no order.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.inner
+            .peers
+            .confirmed()
+            .into_iter()
+            .map(|(peer, last_activity)| PeerStatus {
+                node: peer.node,
+                path: self.path(&peer.node),
+                last_activity,
+            })
+            .collect()
+    }
+
+    /// Resolves when any peer's path changes next (never, once the endpoint is closed: a loop
+    /// around it must not spin).
     pub async fn path_changed(&self) {
         let mut rx = self.inner.path_changes.clone();
         rx.borrow_and_update();
-        let _ = rx.changed().await;
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Closes every connection and stops the endpoint.

@@ -200,6 +200,17 @@ impl PeerMap {
         self.write().remove(node);
     }
 
+    /// The peers we dial or whose key a handshake proved (not mere senders through the
+    /// relay), with when each last carried a QUIC packet.
+    pub(super) fn confirmed(&self) -> Vec<(Arc<Peer>, Option<Instant>)> {
+        self.read()
+            .by_node
+            .values()
+            .filter(|p| p.confirmed.load(Ordering::Relaxed))
+            .map(|p| (p.clone(), self.times(p).1))
+            .collect()
+    }
+
     /// Peers known now.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -346,6 +357,9 @@ mod tests {
             map.by_node(&key(2)).is_none(),
             "the oldest relayed sender went"
         );
+        let confirmed: Vec<_> = map.confirmed().iter().map(|(p, _)| p.node).collect();
+        assert_eq!(confirmed.len(), 2, "relayed senders are not peers yet");
+        assert!(confirmed.contains(&key(0)) && confirmed.contains(&key(1)));
         map.remove(&key(0));
         assert!(map.by_mapped(&dialled.mapped).is_none());
     }
