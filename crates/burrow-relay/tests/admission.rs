@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use burrow::endpoint::admission::REFUSED;
 use burrow::endpoint::{
-    Admission, AllowKeys, ConnectError, Connection, Credentials, Endpoint, ExchangeProofs,
-    PathInfo, Refusal, Side,
+    Admission, AdmissionFuture, Admitted, AllowKeys, ConnectError, Connection, Credentials,
+    Endpoint, ExchangeProofs, PathInfo, Refusal, Side,
 };
 use burrow::{quinn, NodeId, SecretKey};
 use burrow_relay::RelayServer;
@@ -323,4 +323,46 @@ async fn members_exchange_proofs_and_outsiders_are_refused_within_a_second() {
     })
     .await
     .expect("test within 40 s");
+}
+
+/// Lets anyone in, trusted by nobody until the test says so.
+#[derive(Debug)]
+struct Untrusting;
+
+impl Admission for Untrusting {
+    fn admit<'a>(&'a self, _conn: &'a Connection, _side: Side) -> AdmissionFuture<'a> {
+        Box::pin(async { Ok(Admitted::Untrusted) })
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_stays_on_the_relay_until_it_is_trusted() {
+    timeout(Duration::from_secs(30), async {
+        let relay = relay().await;
+        let listener = endpoint(&relay, Some(Arc::new(Untrusting))).await;
+        let dialler = endpoint(&relay, None).await;
+        let mut ticket = listener.ticket();
+        ticket.addrs.clear();
+        let accepted = {
+            let listener = listener.clone();
+            tokio::spawn(async move { listener.accept().await })
+        };
+        let conn = dialler.connect(&ticket, ALPN).await.expect("connects");
+        let theirs = accepted.await.unwrap().expect("accepted, untrusted");
+        assert_eq!(theirs.remote, dialler.node_id());
+        assert!(
+            !is_direct_within(&dialler, &listener.node_id(), Duration::from_secs(3)).await,
+            "untrusted, yet told our addresses"
+        );
+        listener.trust(dialler.node_id()).await;
+        assert!(
+            is_direct_within(&dialler, &listener.node_id(), Duration::from_secs(5)).await,
+            "trusted now, the punching runs"
+        );
+        drop((conn, theirs));
+        listener.close().await;
+        dialler.close().await;
+    })
+    .await
+    .expect("test within 30 s");
 }

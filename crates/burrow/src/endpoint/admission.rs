@@ -56,8 +56,20 @@ impl Refusal {
     }
 }
 
+/// How far an admitted peer is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// Fully: hole punching runs for it, so it learns our direct addresses.
+    Trusted,
+    /// Its connection may stay (on the relay, or wherever it already is), but it learns
+    /// nothing from our hole punching until [`Endpoint::trust`](super::Endpoint::trust) says
+    /// so: for a peer that must prove itself over the connection first, such as a node
+    /// redeeming an invite.
+    Untrusted,
+}
+
 /// What [`Admission::admit`] returns.
-pub type AdmissionFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+pub type AdmissionFuture<'a> = Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>>;
 
 /// Decides whether a peer whose key QUIC proved may stay. It may use the connection (for
 /// example, to exchange certificates on a stream of its own) and must finish within
@@ -84,7 +96,7 @@ where
         let allowed = (self.0)(&conn.remote);
         Box::pin(async move {
             if allowed {
-                Ok(())
+                Ok(Admitted::Trusted)
             } else {
                 Err(Refusal::new("this node does not accept your key"))
             }
@@ -160,7 +172,10 @@ impl<C: Credentials> ExchangeProofs<C> {
 
 impl<C: Credentials> Admission for ExchangeProofs<C> {
     fn admit<'a>(&'a self, conn: &'a Connection, side: Side) -> AdmissionFuture<'a> {
-        Box::pin(self.exchange(conn, side))
+        Box::pin(async move {
+            self.exchange(conn, side).await?;
+            Ok(Admitted::Trusted)
+        })
     }
 }
 
@@ -170,7 +185,7 @@ pub(crate) async fn run(
     admission: &dyn Admission,
     conn: &Connection,
     side: Side,
-) -> Result<(), Refusal> {
+) -> Result<Admitted, Refusal> {
     let verdict = match tokio::time::timeout(ADMISSION_TIMEOUT, admission.admit(conn, side)).await {
         Ok(v) => v,
         Err(_) => Err(Refusal::new("admission timed out")),

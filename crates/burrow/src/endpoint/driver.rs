@@ -34,7 +34,8 @@ pub(crate) enum Command {
         node: NodeId,
         addrs: Vec<SocketAddr>,
     },
-    /// A QUIC handshake proved `node`'s key, and the endpoint's admission let it in.
+    /// A QUIC handshake proved `node`'s key and the admission trusts it (or the application
+    /// trusts it now).
     Authenticated { node: NodeId },
     /// `node` is not (or no longer) admitted: a stranger again.
     Revoked { node: NodeId },

@@ -31,7 +31,9 @@ use driver::{Command, Driver};
 use peers::PeerMap;
 use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 
-pub use admission::{Admission, AllowKeys, Credentials, ExchangeProofs, Refusal, Side};
+pub use admission::{
+    Admission, AdmissionFuture, Admitted, AllowKeys, Credentials, ExchangeProofs, Refusal, Side,
+};
 pub use burrow_proto::holepunch::DirectPath;
 pub use tls::TlsError;
 
@@ -387,6 +389,15 @@ impl Endpoint {
         Ok(conn)
     }
 
+    /// Trusts `node`, admitted [`Admitted::Untrusted`] before: hole punching runs for it now.
+    pub async fn trust(&self, node: NodeId) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Authenticated { node })
+            .await;
+    }
+
     /// Stops trusting `node`: its hole punching and direct paths end, and it is a stranger
     /// again until it is dialled or passes admission anew. Close its connections first:
     /// once it is revoked, nothing more is sent to it, a close frame included.
@@ -518,13 +529,19 @@ async fn handshake_incoming(
                 return;
             }
             let conn = Connection { quic, remote };
-            if let Some(admission) = &admission {
-                if let Err(r) = admission::run(&**admission, &conn, Side::Listener).await {
-                    return tracing::debug!(peer = %remote.short(), "refused: {r}");
+            let admitted = match &admission {
+                None => Admitted::Trusted,
+                Some(admission) => {
+                    match admission::run(&**admission, &conn, Side::Listener).await {
+                        Ok(a) => a,
+                        Err(r) => return tracing::debug!(peer = %remote.short(), "refused: {r}"),
+                    }
                 }
-            }
+            };
             peers.get_or_insert(remote);
-            let _ = commands.send(Command::Authenticated { node: remote }).await;
+            if admitted == Admitted::Trusted {
+                let _ = commands.send(Command::Authenticated { node: remote }).await;
+            }
             let _ = accepted.send(conn).await;
         });
     }
