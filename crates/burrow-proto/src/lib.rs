@@ -40,8 +40,9 @@
 //! datagram and its only timers are the handshake and idle deadlines (its random challenge
 //! comes from the driver with each connection).
 //!
-//! Plain codecs (STUN messages, relay frames, disco packets, records, tickets) are functions
-//! from bytes to values and back, with typed errors, and never panic on any input.
+//! Plain codecs (STUN messages, relay frames, disco packets, records, tickets, mesh
+//! certificates, rosters and invites) are functions from bytes to values and back, with typed
+//! errors, and never panic on any input.
 
 // Tests drive the cores with real clocks and maps where that is simpler; the library itself
 // is held to clippy.toml's list (no clock, thread, OS randomness, socket, lock or seeded map).
@@ -58,6 +59,7 @@ pub mod disco;
 pub mod endpoint;
 pub mod holepunch;
 pub mod identity;
+pub mod mesh;
 #[cfg(test)]
 mod mutation;
 pub mod nat_behaviour;
