@@ -37,9 +37,11 @@
 //! seconds the caller passes in (`now`).
 
 pub mod cert;
+pub mod code;
 mod error;
 pub mod id;
 pub mod invite;
+pub mod pake;
 pub mod roster;
 pub mod signer;
 mod wire;
