@@ -14,7 +14,7 @@
 //!   used only as the PAKE password and never leaves the joiner's or inviter's machine. The
 //!   PAKE ([`super::pake`]) lets an attacker test one guess per attempt, online, against the
 //!   inviter, and the inviter burns the invite after [`super::pake::MAX_FAILURES`] (3) failed
-//!   attempts, so an attacker's chance is at most 3 in 31^8 (about 1 in 2.9 * 10^11) per
+//!   attempts, so an attacker's chance is at most 3 in 31^8 (about 1 in 2.8 * 10^11) per
 //!   invite, however much computing power it has.
 
 use std::fmt;

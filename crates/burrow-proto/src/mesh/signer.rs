@@ -126,26 +126,22 @@ pub(crate) fn seal(
     signer: &Signer<'_>,
 ) -> Result<(Vec<u8>, Issuer), MeshError> {
     signer.check(mesh)?;
-    let key = match signer {
+    let (key, issuer) = match signer {
         Signer::Mesh(key) => {
             body.push(BY_MESH);
-            key
+            (key, Issuer::Mesh)
         }
-        Signer::Admin { key, .. } => {
+        Signer::Admin { key, cert } => {
             body.push(BY_ADMIN);
             body.extend_from_slice(key.node_id().as_bytes());
-            key
+            (key, Issuer::Admin(Box::new((*cert).clone())))
         }
     };
     let signature = key.signing_key().sign(&message(domain, &body));
     body.extend_from_slice(&signature.to_bytes());
-    let issuer = match signer {
-        Signer::Mesh(_) => Issuer::Mesh,
-        Signer::Admin { cert, .. } => {
-            body.extend_from_slice(cert.as_bytes());
-            Issuer::Admin(Box::new((*cert).clone()))
-        }
-    };
+    if let Issuer::Admin(cert) = &issuer {
+        body.extend_from_slice(cert.as_bytes());
+    }
     Ok((body, issuer))
 }
 
@@ -174,29 +170,23 @@ pub(crate) fn open(
             let admin = r.node_id()?;
             let signed = r.pos();
             let signature = r.array::<SIGNATURE_LEN>()?;
-            let cert = SignedCert::decode_nested(r.rest()).map_err(|source| MeshError::Issuer {
+            let issuer_error = |source| MeshError::Issuer {
                 admin,
                 source: Box::new(source),
-            })?;
+            };
+            let cert = SignedCert::decode_nested(r.rest()).map_err(issuer_error)?;
             let c = cert.cert();
-            let mismatch = if c.node_id != admin {
-                Some(MeshError::WrongNode {
+            if c.node_id != admin {
+                return Err(issuer_error(MeshError::WrongNode {
                     expected: admin,
                     found: c.node_id,
-                })
-            } else if c.mesh_id != *mesh {
-                Some(MeshError::WrongMesh {
+                }));
+            }
+            if c.mesh_id != *mesh {
+                return Err(issuer_error(MeshError::WrongMesh {
                     expected: *mesh,
                     found: c.mesh_id,
-                })
-            } else {
-                None
-            };
-            if let Some(source) = mismatch {
-                return Err(MeshError::Issuer {
-                    admin,
-                    source: Box::new(source),
-                });
+                }));
             }
             if c.role != Role::Admin {
                 return Err(MeshError::NotAdmin(admin));

@@ -407,6 +407,48 @@ fn only_the_mesh_key_makes_admins() {
 }
 
 #[test]
+fn the_signers_certificate_must_be_its_own_and_of_the_mesh() {
+    let body = mesh_signed_body(signed_roster(1, &[3], &[]).as_bytes());
+    // Signed by 3, carrying 2's admin certificate.
+    let forged = forge(ROSTER_DOMAIN, &body, &key(3), true, admin().as_bytes());
+    assert_eq!(
+        SignedRoster::decode(&forged),
+        Err(MeshError::Issuer {
+            admin: id(3),
+            source: Box::new(MeshError::WrongNode {
+                expected: id(3),
+                found: id(2)
+            })
+        })
+    );
+    // Signed by an admin of another mesh.
+    let other = MeshId::of(&key(9));
+    let foreign_admin = MemberCert {
+        mesh_id: other,
+        ..fields(2, Role::Admin)
+    }
+    .sign(&Signer::Mesh(&key(9)))
+    .unwrap();
+    let forged = forge(
+        ROSTER_DOMAIN,
+        &body,
+        &key(2),
+        true,
+        foreign_admin.as_bytes(),
+    );
+    assert_eq!(
+        SignedRoster::decode(&forged),
+        Err(MeshError::Issuer {
+            admin: id(2),
+            source: Box::new(MeshError::WrongMesh {
+                expected: mesh(),
+                found: other
+            })
+        })
+    );
+}
+
+#[test]
 fn certificates_are_valid_only_in_their_time_and_mesh() {
     let c = by_mesh(3, Role::Member);
     assert_eq!(
@@ -1111,7 +1153,7 @@ fn mutated_encodings_never_panic_and_round_trip() {
         body(invite.as_bytes()),
     );
     let mut accepted = [0; 3];
-    for i in 0..30_000 {
+    for i in 0..10_000 {
         // Whole encodings, and bodies resealed so the decoders' deeper checks are reached.
         let whole = i % 2 == 0;
         let mut mutate = |seed: &[u8]| {
@@ -1174,6 +1216,6 @@ fn mutated_encodings_never_panic_and_round_trip() {
     }
     // Enough resealed bodies must decode for the round trip to mean something.
     for n in accepted {
-        assert!(n > 500, "{accepted:?}");
+        assert!(n > 300, "{accepted:?}");
     }
 }

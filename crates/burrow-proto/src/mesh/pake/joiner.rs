@@ -52,9 +52,9 @@ pub enum Input<'a> {
 pub enum Event {
     /// The inviter proved it knows the code, and sent this.
     Joined {
-        /// The invite the inviter answered for.
+        /// The invite the inviter answered for (the token's own id must be this one).
         invite_id: [u8; 16],
-        /// The payload: the full invite token.
+        /// The payload: the full invite token, to decode and verify as any token.
         payload: Vec<u8>,
     },
     /// The exchange failed.
