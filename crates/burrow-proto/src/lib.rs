@@ -28,7 +28,8 @@
 //! it returns, sleep until its timeout (see `burrow::netcheck::run`).
 //!
 //! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
-//! [`nat_behaviour::NatBehaviour`] and [`relay::client_conn::ClientConnection`] (which needs no
+//! [`nat_behaviour::NatBehaviour`], [`mesh::pake::joiner::Joiner`],
+//! [`mesh::pake::inviter::Inviter`] and [`relay::client_conn::ClientConnection`] (which needs no
 //! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
 //! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
 //! driver asks for a delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
@@ -40,8 +41,9 @@
 //! datagram and its only timers are the handshake and idle deadlines (its random challenge
 //! comes from the driver with each connection).
 //!
-//! Plain codecs (STUN messages, relay frames, disco packets, records, tickets) are functions
-//! from bytes to values and back, with typed errors, and never panic on any input.
+//! Plain codecs (STUN messages, relay frames, disco packets, records, tickets, mesh
+//! certificates, rosters and invites) are functions from bytes to values and back, with typed
+//! errors, and never panic on any input.
 
 // Tests drive the cores with real clocks and maps where that is simpler; the library itself
 // is held to clippy.toml's list (no clock, thread, OS randomness, socket, lock or seeded map).
@@ -58,6 +60,7 @@ pub mod disco;
 pub mod endpoint;
 pub mod holepunch;
 pub mod identity;
+pub mod mesh;
 #[cfg(test)]
 mod mutation;
 pub mod nat_behaviour;

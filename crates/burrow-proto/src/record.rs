@@ -526,12 +526,18 @@ fn check_name(raw: &[u8]) -> Result<(), RecordError> {
     if raw.is_empty() {
         return Err(RecordError::Name("empty (leave it out instead)"));
     }
+    check_label(raw).map_err(RecordError::Name)
+}
+
+/// Why `raw` is not a name shown to people (a node's, a mesh member's, a mesh's): at most
+/// [`MAX_NAME_LEN`] bytes of UTF-8 without control characters. Emptiness is the caller's rule.
+pub(crate) fn check_label(raw: &[u8]) -> Result<(), &'static str> {
     if raw.len() > MAX_NAME_LEN {
-        return Err(RecordError::Name("longer than 64 bytes"));
+        return Err("longer than 64 bytes");
     }
-    let text = std::str::from_utf8(raw).map_err(|_| RecordError::Name("not UTF-8"))?;
+    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8")?;
     if text.chars().any(char::is_control) {
-        return Err(RecordError::Name("has control characters"));
+        return Err("has control characters");
     }
     Ok(())
 }

@@ -16,6 +16,12 @@ impl Rng {
         Rng(ChaCha12Rng::seed_from_u64(seed))
     }
 
+    /// The generator for 32 bytes of seed: for secrets that must be stronger than the 64
+    /// bits a `u64` seed holds (an invite's bearer secret).
+    pub fn from_seed_bytes(seed: [u8; 32]) -> Rng {
+        Rng(ChaCha12Rng::from_seed(seed))
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
@@ -24,8 +30,13 @@ impl Rng {
     /// `N` random bytes.
     pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
-        self.0.fill_bytes(&mut out);
+        self.fill(&mut out);
         out
+    }
+
+    /// Fills `dst` with random bytes.
+    pub(crate) fn fill(&mut self, dst: &mut [u8]) {
+        self.0.fill_bytes(dst);
     }
 }
 

@@ -43,7 +43,8 @@ const VERSION: u8 = 1;
 /// A relay URL's length is one byte.
 const MAX_RELAY_URL_LEN: usize = u8::MAX as usize;
 const CHECKSUM_LEN: usize = 4;
-const MAX_BODY_LEN: usize =
+/// Longest body, checksum included.
+pub(crate) const MAX_BODY_LEN: usize =
     1 + 32 + 1 + MAX_RELAYS * (1 + MAX_RELAY_URL_LEN) + 1 + MAX_ADDRS * (1 + 16 + 2) + CHECKSUM_LEN;
 
 /// A node and the ways to reach it.
@@ -117,8 +118,9 @@ impl Ticket {
         }
     }
 
-    /// The body without its checksum, applying the limits documented on [`Ticket`].
-    fn body(&self) -> Vec<u8> {
+    /// The body without its checksum, applying the limits documented on [`Ticket`] (an
+    /// invite carries it too).
+    pub(crate) fn body(&self) -> Vec<u8> {
         let relays: Vec<String> = self
             .relays
             .iter()
@@ -151,7 +153,7 @@ impl Ticket {
         body
     }
 
-    fn decode_body(body: &[u8]) -> Result<Ticket, TicketError> {
+    pub(crate) fn decode_body(body: &[u8]) -> Result<Ticket, TicketError> {
         let mut r = Reader(body);
         let version = r.u8()?;
         if version != VERSION {
