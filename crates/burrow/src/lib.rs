@@ -18,6 +18,7 @@ mod http_client;
 pub mod keyfile;
 pub mod lookup;
 pub mod mdns;
+pub mod mesh;
 pub mod netcheck;
 pub mod paths;
 pub mod publisher;

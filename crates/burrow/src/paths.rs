@@ -191,6 +191,30 @@ pub fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool, PathErr
     }
 }
 
+/// Writes `contents` to `path` with mode 0600, replacing what is there at once: written aside
+/// and renamed into place, so a reader sees the old file or the new one, never half of either.
+pub fn replace_private_file(path: &Path, contents: &[u8]) -> Result<(), PathError> {
+    let io = |source| PathError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,7 +105,7 @@ where
 }
 
 /// Longest proof a peer may send, in bytes.
-pub const MAX_PROOF_LEN: usize = 64 * 1024;
+pub const MAX_PROOF_LEN: usize = 256 * 1024;
 /// How long after the handshake a peer's proof may take by default (it is sent the moment the
 /// handshake completes, so it arrives with the handshake's last flight).
 pub const PROOF_TIMEOUT: Duration = Duration::from_secs(1);
@@ -118,6 +118,16 @@ pub trait Credentials: Send + Sync + std::fmt::Debug + 'static {
     fn proof(&self) -> Vec<u8>;
     /// Whether `node` (whose key QUIC proved) may stay, given what it showed.
     fn check(&self, node: &NodeId, proof: &[u8], side: Side) -> Result<(), Refusal>;
+}
+
+impl<C: Credentials> Credentials for std::sync::Arc<C> {
+    fn proof(&self) -> Vec<u8> {
+        (**self).proof()
+    }
+
+    fn check(&self, node: &NodeId, proof: &[u8], side: Side) -> Result<(), Refusal> {
+        (**self).check(node, proof, side)
+    }
 }
 
 /// An [`Admission`] in which both ends show a proof and check the other's: each opens one

@@ -177,6 +177,17 @@ pub struct Connection {
     pub remote: NodeId,
 }
 
+impl Connection {
+    /// The application protocol the handshake chose.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.quic
+            .handshake_data()?
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .ok()?
+            .protocol
+    }
+}
+
 struct Inner {
     secret: SecretKey,
     quic: quinn::Endpoint,

@@ -1,0 +1,40 @@
+//! Meshes: nodes that connect only to each other, with membership proved on every connection.
+//!
+//! The signed objects (mesh ids, member certificates, rosters, invites, short codes and their
+//! PAKE) are `burrow_proto::mesh`; this module keeps them on disk ([`state`]), checks them on
+//! every connection ([`membership`], an endpoint [`Credentials`](crate::endpoint::Credentials)),
+//! and runs a node of a mesh ([`node`]): its endpoint, the connections to every member,
+//! rosters passed on as they change, invites and joins.
+//!
+//! # On a connection
+//!
+//! Members speak [`MESH_ALPN`]. Right after the QUIC handshake, both ends show their proof on
+//! their first unidirectional stream (the endpoint's
+//! [`ExchangeProofs`](crate::endpoint::ExchangeProofs)): `u32` length + member certificate +
+//! the roster they hold. A peer whose certificate is not valid for the mesh now, or that the
+//! roster (the newer of the two) revokes, is closed with the reason before any application
+//! stream, and learns no direct address. Each later unidirectional stream carries one message:
+//! a type byte, then its body: [`MSG_ROSTER`] + a signed roster (sent to every member when it
+//! changes).
+//!
+//! A node redeeming an invite speaks [`JOIN_ALPN`]: admitted untrusted (no hole punching for
+//! it), it sends the invite token on a bidirectional stream; the inviter answers with `u32`
+//! length + the new member's certificate + the roster that lists it, or closes with the reason.
+
+pub mod membership;
+pub mod node;
+pub mod state;
+
+/// The ALPN members speak to each other.
+pub const MESH_ALPN: &[u8] = b"burrow/mesh/1";
+/// The ALPN of a node redeeming an invite.
+pub const JOIN_ALPN: &[u8] = b"burrow/join/1";
+/// A message carrying a signed roster.
+pub const MSG_ROSTER: u8 = 1;
+/// Longest message on a mesh connection (a roster at its limit fits), in bytes.
+pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
+
+/// Seconds since the Unix epoch: the `now` of every mesh check.
+pub(crate) fn now() -> u64 {
+    crate::clock::unix_now()
+}

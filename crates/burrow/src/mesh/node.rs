@@ -1,0 +1,685 @@
+//! A running node of a mesh: its endpoint (admitting members only), a connection to every
+//! member it can reach, rosters passed on as they change, invites issued and redeemed, kicks.
+//!
+//! Every member dials every member it has no connection to (the roster says who), backing off
+//! from 1 s to 30 s per member; when two connections to one member meet, both ends keep the one
+//! the smaller node id dialled. Members find each other through the relays' registries by node
+//! id; the record a member publishes names its relays only, never its direct addresses, which
+//! members learn from each other's hole punching once both have proved membership.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burrow_proto::mesh::cert::{MemberCert, Role};
+use burrow_proto::mesh::invite::{Invite, SignedInvite};
+use burrow_proto::mesh::roster::{RosterEntry, SignedRoster};
+use burrow_proto::mesh::MeshError;
+use burrow_proto::Rng;
+use tokio::task::JoinHandle;
+
+use super::membership::{decode_proof, encode_proof, Membership};
+use super::state::{MeshState, StateError, CERT_VALIDITY_SECS};
+use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_ROSTER};
+use crate::endpoint::admission::REFUSED;
+use crate::endpoint::{
+    Admission, AdmissionFuture, Admitted, BindError, ConnectError, Connection, Endpoint,
+    EndpointOptions, ExchangeProofs, PathInfo, Refusal, Side,
+};
+use crate::lookup::Lookup;
+use crate::publisher::{PublishError, PublisherOptions, RecordPublisher};
+use crate::ticket::Ticket;
+use crate::NodeId;
+
+/// First wait before dialling a member again after a failed dial; it doubles up to
+/// [`MAX_REDIAL`].
+const FIRST_REDIAL: Duration = Duration::from_secs(1);
+/// Longest wait between dials of one member.
+const MAX_REDIAL: Duration = Duration::from_secs(30);
+/// How often the node looks for members it has no connection to.
+const DIAL_TICK: Duration = Duration::from_millis(500);
+/// How long a node redeeming an invite may take to send it.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest join request (token and name), in bytes.
+const MAX_JOIN_REQUEST: usize = 4096;
+/// Default lifetime of an invite.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a mesh node could not start, or a mesh operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The state on disk.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The endpoint would not bind.
+    #[error("endpoint")]
+    Bind(#[from] BindError),
+    /// The record publisher would not start.
+    #[error("publishing")]
+    Publish(#[from] PublishError),
+    /// Signing or checking a mesh object.
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    /// Only an admin can do this.
+    #[error("only an admin of mesh {0} can do this")]
+    NotAdmin(String),
+    /// No member by that name or id.
+    #[error("no member {0}")]
+    NoMember(String),
+    /// Joining failed.
+    #[error("joining: {0}")]
+    Join(String),
+    /// Connecting to the inviter failed.
+    #[error("connecting to the inviter")]
+    Connect(#[from] ConnectError),
+}
+
+/// How to run a mesh node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The IPv4 socket's address.
+    pub bind_v4: SocketAddr,
+    /// The IPv6 socket's address.
+    pub bind_v6: Option<SocketAddr>,
+    /// STUN servers; none means the relays' hosts on port 3478 is the caller's choice to add.
+    pub stun_servers: Vec<SocketAddr>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        let ep = EndpointOptions::default();
+        NodeOptions {
+            bind_v4: ep.bind_v4,
+            bind_v6: ep.bind_v6,
+            stun_servers: Vec::new(),
+        }
+    }
+}
+
+/// A member as this node sees it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MemberInfo {
+    /// Its name in the mesh.
+    pub name: String,
+    /// Its key.
+    pub node_id: String,
+    /// Its number.
+    pub number: u32,
+    /// `admin` or `member`.
+    pub role: &'static str,
+    /// This node itself.
+    pub me: bool,
+    /// Connected now (always true for this node).
+    pub online: bool,
+    /// `direct` or `relay`, when connected.
+    pub path: Option<&'static str>,
+    /// The peer's direct address or the relay's URL, when connected.
+    pub remote_addr: Option<String>,
+    /// The direct path's round trip, in ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// An invite this node issued and will redeem.
+#[derive(Debug)]
+struct Pending {
+    token: SignedInvite,
+    uses_left: u16,
+}
+
+struct Inner {
+    state: Mutex<MeshState>,
+    membership: Arc<Membership>,
+    endpoint: Endpoint,
+    lookup: Lookup,
+    conns: Mutex<HashMap<NodeId, Connection>>,
+    dialing: Mutex<HashMap<NodeId, (Instant, Duration, bool)>>,
+    invites: Mutex<HashMap<[u8; 16], Pending>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    _publisher: RecordPublisher,
+}
+
+/// A running node of a mesh.
+#[derive(Clone)]
+pub struct MeshNode {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MeshNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshNode")
+            .field("node_id", &self.inner.endpoint.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Members over [`MESH_ALPN`] must prove membership; a node redeeming an invite over
+/// [`JOIN_ALPN`] is let in untrusted.
+#[derive(Debug)]
+struct MeshAdmission(ExchangeProofs<Arc<Membership>>);
+
+impl Admission for MeshAdmission {
+    fn admit<'a>(&'a self, conn: &'a Connection, side: Side) -> AdmissionFuture<'a> {
+        if side == Side::Listener && conn.alpn().as_deref() == Some(JOIN_ALPN) {
+            return Box::pin(async { Ok(Admitted::Untrusted) });
+        }
+        self.0.admit(conn, side)
+    }
+}
+
+impl MeshNode {
+    /// Runs `state`'s node: binds the endpoint, publishes its record (relays only) to the
+    /// relays' registries, and starts connecting to every member. Within a Tokio runtime.
+    pub async fn start(state: MeshState, opts: NodeOptions) -> Result<MeshNode, NodeError> {
+        let membership = Arc::new(Membership::new(
+            state.mesh_id,
+            state.name.clone(),
+            state.cert.clone(),
+            state.roster.clone(),
+        ));
+        let endpoint = Endpoint::bind(
+            state.node_key.clone(),
+            EndpointOptions {
+                bind_v4: opts.bind_v4,
+                bind_v6: opts.bind_v6,
+                relays: state.relays.clone(),
+                stun_servers: opts.stun_servers.clone(),
+                alpns: vec![MESH_ALPN.to_vec(), JOIN_ALPN.to_vec()],
+                admission: Some(Arc::new(MeshAdmission(ExchangeProofs::new(
+                    membership.clone(),
+                )))),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let ep = endpoint.clone();
+        let publisher = RecordPublisher::start(
+            state.node_key.clone(),
+            move || relays_only(ep.ticket()),
+            PublisherOptions {
+                registries: state.relays.clone(),
+                ..Default::default()
+            },
+        )?;
+        let lookup = Lookup::new(state.relays.clone(), None, Duration::from_secs(5));
+        let node = MeshNode {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                membership,
+                endpoint,
+                lookup,
+                conns: Mutex::default(),
+                dialing: Mutex::default(),
+                invites: Mutex::default(),
+                tasks: Mutex::default(),
+                _publisher: publisher,
+            }),
+        };
+        let tasks = vec![
+            tokio::spawn(node.clone().accept_loop()),
+            tokio::spawn(node.clone().dial_loop()),
+            tokio::spawn(node.clone().roster_loop()),
+        ];
+        *lock(&node.inner.tasks) = tasks;
+        Ok(node)
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The mesh's name.
+    pub fn mesh_name(&self) -> String {
+        lock(&self.inner.state).name.clone()
+    }
+
+    /// The roster held now.
+    pub fn roster(&self) -> SignedRoster {
+        self.inner.membership.roster()
+    }
+
+    /// Every member of the roster, this node included, with how it is reached now.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let me = self.inner.endpoint.node_id();
+        let roster = self.roster();
+        let conns = lock(&self.inner.conns);
+        roster
+            .roster()
+            .members
+            .iter()
+            .map(|(node, entry)| {
+                let online = *node == me || conns.contains_key(node);
+                let path = (online && *node != me).then(|| self.inner.endpoint.path(node));
+                let (path, remote_addr, rtt_ms) = match path {
+                    Some(PathInfo::Direct(d)) => (
+                        Some("direct"),
+                        Some(d.addr.to_string()),
+                        Some(d.rtt.as_secs_f64() * 1000.0),
+                    ),
+                    Some(PathInfo::Relay(url)) => (Some("relay"), url.map(|u| u.to_string()), None),
+                    None => (None, None, None),
+                };
+                MemberInfo {
+                    name: entry.name.clone(),
+                    node_id: node.to_string(),
+                    number: entry.number,
+                    role: match entry.role {
+                        Role::Admin => "admin",
+                        Role::Member => "member",
+                    },
+                    me: *node == me,
+                    online,
+                    path,
+                    remote_addr,
+                    rtt_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// Issues an invite valid for `ttl` and `uses` joins, redeemable while this node runs.
+    pub fn invite(&self, ttl: Duration, uses: u16) -> Result<SignedInvite, NodeError> {
+        let state = lock(&self.inner.state);
+        let signer = state
+            .signer()
+            .ok_or_else(|| NodeError::NotAdmin(state.name.clone()))?;
+        let now = super::now();
+        let mut rng = Rng::from_seed_bytes(rand::random());
+        let mut invite = Invite::new(
+            state.mesh_id,
+            state.name.clone(),
+            relays_only(self.inner.endpoint.ticket()),
+            now,
+            now + ttl.as_secs(),
+            &mut rng,
+        );
+        invite.uses = uses.max(1);
+        let token = invite.sign(&signer)?;
+        lock(&self.inner.invites).insert(
+            invite.invite_id,
+            Pending {
+                token: token.clone(),
+                uses_left: invite.uses,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Throws the member named `who` (a name or a node id) out: a new roster revokes it, goes
+    /// to every member, and its connections close.
+    pub fn kick(&self, who: &str) -> Result<NodeId, NodeError> {
+        let roster = self.roster();
+        let node = roster
+            .roster()
+            .members
+            .iter()
+            .find(|(id, e)| e.name == who || id.to_string() == who)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| NodeError::NoMember(who.to_owned()))?;
+        let state = lock(&self.inner.state);
+        let signer = state
+            .signer()
+            .ok_or_else(|| NodeError::NotAdmin(state.name.clone()))?;
+        let mut next = roster.roster().clone();
+        next.revoke(node);
+        next.version += 1;
+        let signed = next.sign(&signer)?;
+        drop(state);
+        self.inner.membership.offer(signed)?;
+        Ok(node)
+    }
+
+    /// Closes every connection and stops.
+    pub async fn shutdown(&self) {
+        for task in std::mem::take(&mut *lock(&self.inner.tasks)) {
+            task.abort();
+        }
+        self.inner.endpoint.close().await;
+    }
+
+    async fn accept_loop(self) {
+        while let Some(conn) = self.inner.endpoint.accept().await {
+            let node = self.clone();
+            tokio::spawn(async move {
+                if conn.alpn().as_deref() == Some(JOIN_ALPN) {
+                    node.serve_join(conn).await;
+                } else {
+                    node.register(conn, false);
+                }
+            });
+        }
+    }
+
+    /// Keeps `conn` unless a connection to the same member that the smaller node id dialled
+    /// is up; reads its messages until it closes.
+    fn register(&self, conn: Connection, we_dialled: bool) {
+        let me = self.inner.endpoint.node_id();
+        let peer = conn.remote;
+        {
+            let mut conns = lock(&self.inner.conns);
+            if let Some(old) = conns.get(&peer) {
+                let old_alive = old.quic.close_reason().is_none();
+                // Which of the two the smaller node id dialled: ours if we dialled and we are
+                // the smaller.
+                let new_wins = we_dialled == (me < peer);
+                if old_alive && !new_wins {
+                    conn.quic.close(0u32.into(), b"duplicate");
+                    return;
+                }
+                if old_alive {
+                    old.quic.close(0u32.into(), b"duplicate");
+                }
+            }
+            conns.insert(peer, conn.clone());
+        }
+        tracing::info!(peer = %peer.short(), "member connected");
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.read_messages(&conn).await;
+            let mut conns = lock(&node.inner.conns);
+            if conns
+                .get(&peer)
+                .is_some_and(|c| c.quic.stable_id() == conn.quic.stable_id())
+            {
+                conns.remove(&peer);
+                tracing::info!(peer = %peer.short(), "member disconnected");
+            }
+        });
+    }
+
+    async fn read_messages(&self, conn: &Connection) {
+        while let Ok(mut stream) = conn.quic.accept_uni().await {
+            let Ok(msg) = stream.read_to_end(MAX_MESSAGE_LEN).await else {
+                continue;
+            };
+            match msg.split_first() {
+                Some((&MSG_ROSTER, body)) => match SignedRoster::decode(body) {
+                    Ok(roster) => match self.inner.membership.offer(roster) {
+                        Ok(()) | Err(MeshError::Stale { .. }) => {}
+                        Err(e) => tracing::debug!(peer = %conn.remote.short(), "roster: {e}"),
+                    },
+                    Err(e) => tracing::debug!(peer = %conn.remote.short(), "roster: {e}"),
+                },
+                _ => tracing::debug!(peer = %conn.remote.short(), "unknown message"),
+            }
+        }
+    }
+
+    async fn dial_loop(self) {
+        let me = self.inner.endpoint.node_id();
+        loop {
+            tokio::time::sleep(DIAL_TICK).await;
+            let roster = self.roster();
+            let now = Instant::now();
+            for node in roster.roster().members.keys().filter(|n| **n != me) {
+                if lock(&self.inner.conns).contains_key(node) {
+                    continue;
+                }
+                let mut dialing = lock(&self.inner.dialing);
+                let entry = dialing.entry(*node).or_insert((now, FIRST_REDIAL, false));
+                if entry.2 || entry.0 > now {
+                    continue;
+                }
+                entry.2 = true;
+                let (node, this) = (*node, self.clone());
+                tokio::spawn(async move { this.dial(node).await });
+            }
+        }
+    }
+
+    async fn dial(&self, peer: NodeId) {
+        let result = self
+            .inner
+            .endpoint
+            .connect_node(peer, &self.inner.lookup, MESH_ALPN)
+            .await;
+        let mut dialing = lock(&self.inner.dialing);
+        match result {
+            Ok(conn) => {
+                dialing.remove(&peer);
+                drop(dialing);
+                self.register(conn, true);
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer.short(), "dialling a member: {e}");
+                if let Some(entry) = dialing.get_mut(&peer) {
+                    *entry = (
+                        Instant::now() + entry.1,
+                        (entry.1 * 2).min(MAX_REDIAL),
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Keeps the roster on disk, cuts off whom it revokes, and tells every member.
+    async fn roster_loop(self) {
+        let mut rosters = self.inner.membership.rosters();
+        while rosters.changed().await.is_ok() {
+            let roster = rosters.borrow_and_update().clone();
+            {
+                let mut state = lock(&self.inner.state);
+                state.roster = roster.clone();
+                if let Err(e) = state.save_roster() {
+                    tracing::warn!("saving the roster: {e}");
+                }
+            }
+            let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
+            let mut msg = vec![MSG_ROSTER];
+            msg.extend_from_slice(roster.as_bytes());
+            for conn in conns {
+                if roster.roster().is_revoked(&conn.remote) {
+                    conn.quic.close(REFUSED.into(), b"revoked from the mesh");
+                    lock(&self.inner.conns).remove(&conn.remote);
+                    self.inner.endpoint.revoke(conn.remote).await;
+                    continue;
+                }
+                let msg = msg.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut s) = conn.quic.open_uni().await {
+                        let _ = s.write_all(&msg).await;
+                        let _ = s.finish();
+                    }
+                });
+            }
+        }
+    }
+
+    /// Redeems an invite for a node that dialled [`JOIN_ALPN`]: reads `token\nname`, issues its
+    /// certificate and a roster that lists it, and answers with both; refuses with the reason
+    /// otherwise.
+    async fn serve_join(&self, conn: Connection) {
+        let answer = async {
+            let (mut send, mut recv) = conn
+                .quic
+                .accept_bi()
+                .await
+                .map_err(|e| Refusal::new(format!("no request: {e}")))?;
+            let request = recv
+                .read_to_end(MAX_JOIN_REQUEST)
+                .await
+                .map_err(|_| Refusal::new("unreadable or oversized request"))?;
+            let reply = self.redeem(&conn.remote, &request)?;
+            send.write_all(&reply)
+                .await
+                .map_err(|e| Refusal::new(format!("answering: {e}")))?;
+            let _ = send.finish();
+            Ok::<(), Refusal>(())
+        };
+        match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+            Ok(Ok(())) => {
+                // Let the new member's punching run; it redials over the mesh protocol.
+                self.inner.endpoint.trust(conn.remote).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.quic.closed()).await;
+            }
+            Ok(Err(r)) => {
+                tracing::info!(peer = %conn.remote.short(), "join refused: {r}");
+                conn.quic.close(REFUSED.into(), r.reason.as_bytes());
+            }
+            Err(_) => conn.quic.close(REFUSED.into(), b"join timed out"),
+        }
+    }
+
+    fn redeem(&self, joiner: &NodeId, request: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let text = std::str::from_utf8(request).map_err(|_| Refusal::new("not text"))?;
+        let (token, name) = text.split_once('\n').unwrap_or((text, ""));
+        let token: SignedInvite = token
+            .trim()
+            .parse()
+            .map_err(|e: MeshError| Refusal::new(format!("invite: {e}")))?;
+        let roster = self.roster();
+        let state = lock(&self.inner.state);
+        token
+            .verify(&state.mesh_id, super::now(), Some(&roster))
+            .map_err(|e| Refusal::new(format!("invite: {e}")))?;
+        let mut invites = lock(&self.inner.invites);
+        let id = token.invite().invite_id;
+        let pending = invites
+            .get_mut(&id)
+            .filter(|p| p.token == token)
+            .ok_or_else(|| Refusal::new("invite: not issued here, or already used"))?;
+        if roster.roster().is_revoked(joiner) {
+            return Err(Refusal::new("this node was revoked from the mesh"));
+        }
+        let signer = state
+            .signer()
+            .ok_or_else(|| Refusal::new("the inviter can no longer sign"))?;
+        let members = &roster.roster().members;
+        let name = match name.trim() {
+            "" => joiner.short(),
+            n => n.to_owned(),
+        };
+        if members.iter().any(|(id, e)| e.name == name && id != joiner) {
+            return Err(Refusal::new(format!(
+                "the name {name} is taken in the mesh"
+            )));
+        }
+        let number = members.values().map(|e| e.number).max().unwrap_or(0) + 1;
+        let now = super::now();
+        let cert = MemberCert {
+            mesh_id: state.mesh_id,
+            node_id: *joiner,
+            name: name.clone(),
+            number,
+            role: Role::Member,
+            not_before: now.saturating_sub(60),
+            not_after: now + CERT_VALIDITY_SECS,
+            serial: u64::from(number),
+        }
+        .sign(&signer)
+        .map_err(|e| Refusal::new(format!("certificate: {e}")))?;
+        let mut next = roster.roster().clone();
+        next.members.insert(
+            *joiner,
+            RosterEntry {
+                name,
+                number,
+                role: Role::Member,
+            },
+        );
+        next.version += 1;
+        let next = next
+            .sign(&signer)
+            .map_err(|e| Refusal::new(format!("roster: {e}")))?;
+        pending.uses_left -= 1;
+        if pending.uses_left == 0 {
+            invites.remove(&id);
+        }
+        drop((invites, state));
+        self.inner
+            .membership
+            .offer(next.clone())
+            .map_err(|e| Refusal::new(format!("roster: {e}")))?;
+        Ok(encode_proof(&cert, &next))
+    }
+}
+
+/// How a node joined: the path its connection to the inviter took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// The mesh's name.
+    pub mesh: String,
+    /// `direct` or `relay`.
+    pub path: &'static str,
+}
+
+/// Redeems `token` at its inviter as a member called `name`, and writes the mesh state into
+/// `dir` (where the node's key is created if missing). Within a Tokio runtime.
+pub async fn join(
+    dir: &std::path::Path,
+    token: &SignedInvite,
+    name: Option<&str>,
+    opts: NodeOptions,
+) -> Result<(MeshState, Joined), NodeError> {
+    crate::paths::private_dir(dir).map_err(StateError::from)?;
+    if dir.join("mesh.json").exists() {
+        return Err(StateError::Exists(dir.to_owned()).into());
+    }
+    let invite = token.invite();
+    token.verify(&invite.mesh_id, super::now(), None)?;
+    let key_path = dir.join("node.key");
+    let key = crate::keyfile::load_or_create(&key_path).map_err(StateError::from)?;
+    let relays = invite.inviter.relays.clone();
+    let ep = Endpoint::bind(
+        key,
+        EndpointOptions {
+            bind_v4: opts.bind_v4,
+            bind_v6: opts.bind_v6,
+            relays: relays.clone(),
+            stun_servers: opts.stun_servers,
+            // It accepts nothing; the endpoint wants a protocol all the same.
+            alpns: vec![JOIN_ALPN.to_vec()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let result = async {
+        let conn = ep.connect(&invite.inviter, JOIN_ALPN).await?;
+        let (mut send, mut recv) = conn.quic.open_bi().await.map_err(ConnectError::from)?;
+        let request = format!("{token}\n{}", name.unwrap_or(""));
+        let refused = |conn: &Connection, e: String| match conn.quic.close_reason() {
+            Some(crate::quinn::ConnectionError::ApplicationClosed(c)) => {
+                NodeError::Join(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            _ => NodeError::Join(e),
+        };
+        send.write_all(request.as_bytes())
+            .await
+            .map_err(|e| refused(&conn, e.to_string()))?;
+        let _ = send.finish();
+        let reply = recv
+            .read_to_end(MAX_MESSAGE_LEN)
+            .await
+            .map_err(|e| refused(&conn, e.to_string()))?;
+        let path = match ep.path(&conn.remote) {
+            PathInfo::Direct(_) => "direct",
+            PathInfo::Relay(_) => "relay",
+        };
+        conn.quic.close(0u32.into(), b"joined");
+        let (cert, roster) = decode_proof(&reply).map_err(NodeError::Join)?;
+        roster.verify(&invite.mesh_id, super::now())?;
+        roster.check_member(&ep.node_id(), &cert, super::now())?;
+        Ok::<_, NodeError>((cert, roster, path))
+    }
+    .await;
+    ep.close().await;
+    let (cert, roster, path) = result?;
+    let state = MeshState::joined(dir, invite.mesh_name.clone(), relays, cert, roster)?;
+    let joined = Joined {
+        mesh: invite.mesh_name.clone(),
+        path,
+    };
+    Ok((state, joined))
+}
+
+/// `ticket` without its direct addresses: what a member tells the world (registries, invites).
+fn relays_only(mut ticket: Ticket) -> Ticket {
+    ticket.addrs.clear();
+    ticket
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
