@@ -12,6 +12,7 @@ use burrow::ticket::Ticket;
 use clap::{Parser, Subcommand};
 
 mod discover;
+mod mesh;
 mod peer;
 #[cfg(feature = "server")]
 mod server;
@@ -163,6 +164,69 @@ enum Command {
     /// or one more node of the public one. Prints its address, then runs until Ctrl-C.
     #[cfg(feature = "server")]
     DhtNode(server::DhtNodeArgs),
+    /// Create a mesh: a mesh key, and this node its first member and admin.
+    Init {
+        /// The mesh's name.
+        name: String,
+        /// Relay the members meet at (http(s)://host:port); repeat for several.
+        #[arg(long = "relay", value_name = "URL", required = true)]
+        relays: Vec<RelayUrl>,
+        #[command(flatten)]
+        mesh: mesh::MeshArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run this node of its mesh (alias: serve): connections to every member, and the local
+    /// API the other mesh commands use. Runs until Ctrl-C or SIGTERM.
+    #[command(alias = "serve")]
+    Up {
+        #[command(flatten)]
+        mesh: mesh::MeshArgs,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an invite token for one more node (asks the running `burrow up`, an admin).
+    Invite {
+        /// How long the invite stays valid.
+        #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
+        expires: Duration,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a mesh with an invite token: connects to the inviter and writes this node's
+    /// membership; then run `burrow up`.
+    Join {
+        /// The invite token (burrowinvite...).
+        token: String,
+        /// This node's name in the mesh [default: its short node id].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        mesh: mesh::MeshArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the mesh's members: online or not, path, address (asks the running `burrow up`).
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Throw a member out of the mesh, everywhere (asks the running `burrow up`, an admin).
+    Kick {
+        /// The member's name or node id.
+        member: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print this node's id, creating its key on first use.
     Id {
         /// Secret key file [default: $BURROW_KEY or ~/.config/burrow/key].
@@ -293,6 +357,26 @@ fn run(cli: Cli) -> Result<()> {
         } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
         #[cfg(feature = "server")]
         Command::DhtNode(args) => server::dht_node(args),
+        Command::Init {
+            name,
+            relays,
+            mesh,
+            json,
+        } => mesh::init(name, relays, mesh, json),
+        Command::Up { mesh, json } => runtime()?.block_on(mesh::up(mesh, json)),
+        Command::Invite {
+            expires,
+            uses,
+            json,
+        } => runtime()?.block_on(mesh::invite(expires, uses, json)),
+        Command::Join {
+            token,
+            name,
+            mesh,
+            json,
+        } => runtime()?.block_on(mesh::join_mesh(token, name, mesh, json)),
+        Command::Members { json } => runtime()?.block_on(mesh::members(json)),
+        Command::Kick { member, json } => runtime()?.block_on(mesh::kick(member, json)),
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);
             let key = burrow::keyfile::load_or_create(&path)?;

@@ -33,7 +33,7 @@ pub(crate) struct NodeArgs {
 }
 
 /// STUN servers: the flags, else port 3478 on each relay host.
-async fn stun_servers(flags: &[SocketAddr], relays: &[RelayUrl]) -> Vec<SocketAddr> {
+pub(crate) async fn stun_servers(flags: &[SocketAddr], relays: &[RelayUrl]) -> Vec<SocketAddr> {
     if !flags.is_empty() {
         return flags.to_vec();
     }

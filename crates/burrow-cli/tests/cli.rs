@@ -924,3 +924,162 @@ fn relay_settings_come_from_the_file_then_the_flags_given() {
     let err = relay("[relay]\nidle_timeout = \"soon\"\n", &[]);
     assert!(err.contains("idle_timeout"), "{err}");
 }
+
+/// One node of a mesh for the CLI tests: its state and runtime directories (so its API socket
+/// is its own), torn down with it.
+struct MeshHome(std::path::PathBuf);
+
+impl MeshHome {
+    fn new(label: &str) -> MeshHome {
+        let dir =
+            std::env::temp_dir().join(format!("burrow-cli-mesh-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        MeshHome(dir)
+    }
+
+    /// `burrow ARGS` as this node: its state dir, its runtime dir.
+    fn burrow(&self, args: &[&str]) -> Command {
+        let mut cmd = burrow();
+        cmd.env("XDG_RUNTIME_DIR", self.0.join("run"))
+            .env("XDG_STATE_HOME", self.0.join("state"))
+            .args(args);
+        cmd
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.burrow(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "burrow {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("burrow {args:?}: {e}"))
+    }
+
+    fn up(&self, stun: &str) -> JsonChild {
+        let up = JsonChild::spawn(&mut self.burrow(&[
+            "up",
+            "--json",
+            "--bind",
+            "127.0.0.1:0",
+            "--stun",
+            stun,
+        ]));
+        assert_eq!(up.next()["event"], "up", "{}", up.stderr());
+        up
+    }
+}
+
+impl Drop for MeshHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `check()` until it gives a value, or panics after `patience`.
+fn until<T>(patience: Duration, what: &str, check: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {patience:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `home`'s members list once it shows each of `names` online (within `patience`).
+fn members_online(home: &MeshHome, names: &[&str], patience: Duration) -> serde_json::Value {
+    until(patience, "members online", || {
+        let v = home.json(&["members", "--json"]);
+        let online = |n: &str| {
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == n && m["online"] == true)
+        };
+        names.iter().all(|n| online(n)).then_some(v)
+    })
+}
+
+#[test]
+fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
+    let (relay, stun, _relay) = start_relay();
+    let (a, b) = (MeshHome::new("a"), MeshHome::new("b"));
+    let made = a.json(&["init", "lab", "--relay", &relay, "--json"]);
+    assert_eq!(made["mesh"], "lab");
+    let _a_up = a.up(&stun);
+    let invite = a.json(&["invite", "--json"]);
+    let token = invite["token"].as_str().unwrap();
+    assert_eq!(invite["uses"], 1);
+
+    let joined = b.json(&[
+        "join",
+        token,
+        "--name",
+        "b",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun",
+        &stun,
+    ]);
+    assert_eq!(
+        (&joined["joined"], &joined["mesh"], &joined["name"]),
+        (&true.into(), &"lab".into(), &"b".into())
+    );
+    // Spent: a second node cannot use it.
+    let c = MeshHome::new("c");
+    let again = c
+        .burrow(&["join", token, "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{again:?}"
+    );
+
+    let _b_up = b.up(&stun);
+    let mine = a.json(&["members", "--json"]);
+    let me = mine["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["me"] == true);
+    let a_name = me.unwrap()["name"].as_str().unwrap().to_string();
+    let seen = members_online(&b, &[&a_name, "b"], Duration::from_secs(10));
+    let a_row = seen["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == a_name.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(a_row["role"], "admin");
+    members_online(&a, &["b"], Duration::from_secs(10));
+
+    // Only an admin invites; the kick reaches B.
+    let not_admin = b.burrow(&["invite"]).output().unwrap();
+    assert_eq!(not_admin.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_admin.stderr).contains("only an admin"));
+    let kicked = a.json(&["kick", "b", "--json"]);
+    assert_eq!(kicked["node_id"], joined["node_id"]);
+    until(Duration::from_secs(2), "b gone from the roster", || {
+        let v = a.json(&["members", "--json"]);
+        (!v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "b"))
+        .then_some(v)
+    });
+    // Without a daemon, the mesh commands say what to do.
+    let none = c.burrow(&["members"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("burrow up"));
+}

@@ -15,12 +15,16 @@
 //! roster (the newer of the two) revokes, is closed with the reason before any application
 //! stream, and learns no direct address. Each later unidirectional stream carries one message:
 //! a type byte, then its body: [`MSG_ROSTER`] + a signed roster (sent to every member when it
-//! changes).
+//! changes). QUIC datagrams carry pings: `0` + 8 bytes, echoed as `1` + the same 8 bytes.
 //!
 //! A node redeeming an invite speaks [`JOIN_ALPN`]: admitted untrusted (no hole punching for
 //! it), it sends the invite token on a bidirectional stream; the inviter answers with `u32`
 //! length + the new member's certificate + the roster that lists it, or closes with the reason.
 
+pub use burrow_proto::mesh::id::MeshId;
+pub use burrow_proto::mesh::invite::SignedInvite;
+
+pub mod daemon;
 pub mod membership;
 pub mod node;
 pub mod state;

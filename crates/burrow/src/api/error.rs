@@ -63,6 +63,10 @@ error_codes! {
     Internal = "internal", INTERNAL_SERVER_ERROR;
     /// The peer did not answer in time.
     PeerTimeout = "peer_timeout", GATEWAY_TIMEOUT;
+    /// Only a mesh admin may do this.
+    NotAdmin = "not_admin", FORBIDDEN;
+    /// No member by that name or node id.
+    UnknownMember = "unknown_member", NOT_FOUND;
 }
 
 impl std::str::FromStr for ErrorCode {

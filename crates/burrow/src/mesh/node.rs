@@ -43,6 +43,10 @@ const DIAL_TICK: Duration = Duration::from_millis(500);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest join request (token and name), in bytes.
 const MAX_JOIN_REQUEST: usize = 4096;
+/// A datagram asking for an echo: this byte, then 8 bytes the echo repeats.
+const DATAGRAM_PING: u8 = 0;
+/// The echo.
+const DATAGRAM_PONG: u8 = 1;
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -135,6 +139,7 @@ struct Inner {
     conns: Mutex<HashMap<NodeId, Connection>>,
     dialing: Mutex<HashMap<NodeId, (Instant, Duration, bool)>>,
     invites: Mutex<HashMap<[u8; 16], Pending>>,
+    pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     _publisher: RecordPublisher,
 }
@@ -211,6 +216,7 @@ impl MeshNode {
                 conns: Mutex::default(),
                 dialing: Mutex::default(),
                 invites: Mutex::default(),
+                pings: Mutex::default(),
                 tasks: Mutex::default(),
                 _publisher: publisher,
             }),
@@ -376,7 +382,7 @@ impl MeshNode {
         tracing::info!(peer = %peer.short(), "member connected");
         let node = self.clone();
         tokio::spawn(async move {
-            node.read_messages(&conn).await;
+            tokio::join!(node.read_messages(&conn), node.read_datagrams(&conn));
             let mut conns = lock(&node.inner.conns);
             if conns
                 .get(&peer)
@@ -386,6 +392,47 @@ impl MeshNode {
                 tracing::info!(peer = %peer.short(), "member disconnected");
             }
         });
+    }
+
+    /// One round trip to member `peer` over its connection now (a QUIC datagram it echoes);
+    /// `None` if not connected or no echo within `timeout`.
+    pub async fn ping(&self, peer: &NodeId, timeout: Duration) -> Option<Duration> {
+        let conn = lock(&self.inner.conns).get(peer).cloned()?;
+        let seq: u64 = rand::random();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.inner.pings).insert(seq, tx);
+        let mut d = vec![DATAGRAM_PING];
+        d.extend_from_slice(&seq.to_be_bytes());
+        let start = Instant::now();
+        let sent = conn.quic.send_datagram(d.into()).is_ok();
+        let answered = sent
+            && tokio::time::timeout(timeout, rx)
+                .await
+                .is_ok_and(|r| r.is_ok());
+        lock(&self.inner.pings).remove(&seq);
+        answered.then(|| start.elapsed())
+    }
+
+    /// Echoes pings and hands pongs to their waiters.
+    async fn read_datagrams(&self, conn: &Connection) {
+        while let Ok(d) = conn.quic.read_datagram().await {
+            match d.split_first() {
+                Some((&DATAGRAM_PING, seq)) => {
+                    let mut pong = vec![DATAGRAM_PONG];
+                    pong.extend_from_slice(seq);
+                    let _ = conn.quic.send_datagram(pong.into());
+                }
+                Some((&DATAGRAM_PONG, seq)) => {
+                    let Ok(seq) = <[u8; 8]>::try_from(seq) else {
+                        continue;
+                    };
+                    if let Some(tx) = lock(&self.inner.pings).remove(&u64::from_be_bytes(seq)) {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     async fn read_messages(&self, conn: &Connection) {
