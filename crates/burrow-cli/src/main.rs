@@ -195,15 +195,22 @@ enum Command {
         /// How many nodes may join with it.
         #[arg(long, default_value_t = 1)]
         uses: u16,
+        /// Also print a short code (MESH-XXXX-XXXX-XXXX) that redeems it; three wrong tries
+        /// burn it.
+        #[arg(long)]
+        code: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Join a mesh with an invite token: connects to the inviter and writes this node's
-    /// membership; then run `burrow up`.
+    /// Join a mesh with an invite token or short code: connects to the inviter and writes this
+    /// node's membership; then run `burrow up`.
     Join {
-        /// The invite token (burrowinvite...).
+        /// The invite token (burrowinvite...) or short code (MESH-XXXX-XXXX-XXXX).
         token: String,
+        /// Relay where the inviter of a short code is found (a token names its own).
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<RelayUrl>,
         /// This node's name in the mesh [default: its short node id].
         #[arg(long)]
         name: Option<String>,
@@ -367,14 +374,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Invite {
             expires,
             uses,
+            code,
             json,
-        } => runtime()?.block_on(mesh::invite(expires, uses, json)),
+        } => runtime()?.block_on(mesh::invite(expires, uses, code, json)),
         Command::Join {
             token,
+            relays,
             name,
             mesh,
             json,
-        } => runtime()?.block_on(mesh::join_mesh(token, name, mesh, json)),
+        } => runtime()?.block_on(mesh::join_mesh(token, relays, name, mesh, json)),
         Command::Members { json } => runtime()?.block_on(mesh::members(json)),
         Command::Kick { member, json } => runtime()?.block_on(mesh::kick(member, json)),
         Command::Id { key, json } => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use burrow::api::{ApiClient, ApiConfig};
-use burrow::mesh::node::{join, MeshNode, NodeOptions};
+use burrow::mesh::node::{join, join_code, MeshNode, NodeOptions};
 use burrow::mesh::state::{default_dir, MeshState};
 use burrow::relay_client::RelayUrl;
 use serde_json::{json, Value};
@@ -95,19 +95,30 @@ pub(crate) async fn up(args: MeshArgs, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// `burrow join TOKEN`.
+/// `burrow join TOKEN|CODE`.
 pub(crate) async fn join_mesh(
-    token: String,
+    what: String,
+    relays: Vec<RelayUrl>,
     name: Option<String>,
     args: MeshArgs,
     json_out: bool,
 ) -> Result<()> {
-    let token: burrow::mesh::SignedInvite = token.trim().parse().context("the invite token")?;
-    let opts = args.options(&token.invite().inviter.relays).await;
+    let what = what.trim();
     if !json_out {
         println!("Attempting connection to the inviter...");
     }
-    let (state, joined) = join(&args.dir(), &token, name.as_deref(), opts).await?;
+    let (state, joined) = if what.to_ascii_uppercase().starts_with("MESH-") {
+        let code: burrow::mesh::ShortCode = what.parse().context("the short code")?;
+        if relays.is_empty() {
+            anyhow::bail!("a short code needs --relay URL: the relay where its inviter is listed");
+        }
+        let opts = args.options(&relays).await;
+        join_code(&args.dir(), &code, &relays, name.as_deref(), opts).await?
+    } else {
+        let token: burrow::mesh::SignedInvite = what.parse().context("the invite token")?;
+        let opts = args.options(&token.invite().inviter.relays).await;
+        join(&args.dir(), &token, name.as_deref(), opts).await?
+    };
     let me = state.cert.cert();
     if json_out {
         println!(
@@ -129,16 +140,16 @@ async fn post(path: &str, body: Value) -> Result<Value> {
 }
 
 /// `burrow invite`.
-pub(crate) async fn invite(expires: Duration, uses: u16, json_out: bool) -> Result<()> {
-    let answer = post(
-        "/v1/invites",
-        json!({"expires_secs": expires.as_secs(), "uses": uses}),
-    )
-    .await?;
+pub(crate) async fn invite(expires: Duration, uses: u16, code: bool, json_out: bool) -> Result<()> {
+    let request = json!({"expires_secs": expires.as_secs(), "uses": uses, "code": code});
+    let answer = post("/v1/invites", request).await?;
     if json_out {
         println!("{answer}");
     } else {
         println!("{}", answer["token"].as_str().unwrap_or_default());
+        if let Some(code) = answer["code"].as_str() {
+            println!("short code: {code} (burrow join {code} --relay URL)");
+        }
         println!(
             "(valid for {} join(s); the inviting node must be up to redeem it)",
             answer["uses"]

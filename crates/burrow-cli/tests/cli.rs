@@ -1078,6 +1078,27 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
             .any(|m| m["name"] == "b"))
         .then_some(v)
     });
+    // A short code, found at the relay and proved by PAKE.
+    let invite = a.json(&["invite", "--code", "--json"]);
+    let code = invite["code"].as_str().unwrap();
+    assert!(code.starts_with("MESH-"), "{invite}");
+    let by_code = c.json(&[
+        "join",
+        code,
+        "--relay",
+        &relay,
+        "--name",
+        "c",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun",
+        &stun,
+    ]);
+    assert_eq!(
+        (&by_code["joined"], &by_code["name"]),
+        (&true.into(), &"c".into())
+    );
     // Without a daemon, the mesh commands say what to do.
     let none = c.burrow(&["members"]).output().unwrap();
     assert_eq!(none.status.code(), Some(1));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burrow::endpoint::admission::REFUSED;
-use burrow::mesh::node::{join, MeshNode, NodeError, NodeOptions};
+use burrow::mesh::node::{join, join_code, MeshNode, NodeError, NodeOptions};
 use burrow::mesh::state::MeshState;
 use burrow::mesh::MESH_ALPN;
 use burrow::quinn;
@@ -163,6 +163,66 @@ async fn members_join_by_token_connect_to_all_and_outsiders_and_the_kicked_stay_
         for n in [&a, &b, &c] {
             n.shutdown().await;
         }
+    })
+    .await
+    .expect("test within 90 s");
+}
+
+#[tokio::test]
+async fn a_short_code_joins_once_and_dies_after_three_wrong_guesses() {
+    timeout(Duration::from_secs(90), async {
+        let relay = relay().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let state = MeshState::init(&dir("code-a"), "lab", vec![url.clone()]).expect("init");
+        let a = MeshNode::start(state, opts()).await.expect("a starts");
+        let relays = [url];
+
+        // The right code: found at the registry by its rendezvous part, proved, joined.
+        let (code, _) = a
+            .invite_code(Duration::from_secs(600), 1)
+            .await
+            .expect("invite");
+        let t = Instant::now();
+        let (state, how) = join_code(&dir("code-b"), &code, &relays, Some("b"), opts())
+            .await
+            .expect("joins by code");
+        eprintln!("joined by code in {:?} ({})", t.elapsed(), how.path);
+        assert_eq!(state.cert.cert().name, "b");
+        assert!(a
+            .roster()
+            .roster()
+            .members
+            .contains_key(&state.node_key.node_id()));
+
+        // Another code: three wrong passwords burn it; then the right one is refused too.
+        let (code, _) = a
+            .invite_code(Duration::from_secs(600), 1)
+            .await
+            .expect("invite");
+        let text = code.to_string();
+        for i in 0..3 {
+            // The same rendezvous part, another password.
+            let last = text.chars().last().unwrap();
+            let other = if last == '2' { '3' } else { '2' };
+            let wrong: burrow_proto::mesh::code::ShortCode =
+                format!("{}{}", &text[..text.len() - 1], other)
+                    .parse()
+                    .unwrap();
+            assert_ne!(wrong, code);
+            match join_code(&dir(&format!("wrong{i}")), &wrong, &relays, None, opts()).await {
+                // The third wrong guess burns the code, and is told so.
+                Err(NodeError::Join(why)) if i < 2 => {
+                    assert_eq!(why, "the code is wrong (key confirmation failed)")
+                }
+                Err(NodeError::Join(why)) => assert!(why.contains("dead after 3"), "{why}"),
+                other => panic!("a wrong code: {other:?}"),
+            }
+        }
+        match join_code(&dir("late"), &code, &relays, None, opts()).await {
+            Err(NodeError::Join(why)) => assert!(why.contains("dead after 3"), "{why}"),
+            other => panic!("a burned code: {other:?}"),
+        }
+        a.shutdown().await;
     })
     .await
     .expect("test within 90 s");

@@ -21,6 +21,7 @@
 //! it), it sends the invite token on a bidirectional stream; the inviter answers with `u32`
 //! length + the new member's certificate + the roster that lists it, or closes with the reason.
 
+pub use burrow_proto::mesh::code::ShortCode;
 pub use burrow_proto::mesh::id::MeshId;
 pub use burrow_proto::mesh::invite::SignedInvite;
 

@@ -3,7 +3,7 @@
 //! | route | request | answer |
 //! |---|---|---|
 //! | `GET /v1/members` | | `{"mesh", "members": [{"name", "node_id", "number", "role", "me", "online", "path", "remote_addr", "rtt_ms"}]}` |
-//! | `POST /v1/invites` | `{"expires_secs"?, "uses"?}` (default a day, 1) | `{"token", "expires", "uses"}` |
+//! | `POST /v1/invites` | `{"expires_secs"?, "uses"?, "code"?}` (default a day, 1, false) | `{"token", "code", "expires", "uses"}`; `code` (`MESH-XXXX-XXXX-XXXX`, or null) when asked |
 //! | `POST /v1/kick` | `{"member": NAME or NODE_ID}` | `{"node_id"}` |
 //!
 //! Errors beside the core ones: `not_admin` (403) and `unknown_member` (404).
@@ -46,11 +46,14 @@ struct Members {
 struct InviteRequest {
     expires_secs: Option<u64>,
     uses: Option<u16>,
+    #[serde(default)]
+    code: bool,
 }
 
 #[derive(Debug, Serialize)]
 struct InviteAnswer {
     token: String,
+    code: Option<String>,
     expires: u64,
     uses: u16,
 }
@@ -116,8 +119,15 @@ fn router() -> Router<Daemon> {
                 let ttl = r
                     .expires_secs
                     .map_or(DEFAULT_INVITE_TTL, Duration::from_secs);
-                let token = d.node.invite(ttl, r.uses.unwrap_or(1)).map_err(api_error)?;
+                let uses = r.uses.unwrap_or(1);
+                let (code, token) = if r.code {
+                    let (code, token) = d.node.invite_code(ttl, uses).await.map_err(api_error)?;
+                    (Some(code.to_string()), token)
+                } else {
+                    (None, d.node.invite(ttl, uses).map_err(api_error)?)
+                };
                 Ok(InviteAnswer {
+                    code,
                     expires: token.invite().expires,
                     uses: token.invite().uses,
                     token: token.to_string(),

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow_proto::mesh::cert::{MemberCert, Role};
+use burrow_proto::mesh::code::ShortCode;
 use burrow_proto::mesh::invite::{Invite, SignedInvite};
+use burrow_proto::mesh::pake::{self, inviter, joiner};
 use burrow_proto::mesh::roster::{RosterEntry, SignedRoster};
 use burrow_proto::mesh::MeshError;
 use burrow_proto::Rng;
@@ -28,7 +30,7 @@ use crate::endpoint::{
     EndpointOptions, ExchangeProofs, PathInfo, Refusal, Side,
 };
 use crate::lookup::Lookup;
-use crate::publisher::{PublishError, PublisherOptions, RecordPublisher};
+use crate::publisher::{PublishError, PublishEvent, PublisherOptions, RecordPublisher};
 use crate::ticket::Ticket;
 use crate::NodeId;
 
@@ -47,6 +49,10 @@ const MAX_JOIN_REQUEST: usize = 4096;
 const DATAGRAM_PING: u8 = 0;
 /// The echo.
 const DATAGRAM_PONG: u8 = 1;
+/// A join stream asking to redeem a token: this byte, then `token\nname`.
+const JOIN_TOKEN: u8 = 1;
+/// A join stream running the short code's PAKE: this byte, then `u32`-framed PAKE messages.
+const JOIN_PAKE: u8 = 2;
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -124,6 +130,13 @@ pub struct MemberInfo {
     pub rtt_ms: Option<f64>,
 }
 
+/// A short code this node serves: its PAKE core (which hands the invite's token over), and
+/// the record that lists this node under the code's rendezvous namespace while it lives.
+struct CodeInvite {
+    core: inviter::Inviter,
+    invite_id: [u8; 16],
+}
+
 /// An invite this node issued and will redeem.
 #[derive(Debug)]
 struct Pending {
@@ -140,8 +153,13 @@ struct Inner {
     dialing: Mutex<HashMap<NodeId, (Instant, Duration, bool)>>,
     invites: Mutex<HashMap<[u8; 16], Pending>>,
     pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    /// Short codes being served, by their rendezvous part.
+    codes: Mutex<HashMap<String, CodeInvite>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    _publisher: RecordPublisher,
+    /// Keeps this node's record (relays only) at the registries, listed under the rendezvous
+    /// namespaces of the short codes it serves; replaced when those change, as one node has
+    /// one record (two publishers would race each other's sequence numbers).
+    publisher: Mutex<Option<RecordPublisher>>,
 }
 
 /// A running node of a mesh.
@@ -197,15 +215,7 @@ impl MeshNode {
             },
         )
         .await?;
-        let ep = endpoint.clone();
-        let publisher = RecordPublisher::start(
-            state.node_key.clone(),
-            move || relays_only(ep.ticket()),
-            PublisherOptions {
-                registries: state.relays.clone(),
-                ..Default::default()
-            },
-        )?;
+        let publisher = publisher(&state, &endpoint, Vec::new())?;
         let lookup = Lookup::new(state.relays.clone(), None, Duration::from_secs(5));
         let node = MeshNode {
             inner: Arc::new(Inner {
@@ -217,8 +227,9 @@ impl MeshNode {
                 dialing: Mutex::default(),
                 invites: Mutex::default(),
                 pings: Mutex::default(),
+                codes: Mutex::default(),
                 tasks: Mutex::default(),
-                _publisher: publisher,
+                publisher: Mutex::new(Some(publisher)),
             }),
         };
         let tasks = vec![
@@ -310,6 +321,50 @@ impl MeshNode {
             },
         );
         Ok(token)
+    }
+
+    /// Issues an invite as [`MeshNode::invite`] does, and a short code for it: this node lists
+    /// itself under the code's rendezvous namespace at its registries (returning once one of
+    /// them holds the listing, or after 5 s), and hands the token to whoever proves the code's
+    /// password (three wrong tries burn it).
+    pub async fn invite_code(
+        &self,
+        ttl: Duration,
+        uses: u16,
+    ) -> Result<(ShortCode, SignedInvite), NodeError> {
+        let token = self.invite(ttl, uses)?;
+        let code = ShortCode::generate(&mut Rng::from_seed_bytes(rand::random()));
+        let me = self.inner.endpoint.node_id();
+        let invite_id = token.invite().invite_id;
+        let config =
+            inviter::Config::new(me, invite_id, code.clone(), token.to_string().into_bytes());
+        let core = inviter::Inviter::new(config, rand::random())
+            .map_err(|e| NodeError::Join(e.to_string()))?;
+        let mut namespaces: Vec<String> = lock(&self.inner.codes)
+            .keys()
+            .map(|r| format!("{}{r}", burrow_proto::mesh::code::NAMESPACE_PREFIX))
+            .collect();
+        namespaces.push(code.namespace());
+        // The old publisher goes first, so the two never race with one sequence number.
+        drop(lock(&self.inner.publisher).take());
+        let mut listed = publisher(&lock(&self.inner.state), &self.inner.endpoint, namespaces)?;
+        let published = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match listed.next_event().await {
+                    PublishEvent::Published { .. } => break,
+                    e => tracing::debug!("the short code's listing: {e:?}"),
+                }
+            }
+        });
+        if published.await.is_err() {
+            tracing::warn!(
+                "no registry holds the short code's listing yet; joiners may not find it"
+            );
+        }
+        *lock(&self.inner.publisher) = Some(listed);
+        lock(&self.inner.codes)
+            .insert(code.rendezvous().to_owned(), CodeInvite { core, invite_id });
+        Ok((code, token))
     }
 
     /// Throws the member named `who` (a name or a node id) out: a new roster revokes it, goes
@@ -539,21 +594,34 @@ impl MeshNode {
     /// otherwise.
     async fn serve_join(&self, conn: Connection) {
         let answer = async {
-            let (mut send, mut recv) = conn
-                .quic
-                .accept_bi()
-                .await
-                .map_err(|e| Refusal::new(format!("no request: {e}")))?;
-            let request = recv
-                .read_to_end(MAX_JOIN_REQUEST)
-                .await
-                .map_err(|_| Refusal::new("unreadable or oversized request"))?;
-            let reply = self.redeem(&conn.remote, &request)?;
-            send.write_all(&reply)
-                .await
-                .map_err(|e| Refusal::new(format!("answering: {e}")))?;
-            let _ = send.finish();
-            Ok::<(), Refusal>(())
+            loop {
+                let (mut send, mut recv) = conn
+                    .quic
+                    .accept_bi()
+                    .await
+                    .map_err(|e| Refusal::new(format!("no request: {e}")))?;
+                let mut kind = [0u8];
+                recv.read_exact(&mut kind)
+                    .await
+                    .map_err(|_| Refusal::new("an empty request"))?;
+                if kind[0] == JOIN_PAKE {
+                    self.serve_pake(&conn.remote, &mut send, &mut recv).await?;
+                    continue;
+                }
+                if kind[0] != JOIN_TOKEN {
+                    return Err(Refusal::new("an unknown request"));
+                }
+                let request = recv
+                    .read_to_end(MAX_JOIN_REQUEST)
+                    .await
+                    .map_err(|_| Refusal::new("unreadable or oversized request"))?;
+                let reply = self.redeem(&conn.remote, &request)?;
+                send.write_all(&reply)
+                    .await
+                    .map_err(|e| Refusal::new(format!("answering: {e}")))?;
+                let _ = send.finish();
+                return Ok::<(), Refusal>(());
+            }
         };
         match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
             Ok(Ok(())) => {
@@ -566,6 +634,82 @@ impl MeshNode {
                 conn.quic.close(REFUSED.into(), r.reason.as_bytes());
             }
             Err(_) => conn.quic.close(REFUSED.into(), b"join timed out"),
+        }
+    }
+
+    /// Runs the PAKE of the short code the joiner's first message names, on one stream.
+    async fn serve_pake(
+        &self,
+        joiner: &NodeId,
+        send: &mut crate::quinn::SendStream,
+        recv: &mut crate::quinn::RecvStream,
+    ) -> Result<(), Refusal> {
+        let mut rendezvous = None;
+        loop {
+            let Some(msg) = read_frame(recv).await? else {
+                return Ok(());
+            };
+            if rendezvous.is_none() {
+                if let Ok(pake::Message::Start { rendezvous: r, .. }) = pake::Message::decode(&msg)
+                {
+                    rendezvous = Some(String::from_utf8_lossy(&r).into_owned());
+                }
+            }
+            let mut out = Vec::new();
+            let mut done = false;
+            {
+                let mut codes = lock(&self.inner.codes);
+                let Some(key) = rendezvous.clone() else {
+                    return Err(Refusal::new("a PAKE that does not start with Start"));
+                };
+                match codes.get_mut(&key) {
+                    None => {
+                        out.push(pake::Message::Refused(pake::Failure::UnknownCode).encode());
+                        done = true;
+                    }
+                    Some(code) => {
+                        code.core.handle_input(
+                            Instant::now(),
+                            inviter::Input::Message {
+                                from: *joiner,
+                                bytes: &msg,
+                            },
+                        );
+                        loop {
+                            match code.core.poll_output() {
+                                inviter::Output::Transmit(t) if t.to == *joiner => {
+                                    out.push(t.bytes)
+                                }
+                                inviter::Output::Transmit(_) => {}
+                                inviter::Output::Event(inviter::Event::Burned) => {
+                                    // Its core refuses every later try; the token goes.
+                                    tracing::info!("a short code burned after wrong guesses");
+                                    lock(&self.inner.invites).remove(&code.invite_id);
+                                    done = true;
+                                    break;
+                                }
+                                inviter::Output::Event(inviter::Event::Joined { .. }) => {
+                                    done = true
+                                }
+                                inviter::Output::Event(inviter::Event::Failed {
+                                    reason, ..
+                                }) => {
+                                    tracing::info!(peer = %joiner.short(), "short code: {reason}");
+                                    done = true;
+                                }
+                                inviter::Output::Timeout(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            for bytes in out {
+                write_frame(send, &bytes).await?;
+            }
+            if done {
+                let _ = send.finish();
+                return Ok(());
+            }
         }
     }
 
@@ -633,6 +777,7 @@ impl MeshNode {
         pending.uses_left -= 1;
         if pending.uses_left == 0 {
             invites.remove(&id);
+            lock(&self.inner.codes).retain(|_, c| c.invite_id != id);
         }
         drop((invites, state));
         self.inner
@@ -685,7 +830,7 @@ pub async fn join(
     let result = async {
         let conn = ep.connect(&invite.inviter, JOIN_ALPN).await?;
         let (mut send, mut recv) = conn.quic.open_bi().await.map_err(ConnectError::from)?;
-        let request = format!("{token}\n{}", name.unwrap_or(""));
+        let request = format!("{}{token}\n{}", JOIN_TOKEN as char, name.unwrap_or(""));
         let refused = |conn: &Connection, e: String| match conn.quic.close_reason() {
             Some(crate::quinn::ConnectionError::ApplicationClosed(c)) => {
                 NodeError::Join(String::from_utf8_lossy(&c.reason).into_owned())
@@ -721,6 +866,28 @@ pub async fn join(
     Ok((state, joined))
 }
 
+/// A publisher of `state`'s record as `endpoint` reaches it (relays only), listed under
+/// `namespaces`.
+fn publisher(
+    state: &MeshState,
+    endpoint: &Endpoint,
+    namespaces: Vec<String>,
+) -> Result<RecordPublisher, PublishError> {
+    let ep = endpoint.clone();
+    RecordPublisher::start(
+        state.node_key.clone(),
+        move || relays_only(ep.ticket()),
+        PublisherOptions {
+            registries: state.relays.clone(),
+            namespaces,
+            // A record refused as stale (another publisher of ours just wrote) is soon
+            // written again, with a higher sequence number.
+            retry_after_failure: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+}
+
 /// `ticket` without its direct addresses: what a member tells the world (registries, invites).
 fn relays_only(mut ticket: Ticket) -> Ticket {
     ticket.addrs.clear();
@@ -729,4 +896,119 @@ fn relays_only(mut ticket: Ticket) -> Ticket {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads one `u32`-framed message (at most [`pake::MAX_MESSAGE_LEN`]); `None` at the end.
+async fn read_frame(recv: &mut crate::quinn::RecvStream) -> Result<Option<Vec<u8>>, Refusal> {
+    let mut len = [0u8; 4];
+    if recv.read_exact(&mut len).await.is_err() {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > pake::MAX_MESSAGE_LEN {
+        return Err(Refusal::new("an oversized PAKE message"));
+    }
+    let mut msg = vec![0; len];
+    recv.read_exact(&mut msg)
+        .await
+        .map_err(|_| Refusal::new("a cut PAKE message"))?;
+    Ok(Some(msg))
+}
+
+async fn write_frame(send: &mut crate::quinn::SendStream, msg: &[u8]) -> Result<(), Refusal> {
+    let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(msg);
+    send.write_all(&frame)
+        .await
+        .map_err(|e| Refusal::new(format!("writing: {e}")))
+}
+
+/// Finds the inviter of short code `code` under its rendezvous namespace at `relays`, proves
+/// the code's password to it, and joins with the token it hands over, as [`join`] does.
+pub async fn join_code(
+    dir: &std::path::Path,
+    code: &ShortCode,
+    relays: &[crate::relay_client::RelayUrl],
+    name: Option<&str>,
+    opts: NodeOptions,
+) -> Result<(MeshState, Joined), NodeError> {
+    let listed = crate::lookup::list_members(&code.namespace(), None, relays, None)
+        .await
+        .map_err(|e| NodeError::Join(format!("finding the inviter: {e}")))?;
+    let candidates: Vec<Ticket> = listed.members.iter().filter_map(|m| m.ticket()).collect();
+    if candidates.is_empty() {
+        return Err(NodeError::Join(format!(
+            "no inviter is listed for {code} at {} relay(s): is its node up, and the code right?",
+            relays.len()
+        )));
+    }
+    crate::paths::private_dir(dir).map_err(StateError::from)?;
+    let key = crate::keyfile::load_or_create(&dir.join("node.key")).map_err(StateError::from)?;
+    let ep = Endpoint::bind(
+        key.clone(),
+        EndpointOptions {
+            bind_v4: opts.bind_v4,
+            bind_v6: opts.bind_v6,
+            relays: relays.to_vec(),
+            stun_servers: opts.stun_servers.clone(),
+            alpns: vec![JOIN_ALPN.to_vec()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut last = NodeError::Join("no inviter answered".into());
+    let mut token = None;
+    for ticket in candidates {
+        match redeem_code(&ep, &ticket, code).await {
+            Ok(t) => {
+                token = Some(t);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    ep.close().await;
+    let token = token.ok_or(last)?;
+    join(dir, &token, name, opts).await
+}
+
+/// Runs the joiner's side of the PAKE with `ticket`'s node; the token it hands over.
+async fn redeem_code(
+    ep: &Endpoint,
+    ticket: &Ticket,
+    code: &ShortCode,
+) -> Result<SignedInvite, NodeError> {
+    let conn = ep.connect(ticket, JOIN_ALPN).await?;
+    let (mut send, mut recv) = conn.quic.open_bi().await.map_err(ConnectError::from)?;
+    let broke = |r: Refusal| NodeError::Join(r.reason);
+    send.write_all(&[JOIN_PAKE])
+        .await
+        .map_err(|e| NodeError::Join(e.to_string()))?;
+    let config = joiner::Config::new(ep.node_id(), ticket.node_id, code.clone());
+    let mut core = joiner::Joiner::new(config, rand::random());
+    core.handle_input(Instant::now(), joiner::Input::Start);
+    let result = loop {
+        match core.poll_output() {
+            joiner::Output::Transmit(bytes) => {
+                write_frame(&mut send, &bytes).await.map_err(broke)?
+            }
+            joiner::Output::Event(joiner::Event::Joined { payload, .. }) => break Ok(payload),
+            joiner::Output::Event(joiner::Event::Failed(f)) => {
+                break Err(NodeError::Join(f.to_string()))
+            }
+            joiner::Output::Timeout(_) => {
+                let msg = tokio::time::timeout(pake::DEFAULT_TIMEOUT, read_frame(&mut recv))
+                    .await
+                    .map_err(|_| NodeError::Join("no answer from the inviter in time".into()))?
+                    .map_err(broke)?
+                    .ok_or_else(|| NodeError::Join("the inviter ended the exchange".into()))?;
+                core.handle_input(Instant::now(), joiner::Input::Message(&msg));
+            }
+        }
+    };
+    conn.quic.close(0u32.into(), b"done");
+    let payload = result?;
+    let text = String::from_utf8(payload)
+        .map_err(|_| NodeError::Join("a token that is not text".into()))?;
+    Ok(text.parse()?)
 }
