@@ -21,7 +21,7 @@ impl AttributeType {
     pub const ERROR_CODE: Self = Self(0x0009);
     /// UNKNOWN-ATTRIBUTES (RFC 8489): the comprehension-required ones not understood.
     pub const UNKNOWN_ATTRIBUTES: Self = Self(0x000a);
-    /// CHANNEL-NUMBER (RFC 8656): a channel, 0x4000 to 0x4FFF, and two reserved bytes.
+    /// CHANNEL-NUMBER (RFC 8656): a channel number and two reserved bytes.
     pub const CHANNEL_NUMBER: Self = Self(0x000c);
     /// LIFETIME (RFC 8656): seconds until an allocation expires.
     pub const LIFETIME: Self = Self(0x000d);

@@ -7,8 +7,11 @@
 
 /// The lowest channel number a client may bind.
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// The highest channel number a client may bind (0x5000 to 0x7FFF are reserved).
-pub const MAX_CHANNEL: u16 = 0x4fff;
+/// The highest channel number a client may bind. RFC 8656 narrowed the range to 0x4FFF and
+/// reserved the rest, but RFC 5766's clients use up to 0x7FFF (coturn's `turnutils_uclient`
+/// picks channels at random from it) and coturn serves them, so burrow does too: the first
+/// two bits (01) still tell ChannelData from STUN.
+pub const MAX_CHANNEL: u16 = 0x7fff;
 /// The channel number and length.
 pub const HEADER_LEN: usize = 4;
 
@@ -30,8 +33,8 @@ pub enum ChannelDataError {
         /// Bytes received.
         len: usize,
     },
-    /// The channel number is outside 0x4000..=0x4FFF.
-    #[error("channel number {0:#06x} is outside 0x4000..=0x4fff")]
+    /// The channel number is outside 0x4000..=0x7FFF.
+    #[error("channel number {0:#06x} is outside 0x4000..=0x7fff")]
     BadChannel(u16),
     /// The length field disagrees with the bytes present (and their padding).
     #[error("ChannelData declares {declared} bytes but {actual} follow the header")]
@@ -153,8 +156,8 @@ mod tests {
     #[test]
     fn channels_outside_the_range_and_short_input_are_refused() {
         assert_eq!(
-            ChannelData::parse(b"\x50\x00\x00\x00", Framing::Datagram),
-            Err(ChannelDataError::BadChannel(0x5000))
+            ChannelData::parse(b"\x80\x00\x00\x00", Framing::Datagram),
+            Err(ChannelDataError::BadChannel(0x8000))
         );
         assert_eq!(
             ChannelData::parse(b"\x40\x00\x00", Framing::Datagram),
