@@ -241,6 +241,12 @@ impl RelayServer {
             .unwrap_or_default()
     }
 
+    /// The IP of TURN's relayed addresses, if it serves TURN (on the first of
+    /// [`RelayServer::stun_addrs`]).
+    pub fn turn_relay_ip(&self) -> Option<std::net::IpAddr> {
+        self.shared.config.turn.as_ref().map(|t| t.relay_ip)
+    }
+
     /// The TURN server's counters, if it serves TURN.
     pub fn turn_status(&self) -> Option<turn::TurnStatus> {
         self.turn.as_ref().map(|t| t.status())

@@ -587,6 +587,59 @@ mod tests {
     }
 
     #[test]
+    fn turn_settings_need_stun_and_a_relay_ip() {
+        let mut s = RelaySettings {
+            turn_secret: vec!["s".into()],
+            ..listening()
+        };
+        assert!(RelayConfig::from_settings(&s).is_err(), "TURN needs --stun");
+        s.stun = Some("0.0.0.0:3478".parse().unwrap());
+        assert!(
+            RelayConfig::from_settings(&s).is_err(),
+            "an unspecified STUN IP needs --turn-relay-ip"
+        );
+        s.turn_relay_ip = Some([203, 0, 113, 10].into());
+        let turn = RelayConfig::from_settings(&s).unwrap().turn.unwrap();
+        assert_eq!(turn.relay_ip, IpAddr::from([203, 0, 113, 10]));
+        assert_eq!(turn.limits, TurnLimits::default());
+        assert_eq!(
+            (turn.ports, turn.realm.as_str()),
+            ((49152, 65535), "burrow")
+        );
+        s.turn_min_port = 65535;
+        assert!(RelayConfig::from_settings(&s).is_err());
+        s.turn_min_port = 49152;
+        s.turn_secret.clear();
+        assert!(
+            RelayConfig::from_settings(&s).unwrap().turn.is_none(),
+            "off"
+        );
+
+        let file: RelaySettings = toml::from_str(
+            "stun = \"127.0.0.1:3478\"\nturn_user = [\"alice:pass:word\"]\n\
+             turn_allow_peer = [\"10.0.0.0/8\", \"::1\"]\nturn_max_allocations_per_ip = 0\n",
+        )
+        .unwrap();
+        let s = RelaySettings {
+            listen: listening().listen,
+            ..file
+        };
+        let turn = RelayConfig::from_settings(&s).unwrap().turn.unwrap();
+        assert_eq!(turn.users, [("alice".into(), "pass:word".into())]);
+        assert_eq!(turn.relay_ip, IpAddr::from([127, 0, 0, 1]), "the STUN IP");
+        let allowed: Vec<String> = turn.allowed_peers.iter().map(|c| c.to_string()).collect();
+        assert_eq!(allowed, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(turn.limits.max_allocations_per_ip, 0);
+        for bad in [
+            "turn_user = [\"nopassword\"]",
+            "turn_user = [\":x\"]",
+            "turn_allow_peer = [\"10.0.0.0/40\"]",
+        ] {
+            assert!(toml::from_str::<RelaySettings>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_table_parses_and_rejects_unknown_keys_and_bad_durations() {
         let s: RelaySettings = toml::from_str(
             "listen = \"0.0.0.0:443\"\nhandshake_timeout = \"500ms\"\n\
@@ -685,6 +738,27 @@ mod tests {
         assert!(Relay::try_parse_from(["relay", "--public-url", "relay.example.org"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--idle-timeout", "soon"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--alt-port", "5", "--no-alt-port"]).is_err());
+        let s = over(&[
+            "--turn-secret",
+            "a",
+            "--turn-secret",
+            "b",
+            "--turn-allow-peer",
+            "127.0.0.1",
+            "--turn-user",
+            "alice:x",
+            "--turn-rate",
+            "0",
+        ]);
+        assert_eq!(s.turn_secret, ["a", "b"]);
+        assert_eq!(
+            s.turn_allow_peer,
+            ["127.0.0.1".parse::<PeerRange>().unwrap()]
+        );
+        assert_eq!((s.turn_user.len(), s.turn_rate), (1, 0));
+        assert_eq!(s.turn_realm, "burrow", "a default");
+        assert!(Relay::try_parse_from(["relay", "--turn-allow-peer", "10.0.0.0/99"]).is_err());
+        assert!(Relay::try_parse_from(["relay", "--turn-user", "nocolon"]).is_err());
     }
 
     #[test]
@@ -697,5 +771,28 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.registry, RegistryConfig::default());
         assert!(c.stun.is_some());
+        assert!(
+            c.turn.is_none(),
+            "TURN is off until a secret or user is set"
+        );
+        let defaults = RelaySettings::default();
+        assert_eq!(
+            (&s.turn_realm, s.turn_min_port, s.turn_max_port),
+            (
+                &defaults.turn_realm,
+                defaults.turn_min_port,
+                defaults.turn_max_port
+            )
+        );
+        let limits = |s: &RelaySettings| {
+            [
+                s.turn_max_allocations as u64,
+                s.turn_max_allocations_per_user as u64,
+                s.turn_max_allocations_per_ip as u64,
+                s.turn_rate,
+                s.turn_burst,
+            ]
+        };
+        assert_eq!(limits(&s), limits(&defaults));
     }
 }
