@@ -163,10 +163,17 @@ impl RelayServer {
             (Some(stun), Some(turn)) => {
                 let (handoff, queue) = turn::channel(&metrics.turn);
                 let service = StunService::start_with(stun, Some(handoff))?;
-                let (socket, local) = (service.primary_socket(), service.local_addrs()[0].1);
+                let local = service.local_addrs()[0].1;
+                let bind_err = |source| RelayError::Bind {
+                    addr: local,
+                    source,
+                };
+                let listener = TcpListener::bind(local).await.map_err(bind_err)?;
+                let socket = service.primary_socket();
                 let driver =
-                    turn::TurnService::start(turn, queue, socket, local, metrics.turn.clone());
-                tracing::info!(%local, relay_ip = %turn.relay_ip, "TURN serving");
+                    turn::TurnService::start(turn, queue, socket, listener, metrics.turn.clone())
+                        .map_err(bind_err)?;
+                tracing::info!(%local, relay_ip = %turn.relay_ip, "TURN serving on UDP and TCP");
                 (Some(service), Some(driver))
             }
             (Some(stun), None) => (Some(StunService::start(stun)?), None),

@@ -84,8 +84,8 @@ relay_settings! {
     /// server alone).
     #[arg(conflicts_with_all = ["alt_port", "alt_ip"])]
     no_alt_port: bool,
-    /// Serve TURN (RFC 8656) on the STUN port, with ephemeral credentials made with this
-    /// shared secret, as coturn's use-auth-secret: username `EXPIRY:USER` (Unix seconds),
+    /// Serve TURN (RFC 8656) on the STUN port (UDP, and TCP on the same port number), with
+    /// ephemeral credentials made with this shared secret, as coturn's use-auth-secret: username `EXPIRY:USER` (Unix seconds),
     /// password base64(HMAC-SHA1(secret, username)). Repeat to rotate secrets.
     #[arg(value_name = "SECRET")]
     turn_secret: Vec<String>,
@@ -132,7 +132,8 @@ relay_settings! {
     /// Maximum WebSocket sessions at once.
     #[arg(value_name = "N")]
     max_clients: usize = 10_000,
-    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64).
+    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64), to the relay and
+    /// to TURN's TCP port each.
     #[arg(value_name = "N")]
     max_conns_per_ip: usize = 64,
     /// Bytes per second one client may send; 0 = unlimited.
@@ -141,7 +142,7 @@ relay_settings! {
     /// Bytes one client may send in a burst.
     #[arg(value_name = "BYTES")]
     client_burst: u64 = 2 * 1024 * 1024,
-    /// Time from connect to authenticated.
+    /// Time from connect to authenticated (for TURN over TCP: to its first message).
     #[arg(value_name = "DUR")]
     handshake_timeout: HumanDuration = HumanDuration(Duration::from_secs(10)),
     /// Close clients silent this long.
@@ -286,6 +287,8 @@ impl RelaySettings {
                 burst_bytes: self.turn_burst,
                 ..TurnLimits::default()
             },
+            max_conns_per_ip: self.max_conns_per_ip,
+            first_message_timeout: self.handshake_timeout.0,
         }))
     }
 }

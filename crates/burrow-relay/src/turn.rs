@@ -2,26 +2,32 @@
 //! [`burrow_proto::turn::TurnServer`].
 //!
 //! The STUN service's threads hand every TURN message and ChannelData they read on the
-//! primary STUN socket to this driver ([`Handoff`]) and answer Binding themselves. The driver
-//! is one task: it feeds the core those messages and whatever peers send to the relayed
-//! sockets, sends what the core returns (to clients from the STUN socket, to peers from the
-//! relayed sockets), opens and closes relayed sockets when the core says, and sleeps until the
-//! core's next deadline. Each relayed socket has a reader task that only forwards datagrams.
+//! primary STUN socket to this driver ([`Handoff`]) and answer Binding themselves; TURN over
+//! TCP is served on the same port number, each connection framed by a task of its own. The
+//! driver is one task: it feeds the core those messages and whatever peers send to the
+//! relayed sockets, sends what the core returns (to clients from the STUN socket or on their
+//! connection, to peers from the relayed sockets), opens and closes relayed sockets when the
+//! core says, and sleeps until the core's next deadline. Each relayed socket has a reader
+//! task that only forwards datagrams.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use burrow_proto::rate::source_prefix;
+use burrow_proto::turn::channel_data::stream_message_len;
 use burrow_proto::turn::{
     Cidr, Event, Family, FiveTuple, Input, Output, PeerFilter, PortRequest, RelayId, Transmit,
     Transport, TurnConfig, TurnLimits, TurnServer, TurnStats,
 };
 use rand::Rng;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
+use crate::clients::{IpLimiter, IpSlot};
 use crate::metrics::TurnMetrics;
 
 /// Messages waiting for the driver, from clients and peers together; more are dropped.
@@ -32,6 +38,10 @@ const BATCH: usize = 64;
 const BIND_TRIES: usize = 64;
 /// The largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_536;
+/// Messages waiting to be written to one TCP client; more are dropped, as UDP would.
+const TCP_QUEUE: usize = 256;
+/// What a TCP connection's reader asks the socket for at a time.
+const TCP_READ: usize = 4096;
 
 /// What the TURN server is told: its credentials, where relayed sockets go, and its limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +63,12 @@ pub struct TurnOptions {
     /// `turn_max_allocations`, `turn_max_allocations_per_user`,
     /// `turn_max_allocations_per_ip`, `turn_rate` and `turn_burst`.
     pub limits: TurnLimits,
+    /// TCP connections at once from one source (IPv4 address or IPv6 /64) to TURN's TCP
+    /// port, counted apart from the relay's. Setting `max_conns_per_ip`.
+    pub max_conns_per_ip: usize,
+    /// A TCP connection that sends no whole message this long after connecting is closed.
+    /// Setting `handshake_timeout`.
+    pub first_message_timeout: Duration,
 }
 
 /// What the driver has, for [`crate::RelayServer::turn_status`].
@@ -72,9 +88,23 @@ pub struct TurnStatus {
 
 /// Something for the driver to feed its core.
 enum Ingress {
-    Client {
+    /// A datagram on the STUN socket.
+    Udp {
         from: SocketAddr,
         packet: Vec<u8>,
+    },
+    /// A TCP connection, and where to queue what is written to it.
+    TcpOpened {
+        tuple: FiveTuple,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    /// A message framed on a TCP connection.
+    Tcp {
+        tuple: FiveTuple,
+        packet: Vec<u8>,
+    },
+    TcpClosed {
+        tuple: FiveTuple,
     },
     Peer {
         relay: RelayId,
@@ -94,15 +124,17 @@ impl Handoff {
     /// Queues a message from `from` for the driver; drops it (counted) when the queue is full.
     pub(crate) fn pass(&self, from: SocketAddr, packet: &[u8]) {
         let packet = packet.to_vec();
-        if self.tx.try_send(Ingress::Client { from, packet }).is_err() {
+        if self.tx.try_send(Ingress::Udp { from, packet }).is_err() {
             self.metrics.queue_full.inc();
         }
     }
 }
 
-/// The running driver. Dropping it stops the driver and closes every relayed socket.
+/// The running driver. Dropping it stops the driver and the TCP listener and closes every
+/// relayed socket and connection.
 pub(crate) struct TurnService {
     task: JoinHandle<()>,
+    tcp: JoinHandle<()>,
     status: watch::Receiver<TurnStatus>,
 }
 
@@ -124,14 +156,16 @@ pub(crate) struct TurnReceiver {
 }
 
 impl TurnService {
-    /// Starts the driver for TURN arriving on the STUN socket `socket`, bound at `local`.
+    /// Starts the driver for TURN arriving on the STUN socket `socket` and on TCP
+    /// connections to `listener`.
     pub(crate) fn start(
         options: &TurnOptions,
         queue: TurnReceiver,
         socket: Arc<StdUdpSocket>,
-        local: SocketAddr,
+        listener: TcpListener,
         metrics: TurnMetrics,
-    ) -> TurnService {
+    ) -> std::io::Result<TurnService> {
+        let local = socket.local_addr()?;
         let config = TurnConfig {
             realm: options.realm.clone(),
             software: Some(format!("burrow {}", env!("CARGO_PKG_VERSION"))),
@@ -146,6 +180,12 @@ impl TurnService {
             ..TurnConfig::default()
         };
         let (status_tx, status) = watch::channel(TurnStatus::default());
+        let tcp = tokio::spawn(accept_tcp(
+            listener,
+            queue.tx.clone(),
+            IpLimiter::new(options.max_conns_per_ip),
+            options.first_message_timeout,
+        ));
         let driver = Driver {
             core: TurnServer::new(config, rand::random()),
             queue,
@@ -154,14 +194,16 @@ impl TurnService {
             relay_ip: options.relay_ip,
             ports: options.ports,
             relays: BTreeMap::new(),
+            tcp: BTreeMap::new(),
             metrics,
             status: status_tx,
             published: TurnStatus::default(),
         };
-        TurnService {
+        Ok(TurnService {
             task: tokio::spawn(driver.run()),
+            tcp,
             status,
-        }
+        })
     }
 
     /// The latest counters.
@@ -173,6 +215,7 @@ impl TurnService {
 impl Drop for TurnService {
     fn drop(&mut self) {
         self.task.abort();
+        self.tcp.abort();
     }
 }
 
@@ -196,6 +239,8 @@ struct Driver {
     relay_ip: IpAddr,
     ports: (u16, u16),
     relays: BTreeMap<RelayId, Relay>,
+    /// Where to queue what is written to each TCP client.
+    tcp: BTreeMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     metrics: TurnMetrics,
     status: watch::Sender<TurnStatus>,
     published: TurnStatus,
@@ -237,22 +282,34 @@ impl Driver {
 
     fn feed(&mut self, msg: Ingress) {
         let now = Instant::now();
+        let client = |tuple, packet| {
+            let unix_secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Input::Client {
+                tuple,
+                packet,
+                unix_secs,
+            }
+        };
         match msg {
-            Ingress::Client { from, packet } => {
-                let unix_secs = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+            Ingress::Udp { from, packet } => {
                 let tuple = FiveTuple {
                     client: from,
                     server: self.local,
                     transport: Transport::Udp,
                 };
-                let input = Input::Client {
-                    tuple,
-                    packet: &packet,
-                    unix_secs,
-                };
-                self.core.handle_input(now, input);
+                self.core.handle_input(now, client(tuple, &packet));
+            }
+            Ingress::Tcp { tuple, packet } => {
+                self.core.handle_input(now, client(tuple, &packet));
+            }
+            Ingress::TcpOpened { tuple, writer } => {
+                self.tcp.insert(tuple, writer);
+            }
+            Ingress::TcpClosed { tuple } => {
+                self.tcp.remove(&tuple);
+                self.core.handle_input(now, Input::ClientClosed { tuple });
             }
             Ingress::Peer {
                 relay,
@@ -275,11 +332,20 @@ impl Driver {
     fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.core.poll_output() {
-                Output::Transmit(Transmit::Client { tuple, data }) => {
-                    if let Err(e) = self.stun.send_to(&data, tuple.client) {
-                        self.send_failed(tuple.client, &e);
+                Output::Transmit(Transmit::Client { tuple, data }) => match tuple.transport {
+                    Transport::Udp => {
+                        if let Err(e) = self.stun.send_to(&data, tuple.client) {
+                            self.send_failed(tuple.client, &e);
+                        }
                     }
-                }
+                    Transport::Tcp => {
+                        let sent = self.tcp.get(&tuple).map(|w| w.try_send(data));
+                        if let Some(Err(mpsc::error::TrySendError::Full(_))) = sent {
+                            self.metrics.queue_full.inc();
+                        }
+                        // Closed meanwhile: the core hears of it next.
+                    }
+                },
                 Output::Transmit(Transmit::Peer { relay, to, data }) => {
                     let Some(r) = self.relays.get(&relay) else {
                         continue;
@@ -426,4 +492,96 @@ async fn read_relay(
             }
         }
     }
+}
+
+/// Accepts TURN's TCP connections, each served by a task of its own (aborted with this one).
+async fn accept_tcp(
+    listener: TcpListener,
+    tx: mpsc::Sender<Ingress>,
+    limiter: Arc<IpLimiter>,
+    first_message: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next() => continue,
+        };
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("TURN accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = limiter.acquire(source_prefix(client.ip())) else {
+            tracing::debug!(%client, "per-IP TURN connection limit reached");
+            continue;
+        };
+        let Ok(server) = stream.local_addr() else {
+            continue;
+        };
+        let tuple = FiveTuple {
+            client,
+            server,
+            transport: Transport::Tcp,
+        };
+        connections.spawn(serve_tcp(stream, tuple, tx.clone(), slot, first_message));
+    }
+}
+
+/// Frames one TCP connection's messages for the driver and writes what it queues back.
+async fn serve_tcp(
+    stream: TcpStream,
+    tuple: FiveTuple,
+    tx: mpsc::Sender<Ingress>,
+    _slot: IpSlot,
+    first_message: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (writer, mut queue) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    if tx.send(Ingress::TcpOpened { tuple, writer }).await.is_err() {
+        return;
+    }
+    let write = async {
+        while let Some(data) = queue.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read = async {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut framed_any = false;
+        loop {
+            while let Some(len) = stream_message_len(&buf).filter(|&len| buf.len() >= len) {
+                let packet: Vec<u8> = buf.drain(..len).collect();
+                framed_any = true;
+                if tx.send(Ingress::Tcp { tuple, packet }).await.is_err() {
+                    return;
+                }
+            }
+            buf.reserve(TCP_READ);
+            let read = rd.read_buf(&mut buf);
+            let n = if framed_any {
+                read.await
+            } else {
+                match tokio::time::timeout(first_message, read).await {
+                    Ok(n) => n,
+                    Err(_) => return,
+                }
+            };
+            if !matches!(n, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = write => {}
+        () = read => {}
+    }
+    let _ = tx.send(Ingress::TcpClosed { tuple }).await;
 }

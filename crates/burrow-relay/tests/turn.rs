@@ -228,12 +228,15 @@ fn uclient(port: u16, peer_port: u16, args: &[&str]) -> Run {
     }
 }
 
-/// The script: traffic with channels and with Send indications, every packet back; a wrong
-/// secret, an expired username and (on `closed`, which allows no loopback peer) a forbidden
-/// peer refused.
+/// How uclient talks to the server in the runs that carry data: channels over UDP (its
+/// default), Send indications (`-s`), and both over TCP (`-t`).
+const DATA_MODES: [&[&str]; 4] = [&[], &["-s"], &["-t"], &["-t", "-s"]];
+
+/// The script: traffic in every mode of [`DATA_MODES`], every packet back; a wrong secret, an
+/// expired username and (on `closed`, which allows no loopback peer) a forbidden peer refused.
 fn script(name: &str, open: u16, closed: u16, peer: u16) {
     let user = ["-W", SECRET, "-u", "alice"];
-    for mode in [&[][..], &["-s"]] {
+    for mode in DATA_MODES {
         let run = uclient(open, peer, &[&user[..], mode].concat());
         let counters = run.counters();
         // An RTP and an RTCP session, each sending MESSAGES.
@@ -276,7 +279,7 @@ fn script(name: &str, open: u16, closed: u16, peer: u16) {
         run.text
     );
 
-    for mode in [&[][..], &["-s"]] {
+    for mode in DATA_MODES {
         let run = uclient(closed, peer, &[&user[..], mode].concat());
         assert!(
             !run.ok && run.text.contains("error 403"),
@@ -331,10 +334,14 @@ fn coturn_clients_pass_against_coturn_then_burrow() {
         unreachable!()
     };
     // What the relay counted agrees with what the clients saw, once it has read the last
-    // Refresh the clients sent before they exited.
-    let data_runs = 3;
+    // messages the clients sent before they exited. Each data run makes a probe, an RTP and
+    // an RTCP allocation and deletes the last two with a Refresh; over TCP the probe goes
+    // with its connection.
+    let (udp_runs, tcp_runs) = (3, 2);
+    let data_runs = udp_runs + tcp_runs;
+    let deleted = 2 * udp_runs + 3 * tcp_runs;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while open.turn_status().unwrap().stats.allocations_deleted < 2 * data_runs
+    while open.turn_status().unwrap().stats.allocations_deleted < deleted
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -342,18 +349,19 @@ fn coturn_clients_pass_against_coturn_then_burrow() {
     let status = open.turn_status().unwrap();
     let s = &status.stats;
     eprintln!("burrow: {status:?}");
-    assert!(
-        s.to_peer_packets >= data_runs * 2 * u64::from(MESSAGES),
-        "{s:?}"
-    );
-    assert!(
-        s.to_client_packets >= data_runs * 2 * u64::from(MESSAGES),
+    let packets = data_runs * 2 * u64::from(MESSAGES);
+    assert_eq!(
+        (s.to_peer_packets, s.to_client_packets),
+        (packets, packets),
         "{s:?}"
     );
     assert!(s.channels_bound >= 2 && s.permissions_created >= 2, "{s:?}");
-    // Each data run: a probe, an RTP and an RTCP allocation; the last two deleted at the end.
-    assert!(s.allocations_created >= 3 * data_runs, "{s:?}");
-    assert_eq!(s.allocations_deleted, 2 * data_runs, "{s:?}");
+    assert_eq!(s.allocations_created, 3 * data_runs, "{s:?}");
+    assert_eq!(s.allocations_deleted, deleted, "{s:?}");
+    assert_eq!(
+        status.allocations, udp_runs as usize,
+        "UDP probes are left to expire"
+    );
     assert!(s.auth_failures >= 1 && s.expired_credentials >= 1, "{s:?}");
     assert_eq!(s.forbidden_peers, 0);
     assert_eq!((status.queue_full, status.send_failures), (0, 0));
@@ -361,8 +369,8 @@ fn coturn_clients_pass_against_coturn_then_burrow() {
     assert_eq!(metric(&text, "packet_to_peer"), s.to_peer_packets);
     assert_eq!(metric(&text, "expired_credential"), s.expired_credentials);
     let closed_status = closed.turn_status().unwrap();
-    assert_eq!(closed_status.stats.forbidden_peers, 2, "{closed_status:?}");
-    assert_eq!(metric(&metrics(&closed), "forbidden_peer"), 2);
+    assert_eq!(closed_status.stats.forbidden_peers, 4, "{closed_status:?}");
+    assert_eq!(metric(&metrics(&closed), "forbidden_peer"), 4);
     assert_eq!(closed_status.stats.to_peer_packets, 0);
 
     rt.block_on(async {

@@ -136,6 +136,11 @@ pub enum Input<'a> {
         /// The socket.
         relay: RelayId,
     },
+    /// A client's TCP connection closed: its allocation goes with it (RFC 8656 3.1).
+    ClientClosed {
+        /// The connection's 5-tuple.
+        tuple: FiveTuple,
+    },
     /// Time passed.
     Timeout,
 }
@@ -227,7 +232,7 @@ pub struct TurnStats {
     pub allocations_created: u64,
     /// Allocations that ended by expiring.
     pub allocations_expired: u64,
-    /// Allocations deleted by a Refresh with lifetime 0.
+    /// Allocations deleted by a Refresh with lifetime 0 or by their TCP connection closing.
     pub allocations_deleted: u64,
     /// Requests without credentials, answered 401 with a realm and nonce (the normal first
     /// step of every client).
@@ -297,6 +302,9 @@ pub struct TurnServer {
     tokens: BTreeMap<[u8; 8], RelayId>,
     per_user: BTreeMap<String, usize>,
     per_ip: BTreeMap<IpAddr, usize>,
+    /// Sockets being opened for allocations whose TCP connection closed meanwhile, with the
+    /// reserved neighbour of an even pair: closed once open.
+    orphans: BTreeMap<RelayId, Option<RelayId>>,
     /// Deadlines of allocations and reservations; an entry counts only while it equals its
     /// allocation's `deadline` or its reservation's expiry.
     timers: BinaryHeap<Reverse<(Instant, RelayId)>>,
@@ -323,6 +331,7 @@ impl TurnServer {
             tokens: BTreeMap::new(),
             per_user: BTreeMap::new(),
             per_ip: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -343,7 +352,7 @@ impl TurnServer {
     /// Relayed sockets the driver should have open or be opening: allocations' and reserved
     /// ports.
     pub fn relay_count(&self) -> usize {
-        self.allocations.len() + self.reserved.len()
+        self.allocations.len() + self.reserved.len() + self.orphans.len()
     }
 
     /// Permissions and channels held in all allocations.
@@ -374,6 +383,7 @@ impl TurnServer {
             } => self.handle_peer(now, relay, from, packet),
             Input::RelayOpened { relay, addr } => self.relay_opened(now, relay, addr),
             Input::RelayFailed { relay } => self.relay_failed(relay),
+            Input::ClientClosed { tuple } => self.client_closed(tuple),
             Input::Timeout => self.handle_timeout(now),
         }
     }
@@ -457,6 +467,24 @@ impl TurnServer {
         decrement(&mut self.per_user, &a.username);
         decrement(&mut self.per_ip, &source_prefix(a.tuple.client.ip()));
         Some(a)
+    }
+
+    fn client_closed(&mut self, tuple: FiveTuple) {
+        let Some(&id) = self.by_tuple.get(&tuple) else {
+            return;
+        };
+        let pending = self.allocations.get(&id).and_then(|a| a.pending);
+        match pending {
+            // Its sockets are being opened: closed once they are.
+            Some(p) => {
+                self.forget(id);
+                self.orphans.insert(id, p.reserve_next);
+            }
+            None => {
+                self.stats.allocations_deleted += 1;
+                self.remove_allocation(id);
+            }
+        }
     }
 
     fn next_relay_id(&mut self) -> RelayId {
@@ -863,6 +891,12 @@ impl TurnServer {
     }
 
     fn relay_opened(&mut self, now: Instant, id: RelayId, addr: SocketAddr) {
+        if let Some(next) = self.orphans.remove(&id) {
+            for relay in std::iter::once(id).chain(next) {
+                self.events.push_back(Event::CloseRelay { relay });
+            }
+            return;
+        }
         let Some(a) = self.allocations.get_mut(&id) else {
             // Nobody waits for it (a driver's mistake): give it back.
             self.events.push_back(Event::CloseRelay { relay: id });
@@ -895,6 +929,7 @@ impl TurnServer {
     }
 
     fn relay_failed(&mut self, id: RelayId) {
+        self.orphans.remove(&id);
         let Some(a) = self.allocations.get(&id) else {
             return;
         };

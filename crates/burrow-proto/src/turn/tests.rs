@@ -811,3 +811,77 @@ fn hostile_datagrams_from_many_clients_leave_bounded_state() {
         world.sockets
     );
 }
+
+#[test]
+fn a_closed_tcp_connection_takes_its_allocation_along() {
+    let mut world = World::new(config());
+    let tcp = |client| FiveTuple {
+        transport: Transport::Tcp,
+        ..tuple(client)
+    };
+    let mut alice = Client::new(tcp("198.51.100.1:40000"), "alice", "wonderland");
+    alice.allocate(&mut world);
+    let relay = alice.relay.unwrap();
+    world.feed(Input::ClientClosed { tuple: alice.tuple });
+    assert_eq!(world.closed, [relay]);
+    assert_eq!(world.server.allocation_count(), 0);
+    // Another connection's close, or a UDP 5-tuple's, changes nothing.
+    let mut bob = Client::new(tcp("198.51.100.2:40000"), "bob", "builder");
+    bob.allocate(&mut world);
+    world.feed(Input::ClientClosed {
+        tuple: tcp("198.51.100.2:40001"),
+    });
+    assert_eq!(world.server.allocation_count(), 1);
+
+    // Closed while its even pair is being opened: both sockets closed once open.
+    let mut server = TurnServer::new(config(), 1);
+    let mut carol = Client::new(tcp("198.51.100.3:40000"), "carol", "x");
+    let now = Instant::now();
+    let outputs = |server: &mut TurnServer| {
+        std::iter::from_fn(|| match server.poll_output() {
+            Output::Timeout(_) => None,
+            other => Some(other),
+        })
+        .collect::<Vec<_>>()
+    };
+    let user = format!("{}:carol", UNIX + 60);
+    carol.username = user.clone();
+    carol.key = long_term_key(&user, REALM, &ephemeral_password(b"sekrit", &user));
+    for _ in 0..2 {
+        let req = carol.request(Method::ALLOCATE, TransactionId([1; 12]), |w| {
+            w.requested_transport(PROTOCOL_UDP).even_port(true);
+        });
+        let input = Input::Client {
+            tuple: carol.tuple,
+            packet: &req,
+            unix_secs: UNIX,
+        };
+        server.handle_input(now, input);
+        for out in outputs(&mut server) {
+            if let Output::Transmit(Transmit::Client { data, .. }) = out {
+                carol.nonce = Message::parse(&data).unwrap().nonce.map(str::to_string);
+            }
+        }
+    }
+    assert_eq!(server.allocation_count(), 1, "waiting for its sockets");
+    server.handle_input(now, Input::ClientClosed { tuple: carol.tuple });
+    assert_eq!(server.allocation_count(), 0);
+    let opened = server.relay_count();
+    assert_eq!(opened, 1);
+    server.handle_input(
+        now,
+        Input::RelayOpened {
+            relay: RelayId(1),
+            addr: addr("203.0.113.10:50000"),
+        },
+    );
+    let closed: Vec<_> = outputs(&mut server);
+    assert_eq!(
+        closed,
+        [
+            Output::Event(Event::CloseRelay { relay: RelayId(1) }),
+            Output::Event(Event::CloseRelay { relay: RelayId(2) })
+        ]
+    );
+    assert_eq!(server.relay_count(), 0);
+}
