@@ -2,7 +2,7 @@
 //! [`burrow_proto::turn::TurnServer`].
 //!
 //! The STUN service's threads hand every TURN message and ChannelData they read on the
-//! primary STUN socket to this driver ([`Handoff`]) and answer Binding themselves; TURN over
+//! primary STUN socket to this driver (`Handoff`) and answer Binding themselves; TURN over
 //! TCP is served on the same port number, each connection framed by a task of its own. The
 //! driver is one task: it feeds the core those messages and whatever peers send to the
 //! relayed sockets, sends what the core returns (to clients from the STUN socket or on their

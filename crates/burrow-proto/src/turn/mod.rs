@@ -22,6 +22,7 @@
 
 mod allocation;
 pub mod channel_data;
+mod config;
 mod credentials;
 mod nonce;
 pub mod peer_filter;
@@ -31,12 +32,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use channel_data::{ChannelData, ChannelDataError, Framing};
+pub use config::{TurnConfig, TurnLimits, TurnStats};
 pub use credentials::{ephemeral_password, Key};
 pub use peer_filter::{Cidr, CidrError, PeerFilter};
-pub use server::{
-    Event, Family, Input, Output, PortRequest, Transmit, TurnConfig, TurnLimits, TurnServer,
-    TurnStats,
-};
+pub use server::{Event, Family, Input, Output, PortRequest, Transmit, TurnServer};
 
 /// How long a permission lasts after its CreatePermission or ChannelBind (RFC 8656 9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
