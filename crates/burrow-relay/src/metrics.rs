@@ -79,7 +79,7 @@ pub(crate) struct TurnMetrics {
 }
 
 /// Each of the TURN core's counters: its label in `burrow_relay_turn_events`, and its value.
-fn turn_counters(s: &TurnStats) -> [(&'static str, u64); 22] {
+fn turn_counters(s: &TurnStats) -> [(&'static str, u64); 23] {
     [
         ("allocation_created", s.allocations_created),
         ("allocation_expired", s.allocations_expired),
@@ -103,6 +103,7 @@ fn turn_counters(s: &TurnStats) -> [(&'static str, u64); 22] {
         ("drop_no_permission", s.dropped_no_permission),
         ("drop_rate_limited", s.dropped_rate),
         ("drop_unusable", s.dropped_unusable),
+        ("unsigned_answer_limited", s.unsigned_limited),
     ]
 }
 

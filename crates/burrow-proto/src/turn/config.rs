@@ -132,4 +132,7 @@ pub struct TurnStats {
     pub dropped_rate: u64,
     /// Messages from clients without an allocation that could carry them, or malformed.
     pub dropped_unusable: u64,
+    /// Unsigned responses (challenges, errors before authentication) not sent because their
+    /// UDP source had used up its share: the source may be forged.
+    pub unsigned_limited: u64,
 }

@@ -12,8 +12,18 @@ use super::allocation::{Allocation, Pending};
 use super::channel_data::{self, ChannelData, MAX_CHANNEL, MIN_CHANNEL};
 use super::credentials::{Credentials, Key, Refusal};
 use super::nonce::Nonces;
-use super::{FiveTuple, RelayId, TurnConfig, TurnStats, PROTOCOL_UDP, RESERVATION_LIFETIME};
-use crate::rate::{source_prefix, TokenBucket};
+use super::{
+    FiveTuple, RelayId, Transport, TurnConfig, TurnStats, PROTOCOL_UDP, RESERVATION_LIFETIME,
+};
+
+/// Unsigned responses (challenges, errors before authentication) a second to one client
+/// source: a client needs one or two per allocation, and a refresh every few minutes.
+const UNSIGNED_PER_SEC: f64 = 20.0;
+/// The burst of them (many clients behind one NAT start at once).
+const UNSIGNED_BURST: f64 = 100.0;
+/// Sources whose buckets are kept (older ones come back full).
+const UNSIGNED_SOURCES: usize = 100_000;
+use crate::rate::{source_prefix, KeyedBuckets, TokenBucket};
 use crate::stun::{
     integrity, AttributeType, Class, Message, MessageWriter, Method, StunError, TransactionId,
 };
@@ -181,6 +191,10 @@ pub struct TurnServer {
     /// Deadlines of allocations and reservations; an entry counts only while it equals its
     /// allocation's `deadline` or its reservation's expiry.
     timers: BinaryHeap<Reverse<(Instant, RelayId)>>,
+    /// Unsigned responses per client source (see `send_response`).
+    unsigned_answers: KeyedBuckets<IpAddr>,
+    /// The latest input's time (none before the first).
+    now: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: TurnStats,
@@ -205,6 +219,8 @@ impl TurnServer {
             per_user: BTreeMap::new(),
             per_ip: BTreeMap::new(),
             orphans: BTreeMap::new(),
+            unsigned_answers: KeyedBuckets::new(UNSIGNED_PER_SEC, UNSIGNED_BURST, UNSIGNED_SOURCES),
+            now: None,
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -243,6 +259,7 @@ impl TurnServer {
 
     /// Feeds one input (see the crate's calling convention).
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
         match input {
             Input::Client {
                 tuple,
@@ -390,7 +407,7 @@ impl TurnServer {
                 w.error_code(420, "Unknown Attribute")
                     .unknown_attributes(&types);
                 self.finish(w, None, false);
-                self.transmits.push_back(Transmit::Client { tuple, data });
+                self.send_response(tuple, data, false);
                 return;
             }
             Err(_) => {

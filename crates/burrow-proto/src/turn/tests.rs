@@ -885,3 +885,38 @@ fn a_closed_tcp_connection_takes_its_allocation_along() {
     );
     assert_eq!(server.relay_count(), 0);
 }
+
+#[test]
+fn unsigned_answers_to_one_udp_source_are_limited() {
+    let mut world = World::new(config());
+    let mut req = Vec::new();
+    let mut w = MessageWriter::new(
+        &mut req,
+        Class::Request,
+        Method::ALLOCATE,
+        TransactionId([1; 12]),
+    );
+    w.requested_transport(PROTOCOL_UDP);
+    w.finish();
+    // A forged source: 1000 requests at once get the burst of 401s, then a trickle.
+    let victim = tuple("192.0.2.7:53");
+    let answered: usize = (0..1000).map(|_| world.client(victim, &req).len()).sum();
+    assert_eq!(answered, 100);
+    world.advance(Duration::from_secs(1));
+    let answered: usize = (0..1000).map(|_| world.client(victim, &req).len()).sum();
+    assert_eq!(answered, 20);
+    assert_eq!(world.server.stats().unsigned_limited, 1880);
+    // Others are answered, and so are real clients from the same source once authenticated
+    // (signed responses are not limited), and TCP, whose source cannot be forged.
+    assert_eq!(world.client(tuple("192.0.2.8:53"), &req).len(), 1);
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..victim
+    };
+    assert_eq!(world.client(tcp, &req).len(), 1);
+    let mut alice = Client::new(tuple("198.51.100.1:40000"), "alice", "wonderland");
+    alice.allocate(&mut world);
+    for _ in 0..200 {
+        ok(&alice.refresh(&mut world, 600), alice.key);
+    }
+}

@@ -37,6 +37,23 @@ impl TurnServer {
             msg.fingerprint,
             attrs,
         );
+        self.send_response(tuple, data, key.is_some());
+    }
+
+    /// Queues a response. One not signed with a key we share with the client (a challenge,
+    /// or an error before authentication) may go to a forged UDP source, and is several
+    /// times the size of the smallest request: those are limited per source, so the server
+    /// cannot be used to flood someone.
+    pub(super) fn send_response(&mut self, tuple: FiveTuple, data: Vec<u8>, signed: bool) {
+        if !signed && tuple.transport == Transport::Udp {
+            let source = source_prefix(tuple.client.ip());
+            // (`now` is set: answers follow an input.)
+            let Some(now) = self.now else { return };
+            if !self.unsigned_answers.take(now, &source, 1.0) {
+                self.stats.unsigned_limited += 1;
+                return;
+            }
+        }
         self.transmits.push_back(Transmit::Client { tuple, data });
     }
 
