@@ -17,7 +17,8 @@ pub struct TurnLimits {
     /// Bytes per second one allocation may relay, both ways together (0 = unlimited); over
     /// it, datagrams are dropped.
     pub rate_bytes_per_sec: u64,
-    /// Bytes an allocation may relay at once above its rate.
+    /// Bytes an allocation may relay at once above its rate (at least 65,535, so that any
+    /// datagram can pass).
     pub burst_bytes: u64,
     /// Peer IPs one allocation may have permissions for; more get 508.
     pub max_permissions: usize,

@@ -261,8 +261,12 @@ impl TurnServer {
             return self.error(tuple, msg, 486, "Allocation Quota Reached", key);
         }
         let reserve = msg.even_port == Some(true);
-        let room = self.config.limits.max_allocations;
-        if self.relay_count() + 1 + usize::from(reserve) > room {
+        // A reserved port is a socket already counted.
+        let new_sockets = match msg.reservation_token {
+            Some(_) => 0,
+            None => 1 + usize::from(reserve),
+        };
+        if self.relay_count() + new_sockets > self.config.limits.max_allocations {
             return self.error(tuple, msg, 508, "Insufficient Capacity", key);
         }
         let lifetime = self.granted_lifetime(msg.lifetime);
