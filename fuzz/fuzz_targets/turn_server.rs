@@ -34,7 +34,11 @@ fn tuple(who: u8) -> FiveTuple {
     FiveTuple {
         client: SocketAddr::from(([198, 51, 100, who % 4], 40_000 + u16::from(who % 3))),
         server: "203.0.113.10:3478".parse().unwrap(),
-        transport: if who & 0x80 != 0 { Transport::Tcp } else { Transport::Udp },
+        transport: if who & 0x80 != 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
     }
 }
 
@@ -49,7 +53,11 @@ fn signed(method: Method, who: u8, body: &[u8], nonce: &str) -> Vec<u8> {
             0 => w.requested_transport(if a & 1 == 0 { 17 } else { a }),
             1 => w.lifetime(u32::from(a) * 30 * u32::from(b % 3)),
             2 => w.xor_peer_address(peer),
-            3 => w.channel_number(0x4000 + u16::from_be_bytes([a % 0x40, b]) * (1 + u16::from(a >> 7))),
+            // In range, and now and then past it (at most 0xbffe).
+            3 => {
+                let n = u16::from_be_bytes([a % 0x40, b]) * (1 + u16::from(a >> 7));
+                w.channel_number(0x4000 + n)
+            }
             4 => w.even_port(a & 1 != 0),
             5 => w.reservation_token([a; 8]),
             6 => w.requested_address_family(a % 3),
@@ -70,7 +78,9 @@ fuzz_target!(|data: &[u8]| {
         users: vec![("alice".into(), "pw".into()), ("bob".into(), "pw".into())],
         secrets: vec!["s".into()],
         limits: LIMITS,
-        peers: PeerFilter { allowed: vec!["127.0.0.1/32".parse().unwrap()] },
+        peers: PeerFilter {
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+        },
         ..TurnConfig::default()
     };
     let mut core = TurnServer::new(config, 1);
@@ -99,12 +109,20 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     body.to_vec()
                 };
-                Input::Client { tuple: t, packet: &packet, unix_secs: 1_800_000_000 }
+                Input::Client {
+                    tuple: t,
+                    packet: &packet,
+                    unix_secs: 1_800_000_000,
+                }
             }
             6..=9 if !relays.is_empty() => {
                 let relay = relays[usize::from(*who) % relays.len()];
                 let from = SocketAddr::from(([1, 2, who % 4, 0], 5000));
-                Input::Peer { relay, from, packet: body }
+                Input::Peer {
+                    relay,
+                    from,
+                    packet: body,
+                }
             }
             _ => {
                 now += Duration::from_secs(u64::from(*who) * 3);

@@ -28,10 +28,11 @@
 //! it returns, sleep until its timeout (see `burrow::netcheck::run`).
 //!
 //! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
-//! [`nat_behaviour::NatBehaviour`], [`turn::TurnServer`] and [`relay::client_conn::ClientConnection`] (which needs no
-//! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
-//! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
-//! driver asks for a delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
+//! [`nat_behaviour::NatBehaviour`], [`turn::TurnServer`] and
+//! [`relay::client_conn::ClientConnection`] (which needs no randomness, so takes no seed).
+//! Two small calculators send nothing and own no timer, so they have no input or output
+//! queue: [`relay::backoff::Backoff`] (seeded the same way), which the driver asks for a
+//! delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
 //!
 //! Two documented exceptions, both on hot paths with nothing to wait for:
 //! [`stun::server::StunServer`] keeps no state at all, so it is one call per request that

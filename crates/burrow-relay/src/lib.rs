@@ -1,7 +1,8 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
 //! WebSocket, co-hosts STUN ([`stun`]), TURN on the STUN port ([`turn`]) and the bootstrap
-//! registry of signed node records ([`records`]), and serves `GET /health` and `GET /metrics`. [`RelaySettings`] are what an
-//! operator sets (`burrow relay`'s flags and config file).
+//! registry of signed node records ([`records`]), and serves `GET /health` and
+//! `GET /metrics`. [`RelaySettings`] are what an operator sets (`burrow relay`'s flags and
+//! config file).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {

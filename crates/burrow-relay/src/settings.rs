@@ -85,8 +85,9 @@ relay_settings! {
     #[arg(conflicts_with_all = ["alt_port", "alt_ip"])]
     no_alt_port: bool,
     /// Serve TURN (RFC 8656) on the STUN port (UDP, and TCP on the same port number), with
-    /// ephemeral credentials made with this shared secret, as coturn's use-auth-secret: username `EXPIRY:USER` (Unix seconds),
-    /// password base64(HMAC-SHA1(secret, username)). Repeat to rotate secrets.
+    /// ephemeral credentials made with this shared secret, as coturn's use-auth-secret:
+    /// username `EXPIRY:USER` (Unix seconds), password base64(HMAC-SHA1(secret, username)).
+    /// Repeat to rotate secrets.
     #[arg(value_name = "SECRET")]
     turn_secret: Vec<String>,
     /// Serve TURN with this long-term user (repeat for several).
