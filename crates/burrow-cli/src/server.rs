@@ -108,6 +108,9 @@ pub(crate) fn relay(flags: RelayFlags, config_path: &Path) -> Result<()> {
         for addr in server.stun_addrs() {
             eprintln!("STUN listening on {addr}");
         }
+        if let (Some(ip), Some(addr)) = (server.turn_relay_ip(), server.stun_addrs().first()) {
+            eprintln!("TURN on {addr} (UDP), relayed addresses on {ip}");
+        }
         if let Some(records) = server.records() {
             eprintln!(
                 "registry at {}/records and {}/namespaces ({} records loaded)",

@@ -1104,3 +1104,110 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("burrow up"));
 }
+
+/// `burrow relay --turn-secret` serves TURN on the STUN port: coturn's client allocates, binds
+/// channels and gets every packet back from coturn's peer. (tests/turn.rs in burrow-relay
+/// runs the whole script, against coturn too.)
+#[test]
+fn relay_serves_turn_with_its_flags() {
+    let no_stun = burrow()
+        .args(["relay", "--listen", "127.0.0.1:0", "--turn-secret", "s"])
+        .output()
+        .unwrap();
+    assert_eq!(no_stun.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&no_stun.stderr);
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("--stun"),
+        "{err}"
+    );
+
+    let have = ["turnutils_uclient", "turnutils_peer"]
+        .iter()
+        .all(|p| Command::new(p).arg("-h").output().is_ok());
+    if !have {
+        assert!(std::env::var_os("CI").is_none(), "CI must have coturn");
+        eprintln!("SKIPPED: coturn's turnutils are not installed");
+        return;
+    }
+    let port = free_port_pair();
+    let mut child = burrow()
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-registry",
+            "--no-alt-port",
+        ])
+        .args(["--stun", &format!("127.0.0.1:{port}")])
+        .args([
+            "--turn-secret",
+            "s3cret",
+            "--turn-allow-peer",
+            "127.0.0.1/32",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _relay = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let said = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("TURN announced");
+        if line.starts_with("TURN on") {
+            break line;
+        }
+    };
+    assert_eq!(
+        said,
+        format!("TURN on 127.0.0.1:{port} (UDP), relayed addresses on 127.0.0.1")
+    );
+    let peer_port = free_port_pair();
+    let _peer = Running(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "turnutils_uclient",
+            "-W",
+            "s3cret",
+            "-u",
+            "alice",
+            "-n",
+            "20",
+        ])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+        ])
+        .arg("127.0.0.1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tot_send_msgs=40, tot_recv_msgs=40")
+            && text.contains("Total lost packets 0 "),
+        "{text}"
+    );
+}

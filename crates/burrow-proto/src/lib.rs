@@ -28,7 +28,7 @@
 //! it returns, sleep until its timeout (see `burrow::netcheck::run`).
 //!
 //! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
-//! [`nat_behaviour::NatBehaviour`], [`mesh::pake::joiner::Joiner`],
+//! [`nat_behaviour::NatBehaviour`], [`turn::TurnServer`], [`mesh::pake::joiner::Joiner`],
 //! [`mesh::pake::inviter::Inviter`] and [`relay::client_conn::ClientConnection`] (which needs no
 //! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
 //! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
@@ -70,5 +70,6 @@ pub mod relay;
 mod rng;
 pub mod stun;
 pub mod ticket;
+pub mod turn;
 
 pub use rng::Rng;

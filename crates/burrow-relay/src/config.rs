@@ -10,6 +10,7 @@ use burrow_proto::relay::RelayUrl;
 
 use crate::settings::RelaySettings;
 use crate::stun::StunOptions;
+use crate::turn::TurnOptions;
 
 /// The relay's limits. Every one is explicit and comes from the setting (a `burrow relay`
 /// flag, a `[relay]` key) named after it, which gives its default: see [`RelaySettings`].
@@ -202,6 +203,8 @@ pub struct RelayConfig {
     pub public_urls: Vec<RelayUrl>,
     /// Co-hosted STUN service, if any.
     pub stun: Option<StunOptions>,
+    /// TURN on the STUN service's primary port, if any (needs `stun`).
+    pub turn: Option<TurnOptions>,
     /// Serve HTTPS/WSS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Limits.
@@ -226,6 +229,7 @@ impl Default for RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_urls: Vec::new(),
             stun: None,
+            turn: None,
             tls: None,
             limits: Limits::default(),
             registry: RegistryConfig::default(),

@@ -1,7 +1,8 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
-//! WebSocket, co-hosts STUN ([`stun`]) and the bootstrap registry of signed node records
-//! ([`records`]), and serves `GET /health` and `GET /metrics`. [`RelaySettings`] are what an
-//! operator sets (`burrow relay`'s flags and config file).
+//! WebSocket, co-hosts STUN ([`stun`]), TURN on the STUN port ([`turn`]) and the bootstrap
+//! registry of signed node records ([`records`]), and serves `GET /health` and
+//! `GET /metrics`. [`RelaySettings`] are what an operator sets (`burrow relay`'s flags and
+//! config file).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), burrow_relay::RelayError> {
@@ -26,6 +27,7 @@ mod session;
 mod settings;
 pub mod stun;
 mod tls;
+pub mod turn;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,7 +42,9 @@ pub use config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RestartNot
 pub use metrics::{RelayStats, CLOSE_LABELS};
 #[cfg(feature = "clap")]
 pub use settings::RelayFlags;
-pub use settings::{DurationError, HumanDuration, PublicUrl, RelaySettings};
+pub use settings::{
+    DurationError, HumanDuration, PeerRange, PublicUrl, RelaySettings, TurnUser, TurnUserError,
+};
 use stun::{StunService, StunServiceError};
 pub use tls::TlsFileError;
 
@@ -112,6 +116,7 @@ pub struct RelayServer {
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
     stun: Option<StunService>,
+    turn: Option<turn::TurnService>,
     /// The registry's sweeper and snapshot writer.
     maintenance: Vec<JoinHandle<()>>,
 }
@@ -154,9 +159,27 @@ impl RelayServer {
             addr: config.listen,
             source,
         })?;
-        let stun = match &config.stun {
-            Some(options) => Some(StunService::start(options)?),
-            None => None,
+        let metrics = metrics::Metrics::new();
+        let (stun, turn) = match (&config.stun, &config.turn) {
+            (Some(stun), Some(turn)) => {
+                let (handoff, queue) = turn::channel(&metrics.turn);
+                let service = StunService::start_with(stun, Some(handoff))?;
+                let local = service.local_addrs()[0].1;
+                let bind_err = |source| RelayError::Bind {
+                    addr: local,
+                    source,
+                };
+                let listener = TcpListener::bind(local).await.map_err(bind_err)?;
+                let socket = service.primary_socket();
+                let driver =
+                    turn::TurnService::start(turn, queue, socket, listener, metrics.turn.clone())
+                        .map_err(bind_err)?;
+                tracing::info!(%local, relay_ip = %turn.relay_ip, "TURN serving on UDP and TCP");
+                (Some(service), Some(driver))
+            }
+            (Some(stun), None) => (Some(StunService::start(stun)?), None),
+            (None, Some(_)) => return Err(RelayError::Config("TURN needs STUN's port".into())),
+            (None, None) => (None, None),
         };
         let records = if config.registry.enabled {
             let store = Arc::new(records::RecordStore::new(config.registry.limits.clone()));
@@ -177,7 +200,7 @@ impl RelayServer {
         let (shutting_down, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
-            metrics: metrics::Metrics::new(),
+            metrics,
             clients: clients::Clients::default(),
             records,
             public_urls,
@@ -197,6 +220,7 @@ impl RelayServer {
             shared,
             accept,
             stun,
+            turn,
             maintenance,
         })
     }
@@ -223,6 +247,17 @@ impl RelayServer {
             .as_ref()
             .map(|s| s.local_addrs().iter().map(|(_, a)| *a).collect())
             .unwrap_or_default()
+    }
+
+    /// The IP of TURN's relayed addresses, if it serves TURN (on the first of
+    /// [`RelayServer::stun_addrs`]).
+    pub fn turn_relay_ip(&self) -> Option<std::net::IpAddr> {
+        self.shared.config.turn.as_ref().map(|t| t.relay_ip)
+    }
+
+    /// The TURN server's counters, if it serves TURN.
+    pub fn turn_status(&self) -> Option<turn::TurnStatus> {
+        self.turn.as_ref().map(|t| t.status())
     }
 
     /// The counters.
@@ -252,6 +287,8 @@ impl RelayServer {
         while self.shared.sessions.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // TURN first: it sends from the STUN socket.
+        self.turn.take();
         if let Some(stun) = self.stun.take() {
             let _ = tokio::task::spawn_blocking(move || stun.shutdown()).await;
         }

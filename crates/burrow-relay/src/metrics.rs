@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use burrow_proto::turn::TurnStats;
+
 /// Why a frame was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum DropReason {
@@ -62,6 +64,101 @@ pub(crate) struct Metrics {
     closes: Family<Reason, Counter>,
     notices: Family<Reason, Counter>,
     pub registry_records: Gauge,
+    pub turn: TurnMetrics,
+}
+
+/// The TURN server's metrics. Counters are shared handles: the driver and the STUN threads
+/// hold clones.
+#[derive(Clone)]
+pub(crate) struct TurnMetrics {
+    pub allocations: Gauge,
+    pub sockets: Gauge,
+    pub queue_full: Counter,
+    pub send_failed: Counter,
+    counters: Family<Reason, Counter>,
+}
+
+/// Each of the TURN core's counters: its label in `burrow_relay_turn_events`, and its value.
+fn turn_counters(s: &TurnStats) -> [(&'static str, u64); 23] {
+    [
+        ("allocation_created", s.allocations_created),
+        ("allocation_expired", s.allocations_expired),
+        ("allocation_deleted", s.allocations_deleted),
+        ("challenge", s.challenges),
+        ("auth_failure", s.auth_failures),
+        ("expired_credential", s.expired_credentials),
+        ("stale_nonce", s.stale_nonces),
+        ("bad_request", s.bad_requests),
+        ("forbidden_peer", s.forbidden_peers),
+        ("allocation_mismatch", s.mismatches),
+        ("wrong_credentials", s.wrong_credentials),
+        ("quota_reached", s.quota_refused),
+        ("insufficient_capacity", s.capacity_refused),
+        ("permission_created", s.permissions_created),
+        ("channel_bound", s.channels_bound),
+        ("packet_to_peer", s.to_peer_packets),
+        ("byte_to_peer", s.to_peer_bytes),
+        ("packet_to_client", s.to_client_packets),
+        ("byte_to_client", s.to_client_bytes),
+        ("drop_no_permission", s.dropped_no_permission),
+        ("drop_rate_limited", s.dropped_rate),
+        ("drop_unusable", s.dropped_unusable),
+        ("unsigned_answer_limited", s.unsigned_limited),
+    ]
+}
+
+impl TurnMetrics {
+    fn register(registry: &mut Registry) -> TurnMetrics {
+        let m = TurnMetrics {
+            allocations: Gauge::default(),
+            sockets: Gauge::default(),
+            queue_full: Counter::default(),
+            send_failed: Counter::default(),
+            counters: Family::default(),
+        };
+        registry.register(
+            "turn_allocations",
+            "TURN allocations now",
+            m.allocations.clone(),
+        );
+        registry.register(
+            "turn_sockets",
+            "TURN relayed sockets open (allocations and reserved ports)",
+            m.sockets.clone(),
+        );
+        registry.register(
+            "turn_queue_full",
+            "TURN messages dropped because the driver's queue was full",
+            m.queue_full.clone(),
+        );
+        registry.register(
+            "turn_send_failures",
+            "TURN sends that failed",
+            m.send_failed.clone(),
+        );
+        registry.register(
+            "turn_events",
+            "What the TURN server did, by event: allocations made and ended, requests \
+             refused by reason, permissions and channels made, packets and bytes relayed, \
+             data dropped by reason",
+            m.counters.clone(),
+        );
+        for (reason, _) in turn_counters(&TurnStats::default()) {
+            let _ = m.counters.get_or_create(&Reason { reason });
+        }
+        m
+    }
+
+    /// Adds what the core's counters gained from `old` to `new`.
+    pub(crate) fn publish(&self, old: &TurnStats, new: &TurnStats) {
+        for ((reason, was), (_, is)) in turn_counters(old).into_iter().zip(turn_counters(new)) {
+            if is > was {
+                self.counters
+                    .get_or_create(&Reason { reason })
+                    .inc_by(is - was);
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -135,6 +232,7 @@ impl Metrics {
             "Node records held by the bootstrap registry",
             registry_records.clone(),
         );
+        let turn = TurnMetrics::register(&mut registry);
         for r in ["per_ip_limit", "max_clients"] {
             let _ = refused.get_or_create(&Reason { reason: r });
         }
@@ -169,6 +267,7 @@ impl Metrics {
             closes,
             notices,
             registry_records,
+            turn,
         }
     }
 

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use burrow_proto::relay::server_conn::MAX_MESSAGE;
 use burrow_proto::relay::{RelayUrl, RelayUrlError};
+use burrow_proto::turn::{Cidr, CidrError, TurnLimits};
 use serde::Deserialize;
 
 use crate::config::{Limits, RegistryConfig, RegistryLimits, RelayConfig, TlsFiles};
 use crate::stun::{AltPort, StunOptions};
+use crate::turn::TurnOptions;
 use crate::RelayError;
 
 /// Declares [`RelaySettings`] and its `Default` from one list of `doc`, `#[arg(…)]` (the
@@ -82,6 +84,46 @@ relay_settings! {
     /// server alone).
     #[arg(conflicts_with_all = ["alt_port", "alt_ip"])]
     no_alt_port: bool,
+    /// Serve TURN (RFC 8656) on the STUN port (UDP, and TCP on the same port number), with
+    /// ephemeral credentials made with this shared secret, as coturn's use-auth-secret:
+    /// username `EXPIRY:USER` (Unix seconds), password base64(HMAC-SHA1(secret, username)).
+    /// Repeat to rotate secrets.
+    #[arg(value_name = "SECRET")]
+    turn_secret: Vec<String>,
+    /// Serve TURN with this long-term user (repeat for several).
+    #[arg(value_name = "USER:PASSWORD")]
+    turn_user: Vec<TurnUser>,
+    /// The realm of TURN's credentials.
+    #[arg(value_name = "REALM")]
+    turn_realm: String = "burrow".to_string(),
+    /// IP address that TURN's relayed sockets bind and advertise [default: the STUN IP].
+    #[arg(value_name = "IP")]
+    turn_relay_ip: Option<IpAddr>,
+    /// Lowest port of TURN's relayed sockets.
+    #[arg(value_name = "PORT")]
+    turn_min_port: u16 = 49152,
+    /// Highest port of TURN's relayed sockets.
+    #[arg(value_name = "PORT")]
+    turn_max_port: u16 = 65535,
+    /// Let TURN relay to peers in this range, though private, loopback, link-local and other
+    /// reserved ranges are denied by default (repeat for several).
+    #[arg(value_name = "CIDR")]
+    turn_allow_peer: Vec<PeerRange>,
+    /// TURN allocations (and reserved ports) at once; more get 508.
+    #[arg(value_name = "N")]
+    turn_max_allocations: usize = TurnLimits::default().max_allocations,
+    /// TURN allocations one username may hold; 0 = no cap; more get 486.
+    #[arg(value_name = "N")]
+    turn_max_allocations_per_user: usize = TurnLimits::default().max_allocations_per_user,
+    /// TURN allocations one client IP (IPv6 /64) may hold; 0 = no cap; more get 486.
+    #[arg(value_name = "N")]
+    turn_max_allocations_per_ip: usize = TurnLimits::default().max_allocations_per_ip,
+    /// Bytes per second one TURN allocation may relay, both ways; 0 = unlimited.
+    #[arg(value_name = "BYTES")]
+    turn_rate: u64 = TurnLimits::default().rate_bytes_per_sec,
+    /// Bytes one TURN allocation may relay at once above its rate.
+    #[arg(value_name = "BYTES")]
+    turn_burst: u64 = TurnLimits::default().burst_bytes,
     /// TLS certificate chain, PEM (serve https/wss).
     #[arg(value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -91,7 +133,8 @@ relay_settings! {
     /// Maximum WebSocket sessions at once.
     #[arg(value_name = "N")]
     max_clients: usize = 10_000,
-    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64).
+    /// Maximum TCP connections from one source (IPv4 address or IPv6 /64), to the relay and
+    /// to TURN's TCP port each.
     #[arg(value_name = "N")]
     max_conns_per_ip: usize = 64,
     /// Bytes per second one client may send; 0 = unlimited.
@@ -100,7 +143,7 @@ relay_settings! {
     /// Bytes one client may send in a burst.
     #[arg(value_name = "BYTES")]
     client_burst: u64 = 2 * 1024 * 1024,
-    /// Time from connect to authenticated.
+    /// Time from connect to authenticated (for TURN over TCP: to its first message).
     #[arg(value_name = "DUR")]
     handshake_timeout: HumanDuration = HumanDuration(Duration::from_secs(10)),
     /// Close clients silent this long.
@@ -206,6 +249,51 @@ impl RelaySettings {
     }
 }
 
+impl RelaySettings {
+    /// TURN's options, if TURN is on (a secret or a user is set).
+    fn turn(&self, stun: Option<&StunOptions>) -> Result<Option<TurnOptions>, RelayError> {
+        let bad = |m: &str| Err(RelayError::Config(m.to_string()));
+        if self.turn_secret.is_empty() && self.turn_user.is_empty() {
+            return Ok(None);
+        }
+        let Some(stun) = stun else {
+            return bad("TURN (--turn-secret, --turn-user) is served on the STUN port: set --stun");
+        };
+        let relay_ip = self.turn_relay_ip.unwrap_or(stun.listen.ip());
+        if relay_ip.is_unspecified() {
+            return bad("TURN needs --turn-relay-ip when --stun listens on an unspecified address");
+        }
+        if self.turn_min_port == 0 || self.turn_min_port >= self.turn_max_port {
+            return bad("--turn-min-port must be at least 1 and below --turn-max-port");
+        }
+        if self.turn_secret.iter().any(String::is_empty) {
+            return bad("--turn-secret must not be empty");
+        }
+        Ok(Some(TurnOptions {
+            realm: self.turn_realm.clone(),
+            users: self
+                .turn_user
+                .iter()
+                .map(|u| (u.name.clone(), u.password.clone()))
+                .collect(),
+            secrets: self.turn_secret.clone(),
+            relay_ip,
+            ports: (self.turn_min_port, self.turn_max_port),
+            allowed_peers: self.turn_allow_peer.iter().map(|p| p.0).collect(),
+            limits: TurnLimits {
+                max_allocations: self.turn_max_allocations,
+                max_allocations_per_user: self.turn_max_allocations_per_user,
+                max_allocations_per_ip: self.turn_max_allocations_per_ip,
+                rate_bytes_per_sec: self.turn_rate,
+                burst_bytes: self.turn_burst,
+                ..TurnLimits::default()
+            },
+            max_conns_per_ip: self.max_conns_per_ip,
+            first_message_timeout: self.handshake_timeout.0,
+        }))
+    }
+}
+
 impl RelayConfig {
     /// The configuration that `burrow relay` settings describe, after checking that they make
     /// sense together.
@@ -235,10 +323,12 @@ impl RelayConfig {
             (None, None) => None,
             _ => return bad("TLS needs both --tls-cert and --tls-key"),
         };
+        let turn = s.turn(stun.as_ref())?;
         let c = RelayConfig {
             listen,
             public_urls: s.public_url.iter().map(|u| u.0.clone()).collect(),
             stun,
+            turn,
             tls,
             limits: s.limits(),
             registry: s.registry(),
@@ -297,6 +387,67 @@ impl TryFrom<String> for PublicUrl {
 impl fmt::Display for PublicUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A TURN user in a setting: `USER:PASSWORD` (the password may hold colons, the name not).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TurnUser {
+    /// The username.
+    pub name: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A setting that is not `USER:PASSWORD`.
+#[derive(Debug, thiserror::Error)]
+#[error("not USER:PASSWORD (a non-empty user name, a colon, a password)")]
+pub struct TurnUserError;
+
+impl FromStr for TurnUser {
+    type Err = TurnUserError;
+    fn from_str(s: &str) -> Result<Self, TurnUserError> {
+        match s.split_once(':') {
+            Some((name, password)) if !name.is_empty() => Ok(TurnUser {
+                name: name.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err(TurnUserError),
+        }
+    }
+}
+
+impl TryFrom<String> for TurnUser {
+    type Error = TurnUserError;
+    fn try_from(s: String) -> Result<Self, TurnUserError> {
+        s.parse()
+    }
+}
+
+/// Keeps passwords out of logs and debug output.
+impl fmt::Debug for TurnUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TurnUser({}:…)", self.name)
+    }
+}
+
+/// An IP range in a setting: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PeerRange(pub Cidr);
+
+impl FromStr for PeerRange {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        s.parse().map(PeerRange)
+    }
+}
+
+impl TryFrom<String> for PeerRange {
+    type Error = CidrError;
+    fn try_from(s: String) -> Result<Self, CidrError> {
+        s.parse()
     }
 }
 
@@ -440,6 +591,59 @@ mod tests {
     }
 
     #[test]
+    fn turn_settings_need_stun_and_a_relay_ip() {
+        let mut s = RelaySettings {
+            turn_secret: vec!["s".into()],
+            ..listening()
+        };
+        assert!(RelayConfig::from_settings(&s).is_err(), "TURN needs --stun");
+        s.stun = Some("0.0.0.0:3478".parse().unwrap());
+        assert!(
+            RelayConfig::from_settings(&s).is_err(),
+            "an unspecified STUN IP needs --turn-relay-ip"
+        );
+        s.turn_relay_ip = Some([203, 0, 113, 10].into());
+        let turn = RelayConfig::from_settings(&s).unwrap().turn.unwrap();
+        assert_eq!(turn.relay_ip, IpAddr::from([203, 0, 113, 10]));
+        assert_eq!(turn.limits, TurnLimits::default());
+        assert_eq!(
+            (turn.ports, turn.realm.as_str()),
+            ((49152, 65535), "burrow")
+        );
+        s.turn_min_port = 65535;
+        assert!(RelayConfig::from_settings(&s).is_err());
+        s.turn_min_port = 49152;
+        s.turn_secret.clear();
+        assert!(
+            RelayConfig::from_settings(&s).unwrap().turn.is_none(),
+            "off"
+        );
+
+        let file: RelaySettings = toml::from_str(
+            "stun = \"127.0.0.1:3478\"\nturn_user = [\"alice:pass:word\"]\n\
+             turn_allow_peer = [\"10.0.0.0/8\", \"::1\"]\nturn_max_allocations_per_ip = 0\n",
+        )
+        .unwrap();
+        let s = RelaySettings {
+            listen: listening().listen,
+            ..file
+        };
+        let turn = RelayConfig::from_settings(&s).unwrap().turn.unwrap();
+        assert_eq!(turn.users, [("alice".into(), "pass:word".into())]);
+        assert_eq!(turn.relay_ip, IpAddr::from([127, 0, 0, 1]), "the STUN IP");
+        let allowed: Vec<String> = turn.allowed_peers.iter().map(|c| c.to_string()).collect();
+        assert_eq!(allowed, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(turn.limits.max_allocations_per_ip, 0);
+        for bad in [
+            "turn_user = [\"nopassword\"]",
+            "turn_user = [\":x\"]",
+            "turn_allow_peer = [\"10.0.0.0/40\"]",
+        ] {
+            assert!(toml::from_str::<RelaySettings>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_table_parses_and_rejects_unknown_keys_and_bad_durations() {
         let s: RelaySettings = toml::from_str(
             "listen = \"0.0.0.0:443\"\nhandshake_timeout = \"500ms\"\n\
@@ -538,6 +742,27 @@ mod tests {
         assert!(Relay::try_parse_from(["relay", "--public-url", "relay.example.org"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--idle-timeout", "soon"]).is_err());
         assert!(Relay::try_parse_from(["relay", "--alt-port", "5", "--no-alt-port"]).is_err());
+        let s = over(&[
+            "--turn-secret",
+            "a",
+            "--turn-secret",
+            "b",
+            "--turn-allow-peer",
+            "127.0.0.1",
+            "--turn-user",
+            "alice:x",
+            "--turn-rate",
+            "0",
+        ]);
+        assert_eq!(s.turn_secret, ["a", "b"]);
+        assert_eq!(
+            s.turn_allow_peer,
+            ["127.0.0.1".parse::<PeerRange>().unwrap()]
+        );
+        assert_eq!((s.turn_user.len(), s.turn_rate), (1, 0));
+        assert_eq!(s.turn_realm, "burrow", "a default");
+        assert!(Relay::try_parse_from(["relay", "--turn-allow-peer", "10.0.0.0/99"]).is_err());
+        assert!(Relay::try_parse_from(["relay", "--turn-user", "nocolon"]).is_err());
     }
 
     #[test]
@@ -550,5 +775,28 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.registry, RegistryConfig::default());
         assert!(c.stun.is_some());
+        assert!(
+            c.turn.is_none(),
+            "TURN is off until a secret or user is set"
+        );
+        let defaults = RelaySettings::default();
+        assert_eq!(
+            (&s.turn_realm, s.turn_min_port, s.turn_max_port),
+            (
+                &defaults.turn_realm,
+                defaults.turn_min_port,
+                defaults.turn_max_port
+            )
+        );
+        let limits = |s: &RelaySettings| {
+            [
+                s.turn_max_allocations as u64,
+                s.turn_max_allocations_per_user as u64,
+                s.turn_max_allocations_per_ip as u64,
+                s.turn_rate,
+                s.turn_burst,
+            ]
+        };
+        assert_eq!(limits(&s), limits(&defaults));
     }
 }

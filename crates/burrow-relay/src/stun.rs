@@ -1,5 +1,5 @@
 //! The STUN server: binds its sockets and answers on them with
-//! [`burrow_proto::stun::server::StunServer`].
+//! [`burrow_proto::stun::server::StunServer`], handing TURN messages to [`crate::turn`].
 //!
 //! Plain threads with blocking sockets: the server keeps no per-client state, so there is
 //! nothing to share but counters, and a blocking `recv_from` is the cheapest way to wait.
@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use burrow_proto::stun::server::{Alternate, Ignored, Outcome, Role, ServerConfig, StunServer};
 
-/// Largest datagram read; longer ones are truncated and then fail to parse.
-const RECV_BUFFER: usize = 2048;
+use crate::turn::Handoff;
+
+/// Largest datagram read; longer ones are truncated and then fail to parse. TURN's Send
+/// indications and ChannelData carry whole datagrams for peers, so it is UDP's largest.
+const RECV_BUFFER: usize = 65_536;
 /// How often a blocked thread wakes to notice shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
@@ -37,6 +40,7 @@ pub struct Stats {
 /// A running STUN service. Dropping it stops the threads.
 pub struct StunService {
     addrs: Vec<(Role, SocketAddr)>,
+    primary: Arc<UdpSocket>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -103,6 +107,14 @@ pub enum StunServiceError {
 impl StunService {
     /// Binds every socket the configuration needs and starts answering.
     pub fn start(options: &StunOptions) -> Result<StunService, StunServiceError> {
+        Self::start_with(options, None)
+    }
+
+    /// [`StunService::start`], handing TURN messages that reach the primary socket to `turn`.
+    pub(crate) fn start_with(
+        options: &StunOptions,
+        turn: Option<Handoff>,
+    ) -> Result<StunService, StunServiceError> {
         let bad = |why| Err(StunServiceError::Options(why));
         let listen = options.listen;
         let next_port = listen.port().checked_add(1);
@@ -192,9 +204,11 @@ impl StunService {
                     Arc::clone(&all),
                 );
                 let role = *role;
+                // TURN is served on the primary address only.
+                let turn = turn.clone().filter(|_| role == Role::PRIMARY);
                 let thread = std::thread::Builder::new()
                     .name(format!("stun-{addr}"))
-                    .spawn(move || serve(i, role, &server, &all, &stats, &stop))
+                    .spawn(move || serve(i, role, &server, &all, &stats, &stop, turn.as_ref()))
                     .map_err(|source| StunServiceError::Bind {
                         addr: *addr,
                         source,
@@ -207,6 +221,7 @@ impl StunService {
         }
         Ok(StunService {
             addrs: sockets.iter().map(|(r, a, _)| (*r, *a)).collect(),
+            primary: Arc::clone(&sockets[0].2),
             stats,
             stop,
             threads,
@@ -216,6 +231,11 @@ impl StunService {
     /// The bound addresses, primary first.
     pub fn local_addrs(&self) -> &[(Role, SocketAddr)] {
         &self.addrs
+    }
+
+    /// The primary socket, which TURN answers from.
+    pub(crate) fn primary_socket(&self) -> Arc<UdpSocket> {
+        Arc::clone(&self.primary)
     }
 
     /// The counters.
@@ -249,6 +269,7 @@ fn serve(
     sockets: &[(Role, Arc<UdpSocket>)],
     stats: &Stats,
     stop: &AtomicBool,
+    turn: Option<&Handoff>,
 ) {
     let socket = &sockets[index].1;
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -270,6 +291,10 @@ fn serve(
                 continue;
             }
         };
+        if let Some(turn) = turn.filter(|_| burrow_proto::turn::is_turn(&buf[..n])) {
+            turn.pass(from, &buf[..n]);
+            continue;
+        }
         let reply = match server.handle(role, from, &buf[..n], &mut out) {
             Outcome::Success(reply) => {
                 stats.responses.fetch_add(1, Ordering::Relaxed);

@@ -21,10 +21,30 @@ impl AttributeType {
     pub const ERROR_CODE: Self = Self(0x0009);
     /// UNKNOWN-ATTRIBUTES (RFC 8489): the comprehension-required ones not understood.
     pub const UNKNOWN_ATTRIBUTES: Self = Self(0x000a);
+    /// CHANNEL-NUMBER (RFC 8656): a channel number and two reserved bytes.
+    pub const CHANNEL_NUMBER: Self = Self(0x000c);
+    /// LIFETIME (RFC 8656): seconds until an allocation expires.
+    pub const LIFETIME: Self = Self(0x000d);
+    /// XOR-PEER-ADDRESS (RFC 8656): a peer's address, as XOR-MAPPED-ADDRESS is encoded; a
+    /// CreatePermission may carry several.
+    pub const XOR_PEER_ADDRESS: Self = Self(0x0012);
+    /// DATA (RFC 8656): the application data of a Send or Data indication.
+    pub const DATA: Self = Self(0x0013);
     /// REALM (RFC 8489).
     pub const REALM: Self = Self(0x0014);
     /// NONCE (RFC 8489).
     pub const NONCE: Self = Self(0x0015);
+    /// XOR-RELAYED-ADDRESS (RFC 8656): the relayed transport address of an allocation.
+    pub const XOR_RELAYED_ADDRESS: Self = Self(0x0016);
+    /// REQUESTED-ADDRESS-FAMILY (RFC 8656): 0x01 IPv4, 0x02 IPv6, then three reserved bytes.
+    pub const REQUESTED_ADDRESS_FAMILY: Self = Self(0x0017);
+    /// EVEN-PORT (RFC 8656): an even relayed port; its top bit (R) asks to reserve the next.
+    pub const EVEN_PORT: Self = Self(0x0018);
+    /// REQUESTED-TRANSPORT (RFC 8656): the IP protocol number to relay (17, UDP), then three
+    /// reserved bytes.
+    pub const REQUESTED_TRANSPORT: Self = Self(0x0019);
+    /// DONT-FRAGMENT (RFC 8656): set the DF bit towards the peer (no value).
+    pub const DONT_FRAGMENT: Self = Self(0x001a);
     /// MESSAGE-INTEGRITY-SHA256 (RFC 8489).
     pub const MESSAGE_INTEGRITY_SHA256: Self = Self(0x001c);
     /// PASSWORD-ALGORITHM (RFC 8489).
@@ -33,6 +53,8 @@ impl AttributeType {
     pub const USERHASH: Self = Self(0x001e);
     /// XOR-MAPPED-ADDRESS (RFC 8489): the reflexive address, XORed with the magic cookie.
     pub const XOR_MAPPED_ADDRESS: Self = Self(0x0020);
+    /// RESERVATION-TOKEN (RFC 8656): 8 bytes naming a relayed port the server holds back.
+    pub const RESERVATION_TOKEN: Self = Self(0x0022);
     /// PADDING (RFC 5780): makes a response longer, to test fragmentation.
     pub const PADDING: Self = Self(0x0026);
     /// RESPONSE-PORT (RFC 5780): answer to this port.

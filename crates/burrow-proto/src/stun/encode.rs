@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::attribute::{address_len, encode_address, AttributeType};
+use super::integrity;
 use super::{
     message_type, Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE,
 };
@@ -109,11 +110,7 @@ impl<'b> MessageWriter<'b> {
 
     /// Adds SOFTWARE, truncated at a character boundary to the 763 bytes RFC 8489 allows.
     pub fn software(&mut self, text: &str) -> &mut Self {
-        let text = truncate(text, 763);
-        self.header(AttributeType::SOFTWARE, text.len());
-        self.buf.extend_from_slice(text.as_bytes());
-        self.pad();
-        self
+        self.bytes(AttributeType::SOFTWARE, truncate(text, 763).as_bytes())
     }
 
     /// Adds ERROR-CODE. `code` must be 300..=699.
@@ -125,6 +122,80 @@ impl<'b> MessageWriter<'b> {
         self.buf.extend_from_slice(reason.as_bytes());
         self.pad();
         self
+    }
+
+    /// Adds XOR-RELAYED-ADDRESS (RFC 8656).
+    pub fn xor_relayed_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::XOR_RELAYED_ADDRESS, addr, true)
+    }
+
+    /// Adds XOR-PEER-ADDRESS (RFC 8656).
+    pub fn xor_peer_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.address(AttributeType::XOR_PEER_ADDRESS, addr, true)
+    }
+
+    fn bytes(&mut self, attr: AttributeType, value: &[u8]) -> &mut Self {
+        self.header(attr, value.len());
+        self.buf.extend_from_slice(value);
+        self.pad();
+        self
+    }
+
+    /// Adds USERNAME, truncated at a character boundary to the 512 bytes RFC 8489 allows.
+    pub fn username(&mut self, name: &str) -> &mut Self {
+        self.bytes(AttributeType::USERNAME, truncate(name, 512).as_bytes())
+    }
+
+    /// Adds REALM, truncated as SOFTWARE is.
+    pub fn realm(&mut self, realm: &str) -> &mut Self {
+        self.bytes(AttributeType::REALM, truncate(realm, 763).as_bytes())
+    }
+
+    /// Adds NONCE, truncated as SOFTWARE is.
+    pub fn nonce(&mut self, nonce: &str) -> &mut Self {
+        self.bytes(AttributeType::NONCE, truncate(nonce, 763).as_bytes())
+    }
+
+    /// Adds DATA (RFC 8656), at most what one message can carry.
+    pub fn data(&mut self, data: &[u8]) -> &mut Self {
+        let room = 65_532usize.saturating_sub(self.buf.len() - HEADER_LEN + 4);
+        self.bytes(AttributeType::DATA, &data[..data.len().min(room)])
+    }
+
+    /// Adds LIFETIME (RFC 8656), seconds.
+    pub fn lifetime(&mut self, secs: u32) -> &mut Self {
+        self.bytes(AttributeType::LIFETIME, &secs.to_be_bytes())
+    }
+
+    /// Adds CHANNEL-NUMBER (RFC 8656).
+    pub fn channel_number(&mut self, channel: u16) -> &mut Self {
+        let [a, b] = channel.to_be_bytes();
+        self.bytes(AttributeType::CHANNEL_NUMBER, &[a, b, 0, 0])
+    }
+
+    /// Adds REQUESTED-TRANSPORT (RFC 8656) for IP protocol `protocol` (17 is UDP).
+    pub fn requested_transport(&mut self, protocol: u8) -> &mut Self {
+        self.bytes(AttributeType::REQUESTED_TRANSPORT, &[protocol, 0, 0, 0])
+    }
+
+    /// Adds REQUESTED-ADDRESS-FAMILY (RFC 8656): 0x01 IPv4, 0x02 IPv6.
+    pub fn requested_address_family(&mut self, family: u8) -> &mut Self {
+        self.bytes(AttributeType::REQUESTED_ADDRESS_FAMILY, &[family, 0, 0, 0])
+    }
+
+    /// Adds EVEN-PORT (RFC 8656), asking to reserve the next port too if `reserve`.
+    pub fn even_port(&mut self, reserve: bool) -> &mut Self {
+        self.bytes(AttributeType::EVEN_PORT, &[u8::from(reserve) << 7])
+    }
+
+    /// Adds DONT-FRAGMENT (RFC 8656).
+    pub fn dont_fragment(&mut self) -> &mut Self {
+        self.bytes(AttributeType::DONT_FRAGMENT, &[])
+    }
+
+    /// Adds RESERVATION-TOKEN (RFC 8656).
+    pub fn reservation_token(&mut self, token: [u8; 8]) -> &mut Self {
+        self.bytes(AttributeType::RESERVATION_TOKEN, &token)
     }
 
     /// Adds UNKNOWN-ATTRIBUTES listing `types`.
@@ -146,6 +217,20 @@ impl<'b> MessageWriter<'b> {
     pub fn finish(mut self) {
         let len = self.buf.len() - HEADER_LEN;
         self.set_length(len);
+    }
+
+    /// Appends MESSAGE-INTEGRITY made with `key` (RFC 8489 14.5), then FINGERPRINT if
+    /// `fingerprint`, and writes the final length.
+    pub fn finish_with_integrity(mut self, key: &[u8], fingerprint: bool) {
+        let offset = self.buf.len();
+        let mac = integrity::compute(self.buf, offset, key);
+        self.header(AttributeType::MESSAGE_INTEGRITY, mac.len());
+        self.buf.extend_from_slice(&mac);
+        if fingerprint {
+            self.finish_with_fingerprint();
+        } else {
+            self.finish();
+        }
     }
 
     /// Appends FINGERPRINT and writes the final length.

@@ -9,8 +9,11 @@ use super::{
 
 /// Most unknown comprehension-required types reported back in one 420 response.
 const MAX_UNKNOWN_REPORTED: usize = 16;
-/// RFC 8489: SOFTWARE and ERROR-CODE reason phrases are at most 763 bytes.
+/// RFC 8489: SOFTWARE and ERROR-CODE reason phrases (and REALM and NONCE) are at most 763
+/// bytes.
 const MAX_TEXT_LEN: usize = 763;
+/// RFC 8489 14.3: USERNAME is under 513 bytes.
+const MAX_USERNAME_LEN: usize = 512;
 
 /// Why a datagram is not an acceptable STUN message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,7 +107,17 @@ pub struct ChangeRequest {
     pub port: bool,
 }
 
-/// A parsed STUN message. Only the first occurrence of each attribute counts (RFC 8489 14).
+/// Where a MESSAGE-INTEGRITY attribute sits and what it says, for [`super::integrity`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Integrity {
+    /// Offset of the attribute's header in the datagram: the HMAC covers what precedes it.
+    pub offset: usize,
+    /// The HMAC-SHA1 it carries.
+    pub mac: [u8; 20],
+}
+
+/// A parsed STUN message. Only the first occurrence of each attribute counts (RFC 8489 14),
+/// except XOR-PEER-ADDRESS, which a CreatePermission repeats ([`Message::peer_addresses`]).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Message<'a> {
     /// Request, indication, success or error.
@@ -137,12 +150,60 @@ pub struct Message<'a> {
     pub padding_len: Option<usize>,
     /// Whether a valid FINGERPRINT was present.
     pub fingerprint: bool,
+    /// USERNAME (RFC 8489).
+    pub username: Option<&'a str>,
+    /// REALM (RFC 8489).
+    pub realm: Option<&'a str>,
+    /// NONCE (RFC 8489).
+    pub nonce: Option<&'a str>,
+    /// MESSAGE-INTEGRITY (RFC 8489), checked with [`super::integrity::verify`].
+    pub integrity: Option<Integrity>,
+    /// LIFETIME (RFC 8656), seconds.
+    pub lifetime: Option<u32>,
+    /// CHANNEL-NUMBER (RFC 8656).
+    pub channel_number: Option<u16>,
+    /// The first XOR-PEER-ADDRESS (RFC 8656).
+    pub xor_peer_address: Option<SocketAddr>,
+    /// XOR-RELAYED-ADDRESS (RFC 8656).
+    pub xor_relayed_address: Option<SocketAddr>,
+    /// DATA (RFC 8656).
+    pub data: Option<&'a [u8]>,
+    /// REQUESTED-TRANSPORT's protocol number (RFC 8656).
+    pub requested_transport: Option<u8>,
+    /// REQUESTED-ADDRESS-FAMILY's family byte (RFC 8656): 0x01 IPv4, 0x02 IPv6.
+    pub requested_address_family: Option<u8>,
+    /// EVEN-PORT (RFC 8656): whether its R bit (reserve the next port) is set.
+    pub even_port: Option<bool>,
+    /// Whether DONT-FRAGMENT (RFC 8656) was present.
+    pub dont_fragment: bool,
+    /// RESERVATION-TOKEN (RFC 8656).
+    pub reservation_token: Option<[u8; 8]>,
+    /// The attributes that count (up to MESSAGE-INTEGRITY), for [`Message::peer_addresses`].
+    attributes: &'a [u8],
 }
 
 impl<'a> Message<'a> {
     /// The mapped address, preferring the XOR form as RFC 8489 asks.
     pub fn mapped(&self) -> Option<SocketAddr> {
         self.xor_mapped_address.or(self.mapped_address)
+    }
+
+    /// Every XOR-PEER-ADDRESS that counts, in order.
+    pub fn peer_addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let mut rest = self.attributes;
+        std::iter::from_fn(move || loop {
+            let [t0, t1, l0, l1, tail @ ..] = rest else {
+                return None;
+            };
+            let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+            let value = tail.get(..len)?;
+            rest = tail.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
+            if u16::from_be_bytes([*t0, *t1]) == AttributeType::XOR_PEER_ADDRESS.0 {
+                if let Ok(addr) = decode_address(value, Some(&self.transaction_id)) {
+                    return Some(addr);
+                }
+            }
+        })
     }
 
     /// Parses one datagram. Never panics; every failure is a [`StunError`].
@@ -187,6 +248,21 @@ impl<'a> Message<'a> {
             alternate_port: None,
             padding_len: None,
             fingerprint: false,
+            username: None,
+            realm: None,
+            nonce: None,
+            integrity: None,
+            lifetime: None,
+            channel_number: None,
+            xor_peer_address: None,
+            xor_relayed_address: None,
+            data: None,
+            requested_transport: None,
+            requested_address_family: None,
+            even_port: None,
+            dont_fragment: false,
+            reservation_token: None,
+            attributes: &buf[HEADER_LEN..],
         };
         let mut unknown: Vec<u16> = Vec::new();
         let mut after_integrity = false;
@@ -281,16 +357,80 @@ impl<'a> Message<'a> {
                         }
                         msg.fingerprint = true;
                     }
-                    AttributeType::MESSAGE_INTEGRITY | AttributeType::MESSAGE_INTEGRITY_SHA256 => {
+                    AttributeType::MESSAGE_INTEGRITY => {
+                        let mac =
+                            <[u8; 20]>::try_from(value).map_err(|_| bad("length is not 20"))?;
+                        msg.integrity = Some(Integrity { offset, mac });
+                        msg.attributes = &buf[HEADER_LEN..offset];
                         after_integrity = true;
                     }
-                    // Long-term credential attributes: understood, and unused because burrow's
-                    // Binding service is unauthenticated (RFC 8489 9).
-                    AttributeType::USERNAME
-                    | AttributeType::REALM
-                    | AttributeType::NONCE
-                    | AttributeType::PASSWORD_ALGORITHM
-                    | AttributeType::USERHASH => {}
+                    // Understood and not checked (burrow's keys are the MD5 ones of RFC
+                    // 5389): a request with only this one is answered as unauthenticated.
+                    AttributeType::MESSAGE_INTEGRITY_SHA256 => {
+                        msg.attributes = &buf[HEADER_LEN..offset];
+                        after_integrity = true;
+                    }
+                    AttributeType::USERNAME => {
+                        if value.len() > MAX_USERNAME_LEN {
+                            return Err(bad("longer than 512 bytes"));
+                        }
+                        let text = std::str::from_utf8(value).map_err(|_| bad("not UTF-8"))?;
+                        msg.username.get_or_insert(text);
+                    }
+                    AttributeType::REALM => {
+                        let text = parse_text(value).map_err(bad)?;
+                        msg.realm.get_or_insert(text);
+                    }
+                    AttributeType::NONCE => {
+                        let text = parse_text(value).map_err(bad)?;
+                        msg.nonce.get_or_insert(text);
+                    }
+                    AttributeType::LIFETIME => {
+                        let v = <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                        msg.lifetime.get_or_insert(u32::from_be_bytes(v));
+                    }
+                    AttributeType::CHANNEL_NUMBER => {
+                        let [a, b, _, _] =
+                            <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                        msg.channel_number.get_or_insert(u16::from_be_bytes([a, b]));
+                    }
+                    AttributeType::XOR_PEER_ADDRESS => {
+                        // Every occurrence is checked here, so peer_addresses() cannot fail.
+                        let addr = decode_address(value, Some(&transaction_id)).map_err(bad)?;
+                        msg.xor_peer_address.get_or_insert(addr);
+                    }
+                    AttributeType::XOR_RELAYED_ADDRESS => {
+                        let addr = decode_address(value, Some(&transaction_id)).map_err(bad)?;
+                        msg.xor_relayed_address.get_or_insert(addr);
+                    }
+                    AttributeType::DATA => {
+                        msg.data.get_or_insert(value);
+                    }
+                    AttributeType::REQUESTED_TRANSPORT => {
+                        let [p, _, _, _] =
+                            <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                        msg.requested_transport.get_or_insert(p);
+                    }
+                    AttributeType::REQUESTED_ADDRESS_FAMILY => {
+                        let [f, _, _, _] =
+                            <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                        msg.requested_address_family.get_or_insert(f);
+                    }
+                    AttributeType::EVEN_PORT => {
+                        // One byte, though some senders pad the length to 4.
+                        let Some(&flags) = value.first() else {
+                            return Err(bad("empty"));
+                        };
+                        msg.even_port.get_or_insert(flags & 0x80 != 0);
+                    }
+                    AttributeType::DONT_FRAGMENT => msg.dont_fragment = true,
+                    AttributeType::RESERVATION_TOKEN => {
+                        let token =
+                            <[u8; 8]>::try_from(value).map_err(|_| bad("length is not 8"))?;
+                        msg.reservation_token.get_or_insert(token);
+                    }
+                    // Understood, and unused: burrow's keys are MD5 only (RFC 8489 9).
+                    AttributeType::PASSWORD_ALGORITHM | AttributeType::USERHASH => {}
                     t if t.is_comprehension_required()
                         && unknown.len() < MAX_UNKNOWN_REPORTED
                         && !unknown.contains(&attr_type) =>

@@ -1,4 +1,5 @@
-//! STUN (RFC 8489) with the NAT behaviour discovery attributes of RFC 5780.
+//! STUN (RFC 8489) with the NAT behaviour discovery attributes of RFC 5780 and the TURN
+//! methods and attributes of RFC 8656 (served by [`crate::turn`]).
 //!
 //! Written by hand rather than taken from `stun-rs` or `stun_codec` because burrow needs a
 //! parser that borrows from the datagram and allocates nothing on the hot path (the STUN
@@ -8,12 +9,13 @@
 
 mod attribute;
 mod encode;
+pub mod integrity;
 mod message;
 pub mod server;
 
 pub use attribute::AttributeType;
 pub use encode::MessageWriter;
-pub use message::{ChangeRequest, ErrorCode, Message, StunError};
+pub use message::{ChangeRequest, ErrorCode, Integrity, Message, StunError};
 
 /// Length of the fixed STUN header.
 pub const HEADER_LEN: usize = 20;
@@ -46,8 +48,20 @@ pub enum Class {
 pub struct Method(pub u16);
 
 impl Method {
-    /// The Binding method, the only one burrow serves.
+    /// The Binding method (RFC 8489).
     pub const BINDING: Method = Method(0x001);
+    /// Allocate (RFC 8656): a relayed transport address for the client's 5-tuple.
+    pub const ALLOCATE: Method = Method(0x003);
+    /// Refresh (RFC 8656): a new lifetime for an allocation, or 0 to delete it.
+    pub const REFRESH: Method = Method(0x004);
+    /// Send (RFC 8656, indication): data from the client for a peer.
+    pub const SEND: Method = Method(0x006);
+    /// Data (RFC 8656, indication): data from a peer for the client.
+    pub const DATA: Method = Method(0x007);
+    /// CreatePermission (RFC 8656): let peers at these IP addresses send to the allocation.
+    pub const CREATE_PERMISSION: Method = Method(0x008);
+    /// ChannelBind (RFC 8656): a channel number for one peer address.
+    pub const CHANNEL_BIND: Method = Method(0x009);
 }
 
 /// Packs class and method into the 14-bit message type of RFC 8489 section 5.

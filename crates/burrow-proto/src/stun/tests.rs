@@ -507,3 +507,106 @@ fn server_answers_unknown_attributes_with_420_and_others_with_silence() {
         Outcome::Error(_, 400)
     ));
 }
+
+#[test]
+fn rfc5769_message_integrity_verifies_with_its_short_term_key() {
+    let msg = Message::parse(&RFC5769_IPV4_RESPONSE).unwrap();
+    let key = b"VOkJxbRl1RmTxUk/WvJxBt";
+    assert!(integrity::verify(&RFC5769_IPV4_RESPONSE, &msg, key));
+    assert!(!integrity::verify(
+        &RFC5769_IPV4_RESPONSE,
+        &msg,
+        b"VOkJxbRl1RmTxUk/WvJxBT"
+    ));
+    let mut tampered = RFC5769_IPV4_RESPONSE;
+    tampered[30] ^= 1; // inside SOFTWARE, before the HMAC
+    let fixed = with_fixed_fingerprint(&tampered);
+    let msg = Message::parse(&fixed).unwrap();
+    assert!(!integrity::verify(&fixed, &msg, key));
+}
+
+/// `msg` with its trailing FINGERPRINT recomputed.
+fn with_fixed_fingerprint(msg: &[u8]) -> Vec<u8> {
+    let mut m = msg.to_vec();
+    let at = m.len() - 4;
+    let crc = crc32fast::hash(&m[..at - 4]) ^ FINGERPRINT_XOR;
+    m[at..].copy_from_slice(&crc.to_be_bytes());
+    m
+}
+
+#[test]
+fn turn_attributes_round_trip_with_integrity() {
+    let peer: SocketAddr = "[2001:db8::7]:5000".parse().unwrap();
+    let second: SocketAddr = "198.51.100.9:6000".parse().unwrap();
+    let key = integrity::long_term_key("alice", "burrow", "wonderland");
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, Class::Request, Method::CHANNEL_BIND, TID);
+    w.channel_number(0x4001)
+        .xor_peer_address(peer)
+        .xor_peer_address(second)
+        .xor_relayed_address(second)
+        .lifetime(777)
+        .requested_transport(17)
+        .requested_address_family(0x01)
+        .even_port(true)
+        .dont_fragment()
+        .reservation_token([1, 2, 3, 4, 5, 6, 7, 8])
+        .data(b"payload")
+        .username("alice")
+        .realm("burrow")
+        .nonce("n0nce");
+    w.finish_with_integrity(&key, true);
+    let msg = Message::parse(&buf).unwrap();
+    assert_eq!(msg.method, Method::CHANNEL_BIND);
+    assert_eq!(msg.channel_number, Some(0x4001));
+    assert_eq!(msg.xor_peer_address, Some(peer));
+    assert_eq!(msg.peer_addresses().collect::<Vec<_>>(), [peer, second]);
+    assert_eq!(msg.xor_relayed_address, Some(second));
+    assert_eq!(msg.lifetime, Some(777));
+    assert_eq!(msg.requested_transport, Some(17));
+    assert_eq!(msg.requested_address_family, Some(0x01));
+    assert_eq!(msg.even_port, Some(true));
+    assert!(msg.dont_fragment && msg.fingerprint);
+    assert_eq!(msg.reservation_token, Some([1, 2, 3, 4, 5, 6, 7, 8]));
+    assert_eq!(msg.data, Some(&b"payload"[..]));
+    assert_eq!(
+        (msg.username, msg.realm, msg.nonce),
+        (Some("alice"), Some("burrow"), Some("n0nce"))
+    );
+    assert!(integrity::verify(&buf, &msg, &key));
+    assert!(!integrity::verify(&buf, &msg, &[0; 16]));
+
+    // Attributes after MESSAGE-INTEGRITY do not count (RFC 8489 14.5).
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, Class::Request, Method::CREATE_PERMISSION, TID);
+    w.xor_peer_address(peer);
+    w.finish_with_integrity(&key, false);
+    let buf = with_attr(
+        buf,
+        AttributeType::XOR_PEER_ADDRESS.0,
+        &[0, 1, 0, 0, 1, 2, 3, 4],
+    );
+    let msg = Message::parse(&buf).unwrap();
+    assert_eq!(msg.peer_addresses().count(), 1);
+    assert!(
+        integrity::verify(&buf, &msg, &key),
+        "the HMAC ignores what follows it"
+    );
+
+    for (attr, value) in [
+        (AttributeType::LIFETIME, &[0u8; 3][..]),
+        (AttributeType::CHANNEL_NUMBER, &[0x40, 0]),
+        (AttributeType::REQUESTED_TRANSPORT, &[17]),
+        (AttributeType::RESERVATION_TOKEN, &[0; 4]),
+        (AttributeType::EVEN_PORT, &[]),
+        (AttributeType::MESSAGE_INTEGRITY, &[0; 19]),
+        (AttributeType::XOR_PEER_ADDRESS, &[0, 1, 0]),
+        (AttributeType::USERNAME, &[0xff]),
+    ] {
+        let msg = with_attr(binding_request(false), attr.0, value);
+        assert!(
+            matches!(Message::parse(&msg), Err(StunError::BadAttribute { .. })),
+            "{attr:?}"
+        );
+    }
+}
