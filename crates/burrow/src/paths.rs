@@ -172,18 +172,7 @@ pub fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool, PathErr
             .create(dir)
             .map_err(io)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::hard_link(&tmp, path)
-    })();
-    let _ = fs::remove_file(&tmp);
+    let written = write_aside(path, contents, |tmp| fs::hard_link(tmp, path));
     match written {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -194,10 +183,19 @@ pub fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool, PathErr
 /// Writes `contents` to `path` with mode 0600, replacing what is there at once: written aside
 /// and renamed into place, so a reader sees the old file or the new one, never half of either.
 pub fn replace_private_file(path: &Path, contents: &[u8]) -> Result<(), PathError> {
-    let io = |source| PathError::Io {
+    write_aside(path, contents, |tmp| fs::rename(tmp, path)).map_err(|source| PathError::Io {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Writes `contents` to a new 0600 file beside `path`, synced, and hands it to `place` (which
+/// links or renames it into place); the file aside is gone afterwards either way.
+fn write_aside(
+    path: &Path,
+    contents: &[u8],
+    place: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
     let written = (|| {
         let mut file = OpenOptions::new()
@@ -207,12 +205,11 @@ pub fn replace_private_file(path: &Path, contents: &[u8]) -> Result<(), PathErro
             .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        fs::rename(&tmp, path)
+        place(&tmp)
     })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(io)
+    // After a rename there is nothing left to remove; after a link, the name aside goes.
+    let _ = fs::remove_file(&tmp);
+    written
 }
 
 #[cfg(test)]
