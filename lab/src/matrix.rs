@@ -196,8 +196,13 @@ const EASY_DIRECT_WITHIN: Duration = Duration::from_secs(1);
 const HARD_DIRECT_WITHIN: Duration = Duration::from_secs(10);
 /// How long pairs that cannot go direct are watched for a direct path.
 const RELAY_PAIR_WAIT: Duration = Duration::from_secs(6);
-/// Hard pairs must go direct in at least this share of their runs.
-const HARD_SUCCESS_RATE: f64 = 0.9;
+/// Each hard pair must go direct in time in at least this share of its runs...
+const HARD_PAIR_RATE: f64 = 0.7;
+/// ...and all hard runs together in at least this share. Birthday probing misses now and then
+/// (198 of 200 within 10 s in the README's run): a gate of 9 in 10 per pair failed a good tree
+/// about once in a dozen CI runs (2 misses in one pair of ten), while a broken pair (0 of 10)
+/// or a slower search fails these as surely.
+const HARD_POOLED_RATE: f64 = 0.9;
 
 impl MatrixReport {
     /// Round trip through the relay that the configured delay makes, in ms.
@@ -267,12 +272,20 @@ impl MatrixReport {
                 "median first byte after {m:.0} ms, above 2 relay RTTs ({rtt:.0} ms) + {TTFB_MEDIAN_SLACK:?}"
             ));
         }
+        let (mut all, mut all_ok) = (0, 0);
         for (variant, l, c, total, ok) in hard {
-            if (ok as f64) < HARD_SUCCESS_RATE * total as f64 {
+            (all, all_ok) = (all + total, all_ok + ok);
+            if (ok as f64) < HARD_PAIR_RATE * total as f64 {
                 out.push(format!(
                     "{variant} {l} <- {c}: direct within {HARD_DIRECT_WITHIN:?} in {ok} of {total} runs"
                 ));
             }
+        }
+        if (all_ok as f64) < HARD_POOLED_RATE * all as f64 {
+            out.push(format!(
+                "hard pairs: direct within {HARD_DIRECT_WITHIN:?} in {all_ok} of {all} runs, \
+                 below {HARD_POOLED_RATE}"
+            ));
         }
         out
     }
@@ -752,14 +765,31 @@ mod tests {
     }
 
     #[test]
-    fn hard_pairs_need_nine_of_ten_direct_in_time() {
+    fn hard_pairs_need_seven_of_ten_each_and_nine_of_ten_together() {
+        // 8 of 10 in a pair passes the pair's gate, but alone is under the pooled one.
         let f = failures(20.0, hard(8));
-        assert!(f.len() == 1 && f[0].contains("in 8 of 10 runs"), "{f:#?}");
+        assert!(
+            f.len() == 1 && f[0].contains("in 8 of 10 runs, below"),
+            "{f:#?}"
+        );
+        // Beside a pair of 10 of 10, 18 of 20 together pass.
+        let mut two = hard(8);
+        two.extend(hard(10).into_iter().map(|mut r| {
+            r.connector = "cgnat".into();
+            r
+        }));
+        assert_eq!(failures(20.0, two), Vec::<String>::new());
+        // A pair of 6 of 10 fails on its own.
+        let f = failures(20.0, hard(6));
+        assert!(f.iter().any(|m| m.ends_with("in 6 of 10 runs")), "{f:#?}");
         // Direct, but later than 10 s, does not count.
         let mut late = hard(9);
         late[0].time_to_direct_ms = Some(10_500.0);
         let f = failures(20.0, late);
-        assert!(f.len() == 1 && f[0].contains("in 8 of 10 runs"), "{f:#?}");
+        assert!(
+            f.len() == 1 && f[0].contains("in 8 of 10 runs, below"),
+            "{f:#?}"
+        );
     }
 
     #[test]
