@@ -206,12 +206,68 @@ impl Ticket {
 }
 
 /// Appends the checksum and encodes: the token for `body`.
-fn seal(mut body: Vec<u8>) -> String {
+fn seal(body: Vec<u8>) -> String {
+    armor(PREFIX, body)
+}
+
+/// The text form of tickets and invite tokens: `prefix` + lowercase base32 (no padding) of
+/// `body` followed by its CRC32, so a typo reads as corruption rather than as another value.
+pub(crate) fn armor(prefix: &str, mut body: Vec<u8>) -> String {
     body.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     format!(
-        "{PREFIX}{}",
+        "{prefix}{}",
         BASE32_NOPAD.encode(&body).to_ascii_lowercase()
     )
+}
+
+/// Why [`unarmor`] refused a text.
+#[derive(Debug)]
+pub(crate) enum Unarmor {
+    /// It does not start with the prefix.
+    Prefix,
+    /// Longer than `max_len` bytes (its length in bytes and in characters).
+    TooLong { len: usize, chars: usize },
+    /// Not base32 after the prefix.
+    Base32(String),
+    /// Shorter than the checksum.
+    Truncated,
+    /// The checksum does not match.
+    Checksum,
+}
+
+/// The body of an [`armor`]ed text (trimmed, in any case) of at most `max_len` bytes.
+pub(crate) fn unarmor(prefix: &str, s: &str, max_len: usize) -> Result<Vec<u8>, Unarmor> {
+    let s = s.trim();
+    let encoded = s
+        .get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
+        .ok_or(Unarmor::Prefix)?;
+    // Bounds the work done on whatever got pasted.
+    if s.len() > max_len {
+        return Err(Unarmor::TooLong {
+            len: s.len(),
+            chars: s.chars().count(),
+        });
+    }
+    let mut bytes = BASE32_NOPAD
+        .decode(encoded.to_ascii_uppercase().as_bytes())
+        .map_err(|e| {
+            Unarmor::Base32(format!(
+                "{} at character {}",
+                e.kind,
+                prefix.len() + e.position
+            ))
+        })?;
+    let body_len = bytes
+        .len()
+        .checked_sub(CHECKSUM_LEN)
+        .ok_or(Unarmor::Truncated)?;
+    if crc32fast::hash(&bytes[..body_len]).to_be_bytes()[..] != bytes[body_len..] {
+        return Err(Unarmor::Checksum);
+    }
+    bytes.truncate(body_len);
+    Ok(bytes)
 }
 
 impl fmt::Display for Ticket {
@@ -224,32 +280,14 @@ impl FromStr for Ticket {
     type Err = TicketError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let encoded = s
-            .get(..PREFIX.len())
-            .filter(|head| head.eq_ignore_ascii_case(PREFIX))
-            .map(|_| &s[PREFIX.len()..])
-            .ok_or(TicketError::Prefix)?;
-        // Bounds the work done on whatever got pasted.
-        if s.len() > MAX_TICKET_LEN {
-            return Err(TicketError::TooLong(s.chars().count()));
-        }
-        let bytes = BASE32_NOPAD
-            .decode(encoded.to_ascii_uppercase().as_bytes())
-            .map_err(|e| {
-                TicketError::Base32(format!(
-                    "{} at character {}",
-                    e.kind,
-                    PREFIX.len() + e.position
-                ))
-            })?;
-        let (body, checksum) = bytes
-            .split_last_chunk::<CHECKSUM_LEN>()
-            .ok_or(TicketError::Truncated)?;
-        if crc32fast::hash(body).to_be_bytes() != *checksum {
-            return Err(TicketError::Checksum);
-        }
-        Ticket::decode_body(body)
+        let body = unarmor(PREFIX, s, MAX_TICKET_LEN).map_err(|e| match e {
+            Unarmor::Prefix => TicketError::Prefix,
+            Unarmor::TooLong { chars, .. } => TicketError::TooLong(chars),
+            Unarmor::Base32(e) => TicketError::Base32(e),
+            Unarmor::Truncated => TicketError::Truncated,
+            Unarmor::Checksum => TicketError::Checksum,
+        })?;
+        Ticket::decode_body(&body)
     }
 }
 

@@ -34,7 +34,7 @@ use std::str::FromStr;
 use data_encoding::BASE32_NOPAD;
 
 use crate::identity::NodeId;
-use crate::ticket::Ticket;
+use crate::ticket::{armor, unarmor, Ticket, Unarmor};
 use crate::Rng;
 
 use super::error::{FormatError, MeshError};
@@ -281,10 +281,7 @@ impl SignedInvite {
 /// The token users copy and paste.
 impl fmt::Display for SignedInvite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut armored = self.bytes.clone();
-        armored.extend_from_slice(&crc32fast::hash(&self.bytes).to_be_bytes());
-        f.write_str(PREFIX)?;
-        f.write_str(&BASE32_NOPAD.encode(&armored).to_ascii_lowercase())
+        f.write_str(&armor(PREFIX, self.bytes.clone()))
     }
 }
 
@@ -294,28 +291,16 @@ impl FromStr for SignedInvite {
     type Err = MeshError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let encoded = s
-            .get(..PREFIX.len())
-            .filter(|head| head.eq_ignore_ascii_case(PREFIX))
-            .map(|_| &s[PREFIX.len()..])
-            .ok_or(FormatError::Prefix(PREFIX))?;
-        wire::check_len(s.as_bytes(), MAX_INVITE_TEXT_LEN)?;
-        let armored = BASE32_NOPAD
-            .decode(encoded.to_ascii_uppercase().as_bytes())
-            .map_err(|e| {
-                FormatError::Base32(format!(
-                    "{} at character {}",
-                    e.kind,
-                    PREFIX.len() + e.position
-                ))
-            })?;
-        let (bytes, checksum) = armored
-            .split_last_chunk::<CHECKSUM_LEN>()
-            .ok_or(FormatError::Truncated)?;
-        if crc32fast::hash(bytes).to_be_bytes() != *checksum {
-            return Err(FormatError::Checksum.into());
-        }
-        SignedInvite::decode(bytes)
+        let bytes = unarmor(PREFIX, s, MAX_INVITE_TEXT_LEN).map_err(|e| match e {
+            Unarmor::Prefix => FormatError::Prefix(PREFIX),
+            Unarmor::TooLong { len, .. } => FormatError::TooLarge {
+                len,
+                max: MAX_INVITE_TEXT_LEN,
+            },
+            Unarmor::Base32(e) => FormatError::Base32(e),
+            Unarmor::Truncated => FormatError::Truncated,
+            Unarmor::Checksum => FormatError::Checksum,
+        })?;
+        SignedInvite::decode(&bytes)
     }
 }
