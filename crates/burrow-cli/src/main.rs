@@ -168,6 +168,9 @@ enum Command {
     Init {
         /// The mesh's name.
         name: String,
+        /// This node's name in the mesh [default: the host's name].
+        #[arg(long = "name", value_name = "NAME")]
+        member: Option<String>,
         /// Relay the members meet at (http(s)://host:port); repeat for several.
         #[arg(long = "relay", value_name = "URL", required = true)]
         relays: Vec<RelayUrl>,
@@ -366,10 +369,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::DhtNode(args) => server::dht_node(args),
         Command::Init {
             name,
+            member,
             relays,
             mesh,
             json,
-        } => mesh::init(name, relays, mesh, json),
+        } => mesh::init(name, member, relays, mesh, json),
         Command::Up { mesh, json } => runtime()?.block_on(mesh::up(mesh, json)),
         Command::Invite {
             expires,

@@ -48,6 +48,7 @@ impl MeshArgs {
 /// `burrow init NAME`.
 pub(crate) fn init(
     name: String,
+    member: Option<String>,
     relays: Vec<RelayUrl>,
     args: MeshArgs,
     json_out: bool,
@@ -55,7 +56,7 @@ pub(crate) fn init(
     if relays.is_empty() {
         anyhow::bail!("a mesh needs a relay: give --relay URL (members find each other there)");
     }
-    let state = MeshState::init(&args.dir(), &name, relays)?;
+    let state = MeshState::init(&args.dir(), &name, member.as_deref(), relays)?;
     let out = json!({"mesh": state.name, "mesh_id": state.mesh_id.to_string(),
         "node_id": state.node_key.node_id().to_string(), "dir": state.dir.display().to_string()});
     if json_out {

@@ -424,6 +424,7 @@ impl EndpointCore {
                 self.handle_disco(now, Dest::Relay, Some(node), packet)
             }
             Input::Connect { node, addrs } => {
+                self.meet_anew(now, node);
                 if !self.trust(now, node) {
                     return;
                 }
@@ -434,6 +435,7 @@ impl EndpointCore {
                 }
             }
             Input::Authenticated { node } => {
+                self.meet_anew(now, node);
                 self.trust(now, node);
             }
             Input::Revoked { node } => {
@@ -518,9 +520,7 @@ impl EndpointCore {
     }
 
     fn insert_peer(&mut self, now: Instant, node: NodeId, key: SharedKey) {
-        let mut paths = PeerPaths::new(self.config.punch.clone(), self.rng.next_u64());
-        paths.handle_input(now, holepunch::Input::OurCandidates(self.candidates()));
-        paths.handle_input(now, holepunch::Input::Nat(self.nat));
+        let paths = self.new_paths(now);
         self.peers.insert(
             node,
             PeerState {
@@ -531,6 +531,32 @@ impl EndpointCore {
                 alive_at: now,
             },
         );
+    }
+
+    fn new_paths(&mut self, now: Instant) -> PeerPaths {
+        let mut paths = PeerPaths::new(self.config.punch.clone(), self.rng.next_u64());
+        paths.handle_input(now, holepunch::Input::OurCandidates(self.candidates()));
+        paths.handle_input(now, holepunch::Input::Nat(self.nat));
+        paths
+    }
+
+    /// A new connection to a peer already known (trusted) that has no direct path: its
+    /// punching starts over.
+    /// The peer may be a new incarnation of that key (a restarted node, or a node after the
+    /// short-lived endpoint it joined a mesh with), at new addresses, and whatever an earlier
+    /// attempt learnt or is still waiting for would only hold the new one back.
+    fn meet_anew(&mut self, now: Instant, node: NodeId) {
+        let stale = self
+            .peers
+            .get(&node)
+            .is_some_and(|st| st.paths.best().is_none());
+        if stale {
+            let paths = self.new_paths(now);
+            if let Some(st) = self.peers.get_mut(&node) {
+                st.paths = paths;
+                st.alive_at = now;
+            }
+        }
     }
 
     /// A disco packet, `via` an address or the relay, from `node` where the transport says

@@ -212,7 +212,8 @@ fn seal(body: Vec<u8>) -> String {
 
 /// The text form of tickets and invite tokens: `prefix` + lowercase base32 (no padding) of
 /// `body` followed by its CRC32, so a typo reads as corruption rather than as another value.
-pub(crate) fn armor(prefix: &str, mut body: Vec<u8>) -> String {
+/// Public so tools and tests can write a token from bytes they built themselves.
+pub fn armor(prefix: &str, mut body: Vec<u8>) -> String {
     body.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     format!(
         "{prefix}{}",

@@ -71,7 +71,7 @@ async fn members_join_by_token_connect_to_all_and_outsiders_and_the_kicked_stay_
         let relay = relay().await;
         let url: RelayUrl = relay.url().parse().unwrap();
         let a_dir = dir("a");
-        let a_state = MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init");
+        let a_state = MeshState::init(&a_dir, "lab", None, vec![url.clone()]).expect("init");
         let mesh_id = a_state.mesh_id;
         let a = MeshNode::start(a_state, opts()).await.expect("a starts");
 
@@ -173,7 +173,7 @@ async fn a_short_code_joins_once_and_dies_after_three_wrong_guesses() {
     timeout(Duration::from_secs(90), async {
         let relay = relay().await;
         let url: RelayUrl = relay.url().parse().unwrap();
-        let state = MeshState::init(&dir("code-a"), "lab", vec![url.clone()]).expect("init");
+        let state = MeshState::init(&dir("code-a"), "lab", None, vec![url.clone()]).expect("init");
         let a = MeshNode::start(state, opts()).await.expect("a starts");
         let relays = [url];
 

@@ -168,7 +168,10 @@ impl<C: Credentials> ExchangeProofs<C> {
                         .await
                         .map_err(|_| Refusal::new("unreadable or oversized proof"))
                 }
-                _ = quic.accept_bi() => Err(Refusal::new("a stream before any proof")),
+                bi = quic.accept_bi() => Err(match bi {
+                    Ok(_) => Refusal::new("a stream before any proof"),
+                    Err(e) => Refusal::new(format!("connection lost: {e}")),
+                }),
             }
         };
         let (_, theirs) = tokio::join!(send, async {
@@ -201,9 +204,19 @@ pub(crate) async fn run(
         Err(_) => Err(Refusal::new("admission timed out")),
     };
     if let Err(refusal) = &verdict {
-        conn.quic.close(REFUSED.into(), refusal.wire_reason());
+        // A connection the peer closed already keeps the peer's reason (closing it here too
+        // would replace that with "locally closed").
+        if conn.quic.close_reason().is_none() {
+            conn.quic.close(REFUSED.into(), refusal.wire_reason());
+        }
     }
     verdict
+}
+
+/// Whether the peer closed the connection with an application code other than [`REFUSED`].
+pub(crate) fn closed_in_peace(quic: &quinn::Connection) -> bool {
+    matches!(quic.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(close))
+        if close.error_code != quinn::VarInt::from_u32(REFUSED))
 }
 
 /// The reason a peer gave when it refused us, if it did.

@@ -389,7 +389,11 @@ impl Endpoint {
         };
         if let Some(admission) = &self.inner.admission {
             if let Err(ours) = admission::run(&**admission, &conn, Side::Dialler).await {
-                self.revoke(node).await;
+                // A peer that closed this connection in the ordinary way (one of two that met,
+                // say) has refused nothing: its other connection, and its trust, stay.
+                if !admission::closed_in_peace(&conn.quic) {
+                    self.revoke(node).await;
+                }
                 // A check that failed because the peer closed on us reports the peer's reason.
                 return Err(match admission::peer_refusal(&conn.quic) {
                     Some(theirs) => ConnectError::RefusedByPeer(theirs),

@@ -200,7 +200,8 @@ impl MeshNode {
             state.cert.clone(),
             state.roster.clone(),
         ));
-        let endpoint = Endpoint::bind(
+        let endpoint = bind_on_known_port(
+            &state.dir,
             state.node_key.clone(),
             EndpointOptions {
                 bind_v4: opts.bind_v4,
@@ -814,7 +815,8 @@ pub async fn join(
     let key_path = dir.join("node.key");
     let key = crate::keyfile::load_or_create(&key_path).map_err(StateError::from)?;
     let relays = invite.inviter.relays.clone();
-    let ep = Endpoint::bind(
+    let ep = bind_on_known_port(
+        dir,
         key,
         EndpointOptions {
             bind_v4: opts.bind_v4,
@@ -864,6 +866,46 @@ pub async fn join(
         path,
     };
     Ok((state, joined))
+}
+
+/// The file in a mesh directory that keeps the node's UDP port.
+const PORT_FILE: &str = "port";
+
+/// Binds an endpoint for the node whose mesh directory is `dir` on the IPv4 port it used last,
+/// unless `options` names one: the NAT tends to keep the same public mapping for the same
+/// socket, so the direct paths members hold (and the path found while joining) stay good
+/// across a restart. Another port if that one is taken; the port bound is kept for next time.
+async fn bind_on_known_port(
+    dir: &std::path::Path,
+    key: crate::SecretKey,
+    mut options: EndpointOptions,
+) -> Result<Endpoint, BindError> {
+    let asked = options.bind_v4;
+    let file = dir.join(PORT_FILE);
+    let known = crate::paths::read_private_file(&file)
+        .ok()
+        .flatten()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let (0, Some(port)) = (asked.port(), known) {
+        options.bind_v4.set_port(port);
+    }
+    let endpoint = match Endpoint::bind(key.clone(), options.clone()).await {
+        Err(BindError::Bind { .. }) if options.bind_v4 != asked => {
+            options.bind_v4 = asked;
+            Endpoint::bind(key, options).await?
+        }
+        bound => bound?,
+    };
+    if let Ok(addr) = endpoint.local_addr() {
+        if Some(addr.port()) != known {
+            if let Err(e) =
+                crate::paths::replace_private_file(&file, addr.port().to_string().as_bytes())
+            {
+                tracing::warn!("keeping the node's port: {e}");
+            }
+        }
+    }
+    Ok(endpoint)
 }
 
 /// A publisher of `state`'s record as `endpoint` reaches it (relays only), listed under
@@ -944,7 +986,8 @@ pub async fn join_code(
     }
     crate::paths::private_dir(dir).map_err(StateError::from)?;
     let key = crate::keyfile::load_or_create(&dir.join("node.key")).map_err(StateError::from)?;
-    let ep = Endpoint::bind(
+    let ep = bind_on_known_port(
+        dir,
         key.clone(),
         EndpointOptions {
             bind_v4: opts.bind_v4,

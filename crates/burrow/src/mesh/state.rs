@@ -96,8 +96,13 @@ pub fn default_dir() -> PathBuf {
 
 impl MeshState {
     /// Creates a mesh named `name` in `dir`: a new mesh key, this node its first member
-    /// (number 1, admin), and a roster listing it.
-    pub fn init(dir: &Path, name: &str, relays: Vec<RelayUrl>) -> Result<MeshState, StateError> {
+    /// (number 1, admin, called `member`, or by the host's name), and a roster listing it.
+    pub fn init(
+        dir: &Path,
+        name: &str,
+        member: Option<&str>,
+        relays: Vec<RelayUrl>,
+    ) -> Result<MeshState, StateError> {
         paths::private_dir(dir)?;
         if dir.join("mesh.json").exists() {
             return Err(StateError::Exists(dir.to_owned()));
@@ -109,7 +114,7 @@ impl MeshState {
         let cert = MemberCert {
             mesh_id,
             node_id: node_key.node_id(),
-            name: name_of(&node_key),
+            name: member.map_or_else(|| name_of(&node_key), str::to_owned),
             number: 1,
             role: Role::Admin,
             not_before: now.saturating_sub(60),
