@@ -822,3 +822,53 @@ fn a_hundred_thousand_strangers_leave_the_state_under_its_caps() {
     );
     assert_eq!((proven, core.peer_count()), (0, 0));
 }
+
+#[test]
+fn a_new_connection_to_a_peer_without_a_direct_path_starts_its_punching_over() {
+    const OLD: &str = "198.18.2.2:50000";
+    const NEW: &str = "198.18.2.2:50001";
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let peer = stranger(1);
+    let call = |core: &mut EndpointCore, at: Instant, at_addr: &str| {
+        let p = call_me_maybe(&peer, &me.node_id(), vec![addr(at_addr)]);
+        core.handle_input(
+            at,
+            Input::Relayed {
+                node: peer.node_id(),
+                packet: &p,
+            },
+        );
+    };
+    core.handle_input(
+        t0,
+        Input::Authenticated {
+            node: peer.node_id(),
+        },
+    );
+    call(&mut core, t0, OLD);
+    // Its first incarnation never answers; the connection stays busy over the relay.
+    let (t, _) = run(&mut core, t0, t0 + Duration::from_secs(8), &|_, _| true);
+    assert!(t.iter().any(|t| t.dest == Destination::Udp(addr(OLD))));
+    // The node restarts at a new port and connects again.
+    let t1 = t0 + Duration::from_secs(8);
+    core.handle_input(
+        t1,
+        Input::Authenticated {
+            node: peer.node_id(),
+        },
+    );
+    call(&mut core, t1, NEW);
+    let (t, _) = run(&mut core, t1, t1 + Duration::from_secs(3), &|_, _| true);
+    let to = |a: &str| {
+        t.iter()
+            .filter(|t| t.dest == Destination::Udp(addr(a)))
+            .count()
+    };
+    assert!(to(NEW) > 0, "the new address is probed");
+    assert_eq!(to(OLD), 0, "the old incarnation's address is dropped");
+    let msgs = opened(&t, &peer, &me.node_id());
+    assert_eq!(calls(&msgs).len(), 1, "answered afresh: {msgs:?}");
+}
