@@ -12,6 +12,7 @@ use burrow::mesh::node::{join, join_code, MeshNode, NodeOptions};
 use burrow::mesh::state::{default_dir, MeshState};
 use burrow::relay_client::RelayUrl;
 use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::ping::PingOptions;
 
@@ -93,6 +94,13 @@ pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()>
         Some(addr) => Some(TcpOptions::new(addr.port())),
         None => None,
     };
+    // Caught from the start: a signal, or the parent's exit, as soon as `up` is printed still
+    // stops it cleanly.
+    let parent = std::os::unix::process::parent_id();
+    let (mut int, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
     let state = MeshState::load(&args.dir())?;
     let opts = args.options(&state.relays).await;
     let (name, node_id) = (state.name.clone(), state.node_key.node_id());
@@ -118,12 +126,11 @@ pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()>
             println!("API also at http://{addr} (bearer token in {file})");
         }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let why = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = int.recv() => "interrupted",
         _ = term.recv() => "terminated",
         _ = running.stop_requested() => "asked to stop",
-        _ = parent_exit(), if up.exit_with_parent => "its parent exited",
+        _ = parent_exit(parent), if up.exit_with_parent => "its parent exited",
     };
     running.shutdown().await;
     if json_out {
@@ -134,9 +141,8 @@ pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()>
     Ok(())
 }
 
-/// Resolves once this process's parent has exited (it is adopted by another then).
-async fn parent_exit() {
-    let parent = std::os::unix::process::parent_id();
+/// Resolves once `parent`, this process's parent, has exited (another adopts it then).
+async fn parent_exit(parent: u32) {
     while std::os::unix::process::parent_id() == parent {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -315,6 +321,7 @@ pub(crate) async fn peers(json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Seconds since the Unix epoch, as `last_seen` counts them.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
