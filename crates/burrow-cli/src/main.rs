@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod discover;
 mod mesh;
 mod peer;
+mod ping;
 #[cfg(feature = "server")]
 mod server;
 
@@ -89,12 +90,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the nodes under a namespace, from the registries and the DHT's directory of it:
-    /// one row per node, with the sources that listed it.
+    /// List the mesh's other members as the running `burrow up` reaches them (online, path,
+    /// address, RTT, NAT, last seen); or with --namespace, the nodes under a namespace, from
+    /// the registries and the DHT's directory of it, one row per node with the sources that
+    /// listed it.
     Peers {
         /// The namespace (for registries: 1 to 64 of A-Z a-z 0-9 . _ - :).
         #[arg(long)]
-        namespace: String,
+        namespace: Option<String>,
         /// Where to ask: the registries' listings, and the DHT's directory of the namespace
         /// (with the records of its members).
         #[command(flatten)]
@@ -104,6 +107,7 @@ enum Command {
         #[arg(
             long,
             value_name = "FILE",
+            requires = "namespace",
             requires = "dht_bootstrap",
             conflicts_with = "registries"
         )]
@@ -147,16 +151,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ping a ticket: the path (direct address or relay) and the round-trip time of each ping.
+    /// Ping a mesh member by name or node id (through the running `burrow up`), or a
+    /// listener's ticket: the path (direct address or relay) and round trip of each ping.
     Ping {
-        /// The listener's ticket.
-        ticket: Ticket,
+        /// A member's name or node id, or a listener's ticket.
+        target: String,
         /// Pings to send.
         #[arg(long, short = 'c', default_value_t = 5)]
         count: u64,
         /// Time between pings.
         #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
+        /// Stop at the first pong over a direct path; fail if none of the pings gets one.
+        #[arg(long)]
+        until_direct: bool,
+        /// Print one JSON object per ping.
+        #[arg(long)]
+        json: bool,
+        /// How to dial a ticket (not used for members: the daemon pings them).
         #[command(flatten)]
         node: peer::NodeArgs,
     },
@@ -186,7 +198,22 @@ enum Command {
     Up {
         #[command(flatten)]
         mesh: mesh::MeshArgs,
+        #[command(flatten)]
+        up: mesh::UpArgs,
         /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running `burrow up`'s status: node, mesh, NAT type, addresses, relays, members
+    /// online, uptime.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running `burrow up` cleanly, and wait (at most 5 s) until it is gone.
+    Down {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -335,6 +362,12 @@ fn run(cli: Cli) -> Result<()> {
             namespace_secret_file,
             json,
         } => {
+            let Some(namespace) = namespace else {
+                if !lookup.registries.is_empty() || !lookup.dht.dht_bootstrap.is_empty() {
+                    anyhow::bail!("--registry and --dht-bootstrap look up a namespace: give --namespace NS too");
+                }
+                return runtime()?.block_on(mesh::peers(json));
+            };
             let secret = discover::namespace_secret(namespace_secret_file.as_deref())?;
             runtime()?.block_on(discover::peers(namespace, lookup, secret, json))
         }
@@ -360,11 +393,24 @@ fn run(cli: Cli) -> Result<()> {
             peer::connect(node, ticket, bytes, direct_timeout, json).await
         }),
         Command::Ping {
-            ticket,
+            target,
             count,
             interval,
+            until_direct,
+            json,
             node,
-        } => runtime()?.block_on(peer::ping(node, ticket, count, interval)),
+        } => {
+            let opts = ping::PingOptions {
+                count,
+                interval,
+                until_direct,
+                json,
+            };
+            match target.parse::<Ticket>() {
+                Ok(ticket) => runtime()?.block_on(peer::ping(node, ticket, opts)),
+                Err(e) => runtime()?.block_on(mesh::ping(&target, e, opts)),
+            }
+        }
         #[cfg(feature = "server")]
         Command::DhtNode(args) => server::dht_node(args),
         Command::Init {
@@ -374,7 +420,9 @@ fn run(cli: Cli) -> Result<()> {
             mesh,
             json,
         } => mesh::init(name, member, relays, mesh, json),
-        Command::Up { mesh, json } => runtime()?.block_on(mesh::up(mesh, json)),
+        Command::Up { mesh, up, json } => runtime()?.block_on(mesh::up(mesh, up, json)),
+        Command::Status { json } => runtime()?.block_on(mesh::status(json)),
+        Command::Down { json } => runtime()?.block_on(mesh::down(json)),
         Command::Invite {
             expires,
             uses,

@@ -1,16 +1,20 @@
-//! The mesh commands: `init`, `up`, `invite`, `join`, `members`, `kick`. `up` runs the node
-//! and its local API; `invite`, `members` and `kick` ask it through that API.
+//! The mesh commands: `init`, `up`, `invite`, `join`, `members`, `kick`, `peers`, `status`,
+//! `ping NAME` and `down`. `up` runs the node and its local API; the others (but `init` and
+//! `join`) ask it through that API.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use burrow::api::{ApiClient, ApiConfig};
+use anyhow::{bail, Context, Result};
+use burrow::api::{default_socket_path, ApiClient, ApiConfig, Status, TcpOptions};
 use burrow::mesh::node::{join, join_code, MeshNode, NodeOptions};
 use burrow::mesh::state::{default_dir, MeshState};
 use burrow::relay_client::RelayUrl;
 use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::ping::PingOptions;
 
 /// Where a node keeps its mesh, and how it binds.
 #[derive(clap::Args, Clone)]
@@ -45,6 +49,19 @@ impl MeshArgs {
     }
 }
 
+/// How `burrow up` runs, beside where its mesh is.
+#[derive(clap::Args, Clone)]
+pub(crate) struct UpArgs {
+    /// Exit (cleanly, as on SIGTERM) when the process that started this one exits: for a
+    /// daemon run by a program, which may die without stopping it.
+    #[arg(long)]
+    exit_with_parent: bool,
+    /// Also serve the local API on 127.0.0.1:PORT (0: any free port), where every request
+    /// needs the bearer token in the state directory's api-token file (created 0600).
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    api_listen: Option<SocketAddr>,
+}
+
 /// `burrow init NAME`.
 pub(crate) fn init(
     name: String,
@@ -68,32 +85,68 @@ pub(crate) fn init(
     Ok(())
 }
 
-/// `burrow up`: runs until SIGINT or SIGTERM.
-pub(crate) async fn up(args: MeshArgs, json_out: bool) -> Result<()> {
+/// `burrow up`: runs until SIGINT, SIGTERM, `burrow down` or (with `--exit-with-parent`) its
+/// parent's exit, then closes its connections and exits 0.
+pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()> {
+    let tcp = match up.api_listen {
+        Some(addr) if addr.ip() != Ipv4Addr::LOCALHOST => {
+            bail!("--api-listen {addr}: the API listens on 127.0.0.1 only")
+        }
+        Some(addr) => Some(TcpOptions::new(addr.port())),
+        None => None,
+    };
+    // Caught from the start: a signal, or the parent's exit, as soon as `up` is printed still
+    // stops it cleanly.
+    let parent = std::os::unix::process::parent_id();
+    let (mut int, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
     let state = MeshState::load(&args.dir())?;
     let opts = args.options(&state.relays).await;
     let (name, node_id) = (state.name.clone(), state.node_key.node_id());
     let node = MeshNode::start(state, opts).await?;
-    let config = ApiConfig::default();
-    let api = burrow::mesh::daemon::serve(node.clone(), &config).await?;
-    let out = json!({"event": "up", "mesh": name, "node_id": node_id.to_string(),
-        "api": config.socket.display().to_string()});
+    let config = ApiConfig {
+        tcp: tcp.clone(),
+        ..ApiConfig::default()
+    };
+    let running = burrow::mesh::daemon::serve(node, &config).await?;
+    let tcp_addr = running.api().tcp_addr().map(|a| a.to_string());
+    let token_file = tcp.map(|t| t.token_file.display().to_string());
     if json_out {
+        let out = json!({"event": "up", "mesh": name, "node_id": node_id.to_string(),
+            "api": config.socket.display().to_string(), "api_tcp": tcp_addr,
+            "api_token_file": token_file});
         println!("{out}");
     } else {
         println!(
             "up: mesh {name} as {node_id}; API at {}",
             config.socket.display()
         );
+        if let (Some(addr), Some(file)) = (tcp_addr, token_file) {
+            println!("API also at http://{addr} (bearer token in {file})");
+        }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let why = tokio::select! {
+        _ = int.recv() => "interrupted",
+        _ = term.recv() => "terminated",
+        _ = running.stop_requested() => "asked to stop",
+        _ = parent_exit(parent), if up.exit_with_parent => "its parent exited",
+    };
+    running.shutdown().await;
+    if json_out {
+        println!("{}", json!({"event": "down", "reason": why}));
+    } else {
+        println!("down: {why}");
     }
-    api.shutdown().await;
-    node.shutdown().await;
     Ok(())
+}
+
+/// Resolves once `parent`, this process's parent, has exited (another adopts it then).
+async fn parent_exit(parent: u32) {
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// `burrow join TOKEN|CODE`.
@@ -106,7 +159,7 @@ pub(crate) async fn join_mesh(
 ) -> Result<()> {
     let what = what.trim();
     if !json_out {
-        println!("Attempting connection to the inviter...");
+        println!("Attempting direct connection...");
     }
     let (state, joined) = if what.to_ascii_uppercase().starts_with("MESH-") {
         let code: burrow::mesh::ShortCode = what.parse().context("the short code")?;
@@ -128,9 +181,16 @@ pub(crate) async fn join_mesh(
             "name": me.name, "number": me.number, "node_id": me.node_id.to_string()})
         );
     } else {
+        if joined.path == "relay" {
+            println!(
+                "✗ no direct path by the time the inviter answered, via relay {}",
+                joined.remote_addr.as_deref().unwrap_or("?")
+            );
+        }
+        println!("✓ Joined mesh {} ({})", joined.mesh, joined.path);
         println!(
-            "✓ Joined mesh {} ({}) as {}; run `burrow up`",
-            joined.mesh, joined.path, me.name
+            "this node is {} (member {}): run `burrow up`",
+            me.name, me.number
         );
     }
     Ok(())
@@ -138,6 +198,10 @@ pub(crate) async fn join_mesh(
 
 async fn post(path: &str, body: Value) -> Result<Value> {
     Ok(ApiClient::local().post(path, &body).await?)
+}
+
+async fn get(path: &str) -> Result<Value> {
+    Ok(ApiClient::local().get(path).await?)
 }
 
 /// `burrow invite`.
@@ -161,7 +225,7 @@ pub(crate) async fn invite(expires: Duration, uses: u16, code: bool, json_out: b
 
 /// `burrow members`.
 pub(crate) async fn members(json_out: bool) -> Result<()> {
-    let answer: Value = ApiClient::local().get("/v1/members").await?;
+    let answer = get("/v1/members").await?;
     if json_out {
         println!("{answer}");
         return Ok(());
@@ -197,6 +261,175 @@ pub(crate) async fn kick(member: String, json_out: bool) -> Result<()> {
             "kicked {member} ({})",
             answer["node_id"].as_str().unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// `burrow peers` in a mesh: every other member, and how it is reached.
+pub(crate) async fn peers(json_out: bool) -> Result<()> {
+    let answer = get("/v1/members").await?;
+    let others = answer["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["me"] != true);
+    const KEYS: [&str; 8] = [
+        "name",
+        "node_id",
+        "online",
+        "path",
+        "remote_addr",
+        "rtt_ms",
+        "nat_type",
+        "last_seen",
+    ];
+    let rows: Vec<Value> = others
+        .map(|m| Value::Object(KEYS.iter().map(|k| (k.to_string(), m[k].clone())).collect()))
+        .collect();
+    if json_out {
+        println!("{}", json!({"mesh": answer["mesh"], "peers": rows}));
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<10} {:<7} {:<6} {:<24} {:>8} {:<5} LAST SEEN",
+        "NAME", "NODE", "ONLINE", "PATH", "ADDRESS", "RTT", "NAT"
+    );
+    let now = unix_now();
+    for r in &rows {
+        let text = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        let rtt = r["rtt_ms"]
+            .as_f64()
+            .map_or("-".into(), |ms| format!("{ms:.1}ms"));
+        let seen = match (r["online"].as_bool(), r["last_seen"].as_u64()) {
+            (Some(true), _) => "now".to_string(),
+            (_, Some(t)) => format!(
+                "{} ago",
+                humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))
+            ),
+            _ => "never".to_string(),
+        };
+        println!(
+            "{:<16} {:<10} {:<7} {:<6} {:<24} {:>8} {:<5} {seen}",
+            text("name"),
+            text("node_id").get(..10).unwrap_or("-"),
+            if r["online"] == true { "yes" } else { "no" },
+            text("path"),
+            text("remote_addr"),
+            rtt,
+            text("nat_type"),
+        );
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, as `last_seen` counts them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `burrow status`: the daemon's node, mesh, NAT, addresses and relays.
+pub(crate) async fn status(json_out: bool) -> Result<()> {
+    let s: Status = ApiClient::local().status().await?;
+    if json_out {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    if let Some(m) = &s.mesh {
+        println!("mesh:     {} ({})", m.name, m.mesh_id);
+        println!(
+            "node:     {}, {} (member {}), {}",
+            m.node_name, m.role, m.number, s.node_id
+        );
+        println!("members:  {}/{} online", m.members_online, m.members_total);
+    } else {
+        println!("node:     {}", s.node_id);
+    }
+    println!(
+        "NAT:      {}",
+        s.nat_type.as_deref().unwrap_or("not known yet")
+    );
+    let addrs: Vec<String> = s.addrs.iter().map(ToString::to_string).collect();
+    println!("addrs:    {}", addrs.join(", "));
+    for r in &s.relays {
+        let state = r.state.as_str();
+        let rtt = r
+            .rtt_ms
+            .map(|ms| format!(", {ms:.1} ms"))
+            .unwrap_or_default();
+        let home = if r.home { ", home" } else { "" };
+        let error = r
+            .error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        println!("relay:    {} {state}{home}{rtt}{error}", r.url);
+    }
+    println!(
+        "uptime:   {}",
+        humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000))
+    );
+    Ok(())
+}
+
+/// `burrow ping NAME|NODE_ID`: pings a member through the daemon. `not_ticket` says why the
+/// target did not read as a ticket, for the error if no member has that name either.
+pub(crate) async fn ping(
+    target: &str,
+    not_ticket: burrow::ticket::TicketError,
+    opts: PingOptions,
+) -> Result<()> {
+    let api = ApiClient::local();
+    let answer: Value = api.get("/v1/members").await?;
+    let members = answer["members"].as_array().cloned().unwrap_or_default();
+    let Some(member) = members
+        .iter()
+        .find(|m| m["name"] == target || m["node_id"] == target)
+    else {
+        let mesh = answer["mesh"].as_str().unwrap_or_default();
+        let also = match not_ticket {
+            burrow::ticket::TicketError::Prefix => String::new(),
+            e => format!(" (nor is it a ticket: {e})"),
+        };
+        bail!("no member {target} in mesh {mesh}{also}");
+    };
+    if member["me"] == true {
+        bail!("{target} is this node");
+    }
+    let name = member["name"].as_str().unwrap_or(target).to_string();
+    let node: burrow::NodeId = member["node_id"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .context("the daemon's member list")?;
+    let api = &api;
+    crate::ping::run(opts, &name, |_| async move {
+        api.ping(node)
+            .await
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    })
+    .await
+}
+
+/// `burrow down`: asks the daemon to stop, and waits (at most 5 s) until its socket is gone.
+pub(crate) async fn down(json_out: bool) -> Result<()> {
+    post("/v1/shutdown", json!({})).await?;
+    let socket = default_socket_path();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while socket.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "asked the daemon to stop, but its socket {} is still there after 5 s",
+                socket.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if json_out {
+        println!("{}", json!({"stopped": true}));
+    } else {
+        println!("the daemon stopped");
     }
     Ok(())
 }

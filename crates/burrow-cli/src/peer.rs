@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use burrow::api::Pong;
 use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
 use burrow::keyfile::{KeyFileError, KeyLock};
 use burrow::publisher::{PublishEvent, PublisherOptions, RecordPublisher};
@@ -15,6 +16,8 @@ use burrow::relay_client::{RelayClient, RelayEvent, RelayUrl};
 use burrow::ticket::Ticket;
 use burrow::{tool, SecretKey};
 use serde_json::json;
+
+use crate::ping::PingOptions;
 
 /// Options every peer command shares.
 #[derive(clap::Args, Clone)]
@@ -417,35 +420,20 @@ pub(crate) async fn connect(
 }
 
 /// `burrow ping`.
-pub(crate) async fn ping(
-    args: NodeArgs,
-    ticket: Ticket,
-    count: u64,
-    interval: Duration,
-) -> Result<()> {
+pub(crate) async fn ping(args: NodeArgs, ticket: Ticket, opts: PingOptions) -> Result<()> {
     let (key, _lock) = dial_key(&args)?;
     let (ep, conn, _) = dial(&args, key, &ticket).await?;
     let peer = conn.remote;
-    let mut answered = 0;
-    for seq in 1..=count {
-        let rtt = tool::ping(&conn, seq, Duration::from_secs(2)).await?;
-        let (path, addr, _) = path_json(&ep.path(&peer));
-        let via = format!("{path} {}", addr.unwrap_or_default());
-        match rtt {
-            Some(rtt) => {
-                answered += 1;
-                println!("pong from {} via {via} in {:.1} ms", peer.short(), ms(rtt));
-            }
-            None => println!("timeout (seq {seq}) via {via}"),
+    let (ep_ref, conn_ref) = (&ep, &conn);
+    let result = crate::ping::run(opts, &peer.short(), |seq| async move {
+        match tool::ping(conn_ref, seq, Duration::from_secs(2)).await {
+            Ok(Some(rtt)) => Ok(Pong::new(ep_ref, peer, rtt)),
+            Ok(None) => Err("timeout".to_string()),
+            Err(e) => Err(format!("{e:#}")),
         }
-        if seq < count {
-            tokio::time::sleep(interval).await;
-        }
-    }
+    })
+    .await;
     conn.quic.close(0u32.into(), b"done");
     ep.close().await;
-    if answered == 0 {
-        bail!("no pong in {count} pings");
-    }
-    Ok(())
+    result
 }

@@ -337,6 +337,22 @@ impl JsonChild {
     fn pid(&self) -> u32 {
         self.child.0.id()
     }
+
+    /// Its exit status, waiting at most `patience` for it.
+    fn exit(&mut self, patience: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {patience:?}; stderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// `burrow dht-node --json` on 127.0.0.1 with `args`.
@@ -943,10 +959,19 @@ impl MeshHome {
     /// `burrow ARGS` as this node: its state dir, its runtime dir.
     fn burrow(&self, args: &[&str]) -> Command {
         let mut cmd = burrow();
+        self.env(&mut cmd).args(args);
+        cmd
+    }
+
+    /// `cmd` in this node's environment.
+    fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         cmd.env("XDG_RUNTIME_DIR", self.0.join("run"))
             .env("XDG_STATE_HOME", self.0.join("state"))
-            .args(args);
-        cmd
+    }
+
+    /// Its daemon's API socket.
+    fn socket(&self) -> std::path::PathBuf {
+        self.0.join("run/burrow/api.sock")
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -959,17 +984,23 @@ impl MeshHome {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("burrow {args:?}: {e}"))
     }
 
-    fn up(&self, stun: &str) -> JsonChild {
-        let up = JsonChild::spawn(&mut self.burrow(&[
-            "up",
-            "--json",
-            "--bind",
-            "127.0.0.1:0",
-            "--stun",
-            stun,
-        ]));
-        assert_eq!(up.next()["event"], "up", "{}", up.stderr());
-        up
+    /// `burrow up` with `args`, and its first line (the `up` event).
+    fn up(&self, stun: &str, args: &[&str]) -> (JsonChild, serde_json::Value) {
+        let up = JsonChild::spawn(
+            self.burrow(&["up", "--json", "--bind", "127.0.0.1:0", "--stun", stun])
+                .args(args),
+        );
+        let first = up.next();
+        assert_eq!(first["event"], "up", "{}", up.stderr());
+        (up, first)
+    }
+
+    /// `burrow ARGS`, which must fail with exit code 1: its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.burrow(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "burrow {args:?}: {err}");
+        err
     }
 }
 
@@ -1012,7 +1043,7 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
     let (a, b) = (MeshHome::new("a"), MeshHome::new("b"));
     let made = a.json(&["init", "lab", "--relay", &relay, "--json"]);
     assert_eq!(made["mesh"], "lab");
-    let _a_up = a.up(&stun);
+    let _a_up = a.up(&stun, &[]);
     let invite = a.json(&["invite", "--json"]);
     let token = invite["token"].as_str().unwrap();
     assert_eq!(invite["uses"], 1);
@@ -1044,7 +1075,7 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
         "{again:?}"
     );
 
-    let _b_up = b.up(&stun);
+    let _b_up = b.up(&stun, &[]);
     let mine = a.json(&["members", "--json"]);
     let me = mine["members"]
         .as_array()
@@ -1103,6 +1134,342 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
     let none = c.burrow(&["members"]).output().unwrap();
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("burrow up"));
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `home`'s `peers --json` row for `name`, once `check` accepts it (within `patience`).
+fn peer_row(
+    home: &MeshHome,
+    name: &str,
+    patience: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    until(patience, &format!("a peers row for {name}"), || {
+        let v = home.json(&["peers", "--json"]);
+        let row = v["peers"].as_array()?.iter().find(|p| p["name"] == name)?;
+        check(row).then(|| row.clone())
+    })
+}
+
+/// A GET of `path` on the API's TCP listener at `addr`, with `token` if given: its status line
+/// and body.
+fn tcp_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn a_mesh_daemon_shows_peers_and_status_pings_members_and_stops_on_down() {
+    let (relay, stun, _relay) = start_relay();
+    let (a, b) = (MeshHome::new("pa"), MeshHome::new("pb"));
+    let made = a.json(&["init", "lab", "--relay", &relay, "--json"]);
+    let (_a_up, a_first) = a.up(&stun, &["--api-listen", "127.0.0.1:0"]);
+    let token = a.json(&["invite", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let joined = b.json(&[
+        "join",
+        &token,
+        "--name",
+        "b",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun",
+        &stun,
+    ]);
+    let (mut b_up, _) = b.up(&stun, &[]);
+
+    // B as A sees it: every key, online now, with the NAT type B tells of itself.
+    let b_nat = until(Duration::from_secs(10), "b's NAT type", || {
+        b.json(&["status", "--json"])["nat_type"]
+            .as_str()
+            .map(String::from)
+    });
+    let row = peer_row(&a, "b", Duration::from_secs(10), |r| {
+        r["online"] == true && r["nat_type"] == b_nat.as_str()
+    });
+    let keys: std::collections::BTreeSet<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "last_seen",
+            "name",
+            "nat_type",
+            "node_id",
+            "online",
+            "path",
+            "remote_addr",
+            "rtt_ms"
+        ]
+        .into(),
+        "{row}"
+    );
+    assert_eq!(row["node_id"], joined["node_id"]);
+    assert!(
+        ["direct", "relay"].contains(&row["path"].as_str().unwrap()),
+        "{row}"
+    );
+    assert!(row["remote_addr"].is_string(), "{row}");
+    let seen = row["last_seen"].as_u64().unwrap();
+    assert!(seen.abs_diff(unix_now()) <= 2, "online: seen now, {row}");
+    let peers = a.json(&["peers", "--json"]);
+    assert_eq!(peers["mesh"], "lab");
+    assert_eq!(
+        peers["peers"].as_array().unwrap().len(),
+        1,
+        "not itself: {peers}"
+    );
+
+    // A's status.
+    let status = a.json(&["status", "--json"]);
+    assert_eq!(status["node_id"], made["node_id"], "{status}");
+    let mesh = &status["mesh"];
+    assert_eq!(
+        (&mesh["name"], &mesh["role"], &mesh["number"]),
+        (&"lab".into(), &"admin".into(), &1.into()),
+        "{status}"
+    );
+    assert_eq!(mesh["mesh_id"], made["mesh_id"]);
+    assert_eq!(
+        (&mesh["members_online"], &mesh["members_total"]),
+        (&2.into(), &2.into())
+    );
+    assert!(status["nat_type"].is_string(), "{status}");
+    assert!(!status["addrs"].as_array().unwrap().is_empty(), "{status}");
+    assert_eq!(status["relays"][0]["url"], relay.as_str());
+    assert_eq!(status["relays"][0]["state"], "connected");
+    let text = a.burrow(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("mesh:     lab") && text.contains("2/2 online"),
+        "{text}"
+    );
+
+    // Pings through the daemon, by name: each with its path and round trip.
+    let out = a
+        .burrow(&["ping", "b", "--count", "3", "--interval", "100ms", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pongs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pongs.len(), 3, "{pongs:?}");
+    for (i, p) in pongs.iter().enumerate() {
+        assert_eq!(
+            (&p["seq"], &p["name"]),
+            (&(i + 1).into(), &"b".into()),
+            "{p}"
+        );
+        assert_eq!(p["node_id"], joined["node_id"]);
+        assert!(
+            ["direct", "relay"].contains(&p["path"].as_str().unwrap()),
+            "{p}"
+        );
+        assert!(p["rtt_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    // On loopback the path goes direct: --until-direct stops at that pong.
+    let out = a
+        .burrow(&[
+            "ping",
+            joined["node_id"].as_str().unwrap(),
+            "--until-direct",
+            "--count",
+            "30",
+            "--interval",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("pong from b (127.0.0.1:") && last.contains(") via direct in "),
+        "{text}"
+    );
+    let err = a.fails(&["ping", "nobody"]);
+    assert!(err.contains("no member nobody in mesh lab"), "{err}");
+
+    // The TCP listener wants its token.
+    let tcp = a_first["api_tcp"].as_str().unwrap();
+    let (line, body) = tcp_get(tcp, "/v1/status", None);
+    assert!(line.contains(" 401 "), "{line}");
+    assert!(body.contains("unauthorized"), "{body}");
+    let token_file = a_first["api_token_file"].as_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let (line, body) = tcp_get(tcp, "/v1/status", Some(token.trim()));
+    assert!(line.contains(" 200 "), "{line}");
+    assert!(body.contains(made["node_id"].as_str().unwrap()), "{body}");
+
+    // `down`: B's daemon closes, exits 0 and takes its socket with it; A sees it go.
+    let went = unix_now();
+    let out = b.burrow(&["down"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!b.socket().exists());
+    assert_eq!(
+        b_up.events(&["down"], Duration::from_secs(5))[0]["reason"],
+        "asked to stop"
+    );
+    assert!(b_up.exit(Duration::from_secs(5)).success());
+    let gone = peer_row(&a, "b", Duration::from_secs(5), |r| r["online"] == false);
+    assert_eq!(
+        (&gone["path"], &gone["rtt_ms"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null),
+        "{gone}"
+    );
+    assert_eq!(gone["nat_type"], b_nat.as_str(), "the last one it told");
+    let last_seen = gone["last_seen"].as_u64().unwrap();
+    assert!((went..=unix_now()).contains(&last_seen), "{gone}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = peer_row(&a, "b", Duration::ZERO, |_| true);
+    assert_eq!(
+        later["last_seen"], last_seen,
+        "no longer moving with the clock"
+    );
+    let err = b.fails(&["status"]);
+    assert!(
+        err.contains(&format!("no burrow daemon at {}", b.socket().display()))
+            && err.contains("run `burrow up`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn up_exits_cleanly_on_sigterm_and_when_its_parent_dies() {
+    let (relay, stun, _relay) = start_relay();
+    let home = MeshHome::new("signals");
+    home.json(&["init", "solo", "--relay", &relay, "--json"]);
+
+    let (mut up, _) = home.up(&stun, &[]);
+    assert!(home.socket().exists());
+    let kill = |signal: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    kill("-TERM", up.pid());
+    assert_eq!(
+        up.events(&["down"], Duration::from_secs(5))[0]["reason"],
+        "terminated"
+    );
+    assert_eq!(up.exit(Duration::from_secs(5)).code(), Some(0));
+    assert!(!home.socket().exists());
+
+    // Started by a shell that then dies: the daemon notices within a second and stops.
+    let mut sh = Command::new("sh");
+    home.env(&mut sh).env("BURROW_NO_MDNS", "1").args([
+        "-c",
+        r#""$0" up --json --bind 127.0.0.1:0 --stun "$1" --exit-with-parent & echo $!; wait"#,
+        BURROW,
+        &stun,
+    ]);
+    let shell = JsonChild::spawn(&mut sh);
+    let daemon = shell.next().as_u64().expect("the daemon's pid") as u32;
+    assert_eq!(shell.next()["event"], "up", "{}", shell.stderr());
+    kill("-KILL", shell.pid());
+    let killed = Instant::now();
+    assert_eq!(
+        shell.events(&["down"], Duration::from_secs(5))[0]["reason"],
+        "its parent exited"
+    );
+    until(Duration::from_secs(5), "the daemon gone", || {
+        // Gone, or a zombie its new parent has yet to reap.
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        matches!(state, None | Some('Z' | 'X')).then_some(())
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(!home.socket().exists());
+
+    let err = home.fails(&["down"]);
+    assert!(
+        err.contains("no burrow daemon at") && err.contains("run `burrow up`"),
+        "{err}"
+    );
+    // Without --namespace, peers asks the daemon; lookup flags need a namespace.
+    let err = home.fails(&["peers", "--registry", &relay]);
+    assert!(err.contains("--namespace"), "{err}");
+
+    // A ticket is still pinged over a connection of its own.
+    let key = TempFile::new("ping-ticket");
+    let (first, _listener) = listen(&key, &["--relay", &relay, "--no-publish"]);
+    let out = burrow()
+        .args([
+            "ping",
+            first["ticket"].as_str().unwrap(),
+            "--count",
+            "2",
+            "--interval",
+            "100ms",
+            "--json",
+        ])
+        .args(["--bind", "127.0.0.1:0", "--stun", &stun])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["node_id"], first["node_id"]);
+    assert!(lines[1]["rtt_ms"].as_f64().unwrap() > 0.0, "{lines:?}");
 }
 
 /// `burrow relay --turn-secret` serves TURN on the STUN port: coturn's client allocates, binds

@@ -127,8 +127,8 @@ impl<'l> Node<'l> {
 
     /// Each member as `burrow peers --json` lists it: name → (online, path).
     fn peers(&self) -> Vec<(String, bool, Option<String>)> {
-        let v = self.json(&["members"]);
-        v["members"]
+        let v = self.json(&["peers"]);
+        v["peers"]
             .as_array()
             .unwrap_or_else(|| panic!("{}: peers --json: {v}", self.name))
             .iter()

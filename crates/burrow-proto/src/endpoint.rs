@@ -394,6 +394,13 @@ impl EndpointCore {
         self.nat
     }
 
+    /// What we know of our NAT: [`EndpointCore::nat_hint`] once a STUN server has answered or
+    /// peers' pongs showed a per-destination mapping; `None` before (the hint's
+    /// [`NatHint::Easy`] then means only "not known").
+    pub fn nat(&self) -> Option<NatHint> {
+        (self.stun.answered || self.nat != NatHint::Easy).then_some(self.nat)
+    }
+
     /// The direct path to `node`, if one is in use.
     pub fn path(&self, node: &NodeId) -> Option<DirectPath> {
         self.peers.get(node)?.paths.best()

@@ -15,6 +15,8 @@
 //! - An **invite** ([`invite::SignedInvite`]) is the token that lets one more node join; its
 //!   **short code** ([`code::ShortCode`]) is redeemed with a PAKE ([`pake`]), so it can only be
 //!   guessed online, and dies after three wrong guesses.
+//! - What a member tells of itself to each member it connects to (its NAT, unsigned and only
+//!   for show) is an [`info::NodeInfo`].
 //!
 //! # Who signs
 //!
@@ -40,6 +42,7 @@ pub mod cert;
 pub mod code;
 mod error;
 pub mod id;
+pub mod info;
 pub mod invite;
 pub mod pake;
 pub mod roster;

@@ -27,7 +27,7 @@
 //!
 //! | route | request | answer |
 //! |---|---|---|
-//! | `GET /v1/status` | | [`Status`]: `{"node_id", "version", "uptime_ms", "ticket", "addrs": [str], "relays": [{"url", "home", "state", "rtt_ms", "connects", "error"}]}`; `state` is `connecting`, `connected`, `backoff` or `closed` |
+//! | `GET /v1/status` | | [`Status`]: `{"node_id", "version", "uptime_ms", "ticket", "addrs": [str], "nat_type", "relays": [{"url", "home", "state", "rtt_ms", "connects", "error"}], "mesh"}`; `nat_type` is `easy`, `hard`, `open` or `null` (not known yet); `state` is `connecting`, `connected`, `backoff` or `closed`; `mesh` is a mesh daemon's [`MeshStatus`] (`{"name", "mesh_id", "node_name", "role", "number", "members_online", "members_total"}`), else `null` |
 //! | `GET /v1/peers` | | `{"peers": [...]}`, each a [`PeerInfo`]: `{"node_id", "path", "remote_addr", "rtt_ms", "idle_ms"}`; `path` is `direct` or `relay`, `remote_addr` the peer's address or the relay's URL, `rtt_ms` the direct path's |
 //! | `POST /v1/ping` | `{"node": NODE_ID}` | [`Pong`]: `{"node_id", "path", "remote_addr", "rtt_ms"}`, one round trip measured now |
 //! | `GET /v1/events` | a WebSocket upgrade | one text message per [`Event`], JSON with an `"event"` key: `peer_up` and `path_changed` (with `node_id`, `path`, `remote_addr`, `rtt_ms`), `peer_down` (`node_id`), `lagged` (`missed`: events this slow reader lost) |
@@ -86,7 +86,9 @@ pub use client::{ApiClient, ClientError, EventStream};
 pub use error::{ApiError, ErrorCode};
 pub use events::{watch_paths, Event};
 pub use node::PING_TIMEOUT;
-pub use node::{NodeApi, PathKind, PathView, PeerInfo, Pong, RelayInfo, RelayState, Status};
+pub use node::{
+    MeshStatus, NodeApi, PathKind, PathView, PeerInfo, Pong, RelayInfo, RelayState, Status,
+};
 pub use router::{ApiRequest, Router};
 pub use server::{default_socket_path, ApiConfig, ApiServer, ServeError, TcpOptions};
 pub use server::{

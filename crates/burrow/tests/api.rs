@@ -542,7 +542,10 @@ async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     assert!(matches!(err, ClientError::NoDaemon { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "no daemon running: start one with `burrow up`"
+        format!(
+            "no burrow daemon at {}: run `burrow up`",
+            config.socket.display()
+        )
     );
     let second = ApiServer::bind(&config, Router::new(), state.clone())
         .await

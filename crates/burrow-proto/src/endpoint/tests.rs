@@ -297,6 +297,7 @@ fn a_nat_hint_that_turns_hard_mid_connection_starts_birthday_probing() {
     let t0 = Instant::now();
     core.handle_input(t0, Input::PrimerTtl(Some(2)));
     let (stun, _, _) = drain(&mut core);
+    assert_eq!(core.nat(), None, "nothing known before STUN answers");
     // The server names a second port; our mapping towards the first is known.
     let answer = stun_answer(&stun[0], addr(OUR_PUBLIC), Some(3479));
     core.handle_input(
@@ -326,6 +327,7 @@ fn a_nat_hint_that_turns_hard_mid_connection_starts_birthday_probing() {
         .iter()
         .any(|(d, _)| matches!(d, Destination::Spare { .. })));
     assert_eq!(core.nat_hint(), NatHint::Easy);
+    assert_eq!(core.nat(), Some(NatHint::Easy));
     // Then it answers: another port there. The NAT maps per destination.
     let late = stun_answer(to_second, addr("198.18.1.2:40007"), Some(3478));
     core.handle_input(
@@ -337,6 +339,7 @@ fn a_nat_hint_that_turns_hard_mid_connection_starts_birthday_probing() {
     );
     let (t, events, _) = drain(&mut core);
     assert!(events.contains(&Event::Nat(NatHint::Hard)));
+    assert_eq!(core.nat(), Some(NatHint::Hard));
     let msgs = opened(&t, &peer, &me.node_id());
     assert_eq!(calls(&msgs), [NatHint::Hard], "the peer hears it at once");
     let primed_spares = msgs

@@ -45,7 +45,7 @@ enum Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens where the daemon would.
-    #[error("no daemon running: start one with `burrow up`")]
+    #[error("no burrow daemon at {at}: run `burrow up`")]
     NoDaemon {
         /// Where it was looked for: the socket's path, or the TCP address.
         at: String,

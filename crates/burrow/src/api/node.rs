@@ -97,8 +97,34 @@ pub struct Status {
     pub ticket: Ticket,
     /// Its direct addresses (the public one first, once STUN has answered).
     pub addrs: Vec<SocketAddr>,
+    /// What it knows of its NAT: `easy`, `hard` or `open`
+    /// ([`nat_name`](burrow_proto::mesh::info::nat_name)); `null` until STUN answers.
+    #[serde(default)]
+    pub nat_type: Option<String>,
     /// Its relays.
     pub relays: Vec<RelayInfo>,
+    /// The mesh it is a node of, for a mesh daemon.
+    #[serde(default)]
+    pub mesh: Option<MeshStatus>,
+}
+
+/// A mesh daemon's mesh in [`Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshStatus {
+    /// The mesh's name.
+    pub name: String,
+    /// Its id.
+    pub mesh_id: String,
+    /// This node's name in it.
+    pub node_name: String,
+    /// This node's role: `admin` or `member`.
+    pub role: String,
+    /// This node's member number.
+    pub number: u32,
+    /// Members connected now, this node included.
+    pub members_online: usize,
+    /// Members in the roster.
+    pub members_total: usize,
 }
 
 impl Status {
@@ -119,7 +145,11 @@ impl Status {
             uptime_ms: started.elapsed().as_millis() as u64,
             addrs: ticket.addrs.clone(),
             ticket,
+            nat_type: endpoint
+                .nat()
+                .map(|n| burrow_proto::mesh::info::nat_name(n).to_owned()),
             relays,
+            mesh: None,
         }
     }
 }
@@ -156,6 +186,18 @@ pub enum RelayState {
     Closed,
 }
 
+impl RelayState {
+    /// The state as JSON has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayState::Connecting => "connecting",
+            RelayState::Connected => "connected",
+            RelayState::Backoff => "backoff",
+            RelayState::Closed => "closed",
+        }
+    }
+}
+
 impl RelayInfo {
     fn new(url: &RelayUrl, conn: &RelayConnState, connects: u64, home: Option<&RelayUrl>) -> Self {
         let (state, rtt, error) = match conn {
@@ -185,6 +227,16 @@ pub enum PathKind {
     Direct,
     /// Through the home relay.
     Relay,
+}
+
+impl PathKind {
+    /// `direct` or `relay`, as JSON has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+        }
+    }
 }
 
 /// How a peer is reached: in [`PeerInfo`] and path events.

@@ -63,6 +63,8 @@ pub(crate) struct Driver {
     pub candidates: watch::Sender<Vec<SocketAddr>>,
     /// Bumped whenever a peer's path changes.
     pub path_changes: watch::Sender<u64>,
+    /// What we know of our NAT.
+    pub nat: watch::Sender<Option<disco::NatHint>>,
     /// Readers of each peer's open spare sockets.
     pub spare_readers: HashMap<NodeId, Vec<(u16, JoinHandle<()>)>>,
 }
@@ -200,12 +202,16 @@ impl Driver {
             Event::Candidates(ours) => {
                 debug!(?ours, "our addresses");
                 self.candidates.send_replace(ours);
+                self.publish_nat();
                 // A new public address may mean a new network: look at the interfaces again.
                 let local = local_candidates(&self.socket);
                 self.core
                     .handle_input(Instant::now(), Input::LocalAddrs(local));
             }
-            Event::Nat(nat) => debug!(?nat, "our NAT"),
+            Event::Nat(nat) => {
+                debug!(?nat, "our NAT");
+                self.publish_nat();
+            }
             Event::SparesUnused { node, keep } => {
                 if let Some(peer) = self.peers.by_node(&node) {
                     peer.retain_spares(|n| keep.contains(&n));
@@ -236,6 +242,14 @@ impl Driver {
                     reader.abort();
                 }
             }
+        }
+    }
+
+    /// Tells the endpoint's readers what the core knows of our NAT now, if that is news.
+    fn publish_nat(&self) {
+        let known = self.core.nat();
+        if *self.nat.borrow() != known {
+            self.nat.send_replace(known);
         }
     }
 

@@ -34,6 +34,7 @@ use socket::{MagicSocket, Udp, CONTROL_QUEUE};
 pub use admission::{
     Admission, AdmissionFuture, Admitted, AllowKeys, Credentials, ExchangeProofs, Refusal, Side,
 };
+pub use burrow_proto::disco::NatHint;
 pub use burrow_proto::holepunch::DirectPath;
 pub use tls::TlsError;
 
@@ -198,6 +199,7 @@ struct Inner {
     accepted: tokio::sync::Mutex<mpsc::Receiver<Connection>>,
     candidates: watch::Receiver<Vec<SocketAddr>>,
     path_changes: watch::Receiver<u64>,
+    nat: watch::Receiver<Option<NatHint>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     has_stun: bool,
     admission: Option<Arc<dyn Admission>>,
@@ -256,6 +258,7 @@ impl Endpoint {
         let (disco_tx, disco_rx) = mpsc::channel(CONTROL_QUEUE);
         let candidates = watch::Sender::new(driver::local_candidates(&socket));
         let path_changes = watch::Sender::new(0);
+        let nat = watch::Sender::new(None);
         let mut tasks = Vec::new();
         if let Some(relay) = &relay {
             tasks.push(tokio::spawn(driver::relay_reader(
@@ -288,6 +291,7 @@ impl Endpoint {
             commands: commands_rx,
             candidates: candidates.clone(),
             path_changes: path_changes.clone(),
+            nat: nat.clone(),
             spare_readers: Default::default(),
         };
         tasks.push(tokio::spawn(driver.run()));
@@ -310,6 +314,7 @@ impl Endpoint {
                 accepted: tokio::sync::Mutex::new(accepted),
                 candidates: candidates.subscribe(),
                 path_changes: path_changes.subscribe(),
+                nat: nat.subscribe(),
                 tasks: Mutex::new(tasks),
                 has_stun: !opts.stun_servers.is_empty(),
                 admission: opts.admission,
@@ -349,6 +354,17 @@ impl Endpoint {
             return;
         }
         let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+
+    /// What we know of our NAT: `None` until a STUN server answers (or peers' pongs show a
+    /// mapping that varies by destination).
+    pub fn nat(&self) -> Option<NatHint> {
+        *self.inner.nat.borrow()
+    }
+
+    /// Changes of [`Endpoint::nat`].
+    pub fn nat_changes(&self) -> watch::Receiver<Option<NatHint>> {
+        self.inner.nat.clone()
     }
 
     /// A ticket for this endpoint: our key, relays and direct addresses.

@@ -1,10 +1,12 @@
-//! `burrow up`: a [`MeshNode`] behind the local API. Beside the API's core routes:
+//! `burrow up`: a [`MeshNode`] behind the local API. `GET /v1/status` gains its `mesh`
+//! ([`MeshStatus`]); beside the API's core routes:
 //!
 //! | route | request | answer |
 //! |---|---|---|
-//! | `GET /v1/members` | | `{"mesh", "members": [{"name", "node_id", "number", "role", "me", "online", "path", "remote_addr", "rtt_ms"}]}` |
+//! | `GET /v1/members` | | `{"mesh", "members": [{"name", "node_id", "number", "role", "me", "online", "path", "remote_addr", "rtt_ms", "nat_type", "last_seen"}]}`; `nat_type` as the member told it (`easy`, `hard`, `open`, or `null`), `last_seen` Unix seconds (now while connected, `null` if not since the daemon started) |
 //! | `POST /v1/invites` | `{"expires_secs"?, "uses"?, "code"?}` (default a day, 1, false) | `{"token", "code", "expires", "uses"}`; `code` (`MESH-XXXX-XXXX-XXXX`, or null) when asked |
 //! | `POST /v1/kick` | `{"member": NAME or NODE_ID}` | `{"node_id"}` |
+//! | `POST /v1/shutdown` | | `{"stopping": true}`; then the daemon closes its connections and the API, and its socket file goes |
 //!
 //! Errors beside the core ones: `not_admin` (403) and `unknown_member` (404).
 
@@ -13,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::node::{MemberInfo, MeshNode, NodeError, DEFAULT_INVITE_TTL};
 use crate::api::{
-    watch_paths, ApiConfig, ApiError, ApiServer, ErrorCode, Event, NodeApi, Pong, Router,
-    ServeError, PING_TIMEOUT,
+    watch_paths, ApiConfig, ApiError, ApiServer, ErrorCode, Event, MeshStatus, NodeApi, Pong,
+    Router, ServeError, Status, PING_TIMEOUT,
 };
 use crate::endpoint::Endpoint;
 use crate::NodeId;
@@ -32,6 +34,8 @@ pub struct Daemon {
     node: MeshNode,
     started: Instant,
     events: broadcast::Sender<Event>,
+    /// Set by `POST /v1/shutdown`.
+    stop: watch::Sender<bool>,
 }
 
 /// `GET /v1/members`.
@@ -69,6 +73,12 @@ struct KickAnswer {
     node_id: String,
 }
 
+/// `POST /v1/shutdown`.
+#[derive(Debug, Serialize)]
+struct ShutdownAnswer {
+    stopping: bool,
+}
+
 impl NodeApi for Daemon {
     fn endpoint(&self) -> &Endpoint {
         self.node.endpoint()
@@ -80,6 +90,23 @@ impl NodeApi for Daemon {
 
     fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    fn status(&self) -> Status {
+        let members = self.node.members();
+        let me = members.iter().find(|m| m.me);
+        Status {
+            mesh: Some(MeshStatus {
+                name: self.node.mesh_name(),
+                mesh_id: self.node.roster().roster().mesh_id.to_string(),
+                node_name: me.map(|m| m.name.clone()).unwrap_or_default(),
+                role: me.map_or("member", |m| m.role).to_owned(),
+                number: me.map_or(0, |m| m.number),
+                members_online: members.iter().filter(|m| m.online).count(),
+                members_total: members.len(),
+            }),
+            ..Status::new(self.node.endpoint(), self.started)
+        }
     }
 
     async fn ping(&self, node: NodeId) -> Result<Pong, ApiError> {
@@ -141,10 +168,44 @@ fn router() -> Router<Daemon> {
                 node_id: node.to_string(),
             })
         })
+        .route(
+            Method::POST,
+            "/v1/shutdown",
+            |d: Arc<Daemon>, _| async move {
+                d.stop.send_replace(true);
+                Ok(ShutdownAnswer { stopping: true })
+            },
+        )
 }
 
-/// Serves `node` on the local API as `config` says, until the returned server shuts down.
-pub async fn serve(node: MeshNode, config: &ApiConfig) -> Result<ApiServer, ServeError> {
+/// A daemon at work: its node behind its API, until [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    api: ApiServer,
+    daemon: Arc<Daemon>,
+}
+
+impl Running {
+    /// The API server (where it listens).
+    pub fn api(&self) -> &ApiServer {
+        &self.api
+    }
+
+    /// Resolves once a client asked the daemon to stop (`POST /v1/shutdown`).
+    pub async fn stop_requested(&self) {
+        let _ = self.daemon.stop.subscribe().wait_for(|s| *s).await;
+    }
+
+    /// Stops: closes the node's connections (members see it go at once), then the API, whose
+    /// socket file goes last.
+    pub async fn shutdown(self) {
+        self.daemon.node.shutdown().await;
+        self.api.shutdown().await;
+    }
+}
+
+/// Serves `node` on the local API as `config` says, until [`Running::shutdown`].
+pub async fn serve(node: MeshNode, config: &ApiConfig) -> Result<Running, ServeError> {
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
     // Runs for as long as the process: the daemon is the process.
     drop(watch_paths(node.endpoint().clone(), events.clone()));
@@ -152,6 +213,8 @@ pub async fn serve(node: MeshNode, config: &ApiConfig) -> Result<ApiServer, Serv
         node,
         started: Instant::now(),
         events,
+        stop: watch::Sender::new(false),
     });
-    ApiServer::bind(config, router(), daemon).await
+    let api = ApiServer::bind(config, router(), daemon.clone()).await?;
+    Ok(Running { api, daemon })
 }

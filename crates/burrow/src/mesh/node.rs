@@ -22,12 +22,14 @@ use burrow_proto::Rng;
 use tokio::task::JoinHandle;
 
 use super::membership::{decode_proof, encode_proof, Membership};
+use super::presence::{info_message, Presence};
 use super::state::{MeshState, StateError, CERT_VALIDITY_SECS};
-use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_ROSTER};
+use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_INFO, MSG_ROSTER};
+use crate::api::PathView;
 use crate::endpoint::admission::REFUSED;
 use crate::endpoint::{
     Admission, AdmissionFuture, Admitted, BindError, ConnectError, Connection, Endpoint,
-    EndpointOptions, ExchangeProofs, PathInfo, Refusal, Side,
+    EndpointOptions, ExchangeProofs, Refusal, Side,
 };
 use crate::lookup::Lookup;
 use crate::publisher::{PublishError, PublishEvent, PublisherOptions, RecordPublisher};
@@ -128,6 +130,11 @@ pub struct MemberInfo {
     pub remote_addr: Option<String>,
     /// The direct path's round trip, in ms.
     pub rtt_ms: Option<f64>,
+    /// What it told of its NAT (`easy`, `hard` or `open`), if it has.
+    pub nat_type: Option<&'static str>,
+    /// When it was last connected, Unix seconds: now while it is, `null` if never since this
+    /// node started.
+    pub last_seen: Option<u64>,
 }
 
 /// A short code this node serves: its PAKE core (which hands the invite's token over), and
@@ -156,6 +163,8 @@ struct Inner {
     /// Short codes being served, by their rendezvous part.
     codes: Mutex<HashMap<String, CodeInvite>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// What members told of themselves, and when they were last seen.
+    presence: Presence,
     /// Keeps this node's record (relays only) at the registries, listed under the rendezvous
     /// namespaces of the short codes it serves; replaced when those change, as one node has
     /// one record (two publishers would race each other's sequence numbers).
@@ -230,6 +239,7 @@ impl MeshNode {
                 pings: Mutex::default(),
                 codes: Mutex::default(),
                 tasks: Mutex::default(),
+                presence: Presence::default(),
                 publisher: Mutex::new(Some(publisher)),
             }),
         };
@@ -237,6 +247,7 @@ impl MeshNode {
             tokio::spawn(node.clone().accept_loop()),
             tokio::spawn(node.clone().dial_loop()),
             tokio::spawn(node.clone().roster_loop()),
+            tokio::spawn(node.clone().info_loop()),
         ];
         *lock(&node.inner.tasks) = tasks;
         Ok(node)
@@ -262,21 +273,24 @@ impl MeshNode {
         let me = self.inner.endpoint.node_id();
         let roster = self.roster();
         let conns = lock(&self.inner.conns);
+        let now = super::now();
         roster
             .roster()
             .members
             .iter()
             .map(|(node, entry)| {
                 let online = *node == me || conns.contains_key(node);
-                let path = (online && *node != me).then(|| self.inner.endpoint.path(node));
+                let path = (online && *node != me)
+                    .then(|| PathView::from(&self.inner.endpoint.path(node)));
                 let (path, remote_addr, rtt_ms) = match path {
-                    Some(PathInfo::Direct(d)) => (
-                        Some("direct"),
-                        Some(d.addr.to_string()),
-                        Some(d.rtt.as_secs_f64() * 1000.0),
-                    ),
-                    Some(PathInfo::Relay(url)) => (Some("relay"), url.map(|u| u.to_string()), None),
+                    Some(v) => (Some(v.path.as_str()), v.remote_addr, v.rtt_ms),
                     None => (None, None, None),
+                };
+                let seen = self.inner.presence.get(node);
+                let nat = if *node == me {
+                    self.inner.endpoint.nat()
+                } else {
+                    seen.nat
                 };
                 MemberInfo {
                     name: entry.name.clone(),
@@ -291,6 +305,8 @@ impl MeshNode {
                     path,
                     remote_addr,
                     rtt_ms,
+                    nat_type: nat.map(burrow_proto::mesh::info::nat_name),
+                    last_seen: if online { Some(now) } else { seen.last_seen },
                 }
             })
             .collect()
@@ -436,6 +452,7 @@ impl MeshNode {
             conns.insert(peer, conn.clone());
         }
         tracing::info!(peer = %peer.short(), "member connected");
+        send(conn.clone(), info_message(self.inner.endpoint.nat()));
         let node = self.clone();
         tokio::spawn(async move {
             tokio::join!(node.read_messages(&conn), node.read_datagrams(&conn));
@@ -445,6 +462,7 @@ impl MeshNode {
                 .is_some_and(|c| c.quic.stable_id() == conn.quic.stable_id())
             {
                 conns.remove(&peer);
+                node.inner.presence.gone(peer);
                 tracing::info!(peer = %peer.short(), "member disconnected");
             }
         });
@@ -504,6 +522,7 @@ impl MeshNode {
                     },
                     Err(e) => tracing::debug!(peer = %conn.remote.short(), "roster: {e}"),
                 },
+                Some((&MSG_INFO, body)) => self.inner.presence.told(conn.remote, body),
                 _ => tracing::debug!(peer = %conn.remote.short(), "unknown message"),
             }
         }
@@ -579,13 +598,18 @@ impl MeshNode {
                     self.inner.endpoint.revoke(conn.remote).await;
                     continue;
                 }
-                let msg = msg.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut s) = conn.quic.open_uni().await {
-                        let _ = s.write_all(&msg).await;
-                        let _ = s.finish();
-                    }
-                });
+                send(conn, msg.clone());
+            }
+        }
+    }
+
+    /// Tells every member of this node's NAT whenever the endpoint learns more of it.
+    async fn info_loop(self) {
+        let mut nat = self.inner.endpoint.nat_changes();
+        while nat.changed().await.is_ok() {
+            let msg = info_message(*nat.borrow_and_update());
+            for conn in lock(&self.inner.conns).values() {
+                send(conn.clone(), msg.clone());
             }
         }
     }
@@ -794,8 +818,10 @@ impl MeshNode {
 pub struct Joined {
     /// The mesh's name.
     pub mesh: String,
-    /// `direct` or `relay`.
+    /// `direct` or `relay`, when the inviter answered.
     pub path: &'static str,
+    /// The inviter's direct address, or the relay's URL.
+    pub remote_addr: Option<String>,
 }
 
 /// Redeems `token` at its inviter as a member called `name`, and writes the mesh state into
@@ -847,10 +873,7 @@ pub async fn join(
             .read_to_end(MAX_MESSAGE_LEN)
             .await
             .map_err(|e| refused(&conn, e.to_string()))?;
-        let path = match ep.path(&conn.remote) {
-            PathInfo::Direct(_) => "direct",
-            PathInfo::Relay(_) => "relay",
-        };
+        let path = PathView::from(&ep.path(&conn.remote));
         conn.quic.close(0u32.into(), b"joined");
         let (cert, roster) = decode_proof(&reply).map_err(NodeError::Join)?;
         roster.verify(&invite.mesh_id, super::now())?;
@@ -863,7 +886,8 @@ pub async fn join(
     let state = MeshState::joined(dir, invite.mesh_name.clone(), relays, cert, roster)?;
     let joined = Joined {
         mesh: invite.mesh_name.clone(),
-        path,
+        path: path.path.as_str(),
+        remote_addr: path.remote_addr,
     };
     Ok((state, joined))
 }
@@ -938,6 +962,16 @@ fn relays_only(mut ticket: Ticket) -> Ticket {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends one message to a member on a stream of its own, in the background.
+fn send(conn: Connection, msg: Vec<u8>) {
+    tokio::spawn(async move {
+        if let Ok(mut s) = conn.quic.open_uni().await {
+            let _ = s.write_all(&msg).await;
+            let _ = s.finish();
+        }
+    });
 }
 
 /// Reads one `u32`-framed message (at most [`pake::MAX_MESSAGE_LEN`]); `None` at the end.
