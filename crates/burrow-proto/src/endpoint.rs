@@ -282,6 +282,10 @@ struct PeerState {
     deadline: Option<Instant>,
     /// When the state was made, or the peer last carried traffic, as far as we know.
     alive_at: Instant,
+    /// The peer's latest CallMeMaybe (its usable candidates, its NAT), and when it came.
+    last_call: Option<(Instant, Vec<SocketAddr>, NatHint)>,
+    /// When its punching last started over for a new connection.
+    met_anew: Option<Instant>,
 }
 
 /// The sans-IO core of an endpoint (see the module docs).
@@ -536,6 +540,8 @@ impl EndpointCore {
                 spares: Vec::new(),
                 deadline: None,
                 alive_at: now,
+                last_call: None,
+                met_anew: None,
             },
         );
     }
@@ -552,17 +558,38 @@ impl EndpointCore {
     /// The peer may be a new incarnation of that key (a restarted node, or a node after the
     /// short-lived endpoint it joined a mesh with), at new addresses, and whatever an earlier
     /// attempt learnt or is still waiting for would only hold the new one back.
+    ///
+    /// At most once per punch window: the second of two connections that meet (both ends
+    /// dialled) must not cut short the attempt the first began. The peer's latest call, if
+    /// recent, is told to the new attempt, as it may be the new incarnation's own (sent before
+    /// its connection was made), which it would not send again.
     fn meet_anew(&mut self, now: Instant, node: NodeId) {
-        let stale = self
-            .peers
-            .get(&node)
-            .is_some_and(|st| st.paths.best().is_none());
-        if stale {
-            let paths = self.new_paths(now);
-            if let Some(st) = self.peers.get_mut(&node) {
-                st.paths = paths;
-                st.alive_at = now;
-            }
+        let window = self.config.punch.punch_window;
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < window);
+        let Some(st) = self.peers.get(&node) else {
+            return;
+        };
+        if st.paths.best().is_some() || recent(st.met_anew) {
+            return;
+        }
+        let call = st.last_call.clone().filter(|(at, ..)| recent(Some(*at)));
+        let paths = self.new_paths(now);
+        if let Some(st) = self.peers.get_mut(&node) {
+            st.paths = paths;
+            st.alive_at = now;
+            st.met_anew = Some(now);
+        }
+        if let Some((_, candidates, nat)) = call {
+            let msg = Message::CallMeMaybe { candidates, nat };
+            self.feed(
+                now,
+                node,
+                holepunch::Input::Message {
+                    via: Dest::Relay,
+                    msg,
+                },
+            );
         }
     }
 
@@ -604,10 +631,13 @@ impl EndpointCore {
                 }
                 Message::Ping { tx }
             }
-            Message::CallMeMaybe { candidates, nat } => Message::CallMeMaybe {
-                candidates: self.usable(&candidates),
-                nat,
-            },
+            Message::CallMeMaybe { candidates, nat } => {
+                let candidates = self.usable(&candidates);
+                if let Some(st) = self.peers.get_mut(&node) {
+                    st.last_call = Some((now, candidates.clone(), nat));
+                }
+                Message::CallMeMaybe { candidates, nat }
+            }
             pong => pong,
         };
         self.feed(now, node, holepunch::Input::Message { via, msg });

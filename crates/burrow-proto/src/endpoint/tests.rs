@@ -874,4 +874,50 @@ fn a_new_connection_to_a_peer_without_a_direct_path_starts_its_punching_over() {
     assert_eq!(to(OLD), 0, "the old incarnation's address is dropped");
     let msgs = opened(&t, &peer, &me.node_id());
     assert_eq!(calls(&msgs).len(), 1, "answered afresh: {msgs:?}");
+    // A second connection right after (both ends dialled) leaves that attempt alone.
+    let t2 = t1 + Duration::from_millis(500);
+    core.handle_input(
+        t2,
+        Input::Authenticated {
+            node: peer.node_id(),
+        },
+    );
+    let (t, _, _) = drain(&mut core);
+    assert!(calls(&opened(&t, &peer, &me.node_id())).is_empty());
+}
+
+#[test]
+fn a_call_that_came_before_the_new_connection_is_answered_by_the_new_attempt() {
+    const NEW: &str = "198.18.2.2:50001";
+    let me = key(1);
+    let mut core = EndpointCore::new(me.clone(), EndpointConfig::default(), 7);
+    let t0 = Instant::now();
+    core.handle_input(t0, Input::PrimerTtl(Some(2)));
+    let peer = stranger(1);
+    let authenticated = |core: &mut EndpointCore, at: Instant| {
+        core.handle_input(
+            at,
+            Input::Authenticated {
+                node: peer.node_id(),
+            },
+        );
+    };
+    authenticated(&mut core, t0);
+    let _ = run(&mut core, t0, t0 + Duration::from_secs(8), &|_, _| true);
+    // The restarted peer's call overtakes its connection...
+    let t1 = t0 + Duration::from_secs(8);
+    let p = call_me_maybe(&peer, &me.node_id(), vec![addr(NEW)]);
+    core.handle_input(
+        t1,
+        Input::Relayed {
+            node: peer.node_id(),
+            packet: &p,
+        },
+    );
+    drain(&mut core);
+    // ...and the attempt that the connection starts answers it and probes its candidate.
+    authenticated(&mut core, t1 + Duration::from_millis(50));
+    let (t, _) = run(&mut core, t1, t1 + Duration::from_secs(2), &|_, _| true);
+    assert_eq!(calls(&opened(&t, &peer, &me.node_id())).len(), 1);
+    assert!(t.iter().any(|t| t.dest == Destination::Udp(addr(NEW))));
 }
