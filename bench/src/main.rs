@@ -71,7 +71,7 @@ enum Command {
     /// one connected peer, and RSS per connected peer.
     Direct(DirectArgs),
     /// Meshes: time from `burrow join` to member with an easy and a symmetric inviter (NAT lab,
-    /// needs root; skipped otherwise) next to a plain `burrow connect`; roster propagation to
+    /// needs root; skipped otherwise) next to a plain ticket connect; roster propagation to
     /// `--roster-members` members in a seeded simulation on a virtual clock; and daemon memory
     /// per idle member on loopback next to a plain `burrow listen`.
     Mesh(mesh::MeshArgs),

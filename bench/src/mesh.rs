@@ -1,7 +1,7 @@
 //! `mesh`: what a mesh costs, three figures, each next to an anchor where there is one.
 //!
 //! * `join` ([`join`]): time from `burrow join` to member, in the NAT lab (root), with the
-//!   inviter behind an easy and behind a symmetric NAT; anchor: a plain `burrow connect`
+//!   inviter behind an easy and behind a symmetric NAT; anchor: a plain ticket connect
 //!   between the same two homes in the same run.
 //! * `roster` ([`propagation`]): roster propagation to `--roster-members` members, simulated
 //!   in memory on a virtual clock with the real membership code; anchors: one hop from the
@@ -237,7 +237,7 @@ fn table(r: &Report) -> String {
     };
 
     if let Some(j) = &r.join {
-        let mut rows = vec![head("burrow join", "burrow connect")];
+        let mut rows = vec![head("burrow join", "ticket connect")];
         for inv in &j.inviters {
             let n = inv.runs.len();
             rows.push(row(
@@ -281,7 +281,8 @@ fn table(r: &Report) -> String {
                 "burrow join: from starting `burrow join TOKEN` (joiner: port-restricted cone) until the".into(),
                 "  inviter's GET /v1/members lists it online, after `burrow up` started in the joiner's home".into(),
                 "  the moment `join` exited; a fresh joiner home (key, state) per run.".into(),
-                "burrow connect: from starting `burrow connect TICKET` in the joiner's home until the".into(),
+                "ticket connect: from starting `burrow ping TICKET --count 2 --interval 1h` (dials as".into(),
+                "  `burrow connect` does, then holds the connection) in the joiner's home until the".into(),
                 "  `burrow listen` beside the inviter's daemon prints the connection (same homes, same run).".into(),
                 format!(
                     "direct: until the inviter (listener) shows a direct path, waited for up to {} ms after online.",
@@ -424,11 +425,11 @@ fn table(r: &Report) -> String {
             ),
             rows,
             &[
-                "per member: the admin's growth from its restart with every member joined (none up) to every".into(),
-                "  node listing every other online (a full mesh), over the members. Anchor: a fresh `burrow listen`'s growth per".into(),
-                "  connected `burrow ping --interval 1h` (one idle connection each); a member (connected to".into(),
+                "per member: the admin's growth from its restart with every member joined (none up) to".into(),
+                "  every node listing every other online (a full mesh), over the members. Anchor: a fresh".into(),
+                "  `burrow listen`'s growth per connected `burrow ping --interval 1h` (one idle connection".into(),
                 format!(
-                    "  {} nodes) next to such a one-connection process.",
+                    "  each); a member (connected to {} nodes) next to such a one-connection process.",
                     m.members
                 ),
             ],

@@ -12,11 +12,14 @@
 //! and kicked, so the inviter does not keep dialling it.
 //!
 //! The anchor, in the same run between the same two homes: a plain `burrow listen` beside the
-//! inviter's daemon, and `burrow connect TICKET` started in the joiner's home; the clock runs
-//! from starting `connect` until the listener prints the connection, then until it prints a
-//! direct path: what connecting costs, so the ratio is what joining costs over it (two
-//! processes, each binding an endpoint and reaching the other side, plus the invite's
-//! redemption and the proofs of membership). Runs alternate which of the two goes first.
+//! inviter's daemon, and a plain ticket connect started in the joiner's home; the clock runs
+//! from starting it until the listener prints the connection, then until it prints a direct
+//! path: what connecting costs, so the ratio is what joining costs over it (two processes,
+//! each binding an endpoint and reaching the other side, plus the invite's redemption and the
+//! proofs of membership). The connect is `burrow ping TICKET --count 2 --interval 1h`, which
+//! dials as `burrow connect` does (bind, relay, connect, a first round trip) but then holds the
+//! connection: `connect` exits once its own side is direct, often before the listener's side
+//! has switched, so the listener would never show it. Runs alternate which goes first.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -32,7 +35,7 @@ use super::Spread;
 
 /// How often the inviter's members, or the listener's output, is looked at.
 const POLL: Duration = Duration::from_millis(20);
-/// Longest a joiner (or a connect) may take to show up at all.
+/// Longest a joiner (or a ticket connect) may take to show up at all.
 const ONLINE_PATIENCE: Duration = Duration::from_secs(30);
 /// The lab home the joiner lives in.
 const JOINER: &str = "joiner";
@@ -73,13 +76,13 @@ pub(crate) struct Joined {
 /// The anchor half of a run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Connected {
-    /// From starting `burrow connect` to the listener printing the connection, and its path.
+    /// From starting the ticket connect to the listener printing the connection, and its path.
     pub connect_seen_ms: f64,
     pub connect_seen_path: String,
-    /// From starting `burrow connect` to the listener printing a direct path, if in time.
+    /// From starting it to the listener printing a direct path, if in time.
     pub connect_direct_ms: Option<f64>,
-    /// `burrow connect --json`'s own report (its times run from after it bound).
-    pub connect_report: Option<serde_json::Value>,
+    /// Its first ping's line (`pong from ... via PATH ADDR in RTT`).
+    pub connect_pong: Option<String>,
 }
 
 /// Every run against one inviter, and the figures over them.
@@ -326,7 +329,7 @@ fn join_once(
     })
 }
 
-/// One anchor connect.
+/// One ticket connect to the inviter's listener (the anchor).
 fn connect_once(
     lab: &Lab,
     burrow: &Path,
@@ -337,14 +340,13 @@ fn connect_once(
     let ns = lab.host_ns(JOINER);
     let seen_before = listener_events(&inv.listener).len();
     let patience = Duration::from_millis(config.direct_patience_ms);
-    let wait = format!("{}ms", config.direct_patience_ms);
     let start = Instant::now();
     let connect = spawn_in(
         lab,
         ns,
         home,
         burrow,
-        &["connect", &inv.ticket, "--json", "--direct-timeout", &wait],
+        &["ping", &inv.ticket, "--count", "2", "--interval", "1h"],
     )?;
     let mut seen: Option<(Duration, String)> = None;
     let mut direct = None;
@@ -369,7 +371,7 @@ fn connect_once(
             None if start.elapsed() > ONLINE_PATIENCE => {
                 break Err(anyhow::anyhow!(
                     "the {} inviter's listener saw no connection within {ONLINE_PATIENCE:?}; \
-                     connect said: {}",
+                     the connect said: {}",
                     inv.nat,
                     connect.stderr()
                 ))
@@ -378,16 +380,11 @@ fn connect_once(
         }
         std::thread::sleep(POLL);
     };
-    // It exits by itself once direct; its report is printed by then, or it is still waiting.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while lab.try_wait(connect.pid())?.is_none() && Instant::now() < deadline {
-        std::thread::sleep(POLL);
-    }
-    let report = connect
+    let pong = connect
         .stdout()
         .lines()
-        .rfind(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok());
+        .find(|l| l.starts_with("pong"))
+        .map(str::to_string);
     let _ = lab.kill(connect.pid());
     result?;
     let (at, path) = seen.context("seen")?;
@@ -396,7 +393,7 @@ fn connect_once(
         connect_seen_ms: ms(at),
         connect_seen_path: path,
         connect_direct_ms: direct.map(ms),
-        connect_report: report,
+        connect_pong: pong,
     })
 }
 
