@@ -238,7 +238,11 @@ impl Sim {
         let n = config.members + 1;
         let keys: Vec<SecretKey> = (0..n).map(|_| SecretKey::from_bytes(rng.bytes())).collect();
         let entry = |i: usize| RosterEntry {
-            name: if i == 0 { "admin".into() } else { format!("m{i}") },
+            name: if i == 0 {
+                "admin".into()
+            } else {
+                format!("m{i}")
+            },
             number: i as u32 + 1,
             role: if i == 0 { Role::Admin } else { Role::Member },
         };
@@ -250,22 +254,19 @@ impl Sim {
         // The next version: one more member, as a join makes it.
         let newcomer = SecretKey::from_bytes(rng.bytes()).node_id();
         roster.members.insert(newcomer, entry(n));
-        roster.members.get_mut(&newcomer).context("just inserted")?.name = "newcomer".into();
         roster.version += 1;
         let next = roster.sign(&signer)?;
 
         let range = |rng: &mut Rng, lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
         let mut latency = vec![vec![0; n]; n];
-        for i in 0..n {
-            for j in i + 1..n {
-                let us = range(
-                    &mut rng,
-                    config.min_latency_ms * 1000,
-                    config.max_latency_ms * 1000,
-                );
-                latency[i][j] = us;
-                latency[j][i] = us;
-            }
+        for (i, j) in (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))) {
+            let us = range(
+                &mut rng,
+                config.min_latency_ms * 1000,
+                config.max_latency_ms * 1000,
+            );
+            latency[i][j] = us;
+            latency[j][i] = us;
         }
         // Who is offline: a seeded shuffle of the members, admin excluded.
         let mut order: Vec<usize> = (1..n).collect();
@@ -389,8 +390,9 @@ impl Sim {
                 // As `read_messages` does.
                 let start = Instant::now();
                 let result = match msg.split_first() {
-                    Some((&MSG_ROSTER, body)) => SignedRoster::decode(body)
-                        .and_then(|roster| node.membership.offer(roster)),
+                    Some((&MSG_ROSTER, body)) => {
+                        SignedRoster::decode(body).and_then(|roster| node.membership.offer(roster))
+                    }
                     _ => bail!("not a roster message"),
                 };
                 self.cpu_us.push(start.elapsed().as_secs_f64() * 1e6);
@@ -541,7 +543,10 @@ mod tests {
     fn a_lone_returning_member_waits_for_its_dial_tick_and_two_round_trips() {
         let t = Sim::new(&config(12, 1), 5).unwrap().run().unwrap();
         let back = t.returned_ms[0];
-        assert!((500.0 + 4.0 * 5.0..=500.0 + 4.0 * 80.0).contains(&back), "{t:?}");
+        assert!(
+            (500.0 + 4.0 * 5.0..=500.0 + 4.0 * 80.0).contains(&back),
+            "{t:?}"
+        );
         // It dials the 11 others and the admin; each connection shows a proof each way.
         assert_eq!(t.proofs, 2 * 12, "{t:?}");
     }
