@@ -115,17 +115,17 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             crate::server::check_interrupted()?;
-            let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            let complete = out.rfind('\n').map_or("", |i| &out[..i]);
-            if let Some(line) = complete.lines().find(|l| pred(l)) {
-                return Ok(line.to_string());
+            let lines = self.lines();
+            if let Some(line) = lines.iter().find(|l| pred(l)) {
+                return Ok(line.clone());
             }
             let exited = self.child.try_wait()?;
             if exited.is_some() || Instant::now() >= deadline {
                 let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
                 bail!(
-                    "{} without the line expected; stdout: {out}; stderr: {err}",
-                    exited.map_or("timed out".to_string(), |s| format!("exited ({s})"))
+                    "{} without the line expected; stdout: {}; stderr: {err}",
+                    exited.map_or("timed out".to_string(), |s| format!("exited ({s})")),
+                    lines.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
