@@ -13,9 +13,12 @@
 //!   loopback; absolute figures, no anchor.
 //! * `direct` ([`direct::run`]): throughput, idle keep-alive bytes and memory per peer of a
 //!   direct burrow path in the NAT lab, next to plain quinn between the same namespaces.
+//! * `mesh` ([`mesh::run`]): time from `join` to member (NAT lab), roster propagation to 50
+//!   members (simulated, virtual time) and daemon memory per idle member.
 
 mod dht;
 mod direct;
+mod mesh;
 mod registry;
 mod relay;
 mod server;
@@ -67,6 +70,11 @@ enum Command {
     /// throughput of one stream between two open homes, idle keep-alive bytes per second of
     /// one connected peer, and RSS per connected peer.
     Direct(DirectArgs),
+    /// Meshes: time from `burrow join` to member with an easy and a symmetric inviter (NAT lab,
+    /// needs root; skipped otherwise) next to a plain ticket connect; roster propagation to
+    /// `--roster-members` members in a seeded simulation on a virtual clock; and daemon memory
+    /// per idle member on loopback next to a plain `burrow listen`.
+    Mesh(mesh::MeshArgs),
     /// Internal: one side of `direct`'s memory figure, run inside a lab namespace.
     #[command(hide = true)]
     DirectPeers(PeersArgs),
@@ -246,6 +254,7 @@ fn main() -> ExitCode {
         Command::Registry(args) => run_registry(&args),
         Command::Dht(args) => run_dht(&args),
         Command::Direct(args) => run_direct(&args),
+        Command::Mesh(args) => mesh::run(&args),
         Command::DirectPeers(args) => direct::peers_main(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.

@@ -29,13 +29,25 @@ impl RelayProcess {
     /// Starts `burrow relay` on a free loopback port with no rate limit and room for
     /// `clients` connections from 127.0.0.1, and waits until `/health` answers.
     pub(crate) fn start(burrow: &Path, clients: usize) -> Result<RelayProcess> {
+        RelayProcess::start_with(burrow, clients, &[])
+    }
+
+    /// [`RelayProcess::start`] with more `burrow relay` arguments.
+    pub(crate) fn start_with(
+        burrow: &Path,
+        clients: usize,
+        extra: &[&str],
+    ) -> Result<RelayProcess> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let room = (clients + 64).to_string();
-        let child = Command::new(burrow)
-            .args(["relay", "--listen", &addr.to_string(), "--client-rate", "0"])
+        let mut cmd = Command::new(burrow);
+        cmd.args(["relay", "--listen", &addr.to_string(), "--client-rate", "0"])
             .args(["--max-clients", &room, "--max-conns-per-ip", &room])
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        crate::server::die_with_harness(&mut cmd);
+        let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", burrow.display()))?;
         let mut relay = RelayProcess { child, addr };

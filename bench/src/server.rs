@@ -116,15 +116,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_harness(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {name} ({})", binary.display()))?;
@@ -245,6 +237,19 @@ impl Drop for Server {
         for path in &self.cleanup {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Has the kernel kill the child `command` starts (SIGKILL) if the harness dies first.
+pub(crate) fn die_with_harness(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
