@@ -50,6 +50,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handshaken and waiting for [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 64;
 
+/// How long [`Endpoint::close`] waits for connections to drain. Their close frames leave at
+/// once; the full draining period (three probe timeouts, a second or more before the round trip
+/// is known) would only make a short-lived endpoint, a join's say, slow to exit.
+const CLOSE_WAIT: Duration = Duration::from_millis(250);
+
 /// How to build an [`Endpoint`].
 #[derive(Clone, Debug)]
 pub struct EndpointOptions {
@@ -505,7 +510,7 @@ impl Endpoint {
     /// Closes every connection and stops the endpoint.
     pub async fn close(&self) {
         self.inner.quic.close(0u32.into(), b"closing");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.quic.wait_idle()).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.inner.quic.wait_idle()).await;
         for task in std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()))
         {
             task.abort();

@@ -515,6 +515,9 @@ impl MeshNode {
                 continue;
             };
             match msg.split_first() {
+                // Most copies are of the roster held already (every member passes each one
+                // on): those are dropped before the costly decoding.
+                Some((&MSG_ROSTER, body)) if body == self.roster().as_bytes() => {}
                 Some((&MSG_ROSTER, body)) => match SignedRoster::decode(body) {
                     Ok(roster) => match self.inner.membership.offer(roster) {
                         Ok(()) | Err(MeshError::Stale { .. }) => {}
@@ -530,8 +533,11 @@ impl MeshNode {
 
     async fn dial_loop(self) {
         let me = self.inner.endpoint.node_id();
+        // The first round at once: a node that starts wants its members now.
+        let mut ticks = tokio::time::interval(DIAL_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(DIAL_TICK).await;
+            ticks.tick().await;
             let roster = self.roster();
             let now = Instant::now();
             for node in roster.roster().members.keys().filter(|n| **n != me) {
