@@ -8,10 +8,10 @@
 //! * Connections: every online member is connected to every other one and to the admin (each
 //!   member dials every member the roster lists).
 //! * `roster_loop`: when the roster a node holds changes, it sends [`MSG_ROSTER`] + the roster
-//!   on every connection it has, the one it heard it on included; a receiver decodes it and
-//!   offers it to its [`Membership`] (`read_messages`), which keeps it if it is newer.
-//! * A member that comes back dials every online member at its dial loop's first tick
-//!   ([`DIAL_TICK`] after it starts); on each new connection both ends show their proof (the
+//!   on every connection it has, the one it heard it on included; a receiver drops a copy of
+//!   the roster it holds unread, and decodes any other and offers it to its [`Membership`]
+//!   (`read_messages`), which keeps it if it is newer.
+//! * A member that comes back dials every online member at its dial loop's first round; on each new connection both ends show their proof (the
 //!   certificate and the roster they hold) once the handshake completes on their side: the
 //!   dialler after one round trip, the listener when the dialler's last handshake packet
 //!   arrives (1.5 round trips), so the dialler has the listener's roster after two round trips.
@@ -390,6 +390,13 @@ impl Sim {
                 // As `read_messages` does.
                 let start = Instant::now();
                 let result = match msg.split_first() {
+                    // A copy of the roster held is dropped unread.
+                    Some((&MSG_ROSTER, body)) if body == node.membership.roster().as_bytes() => {
+                        Err(MeshError::Stale {
+                            version: 0,
+                            current: 0,
+                        })
+                    }
                     Some((&MSG_ROSTER, body)) => {
                         SignedRoster::decode(body).and_then(|roster| node.membership.offer(roster))
                     }
