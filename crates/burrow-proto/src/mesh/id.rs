@@ -139,7 +139,13 @@ mod tests {
         assert_ne!(mesh.lan_tag(&a), other_mesh.lan_tag(&a));
         // Neither the node id nor the mesh id shows through.
         let tag = mesh.lan_tag(&a);
-        assert!(!a.as_bytes().windows(4).any(|w| tag.windows(4).any(|t| t == w)));
-        assert!(!mesh.as_bytes().windows(4).any(|w| tag.windows(4).any(|t| t == w)));
+        assert!(!a
+            .as_bytes()
+            .windows(4)
+            .any(|w| tag.windows(4).any(|t| t == w)));
+        assert!(!mesh
+            .as_bytes()
+            .windows(4)
+            .any(|w| tag.windows(4).any(|t| t == w)));
     }
 }

@@ -184,7 +184,12 @@ fn a_resumed_core_keeps_counting_from_where_it_was() {
     // Two wrong codes before a restart: one more burns it.
     let mut inv = new_inviter(1).with_failures(2);
     assert_eq!((inv.failures(), inv.is_burned()), (2, false));
-    let run = run(&mut inv, &mut new_joiner(7, "MESH-ABCD-2345-WXYY", 3), 7, now);
+    let run = run(
+        &mut inv,
+        &mut new_joiner(7, "MESH-ABCD-2345-WXYY", 3),
+        7,
+        now,
+    );
     assert_eq!(run.joiner, [joiner::Event::Failed(Failure::Burned)]);
     assert!(inv.is_burned());
     // A burned count resumes burned, and a count past the limit is the limit.
