@@ -15,7 +15,9 @@
 //! roster (the newer of the two) revokes, is closed with the reason before any application
 //! stream, and learns no direct address. Each later unidirectional stream carries one message:
 //! a type byte, then its body: [`MSG_ROSTER`] + a signed roster (sent to every member when it
-//! changes). QUIC datagrams carry pings: `0` + 8 bytes, echoed as `1` + the same 8 bytes.
+//! changes); [`MSG_CERT`] + a signed certificate (an admin's renewal of the receiver's, or the
+//! sender's own once renewed, which the receiver takes only if it is valid and newer: see
+//! [`renewal`]). QUIC datagrams carry pings: `0` + 8 bytes, echoed as `1` + the same 8 bytes.
 //!
 //! A node redeeming an invite speaks [`JOIN_ALPN`]: admitted untrusted (no hole punching for
 //! it), it sends the invite token on a bidirectional stream; the inviter answers with `u32`
@@ -26,8 +28,11 @@ pub use burrow_proto::mesh::id::MeshId;
 pub use burrow_proto::mesh::invite::SignedInvite;
 
 pub mod daemon;
+mod discovery;
+mod invites;
 pub mod membership;
 pub mod node;
+pub mod renewal;
 pub mod state;
 
 /// The ALPN members speak to each other.
@@ -36,6 +41,8 @@ pub const MESH_ALPN: &[u8] = b"burrow/mesh/1";
 pub const JOIN_ALPN: &[u8] = b"burrow/join/1";
 /// A message carrying a signed roster.
 pub const MSG_ROSTER: u8 = 1;
+/// A message carrying a signed member certificate: a renewal.
+pub const MSG_CERT: u8 = 2;
 /// Longest message on a mesh connection (a roster at its limit fits), in bytes.
 pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
 
