@@ -168,7 +168,10 @@ impl<C: Credentials> ExchangeProofs<C> {
                         .await
                         .map_err(|_| Refusal::new("unreadable or oversized proof"))
                 }
-                _ = quic.accept_bi() => Err(Refusal::new("a stream before any proof")),
+                bi = quic.accept_bi() => Err(match bi {
+                    Ok(_) => Refusal::new("a stream before any proof"),
+                    Err(e) => Refusal::new(format!("connection lost: {e}")),
+                }),
             }
         };
         let (_, theirs) = tokio::join!(send, async {
@@ -200,7 +203,8 @@ pub(crate) async fn run(
         Ok(v) => v,
         Err(_) => Err(Refusal::new("admission timed out")),
     };
-    if let Err(refusal) = &verdict {
+    // A peer that closed first keeps its reason: closing now would replace it with ours.
+    if let (Err(refusal), None) = (&verdict, conn.quic.close_reason()) {
         conn.quic.close(REFUSED.into(), refusal.wire_reason());
     }
     verdict

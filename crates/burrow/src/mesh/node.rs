@@ -409,7 +409,16 @@ impl MeshNode {
         let signed = next.sign(&signer)?;
         drop(state);
         self.inner.membership.offer(signed)?;
+        // On disk before it returns: a node stopped right after the kick still holds it.
+        self.save_roster()?;
         Ok(node)
+    }
+
+    /// Writes the roster held now to the state directory.
+    fn save_roster(&self) -> Result<(), StateError> {
+        let mut state = lock(&self.inner.state);
+        state.roster = self.inner.membership.roster();
+        state.save_roster()
     }
 
     /// Closes every connection and stops.
@@ -606,12 +615,8 @@ impl MeshNode {
         let mut rosters = self.inner.membership.rosters();
         while rosters.changed().await.is_ok() {
             let roster = rosters.borrow_and_update().clone();
-            {
-                let mut state = lock(&self.inner.state);
-                state.roster = roster.clone();
-                if let Err(e) = state.save_roster() {
-                    tracing::warn!("saving the roster: {e}");
-                }
+            if let Err(e) = self.save_roster() {
+                tracing::warn!("saving the roster: {e}");
             }
             let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
             for conn in conns {
