@@ -127,15 +127,6 @@ impl Membership {
         lock(&self.peers).get(node).cloned()
     }
 
-    /// The certificates of the peers in `nodes` that proved one.
-    pub fn peer_certs(&self, nodes: impl IntoIterator<Item = NodeId>) -> Vec<SignedCert> {
-        let peers = lock(&self.peers);
-        nodes
-            .into_iter()
-            .filter_map(|n| peers.get(&n).cloned())
-            .collect()
-    }
-
     /// Takes `offered` as peer `node`'s certificate if it is a valid renewal of the one it
     /// proved (see [`check_newer`]).
     pub fn renew_peer(&self, node: &NodeId, offered: SignedCert) -> Result<(), RenewalError> {

@@ -5,13 +5,13 @@
 //! from 1 s to 30 s per member (1 s flat while the peer waits for its roster to sync, and at once
 //! when the member shows up on the LAN); when two connections to one member meet, both ends keep
 //! the one the smaller node id dialled. Members find each other through the relays' registries,
-//! the DHT and mDNS ([`super::discovery`]); the record a member publishes names its relays only,
+//! the DHT and mDNS (`mesh::discovery`); the record a member publishes names its relays only,
 //! never its direct addresses, which members learn from each other's hole punching (or the LAN)
 //! once both have proved membership.
 //!
 //! An admin renews the certificates of the members it is connected to before they lapse, and
 //! every node cuts off a peer whose certificate lapsed ([`super::renewal`]). Invites live in the
-//! state directory, so they outlive a restart of their inviter ([`super::invites`]).
+//! state directory, so they outlive a restart of their inviter (`mesh::invites`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 //! | `mesh.json` | `{"name", "mesh_id", "relays": [url]}` |
 //! | `cert` | this node's member certificate, base64; replaced when an admin renews it |
 //! | `roster` | the newest roster this node holds, base64; replaced as newer ones arrive |
-//! | `invites.json` | the invites and short codes this node serves, on an admin ([`super::invites`]) |
+//! | `invites.json` | the invites and short codes this node serves, on an admin |
 //!
 //! A restarted node reads it all back and is a member at once: no re-join.
 
