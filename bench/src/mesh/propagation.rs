@@ -289,7 +289,8 @@ impl Sim {
                 serial: u64::from(e.number),
             }
             .sign(&signer)?;
-            let membership = Membership::new(mesh_id, "sim".into(), cert, current.clone());
+            let membership =
+                Membership::new(mesh_id, "sim".into(), cert, current.clone(), Duration::ZERO);
             let rosters = membership.rosters();
             nodes.push(Node {
                 id: key.node_id(),

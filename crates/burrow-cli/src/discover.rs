@@ -2,7 +2,6 @@
 //! namespaces are [`burrow::publisher`]'s), and `burrow resolve`, `peers` and
 //! `connect NODE_ID`.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,17 +49,6 @@ pub(crate) struct MdnsArgs {
 impl MdnsArgs {
     pub(crate) fn enabled(self) -> bool {
         !self.no_mdns
-    }
-}
-
-/// mDNS on every interface, or only on the one `bind` names.
-pub(crate) fn mdns_config(bind: IpAddr) -> MdnsConfig {
-    MdnsConfig {
-        addresses: (!bind.is_unspecified())
-            .then_some(bind)
-            .into_iter()
-            .collect(),
-        ..Default::default()
     }
 }
 

@@ -388,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
         } => runtime()?.block_on(async {
             let mdns = mdns
                 .enabled()
-                .then(|| discover::mdns_config(node.bind.ip()));
+                .then(|| burrow::mdns::MdnsConfig::for_bind(node.bind.ip()));
             let ticket = discover::target(&target, lookup, mdns).await?;
             peer::connect(node, ticket, bytes, direct_timeout, json).await
         }),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burrow::api::{default_socket_path, ApiClient, ApiConfig, Status, TcpOptions};
+use burrow::dht::DhtConfig;
 use burrow::mesh::node::{join, join_code, MeshNode, NodeOptions};
 use burrow::mesh::state::{default_dir, MeshState};
 use burrow::relay_client::RelayUrl;
@@ -29,6 +30,12 @@ pub(crate) struct MeshArgs {
     /// Local UDP address to bind (IPv4).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:0")]
     bind: SocketAddr,
+    // Members are also published in and found in the DHT when it is given.
+    #[command(flatten)]
+    dht: crate::discover::DhtArgs,
+    // Members are found on the LAN (on the interface of --bind) unless it is off.
+    #[command(flatten)]
+    mdns: crate::discover::MdnsArgs,
 }
 
 impl MeshArgs {
@@ -45,6 +52,12 @@ impl MeshArgs {
                 .is_unspecified()
                 .then(|| "[::]:0".parse().expect("valid")),
             stun_servers: crate::peer::stun_servers(&self.stun, relays).await,
+            dht: (!self.dht.dht_bootstrap.is_empty()).then(|| DhtConfig {
+                bootstrap: self.dht.dht_bootstrap.clone(),
+                ..Default::default()
+            }),
+            mdns: self.mdns.enabled(),
+            ..Default::default()
         }
     }
 }

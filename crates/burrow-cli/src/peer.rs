@@ -144,7 +144,7 @@ pub(crate) async fn listen(
     let lan = publish
         .mdns
         .then(|| {
-            let config = crate::discover::mdns_config(args.bind.ip());
+            let config = burrow::mdns::MdnsConfig::for_bind(args.bind.ip());
             crate::discover::announce_on_lan(&ep, &ticket, &config)
         })
         .flatten();

@@ -1,17 +1,26 @@
 //! Mesh nodes on loopback through a real relay and its registry: a mesh made, two nodes joining
 //! by token, every member connected to every member; outsiders refused; a kick that cuts the
-//! member off everywhere; a restart that needs no re-join.
+//! member off everywhere; a restart that needs no re-join. Certificates renewed by an online
+//! admin, and a lapsed member refused once none is; invites that outlive their inviter's
+//! restart; members that find each other in the DHT or on the LAN (mDNS on loopback) with no
+//! registry; a member back from a restart that refuses a node kicked while it was away.
 
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use burrow::dht::LocalTestnet;
 use burrow::endpoint::admission::REFUSED;
+use burrow::endpoint::{ConnectError, Connection, Endpoint, EndpointOptions, ExchangeProofs};
+use burrow::mdns::{LanPeers, LanTag, MdnsConfig};
+use burrow::mesh::membership::{Membership, EXPIRED_REFUSAL, SYNC_REFUSAL};
 use burrow::mesh::node::{join, join_code, MeshNode, NodeError, NodeOptions};
 use burrow::mesh::state::MeshState;
 use burrow::mesh::MESH_ALPN;
-use burrow::quinn;
+use burrow::ticket::Ticket;
+use burrow::{quinn, NodeId};
 use burrow_proto::relay::RelayUrl;
 use common::loopback_relay as relay;
 use tokio::time::timeout;
@@ -52,17 +61,115 @@ async fn all_online(node: &MeshNode, names: &[&str], limit: Duration) -> bool {
 }
 
 async fn joined(relay_url: &RelayUrl, admin: &MeshNode, name: &str) -> MeshNode {
+    joined_in(&dir(name), relay_url, admin, name, opts()).await
+}
+
+/// A node that joins `admin`'s mesh as `name` with its state in `dir`, started with `opts`.
+async fn joined_in(
+    dir: &std::path::Path,
+    relay_url: &RelayUrl,
+    admin: &MeshNode,
+    name: &str,
+    opts: NodeOptions,
+) -> MeshNode {
     let token = admin.invite(Duration::from_secs(600), 1).expect("invite");
     assert_eq!(token.invite().inviter.relays, vec![relay_url.clone()]);
     assert!(
         token.invite().inviter.addrs.is_empty(),
         "no direct address in a token"
     );
-    let (state, how) = join(&dir(name), &token, Some(name), opts())
+    let (state, how) = join(dir, &token, Some(name), opts.clone())
         .await
         .expect("joins");
     assert_eq!(how.mesh, "lab");
-    MeshNode::start(state, opts()).await.expect("starts")
+    MeshNode::start(state, opts).await.expect("starts")
+}
+
+/// Stops `node` and starts it again from its state in `dir`, with `opts`.
+async fn restart(node: MeshNode, dir: &std::path::Path, opts: NodeOptions) -> MeshNode {
+    node.shutdown().await;
+    drop(node);
+    start_from(dir, opts).await
+}
+
+/// A node started from its state in `dir`, with `opts`.
+async fn start_from(dir: &std::path::Path, opts: NodeOptions) -> MeshNode {
+    let state = MeshState::load(dir).expect("state loads");
+    MeshNode::start(state, opts).await.expect("starts")
+}
+
+/// The reason the peer gives for refusing a connection, whether it refused during the
+/// admission or just after ours passed; within 2 s.
+async fn refusal(result: Result<Connection, ConnectError>) -> String {
+    match result {
+        Err(ConnectError::RefusedByPeer(r)) => r.reason,
+        Ok(conn) => match timeout(Duration::from_secs(2), conn.quic.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code.into_inner() == u64::from(REFUSED) =>
+            {
+                String::from_utf8_lossy(&c.reason).into_owned()
+            }
+            other => panic!("not refused within 2 s: {other:?}"),
+        },
+        Err(e) => panic!("not a refusal by the peer: {e}"),
+    }
+}
+
+/// An endpoint with the node key in `dir` that shows the membership stored there (certificate
+/// and roster) when it dials: a member's node as a peer sees it, without a running node's dial
+/// loop racing its connections. It accepts no mesh connection, so that a dial of the peer's
+/// (which the peer would refuse, forgetting our paths) cannot race ours either.
+async fn prover(dir: &std::path::Path) -> Endpoint {
+    let state = MeshState::load(dir).expect("state loads");
+    let membership = Membership::new(
+        state.mesh_id,
+        state.name.clone(),
+        state.cert.clone(),
+        state.roster.clone(),
+        Duration::ZERO,
+    );
+    let ep = Endpoint::bind(
+        state.node_key.clone(),
+        EndpointOptions {
+            bind_v4: "127.0.0.1:0".parse().unwrap(),
+            bind_v6: None,
+            relays: state.relays.clone(),
+            alpns: vec![b"burrow-test/prover".to_vec()],
+            admission: Some(Arc::new(ExchangeProofs::new(Arc::new(membership)))),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("endpoint binds");
+    ep.relay()
+        .unwrap()
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect("relay connected");
+    ep
+}
+
+/// Sleeps until unix second `secs` has passed.
+async fn sleep_past(secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(secs + 1).saturating_sub(now)).await;
+}
+
+/// A relay whose registry is off: members can relay through it but not find each other there.
+async fn relay_without_registry() -> burrow_relay::RelayServer {
+    burrow_relay::RelayServer::start(burrow_relay::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        limits: burrow_relay::Limits::unlimited(),
+        registry: burrow_relay::RegistryConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("relay starts")
 }
 
 #[tokio::test]
@@ -102,7 +209,7 @@ async fn members_join_by_token_connect_to_all_and_outsiders_and_the_kicked_stay_
             .expect("d joins");
         match join(&dir("e"), &token, Some("e"), opts()).await {
             Err(NodeError::Join(why)) => {
-                assert_eq!(why, "invite: not issued here, or already used")
+                assert_eq!(why, "invite: already used")
             }
             other => panic!("a spent token: {other:?}"),
         }
@@ -223,6 +330,327 @@ async fn a_short_code_joins_once_and_dies_after_three_wrong_guesses() {
             other => panic!("a burned code: {other:?}"),
         }
         a.shutdown().await;
+    })
+    .await
+    .expect("test within 90 s");
+}
+
+#[tokio::test]
+async fn an_online_admin_renews_certificates_and_a_lapsed_member_is_refused_once_none_is() {
+    timeout(Duration::from_secs(120), async {
+        let relay = relay().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let a_dir = dir("renew-a");
+        let a = MeshNode::start(
+            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            opts(),
+        )
+        .await
+        .expect("a starts");
+        // C joins with the default validity (90 days); B with 10 seconds.
+        let c = joined(&url, &a, "c").await;
+        let short = NodeOptions {
+            cert_validity: Duration::from_secs(10),
+            ..opts()
+        };
+        let a = restart(a, &a_dir, short).await;
+        let b_dir = dir("renew-b");
+        let b = joined_in(&b_dir, &url, &a, "b", opts()).await;
+        let first = b.cert().cert().clone();
+        assert!(first.not_after - first.not_before <= 12, "{first:?}");
+        let a_name = a.members().into_iter().find(|m| m.me).unwrap().name;
+        assert!(all_online(&b, &[a_name.as_str(), "c"], Duration::from_secs(10)).await);
+
+        // Past the first certificate's end, B is still in: A renewed it over the connection.
+        sleep_past(first.not_after).await;
+        let renewed = b.cert().cert().clone();
+        assert!(
+            renewed.serial > first.serial && renewed.not_after > first.not_after,
+            "{first:?} then {renewed:?}"
+        );
+        assert_eq!(
+            (&renewed.name, renewed.number, renewed.role),
+            (&first.name, first.number, first.role)
+        );
+        for (n, name) in [(&a, "b"), (&c, "b"), (&b, "c")] {
+            assert!(all_online(n, &[name], Duration::from_millis(100)).await);
+        }
+        eprintln!(
+            "B's certificate renewed to serial {}, valid {} s more",
+            renewed.serial,
+            renewed.not_after - first.not_after
+        );
+        // B restarts: it proves itself with the renewed certificate it stored.
+        let b = restart(b, &b_dir, opts()).await;
+        assert!(b.cert().cert().serial >= renewed.serial);
+        assert!(all_online(&b, &[a_name.as_str(), "c"], Duration::from_secs(10)).await);
+
+        // The admin goes: B's certificate lapses; C cuts it off and refuses it with the reason.
+        a.shutdown().await;
+        drop(a);
+        let last = b.cert().cert().clone();
+        sleep_past(last.not_after).await;
+        timeout(Duration::from_secs(3), async {
+            while c.members().iter().any(|m| m.name == "b" && m.online) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("C cuts B off within 3 s of its certificate's end");
+        // B dials C again (its node stopped, so that no dial of its own races this one).
+        b.shutdown().await;
+        drop(b);
+        let b = prover(&b_dir).await;
+        let why = refusal(b.connect(&c.endpoint().ticket(), MESH_ALPN).await).await;
+        assert!(why.contains(EXPIRED_REFUSAL), "{why}");
+        eprintln!("a lapsed member is refused: {why}");
+        b.close().await;
+        c.shutdown().await;
+    })
+    .await
+    .expect("test within 120 s");
+}
+
+#[tokio::test]
+async fn invites_and_short_codes_outlive_a_restart_of_their_inviter() {
+    timeout(Duration::from_secs(120), async {
+        let relay = relay().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let relays = [url.clone()];
+        let a_dir = dir("keep-a");
+        let a = MeshNode::start(
+            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            opts(),
+        )
+        .await
+        .expect("a starts");
+        let later = a.invite(Duration::from_secs(600), 1).unwrap();
+        let spent = a.invite(Duration::from_secs(600), 1).unwrap();
+        join(&dir("keep-b"), &spent, Some("b"), opts())
+            .await
+            .expect("b joins");
+        let (code, _) = a.invite_code(Duration::from_secs(600), 1).await.unwrap();
+        let (guessed, _) = a.invite_code(Duration::from_secs(600), 1).await.unwrap();
+        let text = guessed.to_string();
+        let last = text.chars().last().unwrap();
+        let wrong: burrow_proto::mesh::code::ShortCode = format!(
+            "{}{}",
+            &text[..text.len() - 1],
+            if last == '2' { '3' } else { '2' }
+        )
+        .parse()
+        .unwrap();
+        for i in 0..2 {
+            match join_code(&dir(&format!("keep-w{i}")), &wrong, &relays, None, opts()).await {
+                Err(NodeError::Join(why)) => {
+                    assert_eq!(why, "the code is wrong (key confirmation failed)")
+                }
+                other => panic!("a wrong code: {other:?}"),
+            }
+        }
+
+        let a = restart(a, &a_dir, opts()).await;
+        // An invite issued before the restart is redeemed after it.
+        join(&dir("keep-c"), &later, Some("c"), opts())
+            .await
+            .expect("an invite outlives the restart");
+        // A single-use invite used before it stays used.
+        match join(&dir("keep-e"), &spent, Some("e"), opts()).await {
+            Err(NodeError::Join(why)) => assert_eq!(why, "invite: already used"),
+            other => panic!("a replayed token after a restart: {other:?}"),
+        }
+        // A short code is served again, and found under its rendezvous namespace.
+        let (state, _) = join_code(&dir("keep-d"), &code, &relays, Some("d"), opts())
+            .await
+            .expect("a short code outlives the restart");
+        assert_eq!(state.cert.cert().name, "d");
+        // The two wrong guesses before the restart still count: the third burns the code.
+        match join_code(&dir("keep-w2"), &wrong, &relays, None, opts()).await {
+            Err(NodeError::Join(why)) => assert!(why.contains("dead after 3"), "{why}"),
+            other => panic!("a third wrong guess: {other:?}"),
+        }
+        a.shutdown().await;
+    })
+    .await
+    .expect("test within 120 s");
+}
+
+#[tokio::test]
+async fn members_find_each_other_on_the_lan_alone_and_outsiders_there_are_refused() {
+    timeout(Duration::from_secs(90), async {
+        let relay = relay_without_registry().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let state = MeshState::init(&dir("lan-a"), "lab", vec![url.clone()]).expect("init");
+        let mesh_id = state.mesh_id;
+        let a = MeshNode::start(state, opts()).await.expect("a starts");
+        let t = Instant::now();
+        let b = joined(&url, &a, "b").await;
+        // No registry and no DHT: mDNS is the only way the two can find each other.
+        let a_name = a.members().into_iter().find(|m| m.me).unwrap().name;
+        assert!(all_online(&a, &["b"], Duration::from_secs(20)).await);
+        assert!(all_online(&b, &[a_name.as_str()], Duration::from_secs(5)).await);
+        let seen = b.members().into_iter().find(|m| m.name == a_name).unwrap();
+        eprintln!(
+            "found on the LAN and connected {:?} after the join: {:?} {:?}",
+            t.elapsed(),
+            seen.path,
+            seen.remote_addr
+        );
+
+        // An outsider on the LAN who knows A's node id finds nothing under it...
+        let a_id = a.endpoint().node_id();
+        let lan = MdnsConfig::for_bind("127.0.0.1".parse().unwrap());
+        let by_id = LanPeers::<NodeId>::start(&lan).unwrap();
+        assert_eq!(by_id.find(&a_id, Duration::from_secs(3)).await, None);
+        // ... and a tag it cannot tie to A without the mesh id; given the addresses anyway,
+        // its connection is refused at once and opens nothing.
+        let by_tag = LanPeers::<LanTag>::start(&lan).unwrap();
+        let tag = LanTag(mesh_id.lan_tag(&a_id));
+        let found = by_tag
+            .find(&tag, Duration::from_secs(5))
+            .await
+            .expect("A's tag is announced");
+        assert!(!tag.to_string().contains(&a_id.to_string()[..8]));
+        let outsider = common::endpoint(&relay, None).await;
+        let ticket = Ticket {
+            node_id: a_id,
+            relays: Vec::new(),
+            addrs: found.addrs,
+        };
+        let conn = outsider
+            .connect(&ticket, MESH_ALPN)
+            .await
+            .expect("the handshake completes");
+        let t = Instant::now();
+        let (mut s, _r) = conn.quic.open_bi().await.unwrap();
+        let _ = s.write_all(b"let me in").await;
+        match timeout(Duration::from_secs(1), conn.quic.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+                assert_eq!(c.error_code.into_inner(), u64::from(REFUSED));
+                eprintln!(
+                    "LAN outsider refused after {:?}: {}",
+                    t.elapsed(),
+                    String::from_utf8_lossy(&c.reason)
+                );
+            }
+            other => panic!("the outsider was not refused within 1 s: {other:?}"),
+        }
+        outsider.close().await;
+        for n in [&a, &b] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test within 90 s");
+}
+
+#[tokio::test]
+async fn members_find_each_other_in_the_dht_without_a_registry() {
+    timeout(Duration::from_secs(90), async {
+        let net = tokio::task::spawn_blocking(|| LocalTestnet::new(20).expect("local DHT"))
+            .await
+            .unwrap();
+        let relay = relay_without_registry().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let dht_only = NodeOptions {
+            dht: Some(net.client_config()),
+            mdns: false,
+            ..opts()
+        };
+        let state = MeshState::init(&dir("dht-a"), "lab", vec![url.clone()]).expect("init");
+        let a = MeshNode::start(state, dht_only.clone())
+            .await
+            .expect("a starts");
+        let t = Instant::now();
+        let b = joined_in(&dir("dht-b"), &url, &a, "b", dht_only).await;
+        let a_name = a.members().into_iter().find(|m| m.me).unwrap().name;
+        assert!(all_online(&a, &["b"], Duration::from_secs(30)).await);
+        assert!(all_online(&b, &[a_name.as_str()], Duration::from_secs(5)).await);
+        eprintln!(
+            "found in the DHT and connected {:?} after the join",
+            t.elapsed()
+        );
+        for n in [&a, &b] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test within 90 s");
+}
+
+#[tokio::test]
+async fn a_member_back_from_a_restart_refuses_a_node_kicked_while_it_was_away() {
+    timeout(Duration::from_secs(90), async {
+        let relay = relay().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let a_dir = dir("gate-a");
+        let a = MeshNode::start(
+            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            opts(),
+        )
+        .await
+        .expect("a starts");
+        let (b_dir, c_dir) = (dir("gate-b"), dir("gate-c"));
+        let b = joined_in(&b_dir, &url, &a, "b", opts()).await;
+        let c = joined_in(&c_dir, &url, &a, "c", opts()).await;
+        assert!(all_online(&a, &["b", "c"], Duration::from_secs(10)).await);
+        let b_id = b.endpoint().node_id();
+
+        // B and C go offline; A kicks B, and goes offline too.
+        for n in [b, c] {
+            n.shutdown().await;
+        }
+        a.kick("b").expect("kick");
+        a.shutdown().await;
+        drop(a);
+
+        // C comes back still holding the roster that lists B; B, holding it too, dials C first.
+        let c_state = MeshState::load(&c_dir).expect("c loads");
+        assert!(!c_state.roster.roster().is_revoked(&b_id));
+        let c = MeshNode::start(
+            c_state,
+            NodeOptions {
+                roster_sync_wait: Duration::from_secs(60),
+                ..opts()
+            },
+        )
+        .await
+        .expect("c restarts");
+        let b = prover(&b_dir).await;
+        let watch = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                loop {
+                    let b_online = c.members().iter().any(|m| m.name == "b" && m.online);
+                    assert!(!b_online, "C let B in");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let why = refusal(b.connect(&c.endpoint().ticket(), MESH_ALPN).await).await;
+        assert!(why.contains(SYNC_REFUSAL), "{why}");
+        eprintln!("B refused before C synced: {why}");
+
+        // A comes back; C takes its roster and refuses B for good.
+        let t = Instant::now();
+        let a = start_from(&a_dir, opts()).await;
+        timeout(Duration::from_secs(10), async {
+            while !c.roster().roster().is_revoked(&b_id) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("C learns of the kick from A");
+        eprintln!("C synced with A {:?} after A restarted", t.elapsed());
+        let why = refusal(b.connect(&c.endpoint().ticket(), MESH_ALPN).await).await;
+        assert!(why.contains("revoked"), "{why}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!watch.is_finished(), "C let B in");
+        watch.abort();
+        b.close().await;
+        for n in [&a, &c] {
+            n.shutdown().await;
+        }
     })
     .await
     .expect("test within 90 s");

@@ -15,9 +15,11 @@
 //! roster (the newer of the two) revokes, is closed with the reason before any application
 //! stream, and learns no direct address. Each later unidirectional stream carries one message:
 //! a type byte, then its body: [`MSG_ROSTER`] + a signed roster (sent to every member when it
-//! changes), or [`MSG_INFO`] + what the sender tells of itself (its NAT, an
+//! changes), [`MSG_INFO`] + what the sender tells of itself (its NAT, an
 //! [`info::NodeInfo`](burrow_proto::mesh::info::NodeInfo); sent at connect and when it
-//! changes). A message of an unknown type is skipped. QUIC datagrams carry pings: `0` + 8
+//! changes), or [`MSG_CERT`] + a signed certificate (an admin's renewal of the receiver's, or
+//! the sender's own once renewed, which the receiver takes only if it is valid and newer: see
+//! [`renewal`]). A message of an unknown type is skipped. QUIC datagrams carry pings: `0` + 8
 //! bytes, echoed as `1` + the same 8 bytes.
 //!
 //! A node redeeming an invite speaks [`JOIN_ALPN`]: admitted untrusted (no hole punching for
@@ -29,9 +31,12 @@ pub use burrow_proto::mesh::id::MeshId;
 pub use burrow_proto::mesh::invite::SignedInvite;
 
 pub mod daemon;
+mod discovery;
+mod invites;
 pub mod membership;
 pub mod node;
 mod presence;
+pub mod renewal;
 pub mod state;
 
 /// The ALPN members speak to each other.
@@ -42,6 +47,8 @@ pub const JOIN_ALPN: &[u8] = b"burrow/join/1";
 pub const MSG_ROSTER: u8 = 1;
 /// A message carrying what the sender tells of itself.
 pub const MSG_INFO: u8 = 2;
+/// A message carrying a signed member certificate: a renewal.
+pub const MSG_CERT: u8 = 3;
 /// Longest message on a mesh connection (a roster at its limit fits), in bytes.
 pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
 

@@ -203,12 +203,9 @@ pub(crate) async fn run(
         Ok(v) => v,
         Err(_) => Err(Refusal::new("admission timed out")),
     };
-    if let Err(refusal) = &verdict {
-        // A connection the peer closed already keeps the peer's reason (closing it here too
-        // would replace that with "locally closed").
-        if conn.quic.close_reason().is_none() {
-            conn.quic.close(REFUSED.into(), refusal.wire_reason());
-        }
+    // A peer that closed first keeps its reason: closing now would replace it with ours.
+    if let (Err(refusal), None) = (&verdict, conn.quic.close_reason()) {
+        conn.quic.close(REFUSED.into(), refusal.wire_reason());
     }
     verdict
 }

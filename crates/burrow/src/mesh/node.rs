@@ -2,37 +2,47 @@
 //! member it can reach, rosters passed on as they change, invites issued and redeemed, kicks.
 //!
 //! Every member dials every member it has no connection to (the roster says who), backing off
-//! from 1 s to 30 s per member; when two connections to one member meet, both ends keep the one
-//! the smaller node id dialled. Members find each other through the relays' registries by node
-//! id; the record a member publishes names its relays only, never its direct addresses, which
-//! members learn from each other's hole punching once both have proved membership.
+//! from 1 s to 30 s per member (1 s flat while the peer waits for its roster to sync, and at once
+//! when the member shows up on the LAN); when two connections to one member meet, both ends keep
+//! the one the smaller node id dialled. Members find each other through the relays' registries,
+//! the DHT and mDNS (`mesh::discovery`); the record a member publishes names its relays only,
+//! never its direct addresses, which members learn from each other's hole punching (or the LAN)
+//! once both have proved membership.
+//!
+//! An admin renews the certificates of the members it is connected to before they lapse, and
+//! every node cuts off a peer whose certificate lapsed ([`super::renewal`]). Invites live in the
+//! state directory, so they outlive a restart of their inviter (`mesh::invites`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use burrow_proto::mesh::cert::{MemberCert, Role};
+use burrow_proto::mesh::cert::{MemberCert, Role, SignedCert};
 use burrow_proto::mesh::code::ShortCode;
 use burrow_proto::mesh::invite::{Invite, SignedInvite};
 use burrow_proto::mesh::pake::{self, inviter, joiner};
 use burrow_proto::mesh::roster::{RosterEntry, SignedRoster};
 use burrow_proto::mesh::MeshError;
 use burrow_proto::Rng;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::membership::{decode_proof, encode_proof, Membership};
-use super::presence::{info_message, Presence};
-use super::state::{MeshState, StateError, CERT_VALIDITY_SECS};
-use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_INFO, MSG_ROSTER};
+use super::discovery::{relays_only, Discovery};
+use super::invites::Invites;
+use super::membership::{decode_proof, encode_proof, Membership, ROSTER_SYNC_WAIT, SYNC_REFUSAL};
+use super::presence::{info_body, Presence};
+use super::renewal::{self, Renewal, DEFAULT_CERT_VALIDITY};
+use super::state::{MeshState, StateError};
+use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_CERT, MSG_INFO, MSG_ROSTER};
 use crate::api::PathView;
+use crate::dht::{DhtConfig, DhtError};
 use crate::endpoint::admission::REFUSED;
 use crate::endpoint::{
     Admission, AdmissionFuture, Admitted, BindError, ConnectError, Connection, Endpoint,
     EndpointOptions, ExchangeProofs, Refusal, Side,
 };
-use crate::lookup::Lookup;
-use crate::publisher::{PublishError, PublishEvent, PublisherOptions, RecordPublisher};
+use crate::publisher::{PublishError, PublishEvent, RecordPublisher};
 use crate::ticket::Ticket;
 use crate::NodeId;
 
@@ -43,6 +53,8 @@ const FIRST_REDIAL: Duration = Duration::from_secs(1);
 const MAX_REDIAL: Duration = Duration::from_secs(30);
 /// How often the node looks for members it has no connection to.
 const DIAL_TICK: Duration = Duration::from_millis(500);
+/// Longest wait between two looks at the certificates: renewals due, peers lapsed.
+const MAX_CERT_CHECK: Duration = Duration::from_secs(30);
 /// How long a node redeeming an invite may take to send it.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest join request (token and name), in bytes.
@@ -70,6 +82,9 @@ pub enum NodeError {
     /// The record publisher would not start.
     #[error("publishing")]
     Publish(#[from] PublishError),
+    /// The DHT node would not start.
+    #[error("the DHT")]
+    Dht(#[from] DhtError),
     /// Signing or checking a mesh object.
     #[error(transparent)]
     Mesh(#[from] MeshError),
@@ -96,6 +111,18 @@ pub struct NodeOptions {
     pub bind_v6: Option<SocketAddr>,
     /// STUN servers; none means the relays' hosts on port 3478 is the caller's choice to add.
     pub stun_servers: Vec<SocketAddr>,
+    /// How long the certificates this node issues as an admin (to joiners, and renewals) are
+    /// valid; [`DEFAULT_CERT_VALIDITY`] by default.
+    pub cert_validity: Duration,
+    /// The Mainline DHT to publish this node's record (relays only) in and to find members
+    /// in; `None` (the default) leaves the DHT out.
+    pub dht: Option<DhtConfig>,
+    /// Find members on the LAN by mDNS, and be found there by them (on by default): on the
+    /// interface of `bind_v4`, or on every one if that is unspecified.
+    pub mdns: bool,
+    /// How long after starting the node waits for an admin's roster before it admits members
+    /// no newer than itself ([`ROSTER_SYNC_WAIT`] by default; see [`super::membership`]).
+    pub roster_sync_wait: Duration,
 }
 
 impl Default for NodeOptions {
@@ -105,6 +132,10 @@ impl Default for NodeOptions {
             bind_v4: ep.bind_v4,
             bind_v6: ep.bind_v6,
             stun_servers: Vec::new(),
+            cert_validity: DEFAULT_CERT_VALIDITY,
+            dht: None,
+            mdns: true,
+            roster_sync_wait: ROSTER_SYNC_WAIT,
         }
     }
 }
@@ -137,31 +168,20 @@ pub struct MemberInfo {
     pub last_seen: Option<u64>,
 }
 
-/// A short code this node serves: its PAKE core (which hands the invite's token over), and
-/// the record that lists this node under the code's rendezvous namespace while it lives.
-struct CodeInvite {
-    core: inviter::Inviter,
-    invite_id: [u8; 16],
-}
-
-/// An invite this node issued and will redeem.
-#[derive(Debug)]
-struct Pending {
-    token: SignedInvite,
-    uses_left: u16,
-}
-
 struct Inner {
     state: Mutex<MeshState>,
     membership: Arc<Membership>,
     endpoint: Endpoint,
-    lookup: Lookup,
+    discovery: Discovery,
     conns: Mutex<HashMap<NodeId, Connection>>,
     dialing: Mutex<HashMap<NodeId, (Instant, Duration, bool)>>,
-    invites: Mutex<HashMap<[u8; 16], Pending>>,
+    /// The invites and short codes served, as kept on disk.
+    invites: Mutex<Invites>,
     pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
-    /// Short codes being served, by their rendezvous part.
-    codes: Mutex<HashMap<String, CodeInvite>>,
+    /// How long the certificates this node issues are valid.
+    cert_validity: Duration,
+    /// Wakes the certificate loop: a member connected, or a certificate changed.
+    certs_changed: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// What members told of themselves, and when they were last seen.
     presence: Presence,
@@ -201,14 +221,17 @@ impl Admission for MeshAdmission {
 
 impl MeshNode {
     /// Runs `state`'s node: binds the endpoint, publishes its record (relays only) to the
-    /// relays' registries, and starts connecting to every member. Within a Tokio runtime.
+    /// relays' registries (and the DHT), announces it on the LAN, lists it again under the
+    /// short codes it serves, and starts connecting to every member. Within a Tokio runtime.
     pub async fn start(state: MeshState, opts: NodeOptions) -> Result<MeshNode, NodeError> {
         let membership = Arc::new(Membership::new(
             state.mesh_id,
             state.name.clone(),
             state.cert.clone(),
             state.roster.clone(),
+            opts.roster_sync_wait,
         ));
+        let invites = Invites::load(&state.dir, state.node_key.node_id(), super::now())?;
         let endpoint = bind_on_known_port(
             &state.dir,
             state.node_key.clone(),
@@ -225,19 +248,20 @@ impl MeshNode {
             },
         )
         .await?;
-        let publisher = publisher(&state, &endpoint, Vec::new())?;
-        let lookup = Lookup::new(state.relays.clone(), None, Duration::from_secs(5));
+        let discovery = Discovery::start(&state, &endpoint, &opts).await?;
+        let publisher = discovery.publisher(&state, &endpoint, invites.namespaces())?;
         let node = MeshNode {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 membership,
                 endpoint,
-                lookup,
+                discovery,
                 conns: Mutex::default(),
                 dialing: Mutex::default(),
-                invites: Mutex::default(),
+                invites: Mutex::new(invites),
                 pings: Mutex::default(),
-                codes: Mutex::default(),
+                cert_validity: opts.cert_validity,
+                certs_changed: Notify::new(),
                 tasks: Mutex::default(),
                 presence: Presence::default(),
                 publisher: Mutex::new(Some(publisher)),
@@ -248,6 +272,7 @@ impl MeshNode {
             tokio::spawn(node.clone().dial_loop()),
             tokio::spawn(node.clone().roster_loop()),
             tokio::spawn(node.clone().info_loop()),
+            tokio::spawn(node.clone().cert_loop()),
         ];
         *lock(&node.inner.tasks) = tasks;
         Ok(node)
@@ -266,6 +291,11 @@ impl MeshNode {
     /// The roster held now.
     pub fn roster(&self) -> SignedRoster {
         self.inner.membership.roster()
+    }
+
+    /// This node's certificate now (renewals replace it).
+    pub fn cert(&self) -> SignedCert {
+        self.inner.membership.cert()
     }
 
     /// Every member of the roster, this node included, with how it is reached now.
@@ -312,7 +342,8 @@ impl MeshNode {
             .collect()
     }
 
-    /// Issues an invite valid for `ttl` and `uses` joins, redeemable while this node runs.
+    /// Issues an invite valid for `ttl` and `uses` joins, redeemable while this node runs
+    /// (also after it restarts: it is written down first).
     pub fn invite(&self, ttl: Duration, uses: u16) -> Result<SignedInvite, NodeError> {
         let state = lock(&self.inner.state);
         let signer = state
@@ -330,13 +361,7 @@ impl MeshNode {
         );
         invite.uses = uses.max(1);
         let token = invite.sign(&signer)?;
-        lock(&self.inner.invites).insert(
-            invite.invite_id,
-            Pending {
-                token: token.clone(),
-                uses_left: invite.uses,
-            },
-        );
+        lock(&self.inner.invites).add(token.clone(), now)?;
         Ok(token)
     }
 
@@ -351,20 +376,18 @@ impl MeshNode {
     ) -> Result<(ShortCode, SignedInvite), NodeError> {
         let token = self.invite(ttl, uses)?;
         let code = ShortCode::generate(&mut Rng::from_seed_bytes(rand::random()));
-        let me = self.inner.endpoint.node_id();
-        let invite_id = token.invite().invite_id;
-        let config =
-            inviter::Config::new(me, invite_id, code.clone(), token.to_string().into_bytes());
-        let core = inviter::Inviter::new(config, rand::random())
-            .map_err(|e| NodeError::Join(e.to_string()))?;
-        let mut namespaces: Vec<String> = lock(&self.inner.codes)
-            .keys()
-            .map(|r| format!("{}{r}", burrow_proto::mesh::code::NAMESPACE_PREFIX))
-            .collect();
-        namespaces.push(code.namespace());
+        let namespaces = {
+            let mut invites = lock(&self.inner.invites);
+            invites.add_code(code.clone(), token.invite().invite_id, super::now())?;
+            invites.namespaces()
+        };
         // The old publisher goes first, so the two never race with one sequence number.
         drop(lock(&self.inner.publisher).take());
-        let mut listed = publisher(&lock(&self.inner.state), &self.inner.endpoint, namespaces)?;
+        let mut listed = self.inner.discovery.publisher(
+            &lock(&self.inner.state),
+            &self.inner.endpoint,
+            namespaces,
+        )?;
         let published = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 match listed.next_event().await {
@@ -379,8 +402,6 @@ impl MeshNode {
             );
         }
         *lock(&self.inner.publisher) = Some(listed);
-        lock(&self.inner.codes)
-            .insert(code.rendezvous().to_owned(), CodeInvite { core, invite_id });
         Ok((code, token))
     }
 
@@ -405,7 +426,16 @@ impl MeshNode {
         let signed = next.sign(&signer)?;
         drop(state);
         self.inner.membership.offer(signed)?;
+        // On disk before it returns: a node stopped right after the kick still holds it.
+        self.save_roster()?;
         Ok(node)
+    }
+
+    /// Writes the roster held now to the state directory.
+    fn save_roster(&self) -> Result<(), StateError> {
+        let mut state = lock(&self.inner.state);
+        state.roster = self.inner.membership.roster();
+        state.save_roster()
     }
 
     /// Closes every connection and stops.
@@ -452,7 +482,9 @@ impl MeshNode {
             conns.insert(peer, conn.clone());
         }
         tracing::info!(peer = %peer.short(), "member connected");
-        send(conn.clone(), info_message(self.inner.endpoint.nat()));
+        send(&conn, MSG_INFO, &info_body(self.inner.endpoint.nat()));
+        // Its certificate may be due for renewal.
+        self.inner.certs_changed.notify_one();
         let node = self.clone();
         tokio::spawn(async move {
             tokio::join!(node.read_messages(&conn), node.read_datagrams(&conn));
@@ -463,6 +495,7 @@ impl MeshNode {
             {
                 conns.remove(&peer);
                 node.inner.presence.gone(peer);
+                node.inner.membership.forget_peer(&peer);
                 tracing::info!(peer = %peer.short(), "member disconnected");
             }
         });
@@ -526,6 +559,10 @@ impl MeshNode {
                     Err(e) => tracing::debug!(peer = %conn.remote.short(), "roster: {e}"),
                 },
                 Some((&MSG_INFO, body)) => self.inner.presence.told(conn.remote, body),
+                Some((&MSG_CERT, body)) => match SignedCert::decode(body) {
+                    Ok(cert) => self.take_cert(&conn.remote, cert),
+                    Err(e) => tracing::debug!(peer = %conn.remote.short(), "certificate: {e}"),
+                },
                 _ => tracing::debug!(peer = %conn.remote.short(), "unknown message"),
             }
         }
@@ -533,11 +570,16 @@ impl MeshNode {
 
     async fn dial_loop(self) {
         let me = self.inner.endpoint.node_id();
-        // The first round at once: a node that starts wants its members now.
+        // Members seen on the LAN; one that shows up there is dialled at once. The first
+        // round runs at once: a node that starts wants its members now.
+        let mut on_lan = HashSet::new();
         let mut ticks = tokio::time::interval(DIAL_TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.inner.discovery.lan_changed() => {}
+            }
             let roster = self.roster();
             let now = Instant::now();
             for node in roster.roster().members.keys().filter(|n| **n != me) {
@@ -546,6 +588,13 @@ impl MeshNode {
                 }
                 let mut dialing = lock(&self.inner.dialing);
                 let entry = dialing.entry(*node).or_insert((now, FIRST_REDIAL, false));
+                let seen = self.inner.discovery.on_lan(node).is_some();
+                if !seen {
+                    on_lan.remove(node);
+                }
+                if seen && on_lan.insert(*node) {
+                    (entry.0, entry.1) = (now, FIRST_REDIAL);
+                }
                 if entry.2 || entry.0 > now {
                     continue;
                 }
@@ -557,11 +606,10 @@ impl MeshNode {
     }
 
     async fn dial(&self, peer: NodeId) {
-        let result = self
-            .inner
-            .endpoint
-            .connect_node(peer, &self.inner.lookup, MESH_ALPN)
-            .await;
+        let result = match self.inner.discovery.find(peer).await {
+            Ok(ticket) => self.inner.endpoint.connect(&ticket, MESH_ALPN).await,
+            Err(e) => Err(ConnectError::NotFound(e)),
+        };
         let mut dialing = lock(&self.inner.dialing);
         match result {
             Ok(conn) => {
@@ -571,12 +619,18 @@ impl MeshNode {
             }
             Err(e) => {
                 tracing::debug!(peer = %peer.short(), "dialling a member: {e}");
+                // A node waiting for its roster to sync lets us in shortly: no backing off.
+                let syncing = matches!(&e, ConnectError::RefusedByPeer(r) | ConnectError::Refused(r)
+                    if r.reason == SYNC_REFUSAL);
                 if let Some(entry) = dialing.get_mut(&peer) {
-                    *entry = (
-                        Instant::now() + entry.1,
-                        (entry.1 * 2).min(MAX_REDIAL),
-                        false,
-                    );
+                    *entry = match syncing {
+                        true => (Instant::now() + FIRST_REDIAL, FIRST_REDIAL, false),
+                        false => (
+                            Instant::now() + entry.1,
+                            (entry.1 * 2).min(MAX_REDIAL),
+                            false,
+                        ),
+                    };
                 }
             }
         }
@@ -587,24 +641,16 @@ impl MeshNode {
         let mut rosters = self.inner.membership.rosters();
         while rosters.changed().await.is_ok() {
             let roster = rosters.borrow_and_update().clone();
-            {
-                let mut state = lock(&self.inner.state);
-                state.roster = roster.clone();
-                if let Err(e) = state.save_roster() {
-                    tracing::warn!("saving the roster: {e}");
-                }
+            if let Err(e) = self.save_roster() {
+                tracing::warn!("saving the roster: {e}");
             }
             let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
-            let mut msg = vec![MSG_ROSTER];
-            msg.extend_from_slice(roster.as_bytes());
             for conn in conns {
                 if roster.roster().is_revoked(&conn.remote) {
-                    conn.quic.close(REFUSED.into(), b"revoked from the mesh");
-                    lock(&self.inner.conns).remove(&conn.remote);
-                    self.inner.endpoint.revoke(conn.remote).await;
+                    self.cut_off(&conn, "revoked from the mesh").await;
                     continue;
                 }
-                send(conn, msg.clone());
+                send(&conn, MSG_ROSTER, roster.as_bytes());
             }
         }
     }
@@ -613,10 +659,131 @@ impl MeshNode {
     async fn info_loop(self) {
         let mut nat = self.inner.endpoint.nat_changes();
         while nat.changed().await.is_ok() {
-            let msg = info_message(*nat.borrow_and_update());
+            let body = info_body(*nat.borrow_and_update());
             for conn in lock(&self.inner.conns).values() {
-                send(conn.clone(), msg.clone());
+                send(conn, MSG_INFO, &body);
             }
+        }
+    }
+
+    /// Closes `conn` with `reason` and forgets its peer until it proves itself again.
+    async fn cut_off(&self, conn: &Connection, reason: &str) {
+        conn.quic.close(REFUSED.into(), reason.as_bytes());
+        lock(&self.inner.conns).remove(&conn.remote);
+        self.inner.membership.forget_peer(&conn.remote);
+        self.inner.endpoint.revoke(conn.remote).await;
+    }
+
+    /// A certificate `peer` sent: a renewal of ours (from an admin), or its own renewed one.
+    fn take_cert(&self, peer: &NodeId, cert: SignedCert) {
+        let membership = &self.inner.membership;
+        let result = if cert.cert().node_id == self.inner.endpoint.node_id() {
+            membership.renew(cert.clone()).map(|()| self.adopt(cert))
+        } else {
+            membership.renew_peer(peer, cert)
+        };
+        match result {
+            Ok(()) => self.inner.certs_changed.notify_one(),
+            Err(e) => tracing::debug!(peer = %peer.short(), "a certificate sent: {e}"),
+        }
+    }
+
+    /// Keeps `cert`, just taken as this node's own, on disk and tells every member.
+    fn adopt(&self, cert: SignedCert) {
+        tracing::info!(
+            not_after = cert.cert().not_after,
+            serial = cert.cert().serial,
+            "certificate renewed"
+        );
+        {
+            let mut state = lock(&self.inner.state);
+            state.cert = cert.clone();
+            if let Err(e) = state.save_cert() {
+                tracing::warn!("saving the renewed certificate: {e}");
+            }
+        }
+        for conn in lock(&self.inner.conns).values() {
+            send(conn, MSG_CERT, cert.as_bytes());
+        }
+    }
+
+    /// Renews what is due and cuts off peers whose certificate lapsed, whenever something is
+    /// due, a member connects or a certificate changes.
+    async fn cert_loop(self) {
+        loop {
+            let next = self.check_certs().await;
+            let wait = Duration::from_secs(next)
+                .saturating_sub(crate::clock::since_epoch())
+                .min(MAX_CERT_CHECK);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.certs_changed.notified() => {}
+            }
+        }
+    }
+
+    /// One look at the certificates: as an admin, renews this node's own (with the mesh key)
+    /// and each connected member's that is due, sending it over; cuts off every peer whose
+    /// certificate is no longer valid. Returns the unix second when something is due next.
+    async fn check_certs(&self) -> u64 {
+        let now = super::now();
+        let mut next = u64::MAX;
+        let (renewed, at) = self.renew(self.inner.membership.cert().cert(), now);
+        if let Some(renewed) = renewed {
+            if self.inner.membership.renew(renewed.clone()).is_ok() {
+                self.adopt(renewed);
+            }
+        }
+        next = next.min(at);
+        let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
+        for conn in conns {
+            let peer = conn.remote;
+            let Some(cert) = self.inner.membership.peer_cert(&peer) else {
+                continue;
+            };
+            if let Err(e) = self.inner.membership.check(&peer, &cert) {
+                let refusal = self.inner.membership.refusal(&e);
+                tracing::info!(peer = %peer.short(), "cut off: {refusal}");
+                self.cut_off(&conn, &refusal.reason).await;
+                continue;
+            }
+            let (renewed, at) = self.renew(cert.cert(), now);
+            let not_after = match renewed {
+                Some(renewed) => {
+                    tracing::info!(peer = %peer.short(), "renewing its certificate");
+                    send(&conn, MSG_CERT, renewed.as_bytes());
+                    let not_after = renewed.cert().not_after;
+                    // It shows this one from now on.
+                    let _ = self.inner.membership.renew_peer(&peer, renewed);
+                    not_after
+                }
+                None => cert.cert().not_after,
+            };
+            next = next.min(at).min(not_after + 1);
+        }
+        next.max(now)
+    }
+
+    /// The renewal of `cert` this node signs at `now` if one is due, and the unix second when
+    /// the next is (`u64::MAX`: none from this node).
+    fn renew(&self, cert: &MemberCert, now: u64) -> (Option<SignedCert>, u64) {
+        let state = lock(&self.inner.state);
+        let Some(signer) = state.signer() else {
+            return (None, u64::MAX);
+        };
+        match renewal::renewal(cert, &signer, self.inner.cert_validity, now) {
+            Renewal::NotYet(at) => (None, at),
+            Renewal::Never => (None, u64::MAX),
+            Renewal::Due(next) => match next.sign(&signer) {
+                Ok(signed) => {
+                    let at = renewal::renew_at(signed.cert());
+                    (Some(signed), at)
+                }
+                Err(e) => {
+                    tracing::warn!("signing a renewal: {e}");
+                    (None, u64::MAX)
+                }
+            },
         }
     }
 
@@ -689,11 +856,12 @@ impl MeshNode {
             let mut out = Vec::new();
             let mut done = false;
             {
-                let mut codes = lock(&self.inner.codes);
+                let mut invites = lock(&self.inner.invites);
                 let Some(key) = rendezvous.clone() else {
                     return Err(Refusal::new("a PAKE that does not start with Start"));
                 };
-                match codes.get_mut(&key) {
+                let (mut guessed, mut burned) = (false, None);
+                match invites.code_mut(&key) {
                     None => {
                         out.push(pake::Message::Refused(pake::Failure::UnknownCode).encode());
                         done = true;
@@ -715,7 +883,7 @@ impl MeshNode {
                                 inviter::Output::Event(inviter::Event::Burned) => {
                                     // Its core refuses every later try; the token goes.
                                     tracing::info!("a short code burned after wrong guesses");
-                                    lock(&self.inner.invites).remove(&code.invite_id);
+                                    burned = Some(code.invite_id);
                                     done = true;
                                     break;
                                 }
@@ -726,11 +894,22 @@ impl MeshNode {
                                     reason, ..
                                 }) => {
                                     tracing::info!(peer = %joiner.short(), "short code: {reason}");
+                                    guessed |= reason == pake::Failure::WrongCode;
                                     done = true;
                                 }
                                 inviter::Output::Timeout(_) => break,
                             }
                         }
+                    }
+                }
+                if let Some(id) = burned {
+                    invites.burn(&id);
+                }
+                // A wrong guess counts before the joiner hears of it, so that a restart does
+                // not forget it.
+                if guessed || burned.is_some() {
+                    if let Err(e) = invites.save(super::now()) {
+                        tracing::warn!("recording a wrong guess at a short code: {e}");
                     }
                 }
             }
@@ -753,15 +932,12 @@ impl MeshNode {
             .map_err(|e: MeshError| Refusal::new(format!("invite: {e}")))?;
         let roster = self.roster();
         let state = lock(&self.inner.state);
+        let now = super::now();
         token
-            .verify(&state.mesh_id, super::now(), Some(&roster))
+            .verify(&state.mesh_id, now, Some(&roster))
             .map_err(|e| Refusal::new(format!("invite: {e}")))?;
         let mut invites = lock(&self.inner.invites);
-        let id = token.invite().invite_id;
-        let pending = invites
-            .get_mut(&id)
-            .filter(|p| p.token == token)
-            .ok_or_else(|| Refusal::new("invite: not issued here, or already used"))?;
+        invites.check(&token)?;
         if roster.roster().is_revoked(joiner) {
             return Err(Refusal::new("this node was revoked from the mesh"));
         }
@@ -779,15 +955,15 @@ impl MeshNode {
             )));
         }
         let number = members.values().map(|e| e.number).max().unwrap_or(0) + 1;
-        let now = super::now();
+        let (not_before, not_after) = renewal::validity(now, self.inner.cert_validity, &signer);
         let cert = MemberCert {
             mesh_id: state.mesh_id,
             node_id: *joiner,
             name: name.clone(),
             number,
             role: Role::Member,
-            not_before: now.saturating_sub(60),
-            not_after: now + CERT_VALIDITY_SECS,
+            not_before,
+            not_after,
             serial: u64::from(number),
         }
         .sign(&signer)
@@ -805,11 +981,8 @@ impl MeshNode {
         let next = next
             .sign(&signer)
             .map_err(|e| Refusal::new(format!("roster: {e}")))?;
-        pending.uses_left -= 1;
-        if pending.uses_left == 0 {
-            invites.remove(&id);
-            lock(&self.inner.codes).retain(|_, c| c.invite_id != id);
-        }
+        // Written down before the answer goes out.
+        invites.use_one(&token, now)?;
         drop((invites, state));
         self.inner
             .membership
@@ -938,46 +1111,23 @@ async fn bind_on_known_port(
     Ok(endpoint)
 }
 
-/// A publisher of `state`'s record as `endpoint` reaches it (relays only), listed under
-/// `namespaces`.
-fn publisher(
-    state: &MeshState,
-    endpoint: &Endpoint,
-    namespaces: Vec<String>,
-) -> Result<RecordPublisher, PublishError> {
-    let ep = endpoint.clone();
-    RecordPublisher::start(
-        state.node_key.clone(),
-        move || relays_only(ep.ticket()),
-        PublisherOptions {
-            registries: state.relays.clone(),
-            namespaces,
-            // A record refused as stale (another publisher of ours just wrote) is soon
-            // written again, with a higher sequence number.
-            retry_after_failure: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-}
-
-/// `ticket` without its direct addresses: what a member tells the world (registries, invites).
-fn relays_only(mut ticket: Ticket) -> Ticket {
-    ticket.addrs.clear();
-    ticket
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Sends one message to a member on a stream of its own, in the background.
-fn send(conn: Connection, msg: Vec<u8>) {
+/// Sends `conn`'s peer one message, `kind` and `body`, on a unidirectional stream of its own
+/// (in the background).
+fn send(conn: &Connection, kind: u8, body: &[u8]) {
+    let mut msg = Vec::with_capacity(1 + body.len());
+    msg.push(kind);
+    msg.extend_from_slice(body);
+    let conn = conn.clone();
     tokio::spawn(async move {
         if let Ok(mut s) = conn.quic.open_uni().await {
             let _ = s.write_all(&msg).await;
             let _ = s.finish();
         }
     });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads one `u32`-framed message (at most [`pake::MAX_MESSAGE_LEN`]); `None` at the end.

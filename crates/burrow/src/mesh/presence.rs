@@ -1,5 +1,5 @@
 //! What a node knows of each member beyond the roster: the NAT the member told it (in
-//! [`MSG_INFO`]) and when its last connection ended. In memory only: a restarted node has seen
+//! [`MSG_INFO`](super::MSG_INFO)) and when its last connection ended. In memory only: a restarted node has seen
 //! nobody yet.
 
 use std::collections::HashMap;
@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use burrow_proto::mesh::info::NodeInfo;
 
-use super::MSG_INFO;
 use crate::endpoint::NatHint;
 use crate::NodeId;
 
@@ -28,7 +27,7 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
-    /// `node` sent the body of an [`MSG_INFO`]; one that does not read is ignored.
+    /// `node` sent the body of an [`MSG_INFO`](super::MSG_INFO); one that does not read is ignored.
     pub(crate) fn told(&self, node: NodeId, body: &[u8]) {
         match NodeInfo::decode(body) {
             Ok(info) => self.with(node, |s| s.nat = info.nat),
@@ -55,11 +54,9 @@ impl Presence {
     }
 }
 
-/// The [`MSG_INFO`] message telling that our NAT is `nat`.
-pub(crate) fn info_message(nat: Option<NatHint>) -> Vec<u8> {
-    let mut msg = vec![MSG_INFO];
-    msg.extend_from_slice(&NodeInfo { nat }.encode());
-    msg
+/// The body of an [`MSG_INFO`](super::MSG_INFO) telling that our NAT is `nat`.
+pub(crate) fn info_body(nat: Option<NatHint>) -> Vec<u8> {
+    NodeInfo { nat }.encode()
 }
 
 #[cfg(test)]
@@ -71,9 +68,7 @@ mod tests {
         let p = Presence::default();
         let node = crate::SecretKey::from_bytes([7; 32]).node_id();
         assert_eq!(p.get(&node), Seen::default());
-        let msg = info_message(Some(NatHint::Hard));
-        assert_eq!(msg[0], MSG_INFO);
-        p.told(node, &msg[1..]);
+        p.told(node, &info_body(Some(NatHint::Hard)));
         assert_eq!(p.get(&node).nat, Some(NatHint::Hard));
         // A body that does not read changes nothing.
         p.told(node, &[]);

@@ -6,8 +6,9 @@
 //! | `node.key` | this node's key (the [`crate::keyfile`] format) |
 //! | `mesh.key` | the mesh key, on the node that created the mesh only |
 //! | `mesh.json` | `{"name", "mesh_id", "relays": [url]}` |
-//! | `cert` | this node's member certificate, base64 |
+//! | `cert` | this node's member certificate, base64; replaced when an admin renews it |
 //! | `roster` | the newest roster this node holds, base64; replaced as newer ones arrive |
+//! | `invites.json` | the invites and short codes this node serves, on an admin |
 //!
 //! A restarted node reads it all back and is a member at once: no re-join.
 
@@ -22,13 +23,10 @@ use burrow_proto::relay::RelayUrl;
 use data_encoding::BASE64;
 use serde::{Deserialize, Serialize};
 
+use super::renewal;
 use crate::keyfile::{self, KeyFileError, KeyLock};
 use crate::paths::{self, PathError};
 use crate::SecretKey;
-
-/// How long a member certificate is valid when issued: long, as the root key renews nothing
-/// on its own yet.
-pub const CERT_VALIDITY_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// Why mesh state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -110,18 +108,20 @@ impl MeshState {
         let mesh_key = keyfile::load_or_create(&dir.join("mesh.key"))?;
         let (node_key, lock) = keyfile::load_and_lock(&dir.join("node.key"))?;
         let mesh_id = MeshId::of(&mesh_key);
-        let now = super::now();
+        let signer = Signer::Mesh(&mesh_key);
+        let (not_before, not_after) =
+            renewal::validity(super::now(), renewal::DEFAULT_CERT_VALIDITY, &signer);
         let cert = MemberCert {
             mesh_id,
             node_id: node_key.node_id(),
             name: member.map_or_else(|| name_of(&node_key), str::to_owned),
             number: 1,
             role: Role::Admin,
-            not_before: now.saturating_sub(60),
-            not_after: now + CERT_VALIDITY_SECS,
+            not_before,
+            not_after,
             serial: 1,
         }
-        .sign(&Signer::Mesh(&mesh_key))?;
+        .sign(&signer)?;
         let mut roster = Roster::new(mesh_id, 1);
         roster.members.insert(
             node_key.node_id(),
@@ -131,7 +131,7 @@ impl MeshState {
                 role: Role::Admin,
             },
         );
-        let roster = roster.sign(&Signer::Mesh(&mesh_key))?;
+        let roster = roster.sign(&signer)?;
         let state = MeshState {
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -172,10 +172,7 @@ impl MeshState {
     }
 
     fn write_joined(&self) -> Result<(), StateError> {
-        paths::replace_private_file(
-            &self.dir.join("cert"),
-            BASE64.encode(self.cert.as_bytes()).as_bytes(),
-        )?;
+        self.save_cert()?;
         self.save_roster()?;
         let file = MeshFile {
             name: self.name.clone(),
@@ -247,6 +244,13 @@ impl MeshState {
             roster,
             _lock: lock,
         })
+    }
+
+    /// Writes this node's certificate.
+    pub fn save_cert(&self) -> Result<(), StateError> {
+        let text = BASE64.encode(self.cert.as_bytes());
+        paths::replace_private_file(&self.dir.join("cert"), text.as_bytes())?;
+        Ok(())
     }
 
     /// Writes the roster held now.

@@ -133,6 +133,13 @@ impl Inviter {
         })
     }
 
+    /// The core with `failures` wrong codes already counted: an inviter that restarts resumes
+    /// the count it kept, so a restart does not give an attacker fresh guesses.
+    pub fn with_failures(mut self, failures: u32) -> Inviter {
+        self.failures = failures.min(MAX_FAILURES);
+        self
+    }
+
     /// Wrong codes so far.
     pub fn failures(&self) -> u32 {
         self.failures

@@ -179,6 +179,27 @@ fn a_wrong_code_fails_on_both_sides_and_three_burn_the_invite() {
 }
 
 #[test]
+fn a_resumed_core_keeps_counting_from_where_it_was() {
+    let now = Instant::now();
+    // Two wrong codes before a restart: one more burns it.
+    let mut inv = new_inviter(1).with_failures(2);
+    assert_eq!((inv.failures(), inv.is_burned()), (2, false));
+    let run = run(
+        &mut inv,
+        &mut new_joiner(7, "MESH-ABCD-2345-WXYY", 3),
+        7,
+        now,
+    );
+    assert_eq!(run.joiner, [joiner::Event::Failed(Failure::Burned)]);
+    assert!(inv.is_burned());
+    // A burned count resumes burned, and a count past the limit is the limit.
+    let mut inv = new_inviter(1).with_failures(u32::MAX);
+    assert_eq!(inv.failures(), MAX_FAILURES);
+    let run = self::run(&mut inv, &mut new_joiner(8, CODE, 4), 8, now);
+    assert_eq!(run.joiner, [joiner::Event::Failed(Failure::Burned)]);
+}
+
+#[test]
 fn burning_refuses_the_exchanges_in_flight() {
     let now = Instant::now();
     let mut inv = new_inviter(1);
