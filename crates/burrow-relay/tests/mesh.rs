@@ -342,7 +342,7 @@ async fn an_online_admin_renews_certificates_and_a_lapsed_member_is_refused_once
         let url: RelayUrl = relay.url().parse().unwrap();
         let a_dir = dir("renew-a");
         let a = MeshNode::start(
-            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            MeshState::init(&a_dir, "lab", None, vec![url.clone()]).expect("init"),
             opts(),
         )
         .await
@@ -419,7 +419,7 @@ async fn invites_and_short_codes_outlive_a_restart_of_their_inviter() {
         let relays = [url.clone()];
         let a_dir = dir("keep-a");
         let a = MeshNode::start(
-            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            MeshState::init(&a_dir, "lab", None, vec![url.clone()]).expect("init"),
             opts(),
         )
         .await
@@ -480,7 +480,7 @@ async fn members_find_each_other_on_the_lan_alone_and_outsiders_there_are_refuse
     timeout(Duration::from_secs(90), async {
         let relay = relay_without_registry().await;
         let url: RelayUrl = relay.url().parse().unwrap();
-        let state = MeshState::init(&dir("lan-a"), "lab", vec![url.clone()]).expect("init");
+        let state = MeshState::init(&dir("lan-a"), "lab", None, vec![url.clone()]).expect("init");
         let mesh_id = state.mesh_id;
         let a = MeshNode::start(state, opts()).await.expect("a starts");
         let t = Instant::now();
@@ -557,7 +557,7 @@ async fn members_find_each_other_in_the_dht_without_a_registry() {
             mdns: false,
             ..opts()
         };
-        let state = MeshState::init(&dir("dht-a"), "lab", vec![url.clone()]).expect("init");
+        let state = MeshState::init(&dir("dht-a"), "lab", None, vec![url.clone()]).expect("init");
         let a = MeshNode::start(state, dht_only.clone())
             .await
             .expect("a starts");
@@ -585,7 +585,7 @@ async fn a_member_back_from_a_restart_refuses_a_node_kicked_while_it_was_away() 
         let url: RelayUrl = relay.url().parse().unwrap();
         let a_dir = dir("gate-a");
         let a = MeshNode::start(
-            MeshState::init(&a_dir, "lab", vec![url.clone()]).expect("init"),
+            MeshState::init(&a_dir, "lab", None, vec![url.clone()]).expect("init"),
             opts(),
         )
         .await
