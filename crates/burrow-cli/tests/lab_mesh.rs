@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burrow::endpoint::{Endpoint, EndpointOptions, PathInfo};
+use burrow::mdns::{LanPeer, LanPeers, LanTag, MdnsConfig};
 use burrow::mesh::{SignedInvite, MESH_ALPN};
 use burrow::ticket::Ticket;
+use burrow::NodeId;
 use burrow_lab::burrow::{relay_url, RELAY_IPS};
 use burrow_lab::{output_with_timeout, Lab, NatKind, RouterVariant, Spawned};
 use burrow_proto::identity::SecretKey;
@@ -160,18 +162,27 @@ fn predicted(a: NatKind, b: NatKind) -> &'static str {
     }
 }
 
+/// Extra time a pair with a symmetric NAT may take to go direct. Birthday probing usually
+/// finds the hole within 10 s (198 of 200 symmetric × easy runs in the matrix); a miss
+/// retries, and the lab matrix gates those pairs on 7 of 10.
+const HARD_PAIR_GRACE: Duration = Duration::from_secs(15);
+
 /// Waits until every pair of `nodes` lists the other online on the predicted path; how long
-/// that took. Panics with what each one sees after `patience`.
+/// that took. Panics with what each one sees if any is not online after `patience`, or not on
+/// its path by then (pairs with a symmetric NAT: [`HARD_PAIR_GRACE`] later).
 fn all_connected(nodes: &[&Node<'_>], patience: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let mut missing = Vec::new();
+        let (mut missing, mut hard_only) = (Vec::new(), true);
         for a in nodes {
             let peers = a.peers();
             for b in nodes.iter().filter(|b| b.name != a.name) {
-                let want = predicted(a.lab.kind(a.home), b.lab.kind(b.home));
+                let kinds = (a.lab.kind(a.home), b.lab.kind(b.home));
+                let want = predicted(kinds.0, kinds.1);
                 let seen = peers.iter().find(|(n, _, _)| n == b.name);
                 if !matches!(seen, Some((_, true, Some(p))) if p == want) {
+                    let hard = [kinds.0, kinds.1].contains(&NatKind::Symmetric);
+                    hard_only &= hard && matches!(seen, Some((_, true, _)));
                     missing.push(format!(
                         "{} sees {} as {seen:?}, not {want}",
                         a.name, b.name
@@ -179,12 +190,21 @@ fn all_connected(nodes: &[&Node<'_>], patience: Duration) -> Duration {
                 }
             }
         }
+        let took = start.elapsed();
         if missing.is_empty() {
-            return start.elapsed();
+            if took > patience {
+                eprintln!("a pair with a symmetric NAT went direct after {took:?}");
+            }
+            return took;
         }
+        let limit = if hard_only {
+            patience + HARD_PAIR_GRACE
+        } else {
+            patience
+        };
         assert!(
-            start.elapsed() < patience,
-            "not all connected within {patience:?}: {missing:#?}"
+            took < limit,
+            "not all connected within {limit:?}: {missing:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -410,6 +430,63 @@ fn outsider(lab: &Lab, home: &str, a: &Ticket, expired: &SignedInvite) -> Outsid
     .expect("the outsider runs")
 }
 
+/// An outsider on `home`'s LAN (in its router, which is on that LAN) that knows `a`'s node
+/// id: what mDNS tells it under that id, and, dialling the address of a mesh announcement it
+/// sees there anyway, the close code and how long after the handshake it came.
+fn lan_outsider(lab: &Lab, home: &str, a: NodeId) -> (Option<LanPeer>, u64, Duration) {
+    let key = SecretKey::from_bytes(rand::random());
+    lab.in_ns(lab.router_ns(home), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let lan = MdnsConfig::default();
+            let by_id = LanPeers::<NodeId>::start(&lan)?;
+            let by_tag = LanPeers::<LanTag>::start(&lan)?;
+            let under_id = by_id.find(&a, Duration::from_secs(3)).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let announced = loop {
+                if let Some((_, peer)) = by_tag.peers().into_iter().next() {
+                    break peer;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "no mesh announcement on the LAN");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let ep = Endpoint::bind(
+                key,
+                EndpointOptions {
+                    bind_v4: "0.0.0.0:0".parse().unwrap(),
+                    bind_v6: None,
+                    alpns: vec![MESH_ALPN.to_vec()],
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let ticket = Ticket {
+                node_id: a,
+                relays: Vec::new(),
+                addrs: announced.addrs,
+            };
+            let conn = ep.connect(&ticket, MESH_ALPN).await?;
+            let since = Instant::now();
+            if let Ok((mut send, _recv)) = conn.quic.open_bi().await {
+                let _ = send.write_all(b"let me in").await;
+            }
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.quic.closed()).await;
+            let code = match closed {
+                Ok(burrow::quinn::ConnectionError::ApplicationClosed(c)) => {
+                    c.error_code.into_inner()
+                }
+                other => anyhow::bail!("the LAN outsider was not refused: {other:?}"),
+            };
+            let took = since.elapsed();
+            ep.close().await;
+            Ok((under_id, code, took))
+        })
+    })
+    .expect("the LAN outsider runs")
+}
+
 #[test]
 fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
     if !Lab::tests_allowed() {
@@ -421,7 +498,21 @@ fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
         ("e", NatKind::PortRestrictedCone),
     ]);
     let a = admin(&lab, "a");
-    let a_id: burrow::NodeId = a.json(&["members"])["members"]
+    // Its keys, certificate and roster are its own: 0600 files in a 0700 directory.
+    use std::os::unix::fs::PermissionsExt;
+    let state = a.root.join("state/burrow/mesh");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    let mut names = Vec::new();
+    for f in std::fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+        names.push(f.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for kept in ["node.key", "mesh.key", "cert", "mesh.json"] {
+        assert!(names.iter().any(|n| n == kept), "{kept} in {names:?}");
+    }
+    let a_id: NodeId = a.json(&["members"])["members"]
         .as_array()
         .unwrap()
         .iter()
@@ -469,11 +560,14 @@ fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
         "outsider: refused {:?} after its handshake when it talked, {:?} when silent ({}, {})",
         e.talking.2, e.silent.2, e.talking.1, e.silent.1
     );
-    assert!(
-        a.peers().iter().all(|(n, _, _)| n == "a"),
-        "{:?}",
-        a.peers()
-    );
+    // On A's LAN, by mDNS: nothing under A's node id, and a refusal at the address of the
+    // mesh announcement there.
+    let (under_id, code, took) = lan_outsider(&lab, "a", a_id);
+    assert_eq!(under_id, None, "A is found on its LAN by node id");
+    assert_eq!(code, refused);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    eprintln!("LAN outsider: refused {took:?} after its handshake");
+    assert!(a.peers().is_empty(), "{:?}", a.peers());
 
     // A changed byte: the checksum says so.
     let token = a.json(&["invite"])["token"].as_str().unwrap().to_owned();

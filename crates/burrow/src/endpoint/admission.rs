@@ -210,10 +210,12 @@ pub(crate) async fn run(
     verdict
 }
 
-/// Whether the peer closed the connection with an application code other than [`REFUSED`].
-pub(crate) fn closed_in_peace(quic: &quinn::Connection) -> bool {
-    matches!(quic.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(close))
-        if close.error_code != quinn::VarInt::from_u32(REFUSED))
+/// Whether the peer closed the connection (refusing us, or in the ordinary way).
+pub(crate) fn closed_by_peer(quic: &quinn::Connection) -> bool {
+    matches!(
+        quic.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(_))
+    )
 }
 
 /// The reason a peer gave when it refused us, if it did.

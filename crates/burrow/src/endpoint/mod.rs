@@ -55,6 +55,10 @@ const ACCEPT_QUEUE: usize = 64;
 /// is known) would only make a short-lived endpoint, a join's say, slow to exit.
 const CLOSE_WAIT: Duration = Duration::from_millis(250);
 
+/// How long after [`Endpoint::revoke`] the peer becomes a stranger: time for the close frames
+/// of its connections to leave.
+pub const REVOKE_GRACE: Duration = Duration::from_millis(100);
+
 /// How to build an [`Endpoint`].
 #[derive(Clone, Debug)]
 pub struct EndpointOptions {
@@ -410,9 +414,10 @@ impl Endpoint {
         };
         if let Some(admission) = &self.inner.admission {
             if let Err(ours) = admission::run(&**admission, &conn, Side::Dialler).await {
-                // A peer that closed this connection in the ordinary way (one of two that met,
-                // say) has refused nothing: its other connection, and its trust, stay.
-                if !admission::closed_in_peace(&conn.quic) {
+                // Only our own verdict takes back the trust the dial gave. A peer that closed
+                // this connection (one of two that met, or "retry shortly" while it syncs its
+                // roster) may have another connection with us, whose punching must go on.
+                if !admission::closed_by_peer(&conn.quic) {
                     self.revoke(node).await;
                 }
                 // A check that failed because the peer closed on us reports the peer's reason.
@@ -435,10 +440,15 @@ impl Endpoint {
     }
 
     /// Stops trusting `node`: its hole punching and direct paths end, and it is a stranger
-    /// again until it is dialled or passes admission anew. Close its connections first:
-    /// once it is revoked, nothing more is sent to it, a close frame included.
+    /// again until it is dialled or passes admission anew. Close its connections first: the
+    /// revocation takes effect [`REVOKE_GRACE`] later, so their close frames (which tell the
+    /// peer why) still go out; after it, nothing more is sent to it.
     pub async fn revoke(&self, node: NodeId) {
-        let _ = self.inner.commands.send(Command::Revoked { node }).await;
+        let commands = self.inner.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REVOKE_GRACE).await;
+            let _ = commands.send(Command::Revoked { node }).await;
+        });
     }
 
     /// Connects to a node known only by its key: `lookup` finds its relays and addresses,
