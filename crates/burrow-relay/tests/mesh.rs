@@ -16,7 +16,7 @@ use burrow::endpoint::admission::REFUSED;
 use burrow::endpoint::{ConnectError, Connection, Endpoint, EndpointOptions, ExchangeProofs};
 use burrow::mdns::{LanPeers, LanTag, MdnsConfig};
 use burrow::mesh::membership::{Membership, EXPIRED_REFUSAL, SYNC_REFUSAL};
-use burrow::mesh::node::{join, join_code, MeshNode, NodeError, NodeOptions};
+use burrow::mesh::node::{join, join_code, MemberEvent, MeshNode, NodeError, NodeOptions};
 use burrow::mesh::state::MeshState;
 use burrow::mesh::MESH_ALPN;
 use burrow::ticket::Ticket;
@@ -654,4 +654,60 @@ async fn a_member_back_from_a_restart_refuses_a_node_kicked_while_it_was_away() 
     })
     .await
     .expect("test within 90 s");
+}
+
+/// Waits for the next of `events` that `pick` takes, for at most `limit`.
+async fn next_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<MemberEvent>,
+    limit: Duration,
+    mut pick: impl FnMut(&MemberEvent) -> Option<T>,
+) -> Option<T> {
+    timeout(limit, async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return Some(t);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn a_node_tells_of_joins_connections_kicks_and_disconnections() {
+    timeout(Duration::from_secs(60), async {
+        let relay = relay().await;
+        let url: RelayUrl = relay.url().parse().unwrap();
+        let state = MeshState::init(&dir("ev-a"), "lab", None, vec![url.clone()]).expect("init");
+        let a = MeshNode::start(state, opts()).await.expect("a starts");
+        let mut events = a.events();
+        let b = joined(&url, &a, "b").await;
+        let b_id = b.endpoint().node_id();
+        let limit = Duration::from_secs(10);
+        let joined = next_event(&mut events, limit, |e| match e {
+            MemberEvent::Joined { node, name } if *node == b_id => Some(name.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(joined.as_deref(), Some("b"));
+        let up = |e: &MemberEvent| (*e == MemberEvent::Connected(b_id)).then_some(());
+        assert!(next_event(&mut events, limit, up).await.is_some(), "b up");
+        a.kick("b").expect("kick");
+        let revoked = |e: &MemberEvent| (*e == MemberEvent::Revoked(b_id)).then_some(());
+        assert!(next_event(&mut events, limit, revoked).await.is_some());
+        let down = |e: &MemberEvent| (*e == MemberEvent::Disconnected(b_id)).then_some(());
+        assert!(next_event(&mut events, limit, down).await.is_some());
+        for n in [&a, &b] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test within 60 s");
 }

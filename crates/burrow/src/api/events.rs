@@ -59,6 +59,20 @@ pub enum Event {
         #[serde(flatten)]
         path: PathView,
     },
+    /// The mesh's roster lists a new member.
+    MemberJoined {
+        /// Its key.
+        #[serde(with = "as_str")]
+        node_id: NodeId,
+        /// Its name in the mesh.
+        name: String,
+    },
+    /// The mesh's roster revokes a member.
+    MemberRevoked {
+        /// Its key.
+        #[serde(with = "as_str")]
+        node_id: NodeId,
+    },
     /// This client read too slowly and missed events (sent by the server in their place).
     Lagged {
         /// How many.

@@ -17,10 +17,10 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::node::{MemberInfo, MeshNode, NodeError, DEFAULT_INVITE_TTL};
+use super::node::{MemberEvent, MemberInfo, MeshNode, NodeError, DEFAULT_INVITE_TTL};
 use crate::api::{
-    watch_paths, ApiConfig, ApiError, ApiServer, ErrorCode, Event, MeshStatus, NodeApi, Pong,
-    Router, ServeError, Status, PING_TIMEOUT,
+    watch_paths, ApiConfig, ApiError, ApiServer, ErrorCode, Event, MeshStatus, NodeApi, PathView,
+    Pong, Router, ServeError, Status, PING_TIMEOUT,
 };
 use crate::endpoint::Endpoint;
 use crate::NodeId;
@@ -204,11 +204,38 @@ impl Running {
     }
 }
 
+/// Passes `node`'s member events on to the API's clients.
+async fn tell_member_events(node: MeshNode, events: broadcast::Sender<Event>) {
+    let mut members = node.events();
+    loop {
+        let event = match members.recv().await {
+            Ok(MemberEvent::Connected(node_id)) => Event::PeerUp {
+                node_id,
+                path: PathView::from(&node.endpoint().path(&node_id)),
+            },
+            Ok(MemberEvent::Disconnected(node_id)) => Event::PeerDown { node_id },
+            Ok(MemberEvent::Joined {
+                node: node_id,
+                name,
+            }) => Event::MemberJoined { node_id, name },
+            Ok(MemberEvent::Revoked(node_id)) => Event::MemberRevoked { node_id },
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // Nobody subscribed is no reason to stop: a client may subscribe later.
+        let _ = events.send(event);
+    }
+}
+
 /// Serves `node` on the local API as `config` says, until [`Running::shutdown`].
 pub async fn serve(node: MeshNode, config: &ApiConfig) -> Result<Running, ServeError> {
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
-    // Runs for as long as the process: the daemon is the process.
+    // Both run for as long as the process: the daemon is the process.
     drop(watch_paths(node.endpoint().clone(), events.clone()));
+    drop(tokio::spawn(tell_member_events(
+        node.clone(),
+        events.clone(),
+    )));
     let daemon = Arc::new(Daemon {
         node,
         started: Instant::now(),

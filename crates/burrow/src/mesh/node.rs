@@ -70,6 +70,27 @@ const JOIN_PAKE: u8 = 2;
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Member events kept for a slow [`MeshNode::events`] receiver.
+pub const MEMBER_EVENT_BACKLOG: usize = 256;
+
+/// Something that happened to a member, as [`MeshNode::events`] tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A connection to the member is up (not one replacing another).
+    Connected(NodeId),
+    /// The member's connection ended.
+    Disconnected(NodeId),
+    /// The roster lists a new member.
+    Joined {
+        /// Its key.
+        node: NodeId,
+        /// Its name in the mesh.
+        name: String,
+    },
+    /// The roster revokes a member.
+    Revoked(NodeId),
+}
+
 /// Why a mesh node could not start, or a mesh operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -169,6 +190,8 @@ pub struct MemberInfo {
 }
 
 struct Inner {
+    /// What happens to members, for [`MeshNode::events`].
+    events: tokio::sync::broadcast::Sender<MemberEvent>,
     state: Mutex<MeshState>,
     membership: Arc<Membership>,
     endpoint: Endpoint,
@@ -264,6 +287,7 @@ impl MeshNode {
                 certs_changed: Notify::new(),
                 tasks: Mutex::default(),
                 presence: Presence::default(),
+                events: tokio::sync::broadcast::channel(MEMBER_EVENT_BACKLOG).0,
                 publisher: Mutex::new(Some(publisher)),
             }),
         };
@@ -286,6 +310,12 @@ impl MeshNode {
     /// The mesh's name.
     pub fn mesh_name(&self) -> String {
         lock(&self.inner.state).name.clone()
+    }
+
+    /// What happens to members from now on: connections up and down, joins and revocations.
+    /// A receiver that falls [`MEMBER_EVENT_BACKLOG`] behind misses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The roster held now.
@@ -466,8 +496,10 @@ impl MeshNode {
         let peer = conn.remote;
         {
             let mut conns = lock(&self.inner.conns);
+            let mut replaced = false;
             if let Some(old) = conns.get(&peer) {
                 let old_alive = old.quic.close_reason().is_none();
+                replaced = old_alive;
                 // Which of the two the smaller node id dialled: ours if we dialled and we are
                 // the smaller.
                 let new_wins = we_dialled == (me < peer);
@@ -480,6 +512,9 @@ impl MeshNode {
                 }
             }
             conns.insert(peer, conn.clone());
+            if !replaced {
+                let _ = self.inner.events.send(MemberEvent::Connected(peer));
+            }
         }
         tracing::info!(peer = %peer.short(), "member connected");
         send(&conn, MSG_INFO, &info_body(self.inner.endpoint.nat()));
@@ -488,17 +523,25 @@ impl MeshNode {
         let node = self.clone();
         tokio::spawn(async move {
             tokio::join!(node.read_messages(&conn), node.read_datagrams(&conn));
-            let mut conns = lock(&node.inner.conns);
-            if conns
-                .get(&peer)
-                .is_some_and(|c| c.quic.stable_id() == conn.quic.stable_id())
-            {
-                conns.remove(&peer);
-                node.inner.presence.gone(peer);
-                node.inner.membership.forget_peer(&peer);
-                tracing::info!(peer = %peer.short(), "member disconnected");
-            }
+            node.ended(&conn);
         });
+    }
+
+    /// `conn` ended (or is cut off): if it is the member's connection in use, the member is
+    /// offline now.
+    fn ended(&self, conn: &Connection) {
+        let peer = conn.remote;
+        let mut conns = lock(&self.inner.conns);
+        if conns
+            .get(&peer)
+            .is_some_and(|c| c.quic.stable_id() == conn.quic.stable_id())
+        {
+            conns.remove(&peer);
+            self.inner.presence.gone(peer);
+            self.inner.membership.forget_peer(&peer);
+            let _ = self.inner.events.send(MemberEvent::Disconnected(peer));
+            tracing::info!(peer = %peer.short(), "member disconnected");
+        }
     }
 
     /// One round trip to member `peer` over its connection now (a QUIC datagram it echoes);
@@ -639,8 +682,22 @@ impl MeshNode {
     /// Keeps the roster on disk, cuts off whom it revokes, and tells every member.
     async fn roster_loop(self) {
         let mut rosters = self.inner.membership.rosters();
+        let mut before = rosters.borrow().roster().clone();
         while rosters.changed().await.is_ok() {
             let roster = rosters.borrow_and_update().clone();
+            let now = roster.roster();
+            for (node, entry) in &now.members {
+                if !before.members.contains_key(node) {
+                    let _ = self.inner.events.send(MemberEvent::Joined {
+                        node: *node,
+                        name: entry.name.clone(),
+                    });
+                }
+            }
+            for node in now.revoked.difference(&before.revoked) {
+                let _ = self.inner.events.send(MemberEvent::Revoked(*node));
+            }
+            before = now.clone();
             if let Err(e) = self.save_roster() {
                 tracing::warn!("saving the roster: {e}");
             }
@@ -669,8 +726,7 @@ impl MeshNode {
     /// Closes `conn` with `reason` and forgets its peer until it proves itself again.
     async fn cut_off(&self, conn: &Connection, reason: &str) {
         conn.quic.close(REFUSED.into(), reason.as_bytes());
-        lock(&self.inner.conns).remove(&conn.remote);
-        self.inner.membership.forget_peer(&conn.remote);
+        self.ended(conn);
         self.inner.endpoint.revoke(conn.remote).await;
     }
 
