@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use burrow::api::{default_socket_path, ApiClient, ApiConfig, Status, TcpOptions};
 use burrow::dht::DhtConfig;
-use burrow::mesh::node::{join, join_code, MeshNode, NodeOptions};
-use burrow::mesh::state::{default_dir, MeshState};
+use burrow::mesh::lobby::{JoinAnswer, Lobby};
+use burrow::mesh::node::{join_any, MeshNode, NodeOptions};
+use burrow::mesh::state::{default_dir, MeshState, StateError};
 use burrow::relay_client::RelayUrl;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
@@ -115,14 +116,52 @@ pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()>
         signal(SignalKind::interrupt())?,
         signal(SignalKind::terminate())?,
     );
-    let state = MeshState::load(&args.dir())?;
-    let opts = args.options(&state.relays).await;
-    let (name, node_id) = (state.name.clone(), state.node_key.node_id());
-    let node = MeshNode::start(state, opts).await?;
     let config = ApiConfig {
         tcp: tcp.clone(),
         ..ApiConfig::default()
     };
+    let mut stopped = Box::pin(async move {
+        tokio::select! {
+            _ = int.recv() => "interrupted",
+            _ = term.recv() => "terminated",
+            _ = parent_exit(parent), if up.exit_with_parent => "its parent exited",
+        }
+    });
+    let dir = args.dir();
+    let state = match MeshState::load(&dir) {
+        // In no mesh yet: the API waits for `POST /v1/join`.
+        Err(StateError::Missing(_)) => {
+            let lobby = Lobby::serve(dir.clone(), args.options(&[]).await, &config).await?;
+            let out = json!({"event": "waiting", "api": config.socket.display().to_string(),
+                "dir": dir.display().to_string()});
+            if json_out {
+                println!("{out}");
+            } else {
+                println!(
+                    "in no mesh yet: waiting for a join (POST /v1/join at {})",
+                    config.socket.display()
+                );
+            }
+            let joined = tokio::select! {
+                j = lobby.joined() => j.ok_or("asked to stop"),
+                why = &mut stopped => Err(why),
+            };
+            lobby.shutdown().await;
+            match joined {
+                Ok(j) if json_out => println!("{}", json!({"event": "joined", "joined": j})),
+                Ok(j) => println!("joined mesh {} as {} ({})", j.mesh, j.name, j.path),
+                Err(why) => {
+                    print_down(why, json_out);
+                    return Ok(());
+                }
+            }
+            MeshState::load(&dir)?
+        }
+        other => other?,
+    };
+    let opts = args.options(&state.relays).await;
+    let (name, node_id) = (state.name.clone(), state.node_key.node_id());
+    let node = MeshNode::start(state, opts).await?;
     let running = burrow::mesh::daemon::serve(node, &config).await?;
     let tcp_addr = running.api().tcp_addr().map(|a| a.to_string());
     let token_file = tcp.map(|t| t.token_file.display().to_string());
@@ -141,18 +180,20 @@ pub(crate) async fn up(args: MeshArgs, up: UpArgs, json_out: bool) -> Result<()>
         }
     }
     let why = tokio::select! {
-        _ = int.recv() => "interrupted",
-        _ = term.recv() => "terminated",
+        why = &mut stopped => why,
         _ = running.stop_requested() => "asked to stop",
-        _ = parent_exit(parent), if up.exit_with_parent => "its parent exited",
     };
     running.shutdown().await;
+    print_down(why, json_out);
+    Ok(())
+}
+
+fn print_down(why: &str, json_out: bool) {
     if json_out {
         println!("{}", json!({"event": "down", "reason": why}));
     } else {
         println!("down: {why}");
     }
-    Ok(())
 }
 
 /// Resolves once `parent`, this process's parent, has exited (another adopts it then).
@@ -174,24 +215,13 @@ pub(crate) async fn join_mesh(
     if !json_out {
         println!("Attempting direct connection...");
     }
-    let (state, joined) = if what.to_ascii_uppercase().starts_with("MESH-") {
-        let code: burrow::mesh::ShortCode = what.parse().context("the short code")?;
-        if relays.is_empty() {
-            anyhow::bail!("a short code needs --relay URL: the relay where its inviter is listed");
-        }
-        let opts = args.options(&relays).await;
-        join_code(&args.dir(), &code, &relays, name.as_deref(), opts).await?
-    } else {
-        let token: burrow::mesh::SignedInvite = what.parse().context("the invite token")?;
-        let opts = args.options(&token.invite().inviter.relays).await;
-        join(&args.dir(), &token, name.as_deref(), opts).await?
-    };
+    let opts = args.options(&[]).await;
+    let (state, joined) = join_any(&args.dir(), what, &relays, name.as_deref(), opts).await?;
     let me = state.cert.cert();
     if json_out {
         println!(
             "{}",
-            json!({"joined": true, "mesh": joined.mesh, "path": joined.path,
-            "name": me.name, "number": me.number, "node_id": me.node_id.to_string()})
+            serde_json::to_string(&JoinAnswer::new(&state, &joined))?
         );
     } else {
         if joined.path == "relay" {

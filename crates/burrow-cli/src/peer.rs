@@ -40,13 +40,7 @@ pub(crate) async fn stun_servers(flags: &[SocketAddr], relays: &[RelayUrl]) -> V
     if !flags.is_empty() {
         return flags.to_vec();
     }
-    let mut out = Vec::new();
-    for r in relays {
-        if let Ok(addrs) = tokio::net::lookup_host((r.host(), 3478)).await {
-            out.extend(addrs.filter(SocketAddr::is_ipv4));
-        }
-    }
-    out
+    burrow::relay_client::relay_stun_servers(relays).await
 }
 
 async fn bind(args: &NodeArgs, key: SecretKey, relays: Vec<RelayUrl>) -> Result<Endpoint> {

@@ -1578,3 +1578,70 @@ fn relay_serves_turn_with_its_flags() {
         "{text}"
     );
 }
+
+#[test]
+fn a_daemon_in_no_mesh_joins_one_through_its_api_and_runs_it() {
+    let (relay, stun, _relay) = start_relay();
+    let (a, b) = (MeshHome::new("lobby-a"), MeshHome::new("lobby-b"));
+    a.json(&["init", "lab", "--name", "a", "--relay", &relay, "--json"]);
+    let _a_up = a.up(&stun, &[]);
+    let token = a.json(&["invite", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // B has no mesh: its daemon waits, and answers for its key alone.
+    let b_up = JsonChild::spawn(&mut b.burrow(&[
+        "up",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun",
+        &stun,
+    ]));
+    let waiting = b_up.next();
+    assert_eq!(waiting["event"], "waiting", "{}", b_up.stderr());
+    let status = b.json(&["status", "--json"]);
+    assert!(status["mesh"].is_null(), "{status}");
+    assert!(b.json(&["peers", "--json"])["peers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let api = burrow::api::ApiClient::unix(b.0.join("run/burrow/api.sock"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post =
+        |body: serde_json::Value| rt.block_on(api.post::<_, serde_json::Value>("/v1/join", &body));
+    // A bad token is refused, and the daemon keeps waiting.
+    let bad = post(serde_json::json!({"invite": "burrowinviteaaaa"})).unwrap_err();
+    assert_eq!(
+        bad.code(),
+        Some(burrow::api::ErrorCode::JoinRefused),
+        "{bad}"
+    );
+    let joined = post(serde_json::json!({"invite": token, "name": "b"})).expect("joins");
+    assert_eq!(
+        (&joined["joined"], &joined["mesh"], &joined["name"]),
+        (&true.into(), &"lab".into(), &"b".into())
+    );
+    let seen = b_up.events(&["joined", "up"], Duration::from_secs(10));
+    let (joined_event, up) = (&seen[0], &seen[1]);
+    assert_eq!(joined_event["joined"]["name"], "b");
+    assert_eq!(up["mesh"], "lab");
+    members_online(&a, &["b"], Duration::from_secs(10));
+    // A member joins no other mesh.
+    let again = rt
+        .block_on(
+            burrow::api::ApiClient::unix(b.0.join("run/burrow/api.sock"))
+                .post::<_, serde_json::Value>("/v1/join", &serde_json::json!({"invite": token})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(burrow::api::ErrorCode::AlreadyMember),
+        "{again}"
+    );
+}

@@ -33,6 +33,7 @@ pub use burrow_proto::mesh::invite::SignedInvite;
 pub mod daemon;
 mod discovery;
 mod invites;
+pub mod lobby;
 pub mod membership;
 pub mod node;
 mod presence;

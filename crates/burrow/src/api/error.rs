@@ -67,6 +67,12 @@ error_codes! {
     NotAdmin = "not_admin", FORBIDDEN;
     /// No member by that name or node id.
     UnknownMember = "unknown_member", NOT_FOUND;
+    /// The invite is bad, spent or expired, or its inviter refused it.
+    JoinRefused = "join_refused", FORBIDDEN;
+    /// The inviter could not be reached.
+    JoinFailed = "join_failed", BAD_GATEWAY;
+    /// The node is in a mesh already.
+    AlreadyMember = "already_member", CONFLICT;
 }
 
 impl std::str::FromStr for ErrorCode {

@@ -7,8 +7,10 @@
 //! | `POST /v1/invites` | `{"expires_secs"?, "uses"?, "code"?}` (default a day, 1, false) | `{"token", "code", "expires", "uses"}`; `code` (`MESH-XXXX-XXXX-XXXX`, or null) when asked |
 //! | `POST /v1/kick` | `{"member": NAME or NODE_ID}` | `{"node_id"}` |
 //! | `POST /v1/shutdown` | | `{"stopping": true}`; then the daemon closes its connections and the API, and its socket file goes |
+//! | `POST /v1/join` | | `already_member` (409): a node in a mesh joins no other (before it is in one, `burrow up` serves [`super::lobby`], where this route joins) |
 //!
-//! Errors beside the core ones: `not_admin` (403) and `unknown_member` (404).
+//! Errors beside the core ones: `not_admin` (403), `unknown_member` (404) and `already_member`
+//! (409).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,7 +133,7 @@ fn api_error(e: NodeError) -> ApiError {
 
 /// The daemon's routes: the core ones and the mesh's.
 fn router() -> Router<Daemon> {
-    Router::new()
+    let router = Router::new()
         .route(Method::GET, "/v1/members", |d: Arc<Daemon>, _| async move {
             Ok(Members {
                 mesh: d.node.mesh_name(),
@@ -168,14 +170,36 @@ fn router() -> Router<Daemon> {
                 node_id: node.to_string(),
             })
         })
-        .route(
-            Method::POST,
-            "/v1/shutdown",
-            |d: Arc<Daemon>, _| async move {
-                d.stop.send_replace(true);
-                Ok(ShutdownAnswer { stopping: true })
-            },
-        )
+        .route(Method::POST, "/v1/join", |d: Arc<Daemon>, _| async move {
+            Err::<(), _>(ApiError::new(
+                ErrorCode::AlreadyMember,
+                format!(
+                    "this node is a member of mesh {} already",
+                    d.node.mesh_name()
+                ),
+            ))
+        });
+    shutdown_route(router)
+}
+
+/// A daemon that `POST /v1/shutdown` stops.
+pub(super) trait Stoppable: NodeApi {
+    /// Set to true to stop.
+    fn stop(&self) -> &watch::Sender<bool>;
+}
+
+impl Stoppable for Daemon {
+    fn stop(&self) -> &watch::Sender<bool> {
+        &self.stop
+    }
+}
+
+/// `router` with `POST /v1/shutdown`.
+pub(super) fn shutdown_route<S: Stoppable>(router: Router<S>) -> Router<S> {
+    router.route(Method::POST, "/v1/shutdown", |d: Arc<S>, _| async move {
+        d.stop().send_replace(true);
+        Ok(ShutdownAnswer { stopping: true })
+    })
 }
 
 /// A daemon at work: its node behind its API, until [`Running::shutdown`].

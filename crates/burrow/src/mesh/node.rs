@@ -121,6 +121,12 @@ pub enum NodeError {
     /// Connecting to the inviter failed.
     #[error("connecting to the inviter")]
     Connect(#[from] ConnectError),
+    /// What was given to join with is not an invite token.
+    #[error("the invite token")]
+    Token(#[source] MeshError),
+    /// What was given to join with looks like a short code but is not one.
+    #[error("the short code")]
+    Code(#[from] burrow_proto::mesh::code::CodeError),
 }
 
 /// How to run a mesh node.
@@ -1259,6 +1265,41 @@ pub async fn join_code(
     ep.close().await;
     let token = token.ok_or(last)?;
     join(dir, &token, name, opts).await
+}
+
+/// Joins with `invite`, a token or a short code (`MESH-…`, found at `relays`; a token names
+/// its own), as [`join`] or [`join_code`] does; with no STUN servers in `opts`, those beside
+/// the relays ([`crate::relay_client::relay_stun_servers`]).
+pub async fn join_any(
+    dir: &std::path::Path,
+    invite: &str,
+    relays: &[crate::relay_client::RelayUrl],
+    name: Option<&str>,
+    mut opts: NodeOptions,
+) -> Result<(MeshState, Joined), NodeError> {
+    let invite = invite.trim();
+    if invite
+        .get(..burrow_proto::mesh::code::PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(burrow_proto::mesh::code::PREFIX))
+    {
+        let code: ShortCode = invite.parse()?;
+        if relays.is_empty() {
+            return Err(NodeError::Join(
+                "a short code needs a relay: the one where its inviter is listed".into(),
+            ));
+        }
+        if opts.stun_servers.is_empty() {
+            opts.stun_servers = crate::relay_client::relay_stun_servers(relays).await;
+        }
+        join_code(dir, &code, relays, name, opts).await
+    } else {
+        let token: SignedInvite = invite.parse().map_err(NodeError::Token)?;
+        if opts.stun_servers.is_empty() {
+            let relays = &token.invite().inviter.relays;
+            opts.stun_servers = crate::relay_client::relay_stun_servers(relays).await;
+        }
+        join(dir, &token, name, opts).await
+    }
 }
 
 /// Runs the joiner's side of the PAKE with `ticket`'s node; the token it hands over.

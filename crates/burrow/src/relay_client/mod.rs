@@ -419,3 +419,18 @@ impl RelayClient {
         }
     }
 }
+
+/// The STUN port a relay serves beside it (`burrow relay` does, on its host).
+pub const RELAY_STUN_PORT: u16 = 3478;
+
+/// STUN servers for an endpoint that names no others: [`RELAY_STUN_PORT`] on each relay's
+/// host (its IPv4 addresses; a host that does not resolve is left out).
+pub async fn relay_stun_servers(relays: &[RelayUrl]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for r in relays {
+        if let Ok(addrs) = tokio::net::lookup_host((r.host(), RELAY_STUN_PORT)).await {
+            out.extend(addrs.filter(std::net::SocketAddr::is_ipv4));
+        }
+    }
+    out
+}
