@@ -225,10 +225,11 @@ enum Command {
         /// How many nodes may join with it.
         #[arg(long, default_value_t = 1)]
         uses: u16,
-        /// Also print a short code (MESH-XXXX-XXXX-XXXX) that redeems it; three wrong tries
-        /// burn it.
+        /// Print the token only, without the short code (MESH-XXXX-XXXX-XXXX) that also
+        /// redeems it (the code lists this node at its relays' registries while it lives;
+        /// three wrong tries burn it).
         #[arg(long)]
-        code: bool,
+        no_code: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -426,9 +427,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Invite {
             expires,
             uses,
-            code,
+            no_code,
             json,
-        } => runtime()?.block_on(mesh::invite(expires, uses, code, json)),
+        } => runtime()?.block_on(mesh::invite(expires, uses, !no_code, json)),
         Command::Join {
             token,
             relays,

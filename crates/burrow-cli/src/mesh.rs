@@ -254,9 +254,16 @@ pub(crate) async fn invite(expires: Duration, uses: u16, code: bool, json_out: b
     if json_out {
         println!("{answer}");
     } else {
-        println!("{}", answer["token"].as_str().unwrap_or_default());
+        let token = answer["token"].as_str().unwrap_or_default();
+        println!("{token}");
         if let Some(code) = answer["code"].as_str() {
-            println!("short code: {code} (burrow join {code} --relay URL)");
+            // The relay the code is listed at: the inviter's first, as the token names it.
+            let relay = token
+                .parse::<burrow::mesh::SignedInvite>()
+                .ok()
+                .and_then(|t| t.invite().inviter.relays.first().map(ToString::to_string))
+                .unwrap_or_else(|| "URL".into());
+            println!("short code: {code} (burrow join {code} --relay {relay})");
         }
         println!(
             "(valid for {} join(s); the inviting node must be up to redeem it)",

@@ -1110,7 +1110,7 @@ fn a_mesh_made_joined_listed_and_kicked_through_the_cli() {
         .then_some(v)
     });
     // A short code, found at the relay and proved by PAKE.
-    let invite = a.json(&["invite", "--code", "--json"]);
+    let invite = a.json(&["invite", "--json"]);
     let code = invite["code"].as_str().unwrap();
     assert!(code.starts_with("MESH-"), "{invite}");
     let by_code = c.json(&[

@@ -232,11 +232,7 @@ fn admin<'l>(lab: &'l Lab, home: &'static str) -> Node<'l> {
 
 /// `node` joins by `a`'s short code (or token), prints how, and starts its daemon.
 fn join_and_start(a: &Node<'_>, node: &mut Node<'_>, by_code: bool) {
-    let invite = if by_code {
-        a.json(&["invite", "--code"])
-    } else {
-        a.json(&["invite"])
-    };
+    let invite = a.json(&["invite"]);
     let what = if by_code { "code" } else { "token" };
     let secret = invite[what].as_str().unwrap().to_owned();
     let url = relay_url();
@@ -606,10 +602,7 @@ fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
     assert!(why.contains("already used"), "{why}");
 
     // A short code: a wrong password three times, and it is dead for the right one too.
-    let code = a.json(&["invite", "--code"])["code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let code = a.json(&["invite"])["code"].as_str().unwrap().to_owned();
     let url = relay_url();
     let wrong = |n: usize| {
         // The same rendezvous (the first group), another password.
