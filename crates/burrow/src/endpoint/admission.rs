@@ -36,6 +36,9 @@ pub enum Side {
 pub struct Refusal {
     /// A short human-readable reason ("not a member of mesh X").
     pub reason: String,
+    /// Not a verdict on the peer: the refusing side cannot tell yet and asks it to come back
+    /// shortly. A dialler that refuses so keeps trusting the key it chose to dial.
+    pub retry: bool,
 }
 
 impl Refusal {
@@ -43,6 +46,15 @@ impl Refusal {
     pub fn new(reason: impl Into<String>) -> Refusal {
         Refusal {
             reason: reason.into(),
+            retry: false,
+        }
+    }
+
+    /// A refusal saying `reason` that is no verdict: come back shortly.
+    pub fn retry_later(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            retry: true,
+            ..Refusal::new(reason)
         }
     }
 

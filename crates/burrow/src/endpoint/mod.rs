@@ -416,8 +416,9 @@ impl Endpoint {
             if let Err(ours) = admission::run(&**admission, &conn, Side::Dialler).await {
                 // Only our own verdict takes back the trust the dial gave. A peer that closed
                 // this connection (one of two that met, or "retry shortly" while it syncs its
-                // roster) may have another connection with us, whose punching must go on.
-                if !admission::closed_by_peer(&conn.quic) {
+                // roster), or our own "retry shortly", says nothing against the key, which may
+                // have another connection with us whose punching must go on.
+                if !ours.retry && !admission::closed_by_peer(&conn.quic) {
                     self.revoke(node).await;
                 }
                 // A check that failed because the peer closed on us reports the peer's reason.

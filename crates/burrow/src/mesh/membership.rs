@@ -215,7 +215,7 @@ impl Credentials for Membership {
         if cert.cert().role == Role::Admin {
             self.synced.store(true, Ordering::Relaxed);
         } else if !newer && !self.is_synced() {
-            return Err(Refusal::new(SYNC_REFUSAL));
+            return Err(Refusal::retry_later(SYNC_REFUSAL));
         }
         lock(&self.peers).insert(*node, cert);
         Ok(())
@@ -302,7 +302,7 @@ mod tests {
         // The kicked node shows the old roster: refused for now, not admitted.
         let kicked_proof = encode_proof(&m.cert(&kicked, Role::Member, far()), &old);
         let refused = Credentials::check(&node, &kicked.node_id(), &kicked_proof, Side::Listener);
-        assert_eq!(refused, Err(Refusal::new(SYNC_REFUSAL)));
+        assert_eq!(refused, Err(Refusal::retry_later(SYNC_REFUSAL)));
         assert!(node.peer_cert(&kicked.node_id()).is_none());
         // A member with a newer roster is admitted, and its roster taken.
         let newer = m.roster(2, &admin, &[]);
