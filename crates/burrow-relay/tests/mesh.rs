@@ -41,6 +41,29 @@ fn opts() -> NodeOptions {
     }
 }
 
+/// `outsider` dials `ticket`'s member and opens a stream: the member must close the connection
+/// as refused within 1 s of the handshake.
+async fn refused_at_once(outsider: &Endpoint, ticket: &Ticket, who: &str) {
+    let conn = outsider
+        .connect(ticket, MESH_ALPN)
+        .await
+        .expect("the handshake completes");
+    let t = Instant::now();
+    let (mut s, _r) = conn.quic.open_bi().await.unwrap();
+    let _ = s.write_all(b"let me in").await;
+    match timeout(Duration::from_secs(1), conn.quic.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(REFUSED));
+            eprintln!(
+                "{who} refused after {:?}: {}",
+                t.elapsed(),
+                String::from_utf8_lossy(&c.reason)
+            );
+        }
+        other => panic!("the {who} was not refused within 1 s: {other:?}"),
+    }
+}
+
 /// Waits until `node` lists every one of `names` online, or `limit` passes.
 async fn all_online(node: &MeshNode, names: &[&str], limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -217,24 +240,7 @@ async fn members_join_by_token_connect_to_all_and_outsiders_and_the_kicked_stay_
         // An outsider with A's record (relays only) is refused at once, and opens nothing.
         let outsider = common::endpoint(&relay, None).await;
         let ticket = a.endpoint().ticket();
-        let conn = outsider
-            .connect(&ticket, MESH_ALPN)
-            .await
-            .expect("the handshake completes");
-        let t = Instant::now();
-        let (mut s, _r) = conn.quic.open_bi().await.unwrap();
-        let _ = s.write_all(b"let me in").await;
-        match timeout(Duration::from_secs(1), conn.quic.closed()).await {
-            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
-                assert_eq!(c.error_code.into_inner(), u64::from(REFUSED));
-                eprintln!(
-                    "outsider refused after {:?}: {}",
-                    t.elapsed(),
-                    String::from_utf8_lossy(&c.reason)
-                );
-            }
-            other => panic!("the outsider was not refused within 1 s: {other:?}"),
-        }
+        refused_at_once(&outsider, &ticket, "outsider").await;
         outsider.close().await;
 
         // A kicks B: C drops it within 2 s, and B's redials are refused.
@@ -517,24 +523,7 @@ async fn members_find_each_other_on_the_lan_alone_and_outsiders_there_are_refuse
             relays: Vec::new(),
             addrs: found.addrs,
         };
-        let conn = outsider
-            .connect(&ticket, MESH_ALPN)
-            .await
-            .expect("the handshake completes");
-        let t = Instant::now();
-        let (mut s, _r) = conn.quic.open_bi().await.unwrap();
-        let _ = s.write_all(b"let me in").await;
-        match timeout(Duration::from_secs(1), conn.quic.closed()).await {
-            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
-                assert_eq!(c.error_code.into_inner(), u64::from(REFUSED));
-                eprintln!(
-                    "LAN outsider refused after {:?}: {}",
-                    t.elapsed(),
-                    String::from_utf8_lossy(&c.reason)
-                );
-            }
-            other => panic!("the outsider was not refused within 1 s: {other:?}"),
-        }
+        refused_at_once(&outsider, &ticket, "LAN outsider").await;
         outsider.close().await;
         for n in [&a, &b] {
             n.shutdown().await;
