@@ -201,7 +201,19 @@ fn anchor(
     eprintln!("memory: anchor listener {before} B; connecting {peers} `burrow ping`s");
     let mut pings = Vec::new();
     for i in 0..peers {
-        let mut args = vec!["ping", &ticket, "--count", "2", "--interval", "1h"];
+        // Each its own key: pings sharing one would be one peer to the listener and the relay.
+        let key = h.path(&format!("ping{i}.key"));
+        let key = key.to_str().context("a UTF-8 temp dir")?;
+        let mut args = vec![
+            "ping",
+            &ticket,
+            "--count",
+            "2",
+            "--interval",
+            "1h",
+            "--key",
+            key,
+        ];
         args.extend(node_args);
         pings.push(Proc::spawn(burrow, &h, &format!("ping{i}"), &args)?);
     }

@@ -158,20 +158,38 @@ pub async fn send_bytes(conn: &Connection, bytes: u64) -> Result<Duration, ToolE
     Ok(start.elapsed())
 }
 
-/// One ping over a QUIC datagram; `None` if no echo came within `timeout`.
+/// How often [`ping`] sends its datagram again while no echo has come: a datagram is never
+/// retransmitted by QUIC, and one lost (say while the path moves) must not fail the ping.
+const PING_RESEND: Duration = Duration::from_millis(250);
+
+/// One ping over a QUIC datagram (sent again every [`PING_RESEND`], each copy numbered, the
+/// round trip timed from the copy echoed); `None` if no echo came within `timeout`.
 pub async fn ping(
     conn: &Connection,
     seq: u64,
     timeout: Duration,
 ) -> Result<Option<Duration>, ToolError> {
-    let start = Instant::now();
-    conn.quic
-        .send_datagram(Bytes::copy_from_slice(&seq.to_be_bytes()))?;
+    let mut sent: Vec<Instant> = Vec::new();
     let echoed = tokio::time::timeout(timeout, async {
+        let mut resend = tokio::time::interval(PING_RESEND);
         loop {
-            let d = conn.quic.read_datagram().await?;
-            if d.as_ref() == seq.to_be_bytes() {
-                return Ok::<_, ToolError>(start.elapsed());
+            tokio::select! {
+                _ = resend.tick(), if sent.len() < usize::from(u8::MAX) => {
+                    let mut d = seq.to_be_bytes().to_vec();
+                    d.push(sent.len() as u8);
+                    conn.quic.send_datagram(Bytes::from(d))?;
+                    sent.push(Instant::now());
+                }
+                d = conn.quic.read_datagram() => {
+                    let d = d?;
+                    if let Some((copy, rest)) = d.split_last() {
+                        if rest == seq.to_be_bytes() {
+                            if let Some(at) = sent.get(usize::from(*copy)) {
+                                return Ok::<_, ToolError>(at.elapsed());
+                            }
+                        }
+                    }
+                }
             }
         }
     })
