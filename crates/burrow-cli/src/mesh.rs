@@ -344,7 +344,7 @@ pub(crate) async fn peers(json_out: bool) -> Result<()> {
         "{:<16} {:<10} {:<7} {:<6} {:<24} {:>8} {:<5} LAST SEEN",
         "NAME", "NODE", "ONLINE", "PATH", "ADDRESS", "RTT", "NAT"
     );
-    let now = unix_now();
+    let now = burrow::clock::unix_now();
     for r in &rows {
         let text = |k: &str| r[k].as_str().unwrap_or("-").to_string();
         let rtt = r["rtt_ms"]
@@ -370,13 +370,6 @@ pub(crate) async fn peers(json_out: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Seconds since the Unix epoch, as `last_seen` counts them.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `burrow status`: the daemon's node, mesh, NAT, addresses and relays.

@@ -10,6 +10,6 @@ pub(crate) fn since_epoch() -> Duration {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     since_epoch().as_secs()
 }

@@ -9,7 +9,7 @@
 //! servers are in `burrow-relay`.
 
 pub mod api;
-mod clock;
+pub mod clock;
 pub mod config;
 pub mod dht;
 pub mod endpoint;
