@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 _ => Message::CallMeMaybe {
                     candidates: vec![from],
                     nat: if kind & 4 != 0 { NatHint::Hard } else { NatHint::Easy },
+                    answer: kind & 8 != 0,
                 },
             };
             sealed = key.seal(peer, &msg, [*who; 12]).unwrap();

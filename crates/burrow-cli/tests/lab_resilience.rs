@@ -286,6 +286,7 @@ fn forged_probes_from_a_third_host_do_not_move_the_path() {
                     _ => Message::CallMeMaybe {
                         candidates: vec![sock.local_addr()?],
                         nat: NatHint::Easy,
+                        answer: false,
                     },
                 };
                 // Claims the victim as sender, sealed with a key that is not the victim's.
@@ -389,6 +390,7 @@ fn flood_through_the_relay(
                 let msg = Message::CallMeMaybe {
                     candidates: names,
                     nat: NatHint::Hard,
+                    answer: false,
                 };
                 while Instant::now() < until {
                     for (me, sealer, c) in &clients {

@@ -47,9 +47,13 @@ const KDF_SALT: &[u8] = b"burrow disco v1";
 const T_PING: u8 = 0x01;
 const T_PONG: u8 = 0x02;
 const T_CALL_ME_MAYBE: u8 = 0x03;
-/// CallMeMaybe's NAT byte: [`NatHint::Hard`] and [`NatHint::Open`] (0 is easy).
+/// CallMeMaybe's flags byte: its two low bits are the NAT hint, [`NatHint::Hard`] or
+/// [`NatHint::Open`] (0 is easy)...
 const NAT_HARD: u8 = 0x01;
 const NAT_OPEN: u8 = 0x02;
+const NAT_BITS: u8 = 0x03;
+/// ...and this bit marks an answer ([`Message::CallMeMaybe::answer`]).
+const ANSWER: u8 = 0x04;
 
 /// One disco message, the plaintext of a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +78,11 @@ pub enum Message {
         candidates: Vec<SocketAddr>,
         /// What the sender knows of its own NAT.
         nat: NatHint,
+        /// The sender has the receiver's candidates (from the receiver's own CallMeMaybe, in
+        /// the same attempt) and has primed them: the receiver may ping at full strength now.
+        /// A call without it asks for an answer, which is how a lost call or answer is noticed
+        /// and made good.
+        answer: bool,
     },
 }
 
@@ -136,8 +145,8 @@ pub enum DiscoError {
     /// An address family other than 4 or 6.
     #[error("unknown address family {0}")]
     UnknownFamily(u8),
-    /// A CallMeMaybe with a NAT byte this version does not define.
-    #[error("unknown CallMeMaybe NAT hint {0:#04x}")]
+    /// A CallMeMaybe with a flags byte this version does not define.
+    #[error("unknown CallMeMaybe flags {0:#04x}")]
     UnknownFlags(u8),
     /// A CallMeMaybe over [`MAX_CANDIDATES`], sent or received.
     #[error("{0} candidates exceed the limit of {MAX_CANDIDATES}")]
@@ -284,7 +293,11 @@ impl Message {
                 out.extend_from_slice(tx);
                 put_addr(&mut out, observed);
             }
-            Message::CallMeMaybe { candidates, nat } => {
+            Message::CallMeMaybe {
+                candidates,
+                nat,
+                answer,
+            } => {
                 if candidates.len() > MAX_CANDIDATES {
                     return Err(DiscoError::TooManyCandidates(candidates.len()));
                 }
@@ -292,11 +305,12 @@ impl Message {
                 for addr in candidates {
                     put_addr(&mut out, addr);
                 }
-                out.push(match nat {
+                let nat = match nat {
                     NatHint::Easy => 0,
                     NatHint::Hard => NAT_HARD,
                     NatHint::Open => NAT_OPEN,
-                });
+                };
+                out.push(nat | if *answer { ANSWER } else { 0 });
             }
         }
         Ok(out)
@@ -322,13 +336,21 @@ impl Message {
                     return Err(DiscoError::TooManyCandidates(count.into()));
                 }
                 let candidates = (0..count).map(|_| r.addr()).collect::<Result<_, _>>()?;
-                let nat = match r.array()? {
-                    [0] => NatHint::Easy,
-                    [NAT_HARD] => NatHint::Hard,
-                    [NAT_OPEN] => NatHint::Open,
-                    [other] => return Err(DiscoError::UnknownFlags(other)),
+                let [flags] = r.array()?;
+                let nat = match flags & NAT_BITS {
+                    _ if flags & !(NAT_BITS | ANSWER) != 0 => {
+                        return Err(DiscoError::UnknownFlags(flags))
+                    }
+                    0 => NatHint::Easy,
+                    NAT_HARD => NatHint::Hard,
+                    NAT_OPEN => NatHint::Open,
+                    _ => return Err(DiscoError::UnknownFlags(flags)),
                 };
-                Message::CallMeMaybe { candidates, nat }
+                Message::CallMeMaybe {
+                    candidates,
+                    nat,
+                    answer: flags & ANSWER != 0,
+                }
             }
             other => return Err(DiscoError::UnknownType(other)),
         };

@@ -282,8 +282,9 @@ struct PeerState {
     deadline: Option<Instant>,
     /// When the state was made, or the peer last carried traffic, as far as we know.
     alive_at: Instant,
-    /// The peer's latest CallMeMaybe (its usable candidates, its NAT), and when it came.
-    last_call: Option<(Instant, Vec<SocketAddr>, NatHint)>,
+    /// The peer's latest CallMeMaybe (its usable candidates, its NAT, whether it answered),
+    /// and when it came.
+    last_call: Option<(Instant, Vec<SocketAddr>, NatHint, bool)>,
     /// When its punching last started over for a new connection.
     met_anew: Option<Instant>,
 }
@@ -580,8 +581,12 @@ impl EndpointCore {
             st.alive_at = now;
             st.met_anew = Some(now);
         }
-        if let Some((_, candidates, nat)) = call {
-            let msg = Message::CallMeMaybe { candidates, nat };
+        if let Some((_, candidates, nat, answer)) = call {
+            let msg = Message::CallMeMaybe {
+                candidates,
+                nat,
+                answer,
+            };
             self.feed(
                 now,
                 node,
@@ -631,12 +636,20 @@ impl EndpointCore {
                 }
                 Message::Ping { tx }
             }
-            Message::CallMeMaybe { candidates, nat } => {
+            Message::CallMeMaybe {
+                candidates,
+                nat,
+                answer,
+            } => {
                 let candidates = self.usable(&candidates);
                 if let Some(st) = self.peers.get_mut(&node) {
-                    st.last_call = Some((now, candidates.clone(), nat));
+                    st.last_call = Some((now, candidates.clone(), nat, answer));
                 }
-                Message::CallMeMaybe { candidates, nat }
+                Message::CallMeMaybe {
+                    candidates,
+                    nat,
+                    answer,
+                }
             }
             pong => pong,
         };

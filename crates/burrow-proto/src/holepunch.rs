@@ -8,11 +8,18 @@
 //! 1. The initiator sends CallMeMaybe (its candidates) through the relay, and *primes* the
 //!    candidates it already knows: pings with a small TTL that open its own NAT's mapping and
 //!    filter towards them but expire before they reach the peer's network.
-//! 2. The responder primes the initiator's candidates, answers with its own CallMeMaybe, and
-//!    waits for the initiator's pings (or [`PunchConfig::responder_wait`]).
+//! 2. The responder primes the initiator's candidates, answers with its own CallMeMaybe
+//!    (marked as an answer), and waits for the initiator's pings (or
+//!    [`PunchConfig::responder_wait`]).
 //! 3. The initiator, on that answer, primes the responder's candidates and pings them at full
 //!    strength: both sides are primed by now. Each pong proves a path. The responder starts
 //!    pinging as soon as a ping reaches it.
+//!
+//! Relayed messages get lost (a side whose relay connection is still being made, a peer not
+//! yet on the relay), and a lost call would leave both sides waiting for the next attempt. So
+//! the initiator sends its call again every [`PunchConfig::call_retry`] until any call comes
+//! back, and every call not marked as an answer is answered: two sides that both called
+//! answer each other, and a side that answered once answers again when asked again.
 //!
 //! A proven path stays in use while packets arrive on it. When it goes quiet the core probes it,
 //! and when probes go unanswered for [`PunchConfig::pong_timeout`] it is dropped: traffic goes
@@ -53,6 +60,8 @@ pub struct PunchConfig {
     pub punch_window: Duration,
     /// A primed side waits this long for the other's pings before pinging on its own.
     pub responder_wait: Duration,
+    /// A call with no call back in this long is sent again (until the window ends).
+    pub call_retry: Duration,
     /// After an attempt found nothing, or the direct path died, the next attempt starts this
     /// much later, if the connection carried traffic in the meantime.
     pub retry_after: Duration,
@@ -91,6 +100,7 @@ impl Default for PunchConfig {
             probe_interval: Duration::from_millis(200),
             punch_window: Duration::from_secs(5),
             responder_wait: Duration::from_secs(1),
+            call_retry: Duration::from_secs(1),
             retry_after: Duration::from_secs(10),
             active_heartbeat: Duration::from_millis(500),
             idle_keepalive: Duration::from_secs(10),
@@ -330,7 +340,8 @@ pub struct PeerPaths {
     paths: Vec<Path>,
     best: Option<usize>,
     phase: Phase,
-    call_sent_at: Option<Instant>,
+    /// When our latest call of this attempt went out, while no call has come back.
+    unanswered_call: Option<Instant>,
     /// What we know of our NAT.
     nat: NatHint,
     /// What the peer's last CallMeMaybe said of its NAT.
@@ -362,7 +373,7 @@ impl PeerPaths {
             paths: Vec::new(),
             best: None,
             phase: Phase::Idle,
-            call_sent_at: None,
+            unanswered_call: None,
             nat: NatHint::Easy,
             peer_nat: NatHint::Easy,
             spares_primed: false,
@@ -470,7 +481,7 @@ impl PeerPaths {
             return;
         }
         self.new_attempt();
-        self.send_call(now);
+        self.send_call(now, false);
         self.prime_all();
         self.prime_spares();
         self.phase = Phase::Punching {
@@ -484,13 +495,19 @@ impl PeerPaths {
     fn new_attempt(&mut self) {
         self.spares_primed = false;
         self.spray = None;
+        self.unanswered_call = None;
     }
 
     fn handle_message(&mut self, now: Instant, via: Dest, msg: Message) {
         match (msg, via) {
-            (Message::CallMeMaybe { candidates, nat }, _) => {
-                self.handle_call(now, &candidates, nat)
-            }
+            (
+                Message::CallMeMaybe {
+                    candidates,
+                    nat,
+                    answer,
+                },
+                _,
+            ) => self.handle_call(now, &candidates, nat, answer),
             (Message::Ping { tx }, via @ (Dest::Direct(_) | Dest::Spare(..))) => {
                 self.handle_ping(now, via, tx)
             }
@@ -502,24 +519,23 @@ impl PeerPaths {
         }
     }
 
-    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr], nat: NatHint) {
+    fn handle_call(&mut self, now: Instant, candidates: &[SocketAddr], nat: NatHint, answer: bool) {
         self.peer_nat = nat;
         self.add_peer_candidates(candidates);
-        let answering_ours = self
-            .call_sent_at
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.punch_window)
-            && self.is_punching();
-        if !answering_ours {
+        let punching = self.is_punching();
+        if !punching {
             self.new_attempt();
         }
+        self.unanswered_call = None;
         self.prime_all();
         // The first candidate is the peer's public address, where spares must point.
         if let Some(&first) = candidates.first() {
             self.peer_public = Some(first);
         }
         self.prime_spares();
-        if answering_ours {
-            // The peer primed before answering: ping at full strength now.
+        let pinging = matches!(self.phase, Phase::Punching { pinging: true, .. });
+        if answer || pinging {
+            // The peer primed before answering (or we already ping): full strength now.
             self.phase = Phase::Punching {
                 until: now + self.config.punch_window,
                 pinging: true,
@@ -527,14 +543,16 @@ impl PeerPaths {
                 next_probe: now,
             };
         } else {
-            // We are the responder: answer, then wait for the initiator's pings.
-            self.send_call(now);
+            // The peer lacks our candidates: answer, then wait for its pings.
             self.phase = Phase::Punching {
                 until: now + self.config.punch_window,
                 pinging: false,
                 ping_from: now + self.config.responder_wait,
                 next_probe: now,
             };
+        }
+        if !answer {
+            self.send_call(now, true);
         }
         if self.birthday() || self.spraying() {
             if let Phase::Punching { until, .. } = &mut self.phase {
@@ -671,6 +689,12 @@ impl PeerPaths {
                     };
                     return;
                 }
+                if self
+                    .unanswered_call
+                    .is_some_and(|t| now >= t + self.config.call_retry)
+                {
+                    self.send_call(now, false);
+                }
                 if !pinging && now >= ping_from {
                     pinging = true;
                     next_probe = now;
@@ -775,10 +799,12 @@ impl PeerPaths {
                     .spray
                     .filter(|s| pinging && self.spraying() && s.sent < self.config.spray_max)
                     .map(|s| s.next);
+                let call = self.unanswered_call.map(|t| t + self.config.call_retry);
                 Some(
                     until
                         .min(if pinging { next_probe } else { ping_from })
-                        .min(spray.unwrap_or(until)),
+                        .min(spray.unwrap_or(until))
+                        .min(call.unwrap_or(until)),
                 )
             }
         };
@@ -799,13 +825,17 @@ impl PeerPaths {
         next
     }
 
-    fn send_call(&mut self, now: Instant) {
-        self.call_sent_at = Some(now);
+    /// Sends our candidates through the relay: as an answer, or as a call awaiting one.
+    fn send_call(&mut self, now: Instant, answer: bool) {
+        if !answer {
+            self.unanswered_call = Some(now);
+        }
         self.transmits.push_back(Transmit {
             dest: Dest::Relay,
             msg: Message::CallMeMaybe {
                 candidates: self.ours.clone(),
                 nat: self.nat,
+                answer,
             },
             ttl: None,
         });

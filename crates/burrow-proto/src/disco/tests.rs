@@ -38,6 +38,7 @@ fn messages() -> Vec<Message> {
         Message::CallMeMaybe {
             candidates: vec![],
             nat: NatHint::Hard,
+            answer: false,
         },
         Message::CallMeMaybe {
             candidates: vec![
@@ -46,10 +47,12 @@ fn messages() -> Vec<Message> {
                 "[::]:0".parse().unwrap(),
             ],
             nat: NatHint::Open,
+            answer: true,
         },
         Message::CallMeMaybe {
             candidates: (0..MAX_CANDIDATES as u16).map(v6).collect(),
             nat: NatHint::Easy,
+            answer: false,
         },
     ]
 }
@@ -227,6 +230,7 @@ fn too_many_candidates_are_refused_both_ways() {
     let msg = Message::CallMeMaybe {
         candidates: (0..=MAX_CANDIDATES as u16).map(v6).collect(),
         nat: NatHint::Easy,
+        answer: false,
     };
     assert_eq!(msg.encode(), Err(DiscoError::TooManyCandidates(33)));
     assert_eq!(
@@ -265,12 +269,28 @@ fn unknown_types_families_and_trailing_bytes_are_refused() {
     let mut cmm = Message::CallMeMaybe {
         candidates: vec![v6(1)],
         nat: NatHint::Easy,
+        answer: false,
     }
     .encode()
     .unwrap();
     let mut flagged = cmm.clone();
     *flagged.last_mut().unwrap() = 0x03;
-    assert_eq!(open_plain(flagged), Err(DiscoError::UnknownFlags(0x03)));
+    assert_eq!(
+        open_plain(flagged.clone()),
+        Err(DiscoError::UnknownFlags(0x03))
+    );
+    // The answer bit goes with any NAT hint; bits above it are not defined.
+    *flagged.last_mut().unwrap() = 0x05;
+    assert_eq!(
+        open_plain(flagged.clone()),
+        Ok(Message::CallMeMaybe {
+            candidates: vec![v6(1)],
+            nat: NatHint::Hard,
+            answer: true,
+        })
+    );
+    *flagged.last_mut().unwrap() = 0x0c;
+    assert_eq!(open_plain(flagged), Err(DiscoError::UnknownFlags(0x0c)));
     let mut unflagged = cmm.clone();
     unflagged.pop();
     assert_eq!(

@@ -146,6 +146,7 @@ fn ten_thousand_forged_pings_admit_nobody_and_cost_nothing() {
                 let msg = Message::CallMeMaybe {
                     candidates: vec![from],
                     nat: NatHint::Easy,
+                    answer: false,
                 };
                 k.seal(&attacker.node_id(), &msg, [3; 12]).unwrap()
             }
@@ -266,7 +267,8 @@ fn a_deferred_dial_starts_when_the_nat_verdict_arrives() {
             Destination::Relay(peer.node_id()),
             Message::CallMeMaybe {
                 candidates: vec![addr(OUR_PUBLIC)],
-                nat: NatHint::Easy
+                nat: NatHint::Easy,
+                answer: false,
             }
         ))
     );
@@ -509,6 +511,7 @@ fn call_me_maybe(from: &SecretKey, to: &NodeId, candidates: Vec<SocketAddr>) -> 
     let msg = Message::CallMeMaybe {
         candidates,
         nat: NatHint::Hard,
+        answer: false,
     };
     k.seal(&from.node_id(), &msg, [5; 12]).unwrap()
 }

@@ -36,6 +36,9 @@ struct Net {
     delay: Duration,
     /// The direct path is cut both ways.
     cut: bool,
+    /// Relayed messages to each side sent before this time are lost (its relay connection is
+    /// still being made, or the peer's).
+    relay_lost_to: [Option<Instant>; 2],
     /// A's NAT maps per destination.
     a_symmetric: bool,
     /// A's symmetric mappings: (spare socket, destination) -> public port.
@@ -68,6 +71,7 @@ impl Net {
             b,
             delay,
             cut: false,
+            relay_lost_to: [None; 2],
             a_symmetric: false,
             a_mappings: Vec::new(),
             rng: 0x5eed,
@@ -144,6 +148,9 @@ impl Net {
                 }
                 let (spare, to) = match t.dest {
                     Dest::Relay => {
+                        if self.relay_lost_to[other as usize].is_some_and(|t| self.now < t) {
+                            continue;
+                        }
                         self.flight.push(InFlight {
                             at: self.now + self.delay * 2,
                             to: other,
@@ -371,6 +378,7 @@ fn only_a_pong_to_our_ping_from_that_address_proves_a_path() {
         Message::CallMeMaybe {
             candidates: vec![],
             nat: NatHint::Easy,
+            answer: false,
         },
     );
     p.handle_timeout(now + Duration::from_secs(1));
@@ -415,6 +423,7 @@ fn the_lowest_rtt_path_wins() {
         Message::CallMeMaybe {
             candidates: vec![],
             nat: NatHint::Easy,
+            answer: false,
         },
     );
     p.handle_timeout(t0 + Duration::from_secs(1));
@@ -618,6 +627,7 @@ fn a_stale_packet_time_never_leaves_a_deadline_in_the_past() {
             msg: Message::CallMeMaybe {
                 candidates: vec![],
                 nat: NatHint::Easy,
+                answer: false,
             },
         },
     );
@@ -664,4 +674,96 @@ fn a_stale_packet_time_never_leaves_a_deadline_in_the_past() {
         assert!(at > now, "deadline {:?} not after {:?}", at - t2, now - t2);
         now = at;
     }
+}
+
+/// When `side` first switched to a direct path, as an offset from `start`.
+fn first_direct(net: &Net, side: Side, start: Instant) -> Option<Duration> {
+    net.events.iter().find_map(|(t, s, e)| match e {
+        Event::PathChanged(Some(_)) if *s == side => Some(*t - start),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_call_lost_on_the_relay_is_sent_again() {
+    // A's relay connection is not up yet when it calls, and it knows none of B's addresses.
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.relay_lost_to[Side::B as usize] = Some(start + Duration::from_millis(300));
+    net.feed(Side::A, Input::Start);
+    net.run(start + Duration::from_secs(3));
+    assert_eq!(net.early, 0);
+    for side in [Side::A, Side::B] {
+        let at = first_direct(&net, side, start).expect("direct");
+        assert!(
+            at < Duration::from_millis(1300),
+            "{side:?} direct after {at:?}"
+        );
+    }
+    // The call once more, then no more once answered.
+    assert_eq!(net.calls, [2, 1]);
+}
+
+#[test]
+fn an_answer_lost_on_the_relay_is_asked_for_again() {
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    // A's call reaches B (at 40 ms); B's answer does not reach A.
+    net.relay_lost_to[Side::A as usize] = Some(start + Duration::from_millis(100));
+    net.feed(Side::A, Input::Start);
+    net.run(start + Duration::from_secs(3));
+    assert_eq!(net.early, 0);
+    for side in [Side::A, Side::B] {
+        let at = first_direct(&net, side, start).expect("direct");
+        assert!(
+            at < Duration::from_millis(1300),
+            "{side:?} direct after {at:?}"
+        );
+    }
+    assert_eq!(net.calls, [2, 2], "a call again, and an answer again");
+}
+
+#[test]
+fn a_peer_that_calls_after_our_call_was_lost_is_answered() {
+    // A's call is lost; B calls on its own soon after (its own dial). Taking B's call for an
+    // answer to ours would leave B without A's addresses.
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.relay_lost_to[Side::B as usize] = Some(start + Duration::from_millis(100));
+    net.feed(Side::A, Input::Start);
+    net.run(start + Duration::from_millis(300));
+    net.feed(Side::B, Input::Start);
+    net.run(start + Duration::from_secs(3));
+    assert_eq!(net.early, 0);
+    for side in [Side::A, Side::B] {
+        let at = first_direct(&net, side, start).expect("direct");
+        // Before A's call goes again (at 1 s): B's call got its answer.
+        assert!(
+            at < Duration::from_millis(600),
+            "{side:?} direct after {at:?}"
+        );
+    }
+}
+
+#[test]
+fn two_sides_that_call_at_once_answer_each_other() {
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.feed(Side::A, Input::Start);
+    net.feed(Side::B, Input::Start);
+    net.run(start + Duration::from_secs(3));
+    assert_eq!(net.early, 0);
+    assert!(net.a.best().is_some() && net.b.best().is_some());
+    assert_eq!(net.calls, [2, 2], "a call and an answer each");
+}
+
+#[test]
+fn an_unanswered_call_is_sent_again_a_bounded_number_of_times() {
+    let mut net = Net::new(Duration::from_millis(20));
+    let start = net.now;
+    net.relay_lost_to[Side::B as usize] = Some(start + Duration::from_secs(3600));
+    net.feed(Side::A, Input::Start);
+    net.run(start + Duration::from_secs(60));
+    // One attempt (nothing used the connection since): its 5 s window, a call every second.
+    assert_eq!(net.calls[Side::A as usize], 5);
 }

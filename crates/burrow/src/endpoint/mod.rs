@@ -54,6 +54,9 @@ const ACCEPT_QUEUE: usize = 64;
 /// once; the full draining period (three probe timeouts, a second or more before the round trip
 /// is known) would only make a short-lived endpoint, a join's say, slow to exit.
 const CLOSE_WAIT: Duration = Duration::from_millis(250);
+/// Longest a dial that only the relay can carry waits for the endpoint's first relay
+/// connection.
+const FIRST_RELAY_WAIT: Duration = Duration::from_secs(3);
 
 /// How long after [`Endpoint::revoke`] the peer becomes a stranger: time for the close frames
 /// of its connections to leave.
@@ -392,6 +395,12 @@ impl Endpoint {
         let node = ticket.node_id;
         if self.inner.relay.is_none() && ticket.addrs.is_empty() {
             return Err(ConnectError::NoRoute(node.to_string()));
+        }
+        if let (Some(relay), true) = (&self.inner.relay, ticket.addrs.is_empty()) {
+            // Only the relay can carry this handshake (and the CallMeMaybe): an endpoint that
+            // has just been bound is still connecting to it, and QUIC would resend its lost
+            // first packets only after a second.
+            relay.wait_first_connect(FIRST_RELAY_WAIT).await;
         }
         let peer = self.inner.peers.get_or_insert(node);
         let _ = self

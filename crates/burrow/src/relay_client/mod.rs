@@ -404,6 +404,21 @@ impl RelayClient {
         }
     }
 
+    /// Waits, at most `timeout`, while no relay is connected and some relay is still on its
+    /// first attempt: a client that has just started has none for a moment, and what is sent
+    /// meanwhile is dropped. Returns at once once a relay is connected, or once every relay
+    /// has failed at least once (waiting longer would not help).
+    pub async fn wait_first_connect(&self, timeout: Duration) {
+        let first_attempt = |s: &RelayClientState| {
+            s.relays
+                .iter()
+                .any(|r| matches!(r.state, RelayConnState::Connecting { attempt: 0 }))
+        };
+        let mut rx = self.state();
+        let settled = rx.wait_for(|s| s.home.is_some() || !first_attempt(s));
+        let _ = tokio::time::timeout(timeout, settled).await;
+    }
+
     /// Closes every relay connection (with a WebSocket close) and waits for the tasks to end.
     /// Other clones of this client are closed too.
     pub async fn close(self) {
