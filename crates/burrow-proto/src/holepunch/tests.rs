@@ -676,12 +676,20 @@ fn a_stale_packet_time_never_leaves_a_deadline_in_the_past() {
     }
 }
 
-/// When `side` first switched to a direct path, as an offset from `start`.
-fn first_direct(net: &Net, side: Side, start: Instant) -> Option<Duration> {
-    net.events.iter().find_map(|(t, s, e)| match e {
-        Event::PathChanged(Some(_)) if *s == side => Some(*t - start),
-        _ => None,
-    })
+/// Both sides switched to a direct path within `limit` of `start`, and no probe came early.
+fn assert_direct_within(net: &Net, start: Instant, limit: Duration) {
+    assert_eq!(net.early, 0);
+    for side in [Side::A, Side::B] {
+        let at = net
+            .events
+            .iter()
+            .find_map(|(t, s, e)| match e {
+                Event::PathChanged(Some(_)) if *s == side => Some(*t - start),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{side:?} never went direct"));
+        assert!(at < limit, "{side:?} direct after {at:?}");
+    }
 }
 
 #[test]
@@ -692,14 +700,7 @@ fn a_call_lost_on_the_relay_is_sent_again() {
     net.relay_lost_to[Side::B as usize] = Some(start + Duration::from_millis(300));
     net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(3));
-    assert_eq!(net.early, 0);
-    for side in [Side::A, Side::B] {
-        let at = first_direct(&net, side, start).expect("direct");
-        assert!(
-            at < Duration::from_millis(1300),
-            "{side:?} direct after {at:?}"
-        );
-    }
+    assert_direct_within(&net, start, Duration::from_millis(1300));
     // The call once more, then no more once answered.
     assert_eq!(net.calls, [2, 1]);
 }
@@ -712,14 +713,7 @@ fn an_answer_lost_on_the_relay_is_asked_for_again() {
     net.relay_lost_to[Side::A as usize] = Some(start + Duration::from_millis(100));
     net.feed(Side::A, Input::Start);
     net.run(start + Duration::from_secs(3));
-    assert_eq!(net.early, 0);
-    for side in [Side::A, Side::B] {
-        let at = first_direct(&net, side, start).expect("direct");
-        assert!(
-            at < Duration::from_millis(1300),
-            "{side:?} direct after {at:?}"
-        );
-    }
+    assert_direct_within(&net, start, Duration::from_millis(1300));
     assert_eq!(net.calls, [2, 2], "a call again, and an answer again");
 }
 
@@ -734,15 +728,8 @@ fn a_peer_that_calls_after_our_call_was_lost_is_answered() {
     net.run(start + Duration::from_millis(300));
     net.feed(Side::B, Input::Start);
     net.run(start + Duration::from_secs(3));
-    assert_eq!(net.early, 0);
-    for side in [Side::A, Side::B] {
-        let at = first_direct(&net, side, start).expect("direct");
-        // Before A's call goes again (at 1 s): B's call got its answer.
-        assert!(
-            at < Duration::from_millis(600),
-            "{side:?} direct after {at:?}"
-        );
-    }
+    // Before A's call goes again (at 1 s): B's call got its answer.
+    assert_direct_within(&net, start, Duration::from_millis(600));
 }
 
 #[test]
