@@ -377,6 +377,14 @@ async fn state_reports_backoff_then_connection_then_close() {
 /// A relay that authenticates the client and then stops reading: the network or the relay
 /// has stalled. `idle_timeout_ms` is what it announces.
 async fn stalled_relay(idle_timeout_ms: u32) -> (RelayUrl, tokio::task::JoinHandle<()>) {
+    slow_stalled_relay(idle_timeout_ms, Duration::ZERO).await
+}
+
+/// [`stalled_relay`], which also waits `hello_after` before it greets a client it accepted.
+async fn slow_stalled_relay(
+    idle_timeout_ms: u32,
+    hello_after: Duration,
+) -> (RelayUrl, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let url: RelayUrl = format!("http://{}", listener.local_addr().unwrap())
         .parse()
@@ -385,6 +393,7 @@ async fn stalled_relay(idle_timeout_ms: u32) -> (RelayUrl, tokio::task::JoinHand
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        tokio::time::sleep(hello_after).await;
         let challenge = [42u8; 32];
         let hello = Frame::ServerHello {
             version: PROTOCOL_VERSION,
@@ -413,6 +422,60 @@ async fn stalled_relay(idle_timeout_ms: u32) -> (RelayUrl, tokio::task::JoinHand
         drop(ws);
     });
     (url, task)
+}
+
+/// What an endpoint that dials at start relies on: `wait_first_connect` holds a new client
+/// until its first relay connection is up, but not past its timeout, and not at all once every
+/// relay has failed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_first_relay_connection_ends_as_soon_as_it_can() {
+    timeout(Duration::from_secs(30), async {
+        // A relay slow to greet: the wait lasts until it has, and the client has a home.
+        let hello_after = Duration::from_millis(400);
+        let (url, slow) = slow_stalled_relay(30_000, hello_after).await;
+        let start = Instant::now();
+        let c = RelayClient::new(vec![url.clone()], key(1), Default::default());
+        c.wait_first_connect(Duration::from_secs(3)).await;
+        let waited = start.elapsed();
+        assert!(waited >= hello_after, "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert_eq!(c.state().borrow().home, Some(url));
+        c.close().await;
+        slow.abort();
+
+        // One that never greets: the wait ends at its timeout, with no home.
+        let (url, silent) = slow_stalled_relay(30_000, Duration::from_secs(3600)).await;
+        let start = Instant::now();
+        let c = RelayClient::new(vec![url], key(2), Default::default());
+        c.wait_first_connect(Duration::from_millis(300)).await;
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        assert_eq!(c.state().borrow().home, None);
+        c.close().await;
+        silent.abort();
+
+        // A port nobody listens on: the first attempt fails at once, and so does the wait.
+        let addr = std::net::TcpListener::bind(loopback())
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let url: RelayUrl = format!("http://{addr}").parse().unwrap();
+        let start = Instant::now();
+        let c = RelayClient::new(vec![url], key(3), Default::default());
+        c.wait_first_connect(Duration::from_secs(3)).await;
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        let s = c.state().borrow().clone();
+        assert_eq!(s.home, None);
+        assert!(
+            !matches!(s.relays[0].state, RelayConnState::Connecting { attempt: 0 }),
+            "{s:?}"
+        );
+        c.close().await;
+    })
+    .await
+    .expect("test timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

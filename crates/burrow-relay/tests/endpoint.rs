@@ -5,9 +5,10 @@
 mod common;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use burrow::endpoint::{Connection, Endpoint, PathInfo};
+use burrow::endpoint::{Connection, Endpoint, EndpointOptions, PathInfo};
 use burrow::relay_client::RelayClient;
 use burrow::ticket::Ticket;
 use burrow::{NodeId, SecretKey};
@@ -92,6 +93,61 @@ async fn relay_first_then_direct_with_one_stream_across_the_move() {
         writer.await.unwrap();
         assert!(echoed == data, "echo differs");
         a.close().await;
+        b.close().await;
+    })
+    .await
+    .expect("test within 30 s");
+}
+
+/// A restarted node: a new endpoint of the same key, on the same port, dials a peer that still
+/// holds a live direct path to its old incarnation there (a mesh member's daemon after the
+/// short-lived endpoint it joined with). The peer answers the relayed handshake on that path
+/// before the new endpoint has claimed the peer's address; those packets must reach QUIC once
+/// it has (a moment later), not be dropped and wait for QUIC's probe timeout (about 1 s).
+#[tokio::test]
+async fn a_restarted_node_on_its_old_port_connects_without_waiting_for_a_resend() {
+    timeout(Duration::from_secs(30), async {
+        let relay = relay().await;
+        let b = endpoint(&relay, None).await;
+        tokio::spawn(echo_server(b.clone()));
+        let mut ticket = b.ticket();
+        ticket.addrs.clear();
+        let key = SecretKey::from_bytes(rand::random());
+        let old = common::endpoint_with_key(&relay, key.clone(), None).await;
+        let port = old.local_addr().unwrap().port();
+        let conn = old.connect(&ticket, ALPN).await.expect("connects");
+        until_direct(&b, &old.node_id(), Duration::from_secs(5))
+            .await
+            .expect("b direct to the old incarnation");
+        drop(conn);
+        old.close().await;
+        drop(old);
+
+        // The old endpoint's tasks let go of its socket a moment after it closes.
+        let options = EndpointOptions {
+            bind_v4: SocketAddr::from(([127, 0, 0, 1], port)),
+            bind_v6: None,
+            relays: vec![relay.url().parse().unwrap()],
+            alpns: vec![ALPN.to_vec()],
+            ..Default::default()
+        };
+        let new = loop {
+            match Endpoint::bind(key.clone(), options.clone()).await {
+                Ok(ep) => break ep,
+                Err(e) => eprintln!("old port not free yet: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let start = Instant::now();
+        let conn = new.connect(&ticket, ALPN).await.expect("connects again");
+        let (mut send, mut recv) = conn.quic.open_bi().await.unwrap();
+        send.write_all(b"back").await.unwrap();
+        let mut buf = [0u8; 4];
+        recv.read_exact(&mut buf).await.unwrap();
+        let took = start.elapsed();
+        eprintln!("restarted node: connected and echoed in {took:?}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        new.close().await;
         b.close().await;
     })
     .await

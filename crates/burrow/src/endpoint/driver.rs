@@ -184,6 +184,10 @@ impl Driver {
             Event::DirectSource { node, addr } => {
                 let peer = self.peers.get_or_insert_unconfirmed(node);
                 self.peers.set_direct_source(addr, &peer);
+                // What QUIC sent from there before the claim, it gets now.
+                for datagram in self.socket.take_unclaimed(addr) {
+                    let _ = self.quic_tx.try_send((peer.mapped, datagram));
+                }
             }
             Event::SourceReleased(addr) => self.peers.remove_direct_source(&addr),
             Event::ReplyTo { node, addr } => {

@@ -13,6 +13,7 @@ mod hops;
 mod peers;
 mod socket;
 pub(crate) mod tls;
+mod unclaimed;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -252,6 +253,7 @@ impl Endpoint {
             peers: peers.clone(),
             relay: relay.clone(),
             relayed: Mutex::new(relayed_rx),
+            unclaimed: Mutex::default(),
             control: control_tx.clone(),
         });
         let server = tls::server_config(&secret, &opts.alpns).map_err(BindError::Tls)?;

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use burrow_proto::disco::looks_like_disco;
 use burrow_proto::stun::looks_like_stun;
@@ -23,6 +24,7 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::peers::{Peer, PeerMap};
+use super::unclaimed::Unclaimed;
 use super::DirectPath;
 use crate::relay_client::RelayClient;
 
@@ -133,6 +135,8 @@ pub(crate) struct MagicSocket {
     pub relay: Option<RelayClient>,
     /// QUIC packets that came through the relay, already under the peer's made-up address.
     pub relayed: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    /// QUIC packets from addresses no peer has claimed yet, for the claim that may follow.
+    pub unclaimed: Mutex<Unclaimed>,
     pub control: mpsc::Sender<Control>,
 }
 
@@ -186,8 +190,15 @@ impl MagicSocket {
         })
     }
 
-    /// Splits a received batch: control packets to the driver, QUIC packets kept (compacted
-    /// to the front of the buffer) under their peer's made-up address. Returns the QUIC
+    /// The QUIC packets kept from `addr` while no peer had claimed it, and forgotten.
+    pub(super) fn take_unclaimed(&self, addr: SocketAddr) -> Vec<Bytes> {
+        let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        unclaimed.take(Instant::now(), addr)
+    }
+
+    /// Splits a received batch: control packets to the driver, QUIC packets from a peer's
+    /// address kept (compacted to the front of the buffer) under its made-up address, QUIC
+    /// packets from other addresses put aside (see [`Unclaimed`]). Returns the QUIC
     /// bytes kept.
     fn demux(&self, buf: &mut [u8], meta: &mut RecvMeta) -> usize {
         let from = meta.addr;
@@ -198,9 +209,15 @@ impl MagicSocket {
         while start < meta.len {
             let end = (start + stride).min(meta.len);
             let seg = &buf[start..end];
+            let quic = seg.first().is_some_and(|b| b & 0x40 != 0);
             if looks_like_disco(seg) || looks_like_stun(seg) {
                 let _ = self.control.try_send(Control::udp(from, seg));
-            } else if peer.is_some() && seg.first().is_some_and(|b| b & 0x40 != 0) {
+            } else if quic && peer.is_none() {
+                self.unclaimed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .hold(Instant::now(), from, seg);
+            } else if quic {
                 // Only the last segment may be shorter than the stride, so compacting keeps
                 // the layout GRO promised quinn.
                 if kept != start {
