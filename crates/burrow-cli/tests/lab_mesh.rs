@@ -357,6 +357,8 @@ struct Outsider {
     talking: (u64, String, Duration),
     /// Saying nothing.
     silent: (u64, String, Duration),
+    /// Whether A opened a stream to it meanwhile (A's proof: its certificate and roster).
+    shown_proof: bool,
     /// Redeeming an expired invite: the reason.
     expired_redeem: String,
     /// Whether A's path ever looked direct from the outsider.
@@ -404,7 +406,10 @@ fn outsider(lab: &Lab, home: &str, a: &Ticket, expired: &SignedInvite) -> Outsid
             }
             let talking = closed(conn, since).await;
             let conn = ep.connect(&a, MESH_ALPN).await?;
-            let silent = closed(conn, Instant::now()).await;
+            let since = Instant::now();
+            let shown = tokio::time::timeout(Duration::from_secs(3), conn.quic.accept_uni()).await;
+            let shown_proof = matches!(shown, Ok(Ok(_)));
+            let silent = closed(conn, since).await;
 
             let conn = ep.connect(&a, burrow::mesh::JOIN_ALPN).await?;
             let (mut send, mut recv) = conn.quic.open_bi().await?;
@@ -419,6 +424,7 @@ fn outsider(lab: &Lab, home: &str, a: &Ticket, expired: &SignedInvite) -> Outsid
             Ok(Outsider {
                 talking,
                 silent,
+                shown_proof,
                 expired_redeem,
                 saw_direct,
             })
@@ -553,6 +559,10 @@ fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
         e.expired_redeem
     );
     assert!(!e.saw_direct, "the outsider found a direct path to A");
+    assert!(
+        !e.shown_proof,
+        "A showed the outsider its certificate and roster"
+    );
     eprintln!(
         "outsider: refused {:?} after its handshake when it talked, {:?} when silent ({}, {})",
         e.talking.2, e.silent.2, e.talking.1, e.silent.1

@@ -10,10 +10,11 @@
 //!
 //! Members speak [`MESH_ALPN`]. Right after the QUIC handshake, both ends show their proof on
 //! their first unidirectional stream (the endpoint's
-//! [`ExchangeProofs`](crate::endpoint::ExchangeProofs)): `u32` length + member certificate +
-//! the roster they hold. A peer whose certificate is not valid for the mesh now, or that the
-//! roster (the newer of the two) revokes, is closed with the reason before any application
-//! stream, and learns no direct address. Each later unidirectional stream carries one message:
+//! [`ExchangeProofs`](crate::endpoint::ExchangeProofs); the dialler at once, the listener once
+//! it has checked the dialler's): `u32` length + member certificate + the roster they hold. A
+//! peer whose certificate is not valid for the mesh now, or that the roster (the newer of the
+//! two) revokes, is closed with the reason before any application stream, and learns no
+//! direct address, nor, if it dialled, the listener's certificate and roster. Each later unidirectional stream carries one message:
 //! a type byte, then its body: [`MSG_ROSTER`] + a signed roster (sent to every member when it
 //! changes), [`MSG_INFO`] + what the sender tells of itself (its NAT, an
 //! [`info::NodeInfo`](burrow_proto::mesh::info::NodeInfo); sent at connect and when it

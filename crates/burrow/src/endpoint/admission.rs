@@ -143,10 +143,12 @@ impl<C: Credentials> Credentials for std::sync::Arc<C> {
 }
 
 /// An [`Admission`] in which both ends show a proof and check the other's: each opens one
-/// unidirectional stream the moment the handshake completes, writes its
-/// [`Credentials::proof`] and finishes it; each reads the peer's first unidirectional stream
-/// (at most [`MAX_PROOF_LEN`] bytes, within `timeout`). A peer that opens a bidirectional
-/// stream first, or shows nothing in time, is refused at once.
+/// unidirectional stream, writes its [`Credentials::proof`] and finishes it; each reads the
+/// peer's first unidirectional stream (at most [`MAX_PROOF_LEN`] bytes, within `timeout`).
+/// The dialler shows its proof the moment the handshake completes; the listener shows its own
+/// only once it has checked the dialler's, so a dialler it refuses sees its refusal and no
+/// proof. A peer that opens a bidirectional stream first, or shows nothing in time, is refused
+/// at once.
 #[derive(Debug)]
 pub struct ExchangeProofs<C> {
     /// What we show and check.
@@ -186,12 +188,27 @@ impl<C: Credentials> ExchangeProofs<C> {
                 }),
             }
         };
-        let (_, theirs) = tokio::join!(send, async {
+        let receive = async {
             tokio::time::timeout(self.timeout, receive)
                 .await
                 .unwrap_or_else(|_| Err(Refusal::new("no proof in time")))
-        });
-        self.credentials.check(&conn.remote, &theirs?, side)
+        };
+        match side {
+            Side::Dialler => {
+                let (_, theirs) = tokio::join!(send, receive);
+                self.credentials.check(&conn.remote, &theirs?, side)
+            }
+            // The dialler's proof comes with the handshake's last flight, so waiting for it
+            // costs nothing; and our proof (a mesh's roster) is then shown only to peers we
+            // admit, and a refused dialler hears our refusal, never a proof it would take
+            // for our consent.
+            Side::Listener => {
+                self.credentials
+                    .check(&conn.remote, &receive.await?, side)?;
+                send.await;
+                Ok(())
+            }
+        }
     }
 }
 
