@@ -265,6 +265,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Let the mesh's members reach a TCP port on this machine's 127.0.0.1 (asks the running
+    /// `burrow up`; kept across restarts). With no port, list the ports exposed.
+    Expose {
+        /// The port.
+        port: Option<u16>,
+        /// What it is, for people.
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+        /// Stop exposing the port (connections under way go on).
+        #[arg(long, requires = "port")]
+        off: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Listen on a local address and carry each TCP connection to a member's exposed port
+    /// (asks the running `burrow up`; kept across restarts). The address is by default the
+    /// member's stable one, 127.77.X.Y:PORT from its member number, the same on every machine.
+    /// With no MEMBER:PORT, list the forwards.
+    Forward {
+        /// The member (name or node id) and its exposed port.
+        #[arg(value_name = "MEMBER:PORT")]
+        target: Option<String>,
+        /// Where to listen instead of the stable address (IP:PORT; port 0 picks one).
+        #[arg(long, value_name = "ADDR")]
+        local: Option<std::net::SocketAddr>,
+        /// Stop the forward(s) to MEMBER:PORT (connections under way go on).
+        #[arg(long, requires = "target")]
+        off: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print this node's id, creating its key on first use.
     Id {
         /// Secret key file [default: $BURROW_KEY or ~/.config/burrow/key].
@@ -439,6 +472,18 @@ fn run(cli: Cli) -> Result<()> {
         } => runtime()?.block_on(mesh::join_mesh(token, relays, name, mesh, json)),
         Command::Members { json } => runtime()?.block_on(mesh::members(json)),
         Command::Kick { member, json } => runtime()?.block_on(mesh::kick(member, json)),
+        Command::Expose {
+            port,
+            name,
+            off,
+            json,
+        } => runtime()?.block_on(mesh::expose(port, name, off, json)),
+        Command::Forward {
+            target,
+            local,
+            off,
+            json,
+        } => runtime()?.block_on(mesh::forward(target, local, off, json)),
         Command::Id { key, json } => {
             let path = key.unwrap_or_else(burrow::keyfile::default_path);
             let key = burrow::keyfile::load_or_create(&path)?;

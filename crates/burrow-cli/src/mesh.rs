@@ -247,6 +247,10 @@ async fn get(path: &str) -> Result<Value> {
     Ok(ApiClient::local().get(path).await?)
 }
 
+async fn delete(path: &str) -> Result<Value> {
+    Ok(ApiClient::local().delete(path).await?)
+}
+
 /// `burrow invite`.
 pub(crate) async fn invite(expires: Duration, uses: u16, code: bool, json_out: bool) -> Result<()> {
     let request = json!({"expires_secs": expires.as_secs(), "uses": uses, "code": code});
@@ -313,6 +317,118 @@ pub(crate) async fn kick(member: String, json_out: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `burrow expose`.
+pub(crate) async fn expose(
+    port: Option<u16>,
+    name: Option<String>,
+    off: bool,
+    json_out: bool,
+) -> Result<()> {
+    let answer = match port {
+        None => get("/v1/expose").await?,
+        Some(port) if off => delete(&format!("/v1/expose/{port}")).await?,
+        Some(port) => post("/v1/expose", json!({"port": port, "name": name})).await?,
+    };
+    if json_out {
+        println!("{answer}");
+        return Ok(());
+    }
+    match port {
+        None => {
+            for e in answer["exposed"].as_array().into_iter().flatten() {
+                println!("{:<6} {}", e["port"], e["name"].as_str().unwrap_or("-"));
+            }
+        }
+        Some(port) if off => println!("port {port} is no longer exposed"),
+        Some(port) => match answer["name"].as_str() {
+            Some(name) => println!("members reach 127.0.0.1:{port} here ({name})"),
+            None => println!("members reach 127.0.0.1:{port} here"),
+        },
+    }
+    Ok(())
+}
+
+/// `burrow forward`.
+pub(crate) async fn forward(
+    target: Option<String>,
+    local: Option<std::net::SocketAddr>,
+    off: bool,
+    json_out: bool,
+) -> Result<()> {
+    let Some(target) = target else {
+        let answer = get("/v1/forwards").await?;
+        if json_out {
+            println!("{answer}");
+        } else {
+            for f in answer["forwards"].as_array().into_iter().flatten() {
+                println!("{}", forward_line(f));
+            }
+        }
+        return Ok(());
+    };
+    let (member, port) = target
+        .rsplit_once(':')
+        .and_then(|(m, p)| Some((m, p.parse::<u16>().ok()?)))
+        .filter(|(m, _)| !m.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{target:?} is not MEMBER:PORT"))?;
+    if !off {
+        let answer = post(
+            "/v1/forwards",
+            json!({"member": member, "port": port, "local": local}),
+        )
+        .await?;
+        if json_out {
+            println!("{answer}");
+        } else {
+            println!("{}", forward_line(&answer));
+        }
+        return Ok(());
+    }
+    let listed = get("/v1/forwards").await?;
+    let matching: Vec<&Value> = listed["forwards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| {
+            let who = f["member"] == member || f["node_id"] == member;
+            let local_ok = local.is_none_or(|l| f["local"] == l.to_string());
+            who && f["port"] == port && local_ok
+        })
+        .collect();
+    if matching.is_empty() {
+        anyhow::bail!("no forward to {target}");
+    }
+    let mut stopped = Vec::new();
+    for f in matching {
+        let local = f["local"].as_str().unwrap_or_default();
+        stopped.push(delete(&format!("/v1/forwards/{local}")).await?);
+    }
+    if json_out {
+        println!("{}", json!({"stopped": stopped}));
+    } else {
+        for s in stopped {
+            println!(
+                "stopped the forward on {}",
+                s["local"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One forward, for people: where it listens and where it goes.
+fn forward_line(f: &Value) -> String {
+    let member = f["member"]
+        .as_str()
+        .or_else(|| f["node_id"].as_str())
+        .unwrap_or_default();
+    format!(
+        "{} -> {member}:{}",
+        f["local"].as_str().unwrap_or_default(),
+        f["port"]
+    )
 }
 
 /// `burrow peers` in a mesh: every other member, and how it is reached.

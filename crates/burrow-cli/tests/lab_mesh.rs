@@ -634,3 +634,180 @@ fn outsiders_and_bad_invites_are_refused_each_with_its_reason() {
     let why = b2.fails(&["join", &code, "--relay", &url]);
     assert!(why.contains("dead after 3"), "{why}");
 }
+
+/// The Python with pyzmq that `./test.sh` sets up (`BURROW_PY_VENV`, else `target/py-venv` in
+/// the workspace); `None` if there is none.
+fn zmq_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("BURROW_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/py-venv"));
+    let python = venv.join("bin/python");
+    let has_zmq = std::process::Command::new(&python)
+        .args(["-c", "import zmq"])
+        .status()
+        .is_ok_and(|s| s.success());
+    has_zmq.then_some(python)
+}
+
+/// Waits until `node` lists `other` online on `path`, at most `limit`.
+fn until_path(node: &Node<'_>, other: &str, path: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while node.sees(other) != Some(Some(path.to_owned())) {
+        assert!(
+            start.elapsed() < limit,
+            "{} does not see {other} on {path} after {limit:?}: {:?}",
+            node.name,
+            node.peers()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Connects to `at` in `home` and reads: the forward must reset the connection within 1 s.
+fn reset_at_once(lab: &Lab, home: &str, at: std::net::SocketAddr) -> Duration {
+    lab.in_ns(lab.host_ns(home), move || {
+        use std::io::Read;
+        let start = Instant::now();
+        // The reset may come before the connect has returned.
+        let read = std::net::TcpStream::connect(at).and_then(|mut tcp| {
+            tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+            tcp.read(&mut [0u8; 16])
+        });
+        let took = start.elapsed();
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(took),
+            other => anyhow::bail!("{at}: not reset within 1 s: {other:?}"),
+        }
+    })
+    .unwrap()
+}
+
+/// Two ZeroMQ agents behind a port-restricted and a symmetric NAT talk PUB/SUB through
+/// forwarded ports as if on one machine: every message each way, in order and intact, while
+/// the direct path is cut under them and the traffic moves to the relay; after a daemon's
+/// restart ZeroMQ reconnects by itself. A port not exposed, and a kicked member, are refused at
+/// once.
+#[test]
+fn zeromq_agents_talk_through_forwarded_ports_across_nats_and_a_cut() {
+    if !Lab::tests_allowed() {
+        return;
+    }
+    let Some(python) = zmq_python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Python with pyzmq: run ./test.sh, which makes target/py-venv"
+        );
+        eprintln!("SKIPPED: no Python with pyzmq (./test.sh makes target/py-venv)");
+        return;
+    };
+    let lab = mesh_lab(&[
+        ("a", NatKind::PortRestrictedCone),
+        ("b", NatKind::Symmetric),
+    ]);
+    let mut a = admin(&lab, "a");
+    let mut b = Node::new(&lab, "b", "b");
+    join_and_start(&a, &mut b, true);
+    all_connected(&[&a, &b], Duration::from_secs(10));
+
+    // Each agent's PUB is exposed; each SUB reaches the other's at its stable address.
+    for (node, port) in [(&a, "5555"), (&b, "5556")] {
+        let exposed = node.json(&["expose", port, "--as", "zmq"]);
+        assert_eq!(exposed["port"].to_string(), port);
+    }
+    let to_b = a.json(&["forward", "b:5556"]);
+    let to_a = b.json(&["forward", "a:5555"]);
+    assert_eq!(to_b["local"], "127.77.0.2:5556", "{to_b}");
+    assert_eq!(to_a["local"], "127.77.0.1:5555", "{to_a}");
+    let agent = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/zmq_agent.py");
+    let spawn = |node: &Node<'_>, pub_port: &str, sub: &Value| {
+        let control = lab.dir().join(format!("zmq-{}.control", node.name));
+        let args = [
+            agent.display().to_string(),
+            "--pub-port".into(),
+            pub_port.into(),
+            "--sub".into(),
+            format!("tcp://{}", sub["local"].as_str().unwrap()),
+            "--control".into(),
+            control.display().to_string(),
+        ];
+        let spawned = lab
+            .spawn(lab.host_ns(node.home), &python, args)
+            .expect("the agent starts");
+        (spawned, control)
+    };
+    let agents = [spawn(&a, "5555", &to_b), spawn(&b, "5556", &to_a)];
+    for (agent, _) in &agents {
+        agent
+            .wait_for_line(Duration::from_secs(30), |l| l == "synced")
+            .expect("the agents hear each other");
+    }
+    let took = until_path(&a, "b", "direct", BIRTHDAY_GRACE);
+    eprintln!("zmq: agents synced; a direct to b {took:?} later");
+
+    // 1,000 messages each way; a third of the way in, A's router drops all UDP: the direct
+    // path is gone, the relay (TCP) stays.
+    let control = |word: &str| {
+        for (_, file) in &agents {
+            std::fs::write(file, format!("{word}\n")).unwrap();
+        }
+    };
+    let start = Instant::now();
+    control("start");
+    agents[0]
+        .0
+        .wait_for_line(Duration::from_secs(60), |l| l == "progress 300")
+        .expect("the exchange gets under way");
+    let mut cut = lab.command(lab.router_ns("a"), "iptables");
+    cut.args(["-I", "FORWARD", "-p", "udp", "-j", "DROP"]);
+    let out = output_with_timeout(cut, Duration::from_secs(10)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cut_at = start.elapsed();
+    for (agent, _) in &agents {
+        let line = agent
+            .wait_for_line(Duration::from_secs(120), |l| l.starts_with('{'))
+            .expect("the exchange finishes");
+        let r: Value = serde_json::from_str(&line).unwrap();
+        eprintln!("zmq: an agent got {r}; the direct path was cut after {cut_at:?}");
+        assert_eq!(r["received"], 1000, "{r}");
+        assert_eq!(r["in_order"], true, "{r}");
+        assert_eq!(r["intact"], true, "{r}");
+    }
+    assert_eq!(a.sees("b"), Some(Some("relay".into())), "{:?}", a.peers());
+
+    // B's daemon restarts; the same ZeroMQ sockets find each other again.
+    b.stop();
+    let restart = Instant::now();
+    b.start();
+    control("again");
+    for (agent, _) in &agents {
+        agent
+            .wait_for_line(Duration::from_secs(30), |l| l == "reconnected")
+            .expect("ZeroMQ reconnects after the daemon's restart");
+    }
+    eprintln!("zmq: reconnected {:?} after B's restart", restart.elapsed());
+
+    // A port B does not expose, and B once kicked: refused at once.
+    let closed = a.json(&["forward", "b:6000"]);
+    let local = closed["local"].as_str().unwrap().parse().unwrap();
+    let took = reset_at_once(&lab, "a", local);
+    eprintln!("zmq: a port not exposed reset after {took:?}");
+    a.json(&["kick", "b"]);
+    let to_b = to_b["local"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.peers().iter().any(|(n, ..)| n == "b") {
+        assert!(
+            Instant::now() < deadline,
+            "a still lists b 2 s after the kick"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = reset_at_once(&lab, "a", to_b);
+    eprintln!("zmq: the kicked member's forward reset after {took:?}");
+    a.stop();
+    b.stop();
+}

@@ -17,6 +17,8 @@
 //!   guessed online, and dies after three wrong guesses.
 //! - What a member tells of itself to each member it connects to (its NAT, unsigned and only
 //!   for show) is an [`info::NodeInfo`].
+//! - What a member opens a stream to another for (a forwarded TCP connection, or a program's
+//!   stream), and the answer, are a [`stream::StreamOpen`] and a [`stream::StreamAnswer`].
 //!
 //! # Who signs
 //!
@@ -47,6 +49,7 @@ pub mod invite;
 pub mod pake;
 pub mod roster;
 pub mod signer;
+pub mod stream;
 mod wire;
 
 pub use error::{FormatError, MeshError};

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,23 +22,8 @@ use burrow::ticket::Ticket;
 use burrow::{quinn, NodeId};
 use burrow_proto::relay::RelayUrl;
 use common::loopback_relay as relay;
+use common::mesh::{all_online, dir, joined, joined_in, opts, restart, start_from};
 use tokio::time::timeout;
-
-fn dir(what: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    std::env::temp_dir().join(format!("burrow-mesh-{what}-{}-{nanos}", std::process::id()))
-}
-
-fn opts() -> NodeOptions {
-    NodeOptions {
-        bind_v4: "127.0.0.1:0".parse().unwrap(),
-        bind_v6: None,
-        ..Default::default()
-    }
-}
 
 /// `outsider` dials `ticket`'s member and opens a stream: the member must close the connection
 /// as refused within 1 s of the handshake.
@@ -62,63 +46,6 @@ async fn refused_at_once(outsider: &Endpoint, ticket: &Ticket, who: &str) {
         }
         other => panic!("the {who} was not refused within 1 s: {other:?}"),
     }
-}
-
-/// Waits until `node` lists every one of `names` online, or `limit` passes.
-async fn all_online(node: &MeshNode, names: &[&str], limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        let members = node.members();
-        let ok = names
-            .iter()
-            .all(|n| members.iter().any(|m| m.name == *n && m.online));
-        if ok {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            eprintln!("{:#?}", members);
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn joined(relay_url: &RelayUrl, admin: &MeshNode, name: &str) -> MeshNode {
-    joined_in(&dir(name), relay_url, admin, name, opts()).await
-}
-
-/// A node that joins `admin`'s mesh as `name` with its state in `dir`, started with `opts`.
-async fn joined_in(
-    dir: &std::path::Path,
-    relay_url: &RelayUrl,
-    admin: &MeshNode,
-    name: &str,
-    opts: NodeOptions,
-) -> MeshNode {
-    let token = admin.invite(Duration::from_secs(600), 1).expect("invite");
-    assert_eq!(token.invite().inviter.relays, vec![relay_url.clone()]);
-    assert!(
-        token.invite().inviter.addrs.is_empty(),
-        "no direct address in a token"
-    );
-    let (state, how) = join(dir, &token, Some(name), opts.clone())
-        .await
-        .expect("joins");
-    assert_eq!(how.mesh, "lab");
-    MeshNode::start(state, opts).await.expect("starts")
-}
-
-/// Stops `node` and starts it again from its state in `dir`, with `opts`.
-async fn restart(node: MeshNode, dir: &std::path::Path, opts: NodeOptions) -> MeshNode {
-    node.shutdown().await;
-    drop(node);
-    start_from(dir, opts).await
-}
-
-/// A node started from its state in `dir`, with `opts`.
-async fn start_from(dir: &std::path::Path, opts: NodeOptions) -> MeshNode {
-    let state = MeshState::load(dir).expect("state loads");
-    MeshNode::start(state, opts).await.expect("starts")
 }
 
 /// The reason the peer gives for refusing a connection: the dial fails with it (a listener

@@ -84,12 +84,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use auth::{default_token_path, Token, TokenError, TOKEN_FILE};
 pub use client::{ApiClient, ClientError, EventStream};
 pub use error::{ApiError, ErrorCode};
+pub(crate) use events::{close as close_message, json_message};
 pub use events::{watch_paths, Event};
 pub use node::PING_TIMEOUT;
 pub use node::{
     MeshStatus, NodeApi, PathKind, PathView, PeerInfo, Pong, RelayInfo, RelayState, Status,
 };
-pub use router::{ApiRequest, Router};
+pub use router::{ApiRequest, ApiSocket, Router, SocketTask};
 pub use server::{default_socket_path, ApiConfig, ApiServer, ServeError, TcpOptions};
 pub use server::{
     BODY_TIMEOUT, HEADER_TIMEOUT, MAX_BODY, MAX_CONNECTIONS, MAX_HEAD_BYTES, SHUTDOWN_GRACE,
@@ -101,7 +102,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Serde for values that JSON carries as their text: node ids, tickets, relay URLs.
-mod as_str {
+pub(crate) mod as_str {
     use std::fmt::Display;
     use std::str::FromStr;
 
@@ -122,7 +123,7 @@ mod as_str {
 }
 
 /// Resolves once the server's stop flag is set (or its sender is gone).
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

@@ -20,8 +20,10 @@
 //! [`info::NodeInfo`](burrow_proto::mesh::info::NodeInfo); sent at connect and when it
 //! changes), or [`MSG_CERT`] + a signed certificate (an admin's renewal of the receiver's, or
 //! the sender's own once renewed, which the receiver takes only if it is valid and newer: see
-//! [`renewal`]). A message of an unknown type is skipped. QUIC datagrams carry pings: `0` + 8
-//! bytes, echoed as `1` + the same 8 bytes.
+//! [`renewal`]). A message of an unknown type is skipped. QUIC datagrams carry pings (`0` + 8
+//! bytes, echoed as `1` + the same 8 bytes) and programs' datagrams (`2` + their bytes, see
+//! [`apps`]). Bidirectional streams carry forwarded TCP connections ([`forward`]) and programs'
+//! streams ([`apps`]), each opened with a header and answered before its bytes flow.
 //!
 //! A node redeeming an invite speaks [`JOIN_ALPN`]: admitted untrusted (no hole punching for
 //! it), it sends the invite token on a bidirectional stream; the inviter answers with `u32`
@@ -31,8 +33,10 @@ pub use burrow_proto::mesh::code::ShortCode;
 pub use burrow_proto::mesh::id::MeshId;
 pub use burrow_proto::mesh::invite::SignedInvite;
 
+pub mod apps;
 pub mod daemon;
 mod discovery;
+pub mod forward;
 mod invites;
 pub mod lobby;
 pub mod membership;
@@ -40,6 +44,7 @@ pub mod node;
 mod presence;
 pub mod renewal;
 pub mod state;
+mod streams;
 
 /// The ALPN members speak to each other.
 pub const MESH_ALPN: &[u8] = b"burrow/mesh/1";

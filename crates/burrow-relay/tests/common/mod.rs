@@ -1,6 +1,8 @@
 //! Helpers shared by the relay's integration tests (each test file that uses them declares
 //! `mod common;`).
 
+pub(crate) mod mesh;
+
 use std::sync::Arc;
 use std::time::Duration;
 

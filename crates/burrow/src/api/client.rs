@@ -208,6 +208,11 @@ impl ApiClient {
         self.call(Method::GET, path, None).await
     }
 
+    /// `DELETE path`, its answer as `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
     /// `POST path` with `body` as JSON, its answer as `T`.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -73,6 +73,16 @@ error_codes! {
     JoinFailed = "join_failed", BAD_GATEWAY;
     /// The node is in a mesh already.
     AlreadyMember = "already_member", CONFLICT;
+    /// The member is not connected now.
+    MemberOffline = "member_offline", CONFLICT;
+    /// The port is not exposed.
+    NotExposed = "not_exposed", NOT_FOUND;
+    /// No forward listens at that address.
+    UnknownForward = "unknown_forward", NOT_FOUND;
+    /// A forward could not listen where asked (the address is in use, say).
+    ForwardFailed = "forward_failed", CONFLICT;
+    /// The member refused the stream, or no program there accepted it in time.
+    StreamRefused = "stream_refused", BAD_GATEWAY;
 }
 
 impl std::str::FromStr for ErrorCode {

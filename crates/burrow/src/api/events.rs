@@ -1,26 +1,25 @@
 //! `GET /v1/events`: a WebSocket of the daemon's [`Event`]s, one JSON text message each, fed
-//! by the `tokio::sync::broadcast` channel the daemon publishes on.
+//! by the `tokio::sync::broadcast` channel the daemon publishes on; and what every WebSocket
+//! route shares (the upgrade's check and answer, messages).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::upgrade::Upgraded;
 use hyper::StatusCode;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use super::as_str;
 use super::error::{ApiError, ErrorCode};
 use super::node::PathView;
+use super::router::SocketTask;
 use crate::endpoint::Endpoint;
 use crate::NodeId;
 
@@ -134,7 +133,7 @@ pub(super) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
         }
         _ => Err(ApiError::new(
             ErrorCode::BadRequest,
-            format!("{PATH} is a WebSocket (version 13): send an upgrade request"),
+            "this route is a WebSocket (version 13): send an upgrade request",
         )),
     }
 }
@@ -152,47 +151,55 @@ pub(super) fn switching(
     res
 }
 
-/// Sends `events` to one upgraded client until it goes, the channel closes or `stop` turns
-/// true (then with a "going away" close frame).
-pub(super) async fn stream(
-    upgraded: Upgraded,
-    mut events: broadcast::Receiver<Event>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_CLIENT_MESSAGE))
-        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (mut sink, mut incoming) = ws.split();
-    let close = |code, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
-    loop {
-        let message = tokio::select! {
-            event = events.recv() => match event {
-                Ok(e) => Message::text(serde_json::to_string(&e).expect("events serialize")),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Message::text(serde_json::to_string(&Event::Lagged { missed }).expect("events serialize"))
+/// The task of one `GET /v1/events` client: sends it `events` until it goes, the channel
+/// closes or the daemon stops (then with a "going away" close frame).
+pub(super) fn serve(mut events: broadcast::Receiver<Event>) -> (SocketTask, usize) {
+    let task: SocketTask = Box::new(move |ws, mut stop| {
+        Box::pin(async move {
+            let (mut sink, mut incoming) = ws.split();
+            loop {
+                let message = tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(e) => json_message(&e),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            json_message(&Event::Lagged { missed })
+                        }
+                        Err(broadcast::error::RecvError::Closed) => close(CloseCode::Away, "the daemon stopped publishing"),
+                    },
+                    // Pings are answered inside the stream; anything else from the client is
+                    // ignored, and its close or error ends the stream.
+                    frame = incoming.next() => match frame {
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    },
+                    _ = super::stopped(&mut stop) => close(CloseCode::Away, "the daemon is shutting down"),
+                };
+                let last = matches!(message, Message::Close(_));
+                if sink.send(message).await.is_err() || last {
+                    return;
                 }
-                Err(broadcast::error::RecvError::Closed) => close(CloseCode::Away, "the daemon stopped publishing"),
-            },
-            // Pings are answered inside the stream; anything else from the client is ignored,
-            // and its close or error ends the stream.
-            frame = incoming.next() => match frame {
-                Some(Ok(_)) => continue,
-                _ => return,
-            },
-            _ = super::stopped(&mut stop) => close(CloseCode::Away, "the daemon is shutting down"),
-        };
-        let last = matches!(message, Message::Close(_));
-        if sink.send(message).await.is_err() || last {
-            return;
-        }
+            }
+        })
+    });
+    (task, MAX_CLIENT_MESSAGE)
+}
+
+/// A text message of `value`'s JSON.
+pub(crate) fn json_message(value: &impl Serialize) -> Message {
+    Message::text(serde_json::to_string(value).expect("API messages serialize"))
+}
+
+/// A close frame with `code` and `reason`, cut (at a character boundary) to the 123 bytes a
+/// close frame has room for.
+pub(crate) fn close(code: CloseCode, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
 }
 
 #[cfg(test)]

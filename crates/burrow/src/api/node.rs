@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use super::error::{ApiError, ErrorCode};
 use super::events::Event;
-use super::router::{Action, Router};
+use super::router::Router;
 use super::{as_str, millis};
 use crate::endpoint::{Endpoint, PathInfo};
 use crate::relay_client::{RelayConnState, RelayUrl};
@@ -72,7 +72,10 @@ impl<S: NodeApi> Router<S> {
                         ))
                     })
             })
-            .add(Method::GET, super::events::PATH, Action::Events)
+            .socket(super::events::PATH, |s: Arc<S>, _| async move {
+                // Subscribed before the 101 goes out: whatever is published after it arrives.
+                Ok(super::events::serve(s.events()))
+            })
     }
 }
 

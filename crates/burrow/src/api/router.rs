@@ -8,8 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use hyper::Method;
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
 
 use super::error::{ApiError, ErrorCode};
 
@@ -47,19 +50,33 @@ impl ApiRequest {
 type Handler<S> =
     Arc<dyn Fn(Arc<S>, ApiRequest) -> BoxFuture<'static, Result<Vec<u8>, ApiError>> + Send + Sync>;
 
+/// A WebSocket a route serves, upgraded from its request.
+pub type ApiSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a WebSocket route does once the upgrade is through: it runs until it is done, and
+/// should end (with a close frame) once the watch turns true, the daemon shutting down.
+pub type SocketTask =
+    Box<dyn FnOnce(ApiSocket, watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
+
+type SocketHandler<S> = Arc<
+    dyn Fn(Arc<S>, ApiRequest) -> BoxFuture<'static, Result<(SocketTask, usize), ApiError>>
+        + Send
+        + Sync,
+>;
+
 /// What a route does.
 pub(super) enum Action<S> {
     /// Answers with JSON.
     Json(Handler<S>),
-    /// Upgrades to the WebSocket of events.
-    Events,
+    /// Upgrades to a WebSocket whose messages from the client are at most this many bytes.
+    Socket(SocketHandler<S>),
 }
 
 impl<S> Clone for Action<S> {
     fn clone(&self) -> Self {
         match self {
             Action::Json(h) => Action::Json(h.clone()),
-            Action::Events => Action::Events,
+            Action::Socket(h) => Action::Socket(h.clone()),
         }
     }
 }
@@ -113,7 +130,22 @@ impl<S: Send + Sync + 'static> Router<S> {
         self.add(method, pattern, Action::Json(handler))
     }
 
-    pub(super) fn add(mut self, method: Method, pattern: &'static str, action: Action<S>) -> Self {
+    /// Adds a WebSocket route on `GET pattern`: `handler` runs before the upgrade (its error
+    /// is the answer, as JSON, and no upgrade happens), and returns the task that serves the
+    /// socket once upgraded, with the largest message it takes from the client, in bytes.
+    ///
+    /// # Panics
+    /// As [`Router::route`].
+    pub fn socket<F, Fut>(self, pattern: &'static str, handler: F) -> Router<S>
+    where
+        F: Fn(Arc<S>, ApiRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(SocketTask, usize), ApiError>> + Send + 'static,
+    {
+        let handler: SocketHandler<S> = Arc::new(move |state, req| Box::pin(handler(state, req)));
+        self.add(Method::GET, pattern, Action::Socket(handler))
+    }
+
+    fn add(mut self, method: Method, pattern: &'static str, action: Action<S>) -> Self {
         assert!(
             pattern.starts_with("/v1/"),
             "route {pattern} is not versioned"

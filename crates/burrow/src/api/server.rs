@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{Caller, Token, TokenError};
 use super::error::{json_response, ApiError, ErrorCode};
@@ -421,17 +423,26 @@ impl<S: NodeApi> Shared<S> {
                 let answer = handler(self.state.clone(), ApiRequest::new(params, body)).await?;
                 Ok(json_response(StatusCode::OK, answer))
             }
-            Action::Events => {
+            Action::Socket(handler) => {
                 let accept = events::accept_key(req.headers())?;
-                // Subscribed before the 101 goes out: whatever is published after it arrives.
-                let subscription = self.state.events();
+                let (task, max_message) =
+                    handler(self.state.clone(), ApiRequest::new(params, Bytes::new())).await?;
                 let upgrade = hyper::upgrade::on(&mut req);
                 let stop = self.stop.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
                     match upgrade.await {
-                        Ok(upgraded) => events::stream(upgraded, subscription, stop).await,
-                        Err(e) => tracing::debug!("events upgrade failed: {e}"),
+                        Ok(upgraded) => {
+                            let config = WebSocketConfig::default()
+                                .max_message_size(Some(max_message))
+                                .max_frame_size(Some(max_message));
+                            let io = TokioIo::new(upgraded);
+                            let ws =
+                                WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                                    .await;
+                            task(ws, stop).await
+                        }
+                        Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
                     }
                 });
                 Ok(events::switching(accept))

@@ -19,6 +19,9 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+pub mod traffic;
+
+use super::forward::ForwardError;
 use super::node::{MemberEvent, MemberInfo, MeshNode, NodeError, DEFAULT_INVITE_TTL};
 use crate::api::{
     watch_paths, ApiConfig, ApiError, ApiServer, ErrorCode, Event, MeshStatus, NodeApi, PathView,
@@ -126,9 +129,19 @@ fn api_error(e: NodeError) -> ApiError {
     let code = match &e {
         NodeError::NotAdmin(_) => ErrorCode::NotAdmin,
         NodeError::NoMember(_) => ErrorCode::UnknownMember,
+        NodeError::Offline(_) => ErrorCode::MemberOffline,
+        NodeError::StreamRefused { .. } => ErrorCode::StreamRefused,
+        NodeError::DatagramTooLarge { .. } => ErrorCode::PayloadTooLarge,
+        NodeError::Forward(f) => match f {
+            ForwardError::NotExposed(_) => ErrorCode::NotExposed,
+            ForwardError::UnknownForward(_) => ErrorCode::UnknownForward,
+            ForwardError::Taken(_) | ForwardError::Bind { .. } => ErrorCode::ForwardFailed,
+            ForwardError::PortZero | ForwardError::NoStableAddress(_) => ErrorCode::BadRequest,
+            ForwardError::Save(_) => ErrorCode::Internal,
+        },
         _ => ErrorCode::Internal,
     };
-    ApiError::new(code, e.to_string())
+    ApiError::new(code, crate::error_chain::Chain(&e).to_string())
 }
 
 /// The daemon's routes: the core ones and the mesh's.
@@ -179,7 +192,7 @@ fn router() -> Router<Daemon> {
                 ),
             ))
         });
-    shutdown_route(router)
+    shutdown_route(traffic::routes(router))
 }
 
 /// A daemon that `POST /v1/shutdown` stops.

@@ -23,17 +23,21 @@ use burrow_proto::mesh::code::ShortCode;
 use burrow_proto::mesh::invite::{Invite, SignedInvite};
 use burrow_proto::mesh::pake::{self, inviter, joiner};
 use burrow_proto::mesh::roster::{RosterEntry, SignedRoster};
+use burrow_proto::mesh::stream::{StreamAnswer, StreamOpen};
 use burrow_proto::mesh::MeshError;
 use burrow_proto::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::apps::{Apps, IncomingStream};
 use super::discovery::{relays_only, Discovery};
+use super::forward::{self, Exposed, Forward, ForwardError, Forwarding};
 use super::invites::Invites;
 use super::membership::{decode_proof, encode_proof, Membership, ROSTER_SYNC_WAIT, SYNC_REFUSAL};
 use super::presence::{info_body, Presence};
 use super::renewal::{self, Renewal, DEFAULT_CERT_VALIDITY};
 use super::state::{MeshState, StateError};
+use super::streams;
 use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_CERT, MSG_INFO, MSG_ROSTER};
 use crate::api::PathView;
 use crate::dht::{DhtConfig, DhtError};
@@ -63,6 +67,8 @@ const MAX_JOIN_REQUEST: usize = 4096;
 const DATAGRAM_PING: u8 = 0;
 /// The echo.
 const DATAGRAM_PONG: u8 = 1;
+/// A program's datagram: this byte, then its bytes.
+const DATAGRAM_APP: u8 = 2;
 /// A join stream asking to redeem a token: this byte, then `token\nname`.
 const JOIN_TOKEN: u8 = 1;
 /// A join stream running the short code's PAKE: this byte, then `u32`-framed PAKE messages.
@@ -127,6 +133,28 @@ pub enum NodeError {
     /// What was given to join with looks like a short code but is not one.
     #[error("the short code")]
     Code(#[from] burrow_proto::mesh::code::CodeError),
+    /// Exposing or forwarding a port.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// The member is not connected now.
+    #[error("member {0} is not connected")]
+    Offline(String),
+    /// The member refused the stream, or did not answer.
+    #[error("member {member} refused the stream: {reason}")]
+    StreamRefused {
+        /// Who.
+        member: String,
+        /// Why.
+        reason: String,
+    },
+    /// A datagram larger than the connection carries now.
+    #[error("a datagram of {len} bytes; the connection carries at most {max} now")]
+    DatagramTooLarge {
+        /// Its length.
+        len: usize,
+        /// The most it may have.
+        max: usize,
+    },
 }
 
 /// How to run a mesh node.
@@ -218,6 +246,10 @@ struct Inner {
     /// namespaces of the short codes it serves; replaced when those change, as one node has
     /// one record (two publishers would race each other's sequence numbers).
     publisher: Mutex<Option<RecordPublisher>>,
+    /// Ports exposed to members, and forwards to theirs.
+    forwarding: Forwarding,
+    /// Datagrams and streams for programs.
+    apps: Apps,
 }
 
 /// A running node of a mesh.
@@ -279,6 +311,7 @@ impl MeshNode {
         .await?;
         let discovery = Discovery::start(&state, &endpoint, &opts).await?;
         let publisher = discovery.publisher(&state, &endpoint, invites.namespaces())?;
+        let (forwarding, forwards) = Forwarding::load(&state.dir);
         let node = MeshNode {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
@@ -295,8 +328,16 @@ impl MeshNode {
                 presence: Presence::default(),
                 events: tokio::sync::broadcast::channel(MEMBER_EVENT_BACKLOG).0,
                 publisher: Mutex::new(Some(publisher)),
+                forwarding,
+                apps: Apps::default(),
             }),
         };
+        for f in forwards {
+            let local = f.local;
+            if let Err(e) = node.listen(f).await {
+                tracing::warn!(%local, "the forward kept from before: {}", crate::error_chain::Chain(&e));
+            }
+        }
         let tasks = vec![
             tokio::spawn(node.clone().accept_loop()),
             tokio::spawn(node.clone().dial_loop()),
@@ -445,13 +486,7 @@ impl MeshNode {
     /// to every member, and its connections close.
     pub fn kick(&self, who: &str) -> Result<NodeId, NodeError> {
         let roster = self.roster();
-        let node = roster
-            .roster()
-            .members
-            .iter()
-            .find(|(id, e)| e.name == who || id.to_string() == who)
-            .map(|(id, _)| *id)
-            .ok_or_else(|| NodeError::NoMember(who.to_owned()))?;
+        let (node, ..) = self.member(who)?;
         let state = lock(&self.inner.state);
         let signer = state
             .signer()
@@ -479,6 +514,7 @@ impl MeshNode {
         for task in std::mem::take(&mut *lock(&self.inner.tasks)) {
             task.abort();
         }
+        self.inner.forwarding.close();
         self.inner.endpoint.close().await;
     }
 
@@ -528,7 +564,11 @@ impl MeshNode {
         self.inner.certs_changed.notify_one();
         let node = self.clone();
         tokio::spawn(async move {
-            tokio::join!(node.read_messages(&conn), node.read_datagrams(&conn));
+            tokio::join!(
+                node.read_messages(&conn),
+                node.read_datagrams(&conn),
+                node.read_streams(&conn)
+            );
             node.ended(&conn);
         });
     }
@@ -586,9 +626,208 @@ impl MeshNode {
                         let _ = tx.send(());
                     }
                 }
+                Some((&DATAGRAM_APP, _)) => self.inner.apps.datagram(conn.remote, d.slice(1..)),
                 _ => {}
             }
         }
+    }
+
+    /// Serves the streams `conn`'s member opens: forwarded connections and programs' streams.
+    async fn read_streams(&self, conn: &Connection) {
+        while let Ok((mut send, mut recv)) = conn.quic.accept_bi().await {
+            let (node, from) = (self.clone(), conn.remote);
+            tokio::spawn(async move {
+                let open = streams::read_header(&mut recv, StreamOpen::decode);
+                match tokio::time::timeout(streams::ANSWER_TIMEOUT, open).await {
+                    Ok(Some(StreamOpen::Forward { port })) => {
+                        node.inner.forwarding.serve(port, send, recv).await
+                    }
+                    Ok(Some(StreamOpen::App)) => node.inner.apps.offer(from, send, recv).await,
+                    _ => {
+                        let _ = send.reset(streams::RESET_CODE.into());
+                    }
+                }
+            });
+        }
+    }
+
+    /// The member `who` names (a name or a node id), with its roster entry's number.
+    fn member(&self, who: &str) -> Result<(NodeId, String, u32), NodeError> {
+        self.roster()
+            .roster()
+            .members
+            .iter()
+            .find(|(id, e)| e.name == who || id.to_string() == who)
+            .map(|(id, e)| (*id, e.name.clone(), e.number))
+            .ok_or_else(|| NodeError::NoMember(who.to_owned()))
+    }
+
+    /// The name the roster gives `node`, if it lists it.
+    pub fn member_name(&self, node: &NodeId) -> Option<String> {
+        self.roster()
+            .roster()
+            .members
+            .get(node)
+            .map(|e| e.name.clone())
+    }
+
+    /// The connection to `node`, waiting at most `wait` for one if there is none now (and
+    /// dialling it at once); `None` at once for a node the roster does not list.
+    async fn connection(&self, node: NodeId, wait: Duration) -> Option<Connection> {
+        if !self.roster().roster().members.contains_key(&node) {
+            return None;
+        }
+        let mut events = self.inner.events.subscribe();
+        if let Some(c) = lock(&self.inner.conns).get(&node) {
+            return Some(c.clone());
+        }
+        if let Some(entry) = lock(&self.inner.dialing).get_mut(&node) {
+            if !entry.2 {
+                entry.0 = Instant::now();
+            }
+        }
+        let connected = async {
+            loop {
+                match events.recv().await {
+                    Ok(MemberEvent::Connected(n)) if n == node => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    _ => continue,
+                }
+                if let Some(c) = lock(&self.inner.conns).get(&node) {
+                    return Some(c.clone());
+                }
+            }
+        };
+        tokio::time::timeout(wait, connected).await.ok().flatten()
+    }
+
+    /// Exposes `127.0.0.1:port` to the mesh's members (again, with a new name, if it is).
+    pub fn expose(&self, port: u16, name: Option<String>) -> Result<Exposed, NodeError> {
+        Ok(self.inner.forwarding.expose(port, name)?)
+    }
+
+    /// Stops exposing `port`; connections under way go on.
+    pub fn unexpose(&self, port: u16) -> Result<(), NodeError> {
+        Ok(self.inner.forwarding.unexpose(port)?)
+    }
+
+    /// The ports exposed.
+    pub fn exposed(&self) -> Vec<Exposed> {
+        self.inner.forwarding.exposed()
+    }
+
+    /// Listens on `local` (by default the member's stable address,
+    /// [`forward::stable_address`]) and carries each connection to `who`'s exposed `port`.
+    /// Kept, and listening again after a restart, until [`MeshNode::unforward`].
+    pub async fn forward(
+        &self,
+        who: &str,
+        port: u16,
+        local: Option<SocketAddr>,
+    ) -> Result<Forward, NodeError> {
+        let (node_id, _, number) = self.member(who)?;
+        let local = match local {
+            Some(l) => l,
+            None => forward::stable_address(number, port)
+                .ok_or(ForwardError::NoStableAddress(number))?,
+        };
+        self.listen(Forward {
+            node_id,
+            port,
+            local,
+        })
+        .await
+    }
+
+    async fn listen(&self, f: Forward) -> Result<Forward, NodeError> {
+        let node = self.clone();
+        let carry = move |tcp, f: Forward| {
+            let node = node.clone();
+            async move {
+                let open = || async {
+                    let conn = node.connection(f.node_id, forward::CONNECT_WAIT).await?;
+                    conn.quic.open_bi().await.ok()
+                };
+                forward::carry(tcp, f.port, open).await
+            }
+        };
+        Ok(self.inner.forwarding.listen(f, carry).await?)
+    }
+
+    /// Stops the forward listening on `local`; connections under way go on.
+    pub fn unforward(&self, local: SocketAddr) -> Result<Forward, NodeError> {
+        Ok(self.inner.forwarding.unforward(local)?)
+    }
+
+    /// The forwards listening.
+    pub fn forwards(&self) -> Vec<Forward> {
+        self.inner.forwarding.forwards()
+    }
+
+    /// Sends a program's datagram to the member `who` names: unreliable, as UDP.
+    pub fn send_datagram(&self, who: &str, data: &[u8]) -> Result<(), NodeError> {
+        let (node, name, _) = self.member(who)?;
+        let conn = lock(&self.inner.conns)
+            .get(&node)
+            .cloned()
+            .ok_or(NodeError::Offline(name))?;
+        let max = conn.quic.max_datagram_size().unwrap_or(0).saturating_sub(1);
+        if data.len() > max {
+            return Err(NodeError::DatagramTooLarge {
+                len: data.len(),
+                max,
+            });
+        }
+        let mut d = Vec::with_capacity(1 + data.len());
+        d.push(DATAGRAM_APP);
+        d.extend_from_slice(data);
+        // Past the checks above, a datagram not sent is one lost, as UDP would lose it.
+        let _ = conn.quic.send_datagram(d.into());
+        Ok(())
+    }
+
+    /// Programs' datagrams that come from now on, with their senders.
+    pub fn datagrams(&self) -> tokio::sync::broadcast::Receiver<(NodeId, bytes::Bytes)> {
+        self.inner.apps.datagrams()
+    }
+
+    /// Opens a stream to a program accepting them on `who`'s machine; returns once it took it.
+    pub async fn open_stream(
+        &self,
+        who: &str,
+    ) -> Result<(NodeId, crate::quinn::SendStream, crate::quinn::RecvStream), NodeError> {
+        let (node, name, _) = self.member(who)?;
+        let conn = lock(&self.inner.conns)
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| NodeError::Offline(name.clone()))?;
+        let refused = |reason: &str| NodeError::StreamRefused {
+            member: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let (mut send, mut recv) = conn
+            .quic
+            .open_bi()
+            .await
+            .map_err(|e| refused(&e.to_string()))?;
+        send.write_all(&StreamOpen::App.encode())
+            .await
+            .map_err(|e| refused(&e.to_string()))?;
+        let answer = streams::read_header(&mut recv, StreamAnswer::decode);
+        match tokio::time::timeout(streams::ANSWER_TIMEOUT, answer).await {
+            Ok(Some(StreamAnswer::Accepted)) => Ok((node, send, recv)),
+            Ok(Some(StreamAnswer::Refused(why))) => Err(refused(&why)),
+            Ok(None) => Err(refused("the stream ended unanswered")),
+            Err(_) => {
+                let _ = send.reset(streams::RESET_CODE.into());
+                Err(refused("no program accepted it in time"))
+            }
+        }
+    }
+
+    /// The next stream a member opens to a program here, accepted.
+    pub async fn accept_stream(&self) -> IncomingStream {
+        self.inner.apps.accept().await
     }
 
     async fn read_messages(&self, conn: &Connection) {
