@@ -203,6 +203,8 @@ class Mesh:
                 stderr=self._stderr,
             )
         except OSError as e:
+            self._stderr.close()
+            self._stderr = None
             raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
         _SPAWNED.add(self._proc)
         deadline = time.monotonic() + self._spawn_timeout
