@@ -5,6 +5,7 @@ stream's half-close."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 from collections.abc import Awaitable, Callable
@@ -313,3 +314,34 @@ def test_read_exact_at_the_end() -> None:
             await stream.close()
 
     run(body())
+
+
+def test_datagrams_arrive_on_one_websocket_and_lag_is_counted() -> None:
+    paths: list[str] = []
+
+    async def daemon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, headers, _ = await read_request(reader)
+        paths.append(line)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: "
+            + _ws.accept_key(headers["sec-websocket-key"]).encode() + b"\r\n\r\n"
+        )
+        for message in (
+            {"event": "lagged", "missed": 2},
+            {"from": "bob", "node_id": "b0b", "data": base64.b64encode(b"\x00hi").decode()},
+            {"from": "carol", "node_id": "c4r", "data": ""},
+        ):
+            writer.write(frame(_ws.TEXT, json.dumps(message).encode()))
+        await reader.read()
+
+    async def body() -> None:
+        async with unix_server(daemon) as path:
+            m = burrow.Mesh(socket=path)
+            assert await m.recv() == ("bob", b"\x00hi")
+            assert await m.recv() == ("carol", b"")
+            assert m.datagrams_missed == 2
+            await m.close()
+
+    run(body())
+    assert paths == ["GET /v1/datagrams HTTP/1.1"]  # one WebSocket for every recv
