@@ -129,12 +129,13 @@ class Mesh:
                 raise ValueError("spawn=True serves the Unix socket: give socket=, not tcp=")
             host, port = split_addr(tcp)
             if token is None:
-                path = Path(token_file) if token_file else state_dir(self._env) / "api-token"
-                token = path.read_text().strip()
+                file = Path(token_file) if token_file else state_dir(self._env) / "api-token"
+                token = file.read_text().strip()
             self._target = _http.Target(host=host, port=port, token=token)
         else:
-            path = socket if socket is not None else default_socket(self._env)
-            self._target = _http.Target(socket=os.fspath(path))
+            self._target = _http.Target(
+                socket=os.fspath(socket if socket is not None else default_socket(self._env))
+            )
         self._spawn = spawn
         self._burrow = burrow
         self._up_args = list(up_args)

@@ -9,8 +9,9 @@ loop of its own, in a thread, and waits for each call.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import mesh as _mesh
@@ -123,11 +124,28 @@ class Events:
 class Mesh:
     """:class:`burrow.Mesh` without asyncio: the same arguments, the same calls."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        *,
+        tcp: str | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        spawn: bool = False,
+        burrow: str | os.PathLike[str] | None = None,
+        up_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        spawn_timeout: float = 15.0,
+    ) -> None:
         self._loop = _Loop()
 
         async def make() -> _mesh.Mesh:
-            return _mesh.Mesh(*args, **kwargs)
+            return _mesh.Mesh(
+                socket, tcp=tcp, token=token, token_file=token_file, spawn=spawn,
+                burrow=burrow, up_args=up_args, env=env, timeout=timeout,
+                spawn_timeout=spawn_timeout,
+            )
 
         try:
             self._mesh = self._loop.run(make())

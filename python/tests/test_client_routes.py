@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -14,7 +15,9 @@ from conftest import read_request, run, unix_server
 import burrow
 
 
-async def fake_daemon(answers: dict[str, Any], seen: list[tuple[str, Any]]):  # type: ignore[no-untyped-def]
+def fake_daemon(
+    answers: dict[str, Any], seen: list[tuple[str, Any]]
+) -> contextlib.AbstractAsyncContextManager[str]:
     """A server answering ``"METHOD /path"`` with its JSON; ``seen`` gets each request."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,7 +45,7 @@ def test_expose_forward_and_datagram_requests() -> None:
     }
 
     async def body() -> None:
-        async with await fake_daemon(answers, seen) as path:
+        async with fake_daemon(answers, seen) as path:
             m = burrow.Mesh(socket=path)
             assert await m.expose(5555, name="zmq") == burrow.Exposed(5555, "zmq")
             assert [e.port for e in await m.exposed()] == [5555, 80]
@@ -61,7 +64,7 @@ def test_expose_forward_and_datagram_requests() -> None:
         ("POST /v1/forwards", {"member": "bob", "port": 5555}),
         ("GET /v1/forwards", None),
         ("DELETE /v1/forwards/127.77.0.3:5555", None),
-        ("POST /v1/datagrams", {"member": "bob", "data": base64.b64encode(b"\x00\x01\xff").decode()}),
+        ("POST /v1/datagrams", {"member": "bob", "data": base64.b64encode(b"\0\1\xff").decode()}),
     ]
 
 
@@ -70,7 +73,7 @@ def test_a_forward_at_a_chosen_local_address() -> None:
     answer = {"member": "bob", "node_id": "b0b", "port": 22, "local": "127.0.0.1:7000"}
 
     async def body() -> None:
-        async with await fake_daemon({"POST /v1/forwards": answer}, seen) as path:
+        async with fake_daemon({"POST /v1/forwards": answer}, seen) as path:
             assert await burrow.Mesh(socket=path).forward("bob", 22, ("127.0.0.1", 7000)) == (
                 "127.0.0.1", 7000,
             )

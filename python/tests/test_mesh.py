@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
+import tempfile
 
 import pytest
-from conftest import Node, Nodes, eventually, run
+from conftest import Node, Nodes, eventually, free_port, run
 
 import burrow
 import burrow.sync
@@ -169,27 +172,20 @@ def test_a_used_invite_is_refused(nodes: Nodes) -> None:
     run(body())
 
 
-def test_daemon_not_running(tmp_path: object) -> None:
+def test_daemon_not_running() -> None:
     async def body() -> None:
         with pytest.raises(burrow.DaemonNotRunning) as e:
             await burrow.Mesh(socket="/nonexistent/burrow/api.sock").status()
         assert "burrow up" in str(e.value) and e.value.status is None
-        # A socket file nobody listens on any more (a daemon that died).
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="bw") as d:
-            path = f"{d}/api.sock"
+            path = f"{d}/api.sock"  # a socket file nobody listens on (a daemon that died)
             s = socket.socket(socket.AF_UNIX)
             s.bind(path)
             s.close()
             with pytest.raises(burrow.DaemonNotRunning):
                 await burrow.Mesh(socket=path).members()
-        port = socket.socket()
-        port.bind(("127.0.0.1", 0))
-        free = port.getsockname()[1]
-        port.close()
         with pytest.raises(burrow.DaemonNotRunning):
-            await burrow.Mesh(tcp=f"127.0.0.1:{free}", token="x").status()
+            await burrow.Mesh(tcp=f"127.0.0.1:{free_port()}", token="x").status()
 
     run(body())
 
@@ -233,14 +229,11 @@ def test_the_sync_facade(pair: tuple[Node, Node]) -> None:
             m.kick("nobody")
         with m.events() as events:
             m.kick("bob")
-            while (event := events.next(timeout=10))["event"] != "member_revoked":
+            while events.next(timeout=10)["event"] != "member_revoked":
                 pass
 
 
 def test_python_m_burrow(pair: tuple[Node, Node]) -> None:
-    import subprocess
-    import sys
-
     alice, _ = pair
     out = subprocess.run(
         [sys.executable, "-m", "burrow", "members"], env=alice.env, capture_output=True,

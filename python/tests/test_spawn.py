@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Node, Nodes, gone, run
@@ -93,7 +94,9 @@ def test_a_daemon_that_exits_at_once_is_a_clear_error(nodes: Nodes) -> None:
     run(body())
 
 
-def test_a_daemon_that_never_answers_times_out_and_is_stopped(nodes: Nodes, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_daemon_that_never_answers_times_out_and_is_stopped(
+    nodes: Nodes, tmp_path: Path
+) -> None:
     alice = nodes.new("alice")
     fake = tmp_path / "burrow"
     fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\nexec sleep 60\n")

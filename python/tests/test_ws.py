@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import struct
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,9 @@ from burrow._http import Target
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, masked: bool = False) -> bytes:
+def frame(
+    opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, masked: bool = False
+) -> bytes:
     """A frame as a server sends it (unmasked, unless asked)."""
     n = len(payload)
     head = bytes([(0x80 if fin else 0) | rsv | opcode])
@@ -51,7 +54,9 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return b0 & 0x0F, _ws.mask(await reader.readexactly(n), key)
 
 
-def ws_server(script: Script, accept: str | None = None):  # type: ignore[no-untyped-def]
+def ws_server(
+    script: Script, accept: str | None = None
+) -> contextlib.AbstractAsyncContextManager[str]:
     """A server that upgrades (with the right accept key, unless ``accept``), then runs
     ``script``."""
 

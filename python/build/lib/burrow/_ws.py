@@ -139,7 +139,10 @@ class WebSocket:
         self.send(BINARY, data)
 
     async def drain(self) -> None:
-        """Waits until the queued frames have gone out (or the transport's buffer is low)."""
+        """Waits until the queued frames have gone out (or the transport's buffer is low).
+        Once both Close frames have passed, the transport flushes what is left as it closes."""
+        if self._writer.is_closing() and self.close_sent and self.close_received:
+            return
         try:
             await self._writer.drain()
         except (ConnectionError, BrokenPipeError) as e:
