@@ -138,6 +138,18 @@ class UnknownMember(NotFound):
 NotAMember = UnknownMember
 
 
+class NotExposed(NotFound):
+    """404: the member does not expose that port."""
+
+    default_code = "not_exposed"
+
+
+class UnknownForward(NotFound):
+    """404: no forward listens at that address."""
+
+    default_code = "unknown_forward"
+
+
 class MethodNotAllowed(BurrowError):
     """405: the route exists with another method."""
 
@@ -162,8 +174,14 @@ class MemberOffline(BurrowError):
     default_code = "member_offline"
 
 
+class ForwardFailed(BurrowError):
+    """409: a forward could not listen where asked (the address is in use, say)."""
+
+    default_code = "forward_failed"
+
+
 class PayloadTooLarge(BurrowError):
-    """413: the request's body is too long."""
+    """413: the request's body is too long (or a datagram over the connection's size)."""
 
     default_code = "payload_too_large"
 
@@ -178,6 +196,12 @@ class JoinFailed(BurrowError):
     """502: the inviter could not be reached."""
 
     default_code = "join_failed"
+
+
+class StreamRefused(BurrowError):
+    """502: the member refused the stream, or no program there accepted it in time."""
+
+    default_code = "stream_refused"
 
 
 class PeerTimeout(BurrowError):
@@ -246,8 +270,9 @@ _BY_CODE: dict[str, type[BurrowError]] = {
     c.default_code: c
     for c in (
         BadRequest, Unauthorized, ForbiddenOrigin, ForbiddenHost, ForbiddenUser, NotAdmin,
-        NotFound, UnknownPeer, UnknownMember, MethodNotAllowed, RequestTimeout, AlreadyMember,
-        MemberOffline, PayloadTooLarge, InternalError, JoinFailed, PeerTimeout, JoinRefused,
+        NotFound, UnknownPeer, UnknownMember, NotExposed, UnknownForward, MethodNotAllowed,
+        RequestTimeout, AlreadyMember, MemberOffline, ForwardFailed, PayloadTooLarge,
+        InternalError, JoinFailed, StreamRefused, PeerTimeout, JoinRefused,
     )
 }
 _BY_REASON: dict[str, type[JoinRefused]] = {

@@ -259,10 +259,8 @@ class Mesh:
             self._target, method, path, body, self._timeout if timeout is None else timeout
         )
 
-    async def _websocket(self, path: str, echo_close: bool = True) -> WebSocket:
-        ws = await WebSocket.connect(
-            self._target, path, echo_close=echo_close, timeout=self._timeout
-        )
+    async def _websocket(self, path: str) -> WebSocket:
+        ws = await WebSocket.connect(self._target, path, timeout=self._timeout)
         self._sockets.add(ws)
         return ws
 
@@ -369,8 +367,9 @@ class Mesh:
     # -- datagrams and streams -------------------------------------------------------------------
 
     async def send(self, member: str, data: bytes) -> int:
-        """Sends ``data`` to ``member`` as one datagram (unreliable, unordered); returns the
-        bytes sent."""
+        """Sends ``data`` to ``member`` as one datagram (unreliable as UDP, at most the
+        connection's datagram size: about 1,100 bytes over a relay, else
+        :class:`PayloadTooLarge`); returns the bytes sent."""
         body = {"member": member, "data": base64.b64encode(data).decode()}
         return int((await self._call("POST", "/v1/datagrams", body))["sent"])
 
@@ -382,7 +381,7 @@ class Mesh:
                 self._datagrams = await self._websocket("/v1/datagrams")
 
     async def recv(self) -> tuple[str, bytes]:
-        """The next datagram: ``(sender's name, data)``."""
+        """The next datagram: ``(sender's name, data)`` (its node id if it has no name)."""
         await self.open_datagrams()
         assert self._datagrams is not None
         while True:
@@ -394,23 +393,27 @@ class Mesh:
             if message.get("event") == "lagged":
                 self.datagrams_missed += int(message.get("missed", 0))
                 continue
-            return str(message["from"]), base64.b64decode(message["data"])
+            sender = message.get("from") or message["node_id"]
+            return str(sender), base64.b64decode(message["data"])
 
     async def open_stream(self, member: str) -> Stream:
-        """A byte stream to ``member`` (a name or node id); :class:`MemberOffline` if it is
-        not connected, :class:`UnknownMember` if there is none."""
-        ws = await self._websocket(f"/v1/streams/{quote(member, safe='')}", echo_close=False)
+        """A byte stream to a program accepting streams (:meth:`accept_stream`) on
+        ``member``'s machine (a name or node id): :class:`UnknownMember` if there is no such
+        member, :class:`MemberOffline` if it is not connected, :class:`StreamRefused` if no
+        program there accepts it within 10 s."""
+        ws = await self._websocket(f"/v1/streams/{quote(member, safe='')}")
         return Stream(ws, member)
 
     async def accept_stream(self) -> tuple[str, Stream]:
         """Waits for the next stream a member opens to this node: ``(its name, stream)``."""
-        ws = await self._websocket("/v1/streams", echo_close=False)
+        ws = await self._websocket("/v1/streams")
         try:
             hello = json.loads(await ws.recv())
         except BaseException:
             await ws.close()
             raise
-        return str(hello["from"]), Stream(ws, str(hello["from"]), hello.get("node_id"))
+        name = str(hello.get("from") or hello["node_id"])
+        return name, Stream(ws, name, hello["node_id"])
 
 
 class Events:

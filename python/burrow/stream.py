@@ -1,16 +1,21 @@
 """A bidirectional byte stream to a member, carried by a WebSocket to the daemon
-(``GET /v1/streams/{member}``, or ``GET /v1/streams`` for one a member opened)."""
+(``GET /v1/streams/{member}``, or ``GET /v1/streams`` for one a member opened).
+
+Binary messages carry the bytes both ways; an empty one ends its sender's side (TCP's FIN).
+Once both sides have ended the daemon closes the WebSocket with 1000; a failure closes it
+with 1011 and the reason; a program that closes the WebSocket first resets the stream."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from ._ws import WebSocket
-from .errors import ConnectionClosed, ProtocolError, StreamFailed
+from .errors import BurrowError, ConnectionClosed, ProtocolError, StreamFailed
 
-#: Writes are cut into binary messages of at most this many bytes.
-CHUNK = 16 * 1024
+#: Writes are cut into binary messages of at most this many bytes (the daemon takes 1 MiB).
+CHUNK = 64 * 1024
 
 
 class Stream:
@@ -27,9 +32,12 @@ class Stream:
         self.node_id = node_id
         self._buffer = bytearray()
         self._eof = False
+        self._write_closed = False
 
     def write(self, data: bytes) -> None:
         """Queues ``data`` (await :meth:`drain` to wait until it has gone out)."""
+        if self._write_closed:
+            raise ConnectionClosed(f"the stream to {self.member} is closed for writing")
         view = memoryview(data)
         for i in range(0, len(view), CHUNK):
             self._ws.send_binary(bytes(view[i : i + CHUNK]))
@@ -55,6 +63,9 @@ class Stream:
             ) from e
         if isinstance(message, str):
             raise ProtocolError(f"a text message inside a stream: {message[:100]!r}")
+        if not message:  # the member ended its side
+            self._eof = True
+            return False
         self._buffer += message
         return True
 
@@ -84,12 +95,23 @@ class Stream:
 
     async def close_write(self) -> None:
         """Ends this side (like TCP's FIN): the member reads the end; reading goes on."""
-        self._ws.send_close(1000)
-        await self._ws.drain()
+        if not self._write_closed:
+            self._write_closed = True
+            self._ws.send_binary(b"")
+            await self._ws.drain()
 
     async def close(self) -> None:
-        """Ends the stream both ways at once."""
+        """Drops the stream: one both sides have ended is done (its Close from the daemon is
+        waited for, 2 s at most); one not yet is reset."""
+        if self._eof and self._write_closed:
+            with contextlib.suppress(BurrowError, TimeoutError):
+                await asyncio.wait_for(self._closed(), 2.0)
         await self._ws.close(1000)
+
+    async def _closed(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self._ws.recv()
 
     async def __aenter__(self) -> Stream:
         return self
@@ -101,5 +123,5 @@ class Stream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        while chunk := await self.read(CHUNK * 4):
+        while chunk := await self.read(CHUNK):
             yield chunk

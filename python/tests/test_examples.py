@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,7 @@ def test_stream_file(pair: tuple[Node, Node], tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
     (tmp_path / "in").write_bytes(data)
     receiver = example("stream_file.py", "receive", "--out", str(tmp_path / "out"), env=bob.env)
-    try:
-        time.sleep(0.5)
+    try:  # the stream waits (10 s) for the receiver to accept it
         sender = example("stream_file.py", "send", "bob", str(tmp_path / "in"), env=alice.env)
         out, err = sender.communicate(timeout=60)
         assert sender.returncode == 0, err
@@ -66,16 +66,27 @@ def test_stream_file(pair: tuple[Node, Node], tmp_path: Path) -> None:
 def test_chat(pair: tuple[Node, Node]) -> None:
     alice, bob = pair
     listener = example("chat.py", "alice", env=bob.env, stdin=subprocess.PIPE)
+    talker = example("chat.py", "bob", env=alice.env, stdin=subprocess.PIPE)
     try:
-        time.sleep(0.5)
-        talker = example("chat.py", "bob", env=alice.env, stdin=subprocess.PIPE)
-        talker.communicate("hello bob\n", timeout=30)
-        assert talker.returncode == 0
-        assert listener.stdout is not None
-        assert listener.stdout.readline() == "<alice> hello bob\n"
+        assert listener.stdout is not None and talker.stdin is not None
+        with ThreadPoolExecutor(1) as pool:
+            line = pool.submit(listener.stdout.readline)
+            deadline = time.monotonic() + 15
+            while not line.done():  # datagrams before the listener subscribed are lost
+                assert time.monotonic() < deadline, "no datagram arrived"
+                talker.stdin.write("hello bob\n")
+                talker.stdin.flush()
+                time.sleep(0.2)
+            assert line.result() == "<alice> hello bob\n"
+        talker.stdin.close()
+        assert talker.wait(15) == 0
     finally:
-        listener.kill()
-        listener.communicate()
+        for p in (listener, talker):
+            p.kill()
+            p.wait()
+            for pipe in (p.stdin, p.stdout, p.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 @pytest.mark.needs_forwarding

@@ -120,6 +120,10 @@ def error(status: str, detail: dict[str, Any]) -> list[bytes]:
     [
         ("404 Not Found", "unknown_member", None, burrow.UnknownMember),
         ("409 Conflict", "member_offline", None, burrow.MemberOffline),
+        ("404 Not Found", "not_exposed", None, burrow.NotExposed),
+        ("404 Not Found", "unknown_forward", None, burrow.UnknownForward),
+        ("409 Conflict", "forward_failed", None, burrow.ForwardFailed),
+        ("502 Bad Gateway", "stream_refused", None, burrow.StreamRefused),
         ("403 Forbidden", "not_admin", None, burrow.NotAdmin),
         ("403 Forbidden", "forbidden_origin", None, burrow.ForbiddenOrigin),
         ("401 Unauthorized", "unauthorized", None, burrow.Unauthorized),

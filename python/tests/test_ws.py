@@ -236,43 +236,49 @@ def test_a_stream_half_closes_and_reads_to_the_end() -> None:
 
     async def member(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(frame(_ws.BINARY, b"hello "))
-        while True:  # read until the client's close (its FIN)
+        while True:  # read until the client's end: an empty binary message
             opcode, payload = await read_frame(reader)
             got.append((opcode, payload))
-            if opcode == _ws.CLOSE:
+            if opcode == _ws.BINARY and not payload:
                 break
-        writer.write(frame(_ws.BINARY, b"world, after your close"))
-        writer.write(close_frame(1000))
+        writer.write(frame(_ws.BINARY, b"world, after your end") + frame(_ws.BINARY, b""))
+        writer.write(close_frame(1000))  # both sides ended
+        got.append(await read_frame(reader))
 
     async def body() -> None:
         async with ws_server(member) as path:
             stream = await burrow.Mesh(socket=path).open_stream("bob")
             assert await stream.read_exact(6) == b"hello "
-            stream.write(b"a" * 40000)  # cut into messages of at most 16 KiB
+            stream.write(b"a" * 100_000)  # cut into messages of at most 64 KiB
+            stream.write(b"")  # nothing: not the end
             await stream.drain()
             await stream.close_write()
             with pytest.raises(burrow.ConnectionClosed):
                 stream.write(b"too late")
-            assert await stream.read() == b"world, after your close"
+            assert await stream.read() == b"world, after your end"
             assert await stream.read(10) == b""
             await stream.close()
 
     run(body())
     data = [p for op, p in got if op == _ws.BINARY]
-    assert b"".join(data) == b"a" * 40000 and max(map(len, data)) <= 16 * 1024
-    assert got[-1] == (_ws.CLOSE, struct.pack("!H", 1000))
+    assert data[-1] == b"" and b"".join(data) == b"a" * 100_000
+    assert max(map(len, data)) <= 64 * 1024
+    assert got[-1] == (_ws.CLOSE, struct.pack("!H", 1000))  # the daemon's close, answered
 
 
 def test_the_member_ends_first_and_the_stream_can_still_write() -> None:
     got: list[tuple[int, bytes]] = []
 
     async def member(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(frame(_ws.BINARY, b"all I had") + close_frame(1000))
+        writer.write(frame(_ws.BINARY, b"all I had") + frame(_ws.BINARY, b""))
         while True:
             opcode, payload = await read_frame(reader)
             got.append((opcode, payload))
-            if opcode == _ws.CLOSE:
+            if opcode == _ws.BINARY and not payload:
                 break
+        await asyncio.sleep(0.1)  # the close waits for the daemon's
+        writer.write(close_frame(1000))
+        got.append(await read_frame(reader))
 
     async def body() -> None:
         async with ws_server(member) as path:
@@ -280,11 +286,30 @@ def test_the_member_ends_first_and_the_stream_can_still_write() -> None:
             assert [chunk async for chunk in stream] == [b"all I had"]
             stream.write(b"thanks")
             await stream.close_write()
-            await asyncio.sleep(0.05)
             await stream.close()
 
     run(body())
-    assert got == [(_ws.BINARY, b"thanks"), (_ws.CLOSE, struct.pack("!H", 1000))]
+    assert got == [
+        (_ws.BINARY, b"thanks"), (_ws.BINARY, b""), (_ws.CLOSE, struct.pack("!H", 1000)),
+    ]
+
+
+def test_closing_a_stream_before_the_end_closes_at_once() -> None:
+    got: list[tuple[int, bytes]] = []
+
+    async def member(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(frame(_ws.BINARY, b"more to come"))
+        got.append(await read_frame(reader))
+        await reader.read()
+
+    async def body() -> None:
+        async with ws_server(member) as path:
+            stream = await burrow.Mesh(socket=path).open_stream("bob")
+            assert await stream.read(100) == b"more to come"
+            await asyncio.wait_for(stream.close(), 1)  # a reset: nothing is waited for
+
+    run(body())
+    assert got == [(_ws.CLOSE, struct.pack("!H", 1000))]
 
 
 def test_a_failed_stream_and_an_accepted_one() -> None:
@@ -335,7 +360,7 @@ def test_datagrams_arrive_on_one_websocket_and_lag_is_counted() -> None:
         for message in (
             {"event": "lagged", "missed": 2},
             {"from": "bob", "node_id": "b0b", "data": base64.b64encode(b"\x00hi").decode()},
-            {"from": "carol", "node_id": "c4r", "data": ""},
+            {"from": None, "node_id": "c4r", "data": ""},
         ):
             writer.write(frame(_ws.TEXT, json.dumps(message).encode()))
         await reader.read()
@@ -344,7 +369,7 @@ def test_datagrams_arrive_on_one_websocket_and_lag_is_counted() -> None:
         async with unix_server(daemon) as path:
             m = burrow.Mesh(socket=path)
             assert await m.recv() == ("bob", b"\x00hi")
-            assert await m.recv() == ("carol", b"")
+            assert await m.recv() == ("c4r", b"")  # no name: its node id
             assert m.datagrams_missed == 2
             await m.close()
 

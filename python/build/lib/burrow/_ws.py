@@ -61,24 +61,18 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 
 class WebSocket:
     """One client connection. :meth:`recv` returns whole messages (``str`` or ``bytes``)
-    and raises :class:`ConnectionClosed` once the server has closed (a broken protocol
-    raises :class:`ProtocolError`).
-
-    With ``echo_close`` (the default) a Close from the server is answered at once, as RFC
-    6455 says; without it the answer waits for :meth:`close`, so that the client may go on
-    sending (the half-close a stream needs)."""
+    and raises :class:`ConnectionClosed` once the server has closed (a Close from it is
+    answered at once); a broken protocol raises :class:`ProtocolError`."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         max_size: int = MAX_MESSAGE,
-        echo_close: bool = True,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.max_size = max_size
-        self._echo_close = echo_close
         #: Whether a Close was sent, and received (with its code and reason).
         self.close_sent = False
         self.close_received = False
@@ -94,7 +88,6 @@ class WebSocket:
         target: Target,
         path: str,
         max_size: int = MAX_MESSAGE,
-        echo_close: bool = True,
         timeout: float = 30.0,
     ) -> WebSocket:
         """Opens ``path`` on ``target`` and upgrades it."""
@@ -122,7 +115,7 @@ class WebSocket:
         except BaseException:
             writer.close()
             raise
-        return cls(reader, writer, max_size, echo_close)
+        return cls(reader, writer, max_size)
 
     def send(self, opcode: int, payload: bytes) -> None:
         """Queues one unfragmented frame (call :meth:`drain` to wait until it is out)."""
@@ -149,7 +142,7 @@ class WebSocket:
             raise ConnectionClosed(f"the connection broke: {e}", self.close_code) from e
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
-        """Sends a Close frame, once; the server may still send until it closes."""
+        """Sends a Close frame, once (the server may still send until its own)."""
         if not self.close_sent and not self._writer.is_closing():
             self._writer.write(encode_frame(CLOSE, struct.pack("!H", code) + reason.encode()))
         self.close_sent = True
@@ -260,5 +253,4 @@ class WebSocket:
             self.close_reason = payload[2:].decode("utf-8", "replace")
         else:
             self.close_code = 1005
-        if self._echo_close or self.close_sent:
-            self.send_close(self.close_code if self.close_code != 1005 else 1000)
+        self.send_close(self.close_code if self.close_code != 1005 else 1000)
