@@ -46,4 +46,8 @@ if cargo tree -p burrow-cli --no-default-features -e normal --prefix none --lock
     exit 1
 fi
 cargo check -p burrow-cli --no-default-features --locked
+# A venv with pytest, pyzmq and the Python package (target/py-venv): the NAT lab's ZeroMQ test
+# runs its agents with it, and the Python tests below run in it.
+python/run-tests.sh --venv
 cargo test --workspace --locked
+python/run-tests.sh

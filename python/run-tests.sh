@@ -3,6 +3,7 @@
 # pyzmq and the package, then pytest python/tests against a real burrow binary
 # ($BURROW_BIN, default target/debug/burrow). Extra arguments go to pytest, e.g.
 #   python/run-tests.sh -m 'not needs_forwarding'
+# `python/run-tests.sh --venv` only makes the venv (the Rust lab tests run pyzmq from it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,6 +26,7 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest pyzmq
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
+[[ ${1:-} == --venv ]] && exit 0
 
 export BURROW_BIN=${BURROW_BIN:-$root/target/debug/burrow}
 if [[ ! -x $BURROW_BIN ]]; then

@@ -34,18 +34,18 @@ use serde::Serialize;
 use crate::{median, server, DirectArgs, PeersArgs};
 
 /// ALPN of both the burrow and the quinn connections.
-const ALPN: &[u8] = b"burrow/bench/1";
+pub(crate) const ALPN: &[u8] = b"burrow/bench/1";
 /// The relay server's addresses (the second for RFC 5780 STUN).
 const RELAY_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 30),
     Ipv4Addr::new(203, 0, 113, 31),
 ];
 /// The send buffer handed to the streams, chunk by chunk.
-const BLOCK: usize = 1 << 20;
+pub(crate) const BLOCK: usize = 1 << 20;
 /// Comment tag on the iptables rules this benchmark inserts.
 const TAG: &str = "burrow-bench-direct";
 
-fn relay_url() -> RelayUrl {
+pub(crate) fn relay_url() -> RelayUrl {
     format!("http://{}:8080", RELAY_IPS[0])
         .parse()
         .expect("valid URL")
@@ -121,37 +121,10 @@ pub(crate) struct MemorySide {
 
 /// Runs the whole benchmark.
 pub(crate) fn run(args: &DirectArgs) -> Result<Report> {
-    if let Some(why) = Lab::root_skip_reason() {
-        bail!("`direct` builds a NAT lab of network namespaces and needs root: {why}");
-    }
     let burrow_bin = server::find_burrow(args.burrow.as_deref())?;
     let exe = std::env::current_exe().context("locating this executable")?;
-    eprintln!("building the lab");
-    let lab = Lab::builder()
-        .server("relay", &RELAY_IPS)
-        .home("a", NatKind::Open, RouterVariant::Firewalled)
-        .home("b", NatKind::Open, RouterVariant::Firewalled)
-        .build()?;
-    let relay = lab.spawn(
-        lab.server_ns("relay"),
-        &burrow_bin,
-        [
-            "relay".to_string(),
-            "--listen".into(),
-            format!("{}:8080", RELAY_IPS[0]),
-            "--stun".into(),
-            stun_addr().to_string(),
-            "--alt-ip".into(),
-            RELAY_IPS[1].to_string(),
-            // Room for the memory figure's connectors, all from B's one address.
-            "--max-conns-per-ip".into(),
-            (args.peers + 64).to_string(),
-        ],
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    if lab.try_wait(relay.pid())?.is_some() {
-        bail!("burrow relay exited at start: {}", relay.stderr());
-    }
+    // Room for the memory figure's connectors, all from B's one address.
+    let (lab, _relay) = open_homes_lab(&burrow_bin, args.peers + 64)?;
 
     let mut report = throughput_and_idle(&lab, args)?;
     if args.peers > 0 {
@@ -164,6 +137,41 @@ pub(crate) fn run(args: &DirectArgs) -> Result<Report> {
         });
     }
     Ok(report)
+}
+
+/// The lab of this benchmark (and `forward`'s): the relay server (`burrow relay` with STUN on
+/// both its addresses, at most `conns_per_ip` connections from one address) and two `open`
+/// homes, `a` and `b`.
+pub(crate) fn open_homes_lab(burrow: &Path, conns_per_ip: usize) -> Result<(Lab, Spawned)> {
+    if let Some(why) = Lab::root_skip_reason() {
+        bail!("this benchmark builds a NAT lab of network namespaces and needs root: {why}");
+    }
+    eprintln!("building the lab");
+    let lab = Lab::builder()
+        .server("relay", &RELAY_IPS)
+        .home("a", NatKind::Open, RouterVariant::Firewalled)
+        .home("b", NatKind::Open, RouterVariant::Firewalled)
+        .build()?;
+    let relay = lab.spawn(
+        lab.server_ns("relay"),
+        burrow,
+        [
+            "relay".to_string(),
+            "--listen".into(),
+            format!("{}:8080", RELAY_IPS[0]),
+            "--stun".into(),
+            stun_addr().to_string(),
+            "--alt-ip".into(),
+            RELAY_IPS[1].to_string(),
+            "--max-conns-per-ip".into(),
+            conns_per_ip.to_string(),
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    if lab.try_wait(relay.pid())?.is_some() {
+        bail!("burrow relay exited at start: {}", relay.stderr());
+    }
+    Ok((lab, relay))
 }
 
 /// What side A tells side B.
@@ -193,7 +201,7 @@ fn throughput_and_idle(lab: &Lab, args: &DirectArgs) -> Result<Report> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -513,7 +521,11 @@ fn iptables(lab: &Lab, ns: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Sends `bytes` on a new bidirectional stream and waits for the sink's count.
-async fn transfer(conn: &quinn::Connection, bytes: u64, block: &Bytes) -> Result<Duration> {
+pub(crate) async fn transfer(
+    conn: &quinn::Connection,
+    bytes: u64,
+    block: &Bytes,
+) -> Result<Duration> {
     let start = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut left = bytes;
@@ -533,7 +545,7 @@ async fn transfer(conn: &quinn::Connection, bytes: u64, block: &Bytes) -> Result
 
 /// Serves a connection's streams: reads each to its end and answers with the byte count.
 /// Holds the connection until it closes.
-async fn sink(conn: quinn::Connection) {
+pub(crate) async fn sink(conn: quinn::Connection) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         tokio::spawn(async move {
             let mut total = 0u64;
@@ -550,7 +562,7 @@ async fn sink(conn: quinn::Connection) {
 
 /// A burrow endpoint the way `burrow listen`/`connect` bind one: IPv4, the lab relay and its
 /// STUN, connected to the relay.
-async fn bind_burrow() -> Result<Endpoint> {
+pub(crate) async fn bind_burrow() -> Result<Endpoint> {
     let ep = Endpoint::bind(
         SecretKey::from_bytes(rand::random()),
         EndpointOptions {
@@ -571,7 +583,7 @@ async fn bind_burrow() -> Result<Endpoint> {
     Ok(ep)
 }
 
-async fn wait_direct(
+pub(crate) async fn wait_direct(
     ep: &Endpoint,
     node: &NodeId,
     timeout: Duration,

@@ -18,6 +18,7 @@
 
 mod dht;
 mod direct;
+mod forward;
 mod mesh;
 mod registry;
 mod relay;
@@ -75,6 +76,10 @@ enum Command {
     /// `--roster-members` members in a seeded simulation on a virtual clock; and daemon memory
     /// per idle member on loopback next to a plain `burrow listen`.
     Mesh(mesh::MeshArgs),
+    /// A TCP connection forwarded between two members' daemons (`burrow expose`, `burrow
+    /// forward`) next to plain TCP between the same hosts and a direct burrow QUIC stream, in
+    /// the NAT lab (needs root): throughput of each, in one run.
+    Forward(forward::ForwardArgs),
     /// Internal: one side of `direct`'s memory figure, run inside a lab namespace.
     #[command(hide = true)]
     DirectPeers(PeersArgs),
@@ -255,6 +260,7 @@ fn main() -> ExitCode {
         Command::Dht(args) => run_dht(&args),
         Command::Direct(args) => run_direct(&args),
         Command::Mesh(args) => mesh::run(&args),
+        Command::Forward(args) => forward::run(&args),
         Command::DirectPeers(args) => direct::peers_main(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.

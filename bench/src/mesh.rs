@@ -9,7 +9,7 @@
 //! * `memory` ([`memory`]): daemon memory per idle member on loopback; anchor: a plain
 //!   `burrow listen` per connected `burrow ping`.
 
-mod home;
+pub(crate) mod home;
 mod join;
 mod memory;
 mod propagation;

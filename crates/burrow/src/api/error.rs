@@ -111,6 +111,9 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
+    /// A finer code beside some codes (`join_refused`'s says why the invite was refused),
+    /// sent as `"reason"`.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -119,6 +122,15 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            reason: None,
+        }
+    }
+
+    /// The error with a finer code, `reason`.
+    pub fn with_reason(self, reason: &'static str) -> ApiError {
+        ApiError {
+            reason: Some(reason),
+            ..self
         }
     }
 
@@ -128,6 +140,7 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code.as_str().into(),
                 message: self.message.clone(),
+                reason: self.reason.map(Into::into),
             },
         };
         serde_json::to_vec(&body).expect("strings serialize")
@@ -169,6 +182,8 @@ pub(super) struct ErrorBody {
 pub(super) struct ErrorDetail {
     pub(super) code: String,
     pub(super) message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
 }
 
 #[cfg(test)]

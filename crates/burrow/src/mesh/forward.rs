@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use burrow_proto::mesh::stream::{StreamAnswer, StreamOpen};
+use bytes::BytesMut;
 use quinn::{RecvStream, SendStream};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +47,7 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Forwarded TCP connections at once, both ways together; more are reset.
 pub const MAX_FORWARDED: usize = 1024;
 /// Bytes buffered per direction of a forwarded connection.
-pub const PIPE_BUFFER: usize = 64 * 1024;
+pub const PIPE_BUFFER: usize = 256 * 1024;
 
 /// Why a forwarding request failed.
 #[derive(Debug, thiserror::Error)]
@@ -366,12 +367,15 @@ pub(crate) fn reset(tcp: TcpStream) {
 pub(crate) async fn pipe(tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) {
     let _ = tcp.set_nodelay(true);
     let (mut from_tcp, mut to_tcp) = tcp.into_split();
+    // QUIC keeps the chunks it is given, uncopied. What it received is read in one go across
+    // its frames: a chunk each would be a TCP write per packet.
     let up = async {
-        let mut buf = vec![0u8; PIPE_BUFFER];
+        let mut buf = BytesMut::new();
         loop {
-            match from_tcp.read(&mut buf).await {
+            buf.reserve(PIPE_BUFFER);
+            match from_tcp.read_buf(&mut buf).await {
                 Ok(0) => return send.finish().map_err(drop),
-                Ok(n) => send.write_all(&buf[..n]).await.map_err(drop)?,
+                Ok(_) => send.write_chunk(buf.split().freeze()).await.map_err(drop)?,
                 Err(_) => return Err(()),
             }
         }

@@ -10,7 +10,9 @@
 //! | `POST /v1/shutdown` | | `{"stopping": true}` |
 //!
 //! Errors beside the core ones: `join_refused` (403: the invite is bad, spent, expired, or the
-//! inviter refused it) and `join_failed` (502: the inviter could not be reached).
+//! inviter refused it), with a `"reason"` beside the code: `expired`, `used`, `revoked`,
+//! `wrong_password`, `code_dead`, `name_taken`, `invalid` (tampered or mistyped) or `refused`
+//! (anything else); and `join_failed` (502: the inviter could not be reached).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,7 +122,31 @@ fn join_error(e: NodeError) -> ApiError {
         NodeError::State(_) | NodeError::Publish(_) => ErrorCode::Internal,
         _ => ErrorCode::JoinRefused,
     };
-    ApiError::new(code, crate::error_chain::Chain(&e).to_string())
+    let message = crate::error_chain::Chain(&e).to_string();
+    let error = ApiError::new(code, &message);
+    match code {
+        ErrorCode::JoinRefused => error.with_reason(refusal_reason(&message)),
+        _ => error,
+    }
+}
+
+/// Why a join was refused, for programs: the inviter's refusal reaches the joiner as its text
+/// (a QUIC close reason), so this reads the phrases burrow's own checks write.
+fn refusal_reason(message: &str) -> &'static str {
+    const REASONS: [(&str, &str); 8] = [
+        ("expired at", "expired"),
+        ("already used", "used"),
+        ("revoked", "revoked"),
+        ("the code is wrong", "wrong_password"),
+        ("dead after", "code_dead"),
+        ("is taken", "name_taken"),
+        ("checksum", "invalid"),
+        ("signature", "invalid"),
+    ];
+    REASONS
+        .iter()
+        .find(|(phrase, _)| message.contains(phrase))
+        .map_or("refused", |(_, reason)| reason)
 }
 
 /// Runs [`join_any`] on a thread of its own (and a runtime of its own, which the join's
@@ -282,5 +308,37 @@ impl Lobby {
     pub async fn shutdown(self) {
         self.api.shutdown().await;
         self.state.endpoint.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_proto::mesh::pake::Failure;
+    use burrow_proto::mesh::MeshError;
+
+    #[test]
+    fn refusals_read_as_their_reasons_from_the_errors_own_words() {
+        let expired = MeshError::Expired {
+            not_after: 1,
+            now: 2,
+        };
+        let cases = [
+            (format!("invite: {expired}"), "expired"),
+            ("invite: already used".into(), "used"),
+            ("this node was revoked from the mesh".into(), "revoked"),
+            (Failure::WrongCode.to_string(), "wrong_password"),
+            (Failure::Burned.to_string(), "code_dead"),
+            ("the name b is taken in the mesh".into(), "name_taken"),
+            (MeshError::Signature.to_string(), "invalid"),
+            (
+                burrow_proto::mesh::FormatError::Checksum.to_string(),
+                "invalid",
+            ),
+            ("not issued here".into(), "refused"),
+        ];
+        for (message, reason) in cases {
+            assert_eq!(refusal_reason(&message), reason, "{message}");
+        }
     }
 }
