@@ -65,12 +65,18 @@ pub(crate) struct Report {
     pub tcp_mbit_median: f64,
     pub quic_mbit_median: f64,
     pub forward_mbit_median: f64,
+    /// CPU time of everything that ran (this harness's threads at both ends, and the two
+    /// daemons), per 10^9 bytes.
+    pub tcp_cpu_s_per_gb: f64,
+    pub quic_cpu_s_per_gb: f64,
+    pub forward_cpu_s_per_gb: f64,
 }
 
 /// A mesh daemon (`burrow up`) in a lab home, and its API.
 struct Daemon {
     home: MeshHome,
     api: ApiClient,
+    pid: u32,
 }
 
 /// Runs the benchmark and prints it.
@@ -94,28 +100,41 @@ pub(crate) fn run(args: &ForwardArgs) -> Result<()> {
     let rows = r.tcp_mbit.iter().zip(&r.quic_mbit).zip(&r.forward_mbit);
     for (i, ((t, q), f)) in rows.enumerate() {
         let label = format!("{}", i + 1);
-        println!("{}", row(&label, *t, *q, *f));
+        println!("{}", row(&label, 0, *t, *q, *f));
     }
     println!(
         "{}",
         row(
             "median",
+            0,
             r.tcp_mbit_median,
             r.quic_mbit_median,
             r.forward_mbit_median
         )
     );
     println!(
+        "{}",
+        row(
+            "CPU-s/GB",
+            2,
+            r.tcp_cpu_s_per_gb,
+            r.quic_cpu_s_per_gb,
+            r.forward_cpu_s_per_gb
+        )
+    );
+    println!(
         "plain TCP: host B to host A. QUIC stream: two burrow endpoints, direct. forwarded: B's \
          client to B's `burrow forward` listener, through both daemons (direct), to A's sink \
-         on 127.0.0.1."
+         on 127.0.0.1. CPU-s/GB: all the harness's threads and both daemons, per 10^9 bytes \
+         (its ratios are fwd/QUIC and fwd/TCP as well)."
     );
     Ok(())
 }
 
-fn row(label: &str, tcp: f64, quic: f64, fwd: f64) -> String {
+/// One line of the table, its figures with `p` decimals.
+fn row(label: &str, p: usize, tcp: f64, quic: f64, fwd: f64) -> String {
     format!(
-        "{label:<10} {tcp:>12.0} {quic:>12.0} {fwd:>12.0} {:>11.2} {:>11.2}",
+        "{label:<10} {tcp:>12.p$} {quic:>12.p$} {fwd:>12.p$} {:>11.2} {:>11.2}",
         fwd / quic,
         fwd / tcp
     )
@@ -172,7 +191,7 @@ fn measure(lab: &Lab, burrow: &Path, args: &ForwardArgs) -> Result<Report> {
             .context("A's endpoint did not start")
             .and_then(|ticket| {
                 lab.in_ns(&ns_b, || {
-                    runtime()?.block_on(rounds(args, ticket, sink_addr, local))
+                    runtime()?.block_on(rounds(args, ticket, sink_addr, local, [a.pid, b.pid]))
                 })
             });
         drop(stop_tx);
@@ -195,7 +214,16 @@ async fn rounds(
     ticket: Ticket,
     sink: SocketAddr,
     local: SocketAddr,
+    daemons: [u32; 2],
 ) -> Result<Report> {
+    let cpu_now = || -> Result<Duration> {
+        let mut t = server::own_cpu_time()?;
+        for pid in daemons {
+            t += server::pid_cpu_time(pid)?;
+        }
+        Ok(t)
+    };
+    let mut cpu = [Duration::ZERO; 3];
     let ep = bind_burrow().await?;
     let conn = ep.connect(&ticket, ALPN).await?;
     wait_direct(&ep, &ticket.node_id, Duration::from_secs(15))
@@ -210,11 +238,13 @@ async fn rounds(
     for round in 0..args.rounds as usize {
         for i in 0..order.len() {
             let way = order[(round + i) % order.len()];
+            let cpu_before = cpu_now()?;
             let took = match way {
                 Way::Tcp => tcp_transfer(sink, args.bytes, &block).await?,
                 Way::Quic => direct::transfer(&conn.quic, args.bytes, &block).await?,
                 Way::Forward => tcp_transfer(local, args.bytes, &block).await?,
             };
+            cpu[way as usize] += cpu_now()? - cpu_before;
             let mbit = args.bytes as f64 * 8.0 / took.as_secs_f64() / 1e6;
             eprintln!("round {}: {way:?} {mbit:.0} Mbit/s", round + 1);
             match way {
@@ -227,6 +257,12 @@ async fn rounds(
     r.tcp_mbit_median = median(r.tcp_mbit.clone());
     r.quic_mbit_median = median(r.quic_mbit.clone());
     r.forward_mbit_median = median(r.forward_mbit.clone());
+    let gb = args.bytes as f64 * f64::from(args.rounds) / 1e9;
+    [
+        r.tcp_cpu_s_per_gb,
+        r.quic_cpu_s_per_gb,
+        r.forward_cpu_s_per_gb,
+    ] = cpu.map(|c| c.as_secs_f64() / gb);
     ep.close().await;
     Ok(r)
 }
@@ -302,6 +338,7 @@ fn start_daemon(lab: &Lab, burrow: &Path, name: &str, token: Option<&str>) -> Re
     Ok(Daemon {
         home,
         api: api_of_up(&line)?,
+        pid: up.pid(),
     })
 }
 

@@ -317,6 +317,11 @@ pub(crate) fn own_cpu_time() -> Result<Duration> {
     cpu_time("/proc/self/stat")
 }
 
+/// CPU time of process `pid` (all threads).
+pub(crate) fn pid_cpu_time(pid: u32) -> Result<Duration> {
+    cpu_time(&format!("/proc/{pid}/stat"))
+}
+
 /// utime + stime from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks).
 fn cpu_time(stat_path: &str) -> Result<Duration> {
     let stat =

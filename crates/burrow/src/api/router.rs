@@ -68,7 +68,7 @@ type SocketHandler<S> = Arc<
 pub(super) enum Action<S> {
     /// Answers with JSON.
     Json(Handler<S>),
-    /// Upgrades to a WebSocket whose messages from the client are at most this many bytes.
+    /// Upgrades to a WebSocket, which the task the handler returns serves.
     Socket(SocketHandler<S>),
 }
 

@@ -47,7 +47,7 @@ const MAX_HANDSHAKES: usize = 128;
 /// so that one stranger cannot take every slot.
 const MAX_HANDSHAKES_PER_PEER: usize = 4;
 /// An incoming handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handshaken and waiting for [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 64;
 
@@ -189,6 +189,10 @@ pub struct Connection {
     pub quic: quinn::Connection,
     /// The peer's key.
     pub remote: NodeId,
+    /// When its handshake completed.
+    pub established: std::time::Instant,
+    /// Which end dialled: we ([`Side::Dialler`]) or the peer.
+    pub side: Side,
 }
 
 impl Connection {
@@ -254,6 +258,7 @@ impl Endpoint {
             relay: relay.clone(),
             relayed: Mutex::new(relayed_rx),
             unclaimed: Mutex::default(),
+            closing: Default::default(),
             control: control_tx.clone(),
         });
         let server = tls::server_config(&secret, &opts.alpns).map_err(BindError::Tls)?;
@@ -422,6 +427,8 @@ impl Endpoint {
         let conn = Connection {
             quic: connecting.await?,
             remote: node,
+            established: std::time::Instant::now(),
+            side: Side::Dialler,
         };
         if let Some(admission) = &self.inner.admission {
             if let Err(ours) = admission::run(&**admission, &conn, Side::Dialler).await {
@@ -531,6 +538,11 @@ impl Endpoint {
 
     /// Closes every connection and stops the endpoint.
     pub async fn close(&self) {
+        // The close must reach peers whose direct path died unnoticed: it goes both ways.
+        self.inner
+            .socket
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.quic.close(0u32.into(), b"closing");
         let _ = tokio::time::timeout(CLOSE_WAIT, self.inner.quic.wait_idle()).await;
         for task in std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()))
@@ -586,7 +598,12 @@ async fn handshake_incoming(
                 quic.close(0u32.into(), b"misfiled");
                 return;
             }
-            let conn = Connection { quic, remote };
+            let conn = Connection {
+                quic,
+                remote,
+                established: std::time::Instant::now(),
+                side: Side::Listener,
+            };
             let admitted = match &admission {
                 None => Admitted::Trusted,
                 Some(admission) => {

@@ -137,6 +137,9 @@ pub(crate) struct MagicSocket {
     pub relayed: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     /// QUIC packets from addresses no peer has claimed yet, for the claim that may follow.
     pub unclaimed: Mutex<Unclaimed>,
+    /// The endpoint is closing: packets go on the direct path and through the relay, so that
+    /// the close reaches a peer whose direct path died unnoticed.
+    pub closing: std::sync::atomic::AtomicBool,
     pub control: mpsc::Sender<Control>,
 }
 
@@ -285,9 +288,12 @@ impl AsyncUdpSocket for MagicSocket {
             return Ok(());
         };
         self.peers.note_activity(&peer);
+        let both = self.closing.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(direct) = peer.direct() {
             if let Some(r) = self.send_direct(&peer, &direct, t) {
-                return r;
+                if !both || r.is_err() {
+                    return r;
+                }
             }
         }
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);

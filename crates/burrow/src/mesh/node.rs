@@ -55,6 +55,9 @@ use crate::NodeId;
 const FIRST_REDIAL: Duration = Duration::from_secs(1);
 /// Longest wait between dials of one member.
 const MAX_REDIAL: Duration = Duration::from_secs(30);
+/// Two connections to one member, one each way, established within this time of each other
+/// were dialled at once by both ends (the endpoint's handshake timeout bounds how far apart).
+const CROSSED_DIALS: Duration = crate::endpoint::HANDSHAKE_TIMEOUT;
 /// How often the node looks for members it has no connection to.
 const DIAL_TICK: Duration = Duration::from_millis(500);
 /// Longest wait between two looks at the certificates: renewals due, peers lapsed.
@@ -525,7 +528,7 @@ impl MeshNode {
                 if conn.alpn().as_deref() == Some(JOIN_ALPN) {
                     node.serve_join(conn).await;
                 } else {
-                    node.register(conn, false);
+                    node.register(conn);
                 }
             });
         }
@@ -533,17 +536,28 @@ impl MeshNode {
 
     /// Keeps `conn` unless a connection to the same member that the smaller node id dialled
     /// is up; reads its messages until it closes.
-    fn register(&self, conn: Connection, we_dialled: bool) {
+    fn register(&self, conn: Connection) {
         let me = self.inner.endpoint.node_id();
         let peer = conn.remote;
         {
             let mut conns = lock(&self.inner.conns);
             let mut replaced = false;
             if let Some(old) = conns.get(&peer) {
-                let old_alive = old.quic.close_reason().is_none();
+                // Each end dials a member only while it holds no connection to it, so two
+                // connections were dialled at once only if they go opposite ways and were
+                // made within the handshakes' time of each other; then both ends keep the one
+                // the smaller node id dialled. Any other old connection is gone on the
+                // member's side (it restarted, or lost it without its close reaching us): the
+                // new one replaces it.
+                let crossed = old.side != conn.side && old.established.elapsed() < CROSSED_DIALS;
+                let old_alive = old.quic.close_reason().is_none() && crossed;
+                if !crossed {
+                    old.quic.close(0u32.into(), b"replaced");
+                }
                 replaced = old_alive;
                 // Which of the two the smaller node id dialled: ours if we dialled and we are
                 // the smaller.
+                let we_dialled = conn.side == Side::Dialler;
                 let new_wins = we_dialled == (me < peer);
                 if old_alive && !new_wins {
                     conn.quic.close(0u32.into(), b"duplicate");
@@ -903,7 +917,7 @@ impl MeshNode {
             Ok(conn) => {
                 dialing.remove(&peer);
                 drop(dialing);
-                self.register(conn, true);
+                self.register(conn);
             }
             Err(e) => {
                 tracing::debug!(peer = %peer.short(), "dialling a member: {e}");
