@@ -257,18 +257,23 @@ impl Forwarding {
         });
         lock(&self.listeners).insert(local, (forward.clone(), task));
         if let Err(e) = self.save() {
-            self.unforward(local).ok();
+            if let Some((_, task)) = lock(&self.listeners).remove(&local) {
+                task.abort();
+            }
             return Err(e);
         }
         Ok(forward)
     }
 
     /// Stops the forward listening on `local` (connections under way go on).
-    pub(crate) fn unforward(&self, local: SocketAddr) -> Result<Forward, ForwardError> {
+    /// Returns once the listener is closed.
+    pub(crate) async fn unforward(&self, local: SocketAddr) -> Result<Forward, ForwardError> {
         let (forward, task) = lock(&self.listeners)
             .remove(&local)
             .ok_or(ForwardError::UnknownForward(local))?;
         task.abort();
+        // Its end drops the listener; the error is only that it was aborted.
+        let _ = task.await;
         self.save()?;
         Ok(forward)
     }

@@ -3,8 +3,10 @@
 //!
 //! Every member dials every member it has no connection to (the roster says who), backing off
 //! from 1 s to 30 s per member (1 s flat while the peer waits for its roster to sync, and at once
-//! when the member shows up on the LAN); when two connections to one member meet, both ends keep
-//! the one the smaller node id dialled. Members find each other through the relays' registries,
+//! when the member shows up on the LAN); when two connections to one member meet (both ends
+//! dialled at once), both ends keep the one the smaller node id dialled, and any other new
+//! connection replaces the old one, which the member no longer holds (it restarted, perhaps
+//! after a crash that sent no close). Members find each other through the relays' registries,
 //! the DHT and mDNS (`mesh::discovery`); the record a member publishes names its relays only,
 //! never its direct addresses, which members learn from each other's hole punching (or the LAN)
 //! once both have proved membership.
@@ -534,8 +536,8 @@ impl MeshNode {
         }
     }
 
-    /// Keeps `conn` unless a connection to the same member that the smaller node id dialled
-    /// is up; reads its messages until it closes.
+    /// Keeps `conn` unless it crossed a connection to the same member that the smaller node id
+    /// dialled (see the module's doc); reads its messages until it closes.
     fn register(&self, conn: Connection) {
         let me = self.inner.endpoint.node_id();
         let peer = conn.remote;
@@ -768,9 +770,10 @@ impl MeshNode {
         Ok(self.inner.forwarding.listen(f, carry).await?)
     }
 
-    /// Stops the forward listening on `local`; connections under way go on.
-    pub fn unforward(&self, local: SocketAddr) -> Result<Forward, NodeError> {
-        Ok(self.inner.forwarding.unforward(local)?)
+    /// Stops the forward listening on `local` (it no longer accepts when this returns);
+    /// connections under way go on.
+    pub async fn unforward(&self, local: SocketAddr) -> Result<Forward, NodeError> {
+        Ok(self.inner.forwarding.unforward(local).await?)
     }
 
     /// The forwards listening.

@@ -170,7 +170,7 @@ pub(super) fn routes(router: Router<Daemon>) -> Router<Daemon> {
             "/v1/forwards/{local}",
             |d: Arc<Daemon>, req| async move {
                 let local = param(&req, "local")?;
-                d.node.unforward(local).map_err(api_error)?;
+                d.node.unforward(local).await.map_err(api_error)?;
                 Ok(LocalAnswer { local })
             },
         )
