@@ -367,12 +367,11 @@ impl Endpoint {
         if !self.inner.has_stun {
             return;
         }
-        // The candidates start as the interface addresses and change only once STUN answers.
-        let mut rx = self.inner.candidates.clone();
-        if rx.has_changed().unwrap_or(true) {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+        // The NAT is known once a STUN server has answered, and by then the candidates hold
+        // the public address it told. (The candidates themselves change before that too: the
+        // interface addresses are read at start.)
+        let mut nat = self.inner.nat.clone();
+        let _ = tokio::time::timeout(timeout, nat.wait_for(Option::is_some)).await;
     }
 
     /// What we know of our NAT: `None` until a STUN server answers (or peers' pongs show a
