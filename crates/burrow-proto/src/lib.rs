@@ -69,6 +69,7 @@ pub mod record;
 pub mod relay;
 mod rng;
 pub mod stun;
+pub mod text;
 pub mod ticket;
 pub mod turn;
 

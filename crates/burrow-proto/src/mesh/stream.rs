@@ -92,12 +92,9 @@ impl StreamAnswer {
         match self {
             StreamAnswer::Accepted => vec![ACCEPTED],
             StreamAnswer::Refused(reason) => {
-                let mut end = reason.len().min(MAX_REASON_LEN);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let mut out = vec![REFUSED, end as u8];
-                out.extend_from_slice(&reason.as_bytes()[..end]);
+                let reason = crate::text::truncate(reason, MAX_REASON_LEN);
+                let mut out = vec![REFUSED, reason.len() as u8];
+                out.extend_from_slice(reason.as_bytes());
                 out
             }
         }

@@ -160,7 +160,7 @@ impl fmt::Display for CloseReason {
     /// The close frame's reason text: clear, and cut to [`MAX_CLOSE_REASON`] bytes (at a
     /// character boundary), since a reason may quote a long relay URL or transport error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = match self {
+        let s = match self {
             CloseReason::HandshakeTimeout => "handshake timeout".to_string(),
             CloseReason::IdleTimeout => "idle timeout".to_string(),
             CloseReason::BadFrame(e) => format!("bad frame: {e}"),
@@ -179,14 +179,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ShuttingDown => "relay restarting".to_string(),
             CloseReason::Transport(e) => format!("websocket error: {e}"),
         };
-        if s.len() > MAX_CLOSE_REASON {
-            let mut end = MAX_CLOSE_REASON;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
-        f.write_str(&s)
+        f.write_str(crate::text::truncate(&s, MAX_CLOSE_REASON))
     }
 }
 

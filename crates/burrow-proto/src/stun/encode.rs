@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::text::truncate;
+
 use super::attribute::{address_len, encode_address, AttributeType};
 use super::integrity;
 use super::{
@@ -241,12 +243,4 @@ impl<'b> MessageWriter<'b> {
         self.header(AttributeType::FINGERPRINT, 4);
         self.buf.extend_from_slice(&crc.to_be_bytes());
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -192,13 +192,9 @@ pub(crate) fn json_message(value: &impl Serialize) -> Message {
 /// A close frame with `code` and `reason`, cut (at a character boundary) to the 123 bytes a
 /// close frame has room for.
 pub(crate) fn close(code: CloseCode, reason: &str) -> Message {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason[..end].into(),
+        reason: burrow_proto::text::truncate(reason, 123).into(),
     }))
 }
 

@@ -60,11 +60,7 @@ impl Refusal {
 
     /// The reason as sent in the close frame: at most [`MAX_REASON_LEN`] bytes.
     pub(crate) fn wire_reason(&self) -> &[u8] {
-        let mut end = self.reason.len().min(MAX_REASON_LEN);
-        while !self.reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        &self.reason.as_bytes()[..end]
+        burrow_proto::text::truncate(&self.reason, MAX_REASON_LEN).as_bytes()
     }
 }
 

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::streams::{answer, read_header, RESET_CODE};
+use super::streams::{answer, ask, Asked, RESET_CODE};
 use crate::paths::PathError;
 use crate::NodeId;
 
@@ -336,25 +336,14 @@ where
         let Some((mut send, mut recv)) = open().await else {
             break;
         };
-        if send
-            .write_all(&StreamOpen::Forward { port }.encode())
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        let answer = read_header(&mut recv, StreamAnswer::decode);
-        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(Some(StreamAnswer::Accepted)) => return pipe(tcp, send, recv).await,
-            Ok(Some(StreamAnswer::Refused(why))) => {
+        match ask(&mut send, &mut recv, StreamOpen::Forward { port }).await {
+            Asked::Accepted => return pipe(tcp, send, recv).await,
+            Asked::Ended => continue,
+            Asked::Refused(why) => {
                 tracing::debug!(port, "forward refused: {why}");
                 break;
             }
-            Ok(None) => continue,
-            Err(_) => {
-                let _ = send.reset(RESET_CODE.into());
-                break;
-            }
+            Asked::TimedOut => break,
         }
     }
     reset(tcp);

@@ -25,7 +25,7 @@ use burrow_proto::mesh::code::ShortCode;
 use burrow_proto::mesh::invite::{Invite, SignedInvite};
 use burrow_proto::mesh::pake::{self, inviter, joiner};
 use burrow_proto::mesh::roster::{RosterEntry, SignedRoster};
-use burrow_proto::mesh::stream::{StreamAnswer, StreamOpen};
+use burrow_proto::mesh::stream::StreamOpen;
 use burrow_proto::mesh::MeshError;
 use burrow_proto::Rng;
 use tokio::sync::Notify;
@@ -39,7 +39,7 @@ use super::membership::{decode_proof, encode_proof, Membership, ROSTER_SYNC_WAIT
 use super::presence::{info_body, Presence};
 use super::renewal::{self, Renewal, DEFAULT_CERT_VALIDITY};
 use super::state::{MeshState, StateError};
-use super::streams;
+use super::streams::{self, Asked};
 use super::{JOIN_ALPN, MAX_MESSAGE_LEN, MESH_ALPN, MSG_CERT, MSG_INFO, MSG_ROSTER};
 use crate::api::PathView;
 use crate::dht::{DhtConfig, DhtError};
@@ -781,13 +781,18 @@ impl MeshNode {
         self.inner.forwarding.forwards()
     }
 
+    /// The member `who` names, its name, and the connection to it now.
+    fn connected(&self, who: &str) -> Result<(NodeId, String, Connection), NodeError> {
+        let (node, name, _) = self.member(who)?;
+        match lock(&self.inner.conns).get(&node) {
+            Some(conn) => Ok((node, name, conn.clone())),
+            None => Err(NodeError::Offline(name)),
+        }
+    }
+
     /// Sends a program's datagram to the member `who` names: unreliable, as UDP.
     pub fn send_datagram(&self, who: &str, data: &[u8]) -> Result<(), NodeError> {
-        let (node, name, _) = self.member(who)?;
-        let conn = lock(&self.inner.conns)
-            .get(&node)
-            .cloned()
-            .ok_or(NodeError::Offline(name))?;
+        let (_, _, conn) = self.connected(who)?;
         let max = conn.quic.max_datagram_size().unwrap_or(0).saturating_sub(1);
         if data.len() > max {
             return Err(NodeError::DatagramTooLarge {
@@ -813,11 +818,7 @@ impl MeshNode {
         &self,
         who: &str,
     ) -> Result<(NodeId, crate::quinn::SendStream, crate::quinn::RecvStream), NodeError> {
-        let (node, name, _) = self.member(who)?;
-        let conn = lock(&self.inner.conns)
-            .get(&node)
-            .cloned()
-            .ok_or_else(|| NodeError::Offline(name.clone()))?;
+        let (node, name, conn) = self.connected(who)?;
         let refused = |reason: &str| NodeError::StreamRefused {
             member: name.clone(),
             reason: reason.to_owned(),
@@ -827,18 +828,11 @@ impl MeshNode {
             .open_bi()
             .await
             .map_err(|e| refused(&e.to_string()))?;
-        send.write_all(&StreamOpen::App.encode())
-            .await
-            .map_err(|e| refused(&e.to_string()))?;
-        let answer = streams::read_header(&mut recv, StreamAnswer::decode);
-        match tokio::time::timeout(streams::ANSWER_TIMEOUT, answer).await {
-            Ok(Some(StreamAnswer::Accepted)) => Ok((node, send, recv)),
-            Ok(Some(StreamAnswer::Refused(why))) => Err(refused(&why)),
-            Ok(None) => Err(refused("the stream ended unanswered")),
-            Err(_) => {
-                let _ = send.reset(streams::RESET_CODE.into());
-                Err(refused("no program accepted it in time"))
-            }
+        match streams::ask(&mut send, &mut recv, StreamOpen::App).await {
+            Asked::Accepted => Ok((node, send, recv)),
+            Asked::Refused(why) => Err(refused(&why)),
+            Asked::Ended => Err(refused("the stream ended unanswered")),
+            Asked::TimedOut => Err(refused("no program accepted it in time")),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use burrow_proto::mesh::stream::{StreamAnswer, StreamHeaderError, MAX_ANSWER_LEN};
+use burrow_proto::mesh::stream::{StreamAnswer, StreamHeaderError, StreamOpen, MAX_ANSWER_LEN};
 use quinn::{RecvStream, SendStream};
 
 /// How long the opener of a stream waits for its answer, and its header may take to come.
@@ -39,5 +39,34 @@ pub(crate) async fn read_header<T>(
         let mut byte = [0u8; 1];
         recv.read_exact(&mut byte).await.ok()?;
         buf.push(byte[0]);
+    }
+}
+
+/// How the other side took a stream [`ask`] opened.
+pub(crate) enum Asked {
+    /// Its bytes flow from now on.
+    Accepted,
+    /// Refused, and why.
+    Refused(String),
+    /// The stream ended or broke before any answer (its connection closed, say).
+    Ended,
+    /// No answer within [`ANSWER_TIMEOUT`]; the stream is reset.
+    TimedOut,
+}
+
+/// Writes `open` on a stream just opened and waits for the answer.
+pub(crate) async fn ask(send: &mut SendStream, recv: &mut RecvStream, open: StreamOpen) -> Asked {
+    if send.write_all(&open.encode()).await.is_err() {
+        return Asked::Ended;
+    }
+    let answer = read_header(recv, StreamAnswer::decode);
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Some(StreamAnswer::Accepted)) => Asked::Accepted,
+        Ok(Some(StreamAnswer::Refused(why))) => Asked::Refused(why),
+        Ok(None) => Asked::Ended,
+        Err(_) => {
+            let _ = send.reset(RESET_CODE.into());
+            Asked::TimedOut
+        }
     }
 }
