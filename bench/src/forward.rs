@@ -2,6 +2,7 @@
 //! `burrow forward` on the other), next to what it is made of, in one NAT-lab run:
 //!
 //! * plain TCP between the same two hosts (the limit: no encryption, no user-space hops);
+//! * plain TCP on loopback inside home B (what each of a forward's two local legs costs);
 //! * one burrow QUIC stream on a direct path between two endpoints in the same homes (the path
 //!   a forward rides, without its two loopback TCP legs and the daemons' copies).
 //!
@@ -47,12 +48,13 @@ pub(crate) struct ForwardArgs {
     json: bool,
 }
 
-/// The three ways bytes go from B to A.
+/// The ways bytes go (from B to A, and B's loopback).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Way {
     Tcp,
     Quic,
     Forward,
+    Loopback,
 }
 
 /// What `forward` measured.
@@ -62,14 +64,22 @@ pub(crate) struct Report {
     pub tcp_mbit: Vec<f64>,
     pub quic_mbit: Vec<f64>,
     pub forward_mbit: Vec<f64>,
+    pub loopback_mbit: Vec<f64>,
     pub tcp_mbit_median: f64,
     pub quic_mbit_median: f64,
     pub forward_mbit_median: f64,
+    pub loopback_mbit_median: f64,
     /// CPU time of everything that ran (this harness's threads at both ends, and the two
     /// daemons), per 10^9 bytes.
     pub tcp_cpu_s_per_gb: f64,
     pub quic_cpu_s_per_gb: f64,
     pub forward_cpu_s_per_gb: f64,
+    pub loopback_cpu_s_per_gb: f64,
+    /// What a forward's parts cost: the QUIC stream and two loopback TCP legs.
+    pub parts_cpu_s_per_gb: f64,
+    /// The share of the QUIC stream's throughput a forward that cost only its parts would
+    /// reach where all of them share the same CPUs (as here): QUIC's CPU over the parts'.
+    pub cpu_bound_fwd_quic: f64,
 }
 
 /// A mesh daemon (`burrow up`) in a lab home, and its API.
@@ -94,47 +104,51 @@ pub(crate) fn run(args: &ForwardArgs) -> Result<()> {
         r.tcp_mbit.len()
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>12} {:>11} {:>11}",
-        "round", "plain TCP", "QUIC stream", "forwarded", "fwd/QUIC", "fwd/TCP"
+        "{:<10} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "round", "plain TCP", "loopback", "QUIC stream", "forwarded", "fwd/QUIC", "fwd/TCP"
     );
-    let rows = r.tcp_mbit.iter().zip(&r.quic_mbit).zip(&r.forward_mbit);
-    for (i, ((t, q), f)) in rows.enumerate() {
-        let label = format!("{}", i + 1);
-        println!("{}", row(&label, 0, *t, *q, *f));
+    for i in 0..r.tcp_mbit.len() {
+        let each = [&r.tcp_mbit, &r.loopback_mbit, &r.quic_mbit, &r.forward_mbit].map(|v| v[i]);
+        println!("{}", row(&format!("{}", i + 1), 0, each));
     }
+    let medians = [
+        r.tcp_mbit_median,
+        r.loopback_mbit_median,
+        r.quic_mbit_median,
+        r.forward_mbit_median,
+    ];
+    println!("{}", row("median", 0, medians));
+    let cpu = [
+        r.tcp_cpu_s_per_gb,
+        r.loopback_cpu_s_per_gb,
+        r.quic_cpu_s_per_gb,
+        r.forward_cpu_s_per_gb,
+    ];
+    println!("{}", row("CPU-s/GB", 2, cpu));
     println!(
-        "{}",
-        row(
-            "median",
-            0,
-            r.tcp_mbit_median,
-            r.quic_mbit_median,
-            r.forward_mbit_median
-        )
+        "plain TCP: host B to host A. loopback: TCP on 127.0.0.1 inside B. QUIC stream: two \
+         burrow endpoints, direct. forwarded: B's client to B's `burrow forward` listener, \
+         through both daemons (direct), to A's sink on 127.0.0.1. CPU-s/GB: all the harness's \
+         threads and both daemons, per 10^9 bytes (its ratios are fwd/QUIC and fwd/TCP as \
+         well)."
     );
     println!(
-        "{}",
-        row(
-            "CPU-s/GB",
-            2,
-            r.tcp_cpu_s_per_gb,
-            r.quic_cpu_s_per_gb,
-            r.forward_cpu_s_per_gb
-        )
-    );
-    println!(
-        "plain TCP: host B to host A. QUIC stream: two burrow endpoints, direct. forwarded: B's \
-         client to B's `burrow forward` listener, through both daemons (direct), to A's sink \
-         on 127.0.0.1. CPU-s/GB: all the harness's threads and both daemons, per 10^9 bytes \
-         (its ratios are fwd/QUIC and fwd/TCP as well)."
+        "a forward's parts (the QUIC stream and two loopback legs) cost {:.2} CPU-s/GB; the \
+         forward costs {:.2}x that. Where they share this machine's {} CPUs, a forward that \
+         cost only its parts would reach {:.2} of the QUIC stream.",
+        r.parts_cpu_s_per_gb,
+        r.forward_cpu_s_per_gb / r.parts_cpu_s_per_gb,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        r.cpu_bound_fwd_quic,
     );
     Ok(())
 }
 
-/// One line of the table, its figures with `p` decimals.
-fn row(label: &str, p: usize, tcp: f64, quic: f64, fwd: f64) -> String {
+/// One line of the table: plain TCP, loopback, QUIC and forwarded, with `p` decimals, and
+/// the forward's ratios.
+fn row(label: &str, p: usize, [tcp, lo, quic, fwd]: [f64; 4]) -> String {
     format!(
-        "{label:<10} {tcp:>12.p$} {quic:>12.p$} {fwd:>12.p$} {:>11.2} {:>11.2}",
+        "{label:<10} {tcp:>12.p$} {lo:>12.p$} {quic:>12.p$} {fwd:>12.p$} {:>9.2} {:>9.2}",
         fwd / quic,
         fwd / tcp
     )
@@ -144,6 +158,7 @@ fn measure(lab: &Lab, burrow: &Path, args: &ForwardArgs) -> Result<Report> {
     let (ns_a, ns_b) = (lab.host_ns("a").to_owned(), lab.host_ns("b").to_owned());
     let sink_port = lab.in_ns(&ns_a, tcp_sink)?;
     let sink_addr = SocketAddr::from((lab.host_ip("a"), sink_port));
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, lab.in_ns(&ns_b, tcp_sink)?));
 
     eprintln!("starting the daemons");
     let a = start_daemon(lab, burrow, "a", None)?;
@@ -191,7 +206,14 @@ fn measure(lab: &Lab, burrow: &Path, args: &ForwardArgs) -> Result<Report> {
             .context("A's endpoint did not start")
             .and_then(|ticket| {
                 lab.in_ns(&ns_b, || {
-                    runtime()?.block_on(rounds(args, ticket, sink_addr, local, [a.pid, b.pid]))
+                    runtime()?.block_on(rounds(
+                        args,
+                        ticket,
+                        sink_addr,
+                        local,
+                        loopback,
+                        [a.pid, b.pid],
+                    ))
                 })
             });
         drop(stop_tx);
@@ -214,6 +236,7 @@ async fn rounds(
     ticket: Ticket,
     sink: SocketAddr,
     local: SocketAddr,
+    loopback: SocketAddr,
     daemons: [u32; 2],
 ) -> Result<Report> {
     let cpu_now = || -> Result<Duration> {
@@ -223,7 +246,7 @@ async fn rounds(
         }
         Ok(t)
     };
-    let mut cpu = [Duration::ZERO; 3];
+    let mut cpu = [Duration::ZERO; 4];
     let ep = bind_burrow().await?;
     let conn = ep.connect(&ticket, ALPN).await?;
     wait_direct(&ep, &ticket.node_id, Duration::from_secs(15))
@@ -234,7 +257,7 @@ async fn rounds(
         bytes: args.bytes,
         ..Report::default()
     };
-    let order = [Way::Tcp, Way::Quic, Way::Forward];
+    let order = [Way::Tcp, Way::Quic, Way::Forward, Way::Loopback];
     for round in 0..args.rounds as usize {
         for i in 0..order.len() {
             let way = order[(round + i) % order.len()];
@@ -243,6 +266,7 @@ async fn rounds(
                 Way::Tcp => tcp_transfer(sink, args.bytes, &block).await?,
                 Way::Quic => direct::transfer(&conn.quic, args.bytes, &block).await?,
                 Way::Forward => tcp_transfer(local, args.bytes, &block).await?,
+                Way::Loopback => tcp_transfer(loopback, args.bytes, &block).await?,
             };
             cpu[way as usize] += cpu_now()? - cpu_before;
             let mbit = args.bytes as f64 * 8.0 / took.as_secs_f64() / 1e6;
@@ -251,18 +275,23 @@ async fn rounds(
                 Way::Tcp => r.tcp_mbit.push(mbit),
                 Way::Quic => r.quic_mbit.push(mbit),
                 Way::Forward => r.forward_mbit.push(mbit),
+                Way::Loopback => r.loopback_mbit.push(mbit),
             }
         }
     }
     r.tcp_mbit_median = median(r.tcp_mbit.clone());
     r.quic_mbit_median = median(r.quic_mbit.clone());
     r.forward_mbit_median = median(r.forward_mbit.clone());
+    r.loopback_mbit_median = median(r.loopback_mbit.clone());
     let gb = args.bytes as f64 * f64::from(args.rounds) / 1e9;
     [
         r.tcp_cpu_s_per_gb,
         r.quic_cpu_s_per_gb,
         r.forward_cpu_s_per_gb,
+        r.loopback_cpu_s_per_gb,
     ] = cpu.map(|c| c.as_secs_f64() / gb);
+    r.parts_cpu_s_per_gb = r.quic_cpu_s_per_gb + 2.0 * r.loopback_cpu_s_per_gb;
+    r.cpu_bound_fwd_quic = r.quic_cpu_s_per_gb / r.parts_cpu_s_per_gb;
     ep.close().await;
     Ok(r)
 }

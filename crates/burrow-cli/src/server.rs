@@ -11,7 +11,7 @@ use burrow_relay::stun::{AltPort, StunOptions, StunService};
 use burrow_relay::{RelayConfig, RelayFlags, RelayServer, RelaySettings, RELAY_PATH};
 use serde::Deserialize;
 
-use crate::runtime;
+use crate::server_runtime;
 
 /// `burrow stun`'s flags.
 #[derive(clap::Args)]
@@ -74,7 +74,7 @@ pub(crate) fn stun(args: StunArgs) -> Result<()> {
         };
         eprintln!("STUN listening on {addr} ({what})");
     }
-    runtime()?.block_on(async {
+    server_runtime()?.block_on(async {
         wait_for_shutdown_signal().await;
     });
     let stats = service.stats();
@@ -97,7 +97,7 @@ pub(crate) fn relay(flags: RelayFlags, config_path: &Path) -> Result<()> {
         .with_context(|| format!("config file {}: [relay]", config_path.display()))?;
     flags.apply(&mut settings)?;
     let config = RelayConfig::from_settings(&settings)?;
-    runtime()?.block_on(async {
+    server_runtime()?.block_on(async {
         let server = RelayServer::start(config).await?;
         eprintln!(
             "relay listening on {} (clients use {}, WebSocket at {})",
@@ -134,7 +134,7 @@ pub(crate) fn dht_node(args: DhtNodeArgs) -> Result<()> {
     } else {
         args.bootstrap
     };
-    runtime()?.block_on(run_dht_node(args.bind, bootstrap, args.json))
+    server_runtime()?.block_on(run_dht_node(args.bind, bootstrap, args.json))
 }
 
 async fn run_dht_node(bind: SocketAddrV4, bootstrap: Vec<String>, json: bool) -> Result<()> {

@@ -17,13 +17,14 @@
 //! (`tcp://127.77.0.3:5555`) works on every machine of the mesh.
 
 use std::collections::BTreeMap;
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use burrow_proto::mesh::stream::{StreamAnswer, StreamOpen};
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,8 +47,10 @@ pub use super::streams::ANSWER_TIMEOUT;
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Forwarded TCP connections at once, both ways together; more are reset.
 pub const MAX_FORWARDED: usize = 1024;
-/// Bytes buffered per direction of a forwarded connection.
+/// Bytes read from TCP at most at once, and so buffered toward QUIC, per forwarded connection.
 pub const PIPE_BUFFER: usize = 256 * 1024;
+/// QUIC chunks (about a packet each) taken at most at once toward TCP, in one vectored write.
+const PIPE_CHUNKS: usize = 256;
 
 /// Why a forwarding request failed.
 #[derive(Debug, thiserror::Error)]
@@ -361,8 +364,8 @@ pub(crate) fn reset(tcp: TcpStream) {
 pub(crate) async fn pipe(tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) {
     let _ = tcp.set_nodelay(true);
     let (mut from_tcp, mut to_tcp) = tcp.into_split();
-    // QUIC keeps the chunks it is given, uncopied. What it received is read in one go across
-    // its frames: a chunk each would be a TCP write per packet.
+    // QUIC keeps the chunks it is given, and gives the ones it received, uncopied; what it
+    // holds is written to TCP in one vectored write, not a write per packet.
     let up = async {
         let mut buf = BytesMut::new();
         loop {
@@ -375,11 +378,13 @@ pub(crate) async fn pipe(tcp: TcpStream, mut send: SendStream, mut recv: RecvStr
         }
     };
     let down = async {
-        let mut buf = vec![0u8; PIPE_BUFFER];
+        let mut chunks = vec![Bytes::new(); PIPE_CHUNKS];
         loop {
-            match recv.read(&mut buf).await {
+            match recv.read_chunks(&mut chunks).await {
                 Ok(None) => return to_tcp.shutdown().await.map_err(drop),
-                Ok(Some(n)) => to_tcp.write_all(&buf[..n]).await.map_err(drop)?,
+                Ok(Some(n)) => write_all_chunks(&mut to_tcp, &mut chunks[..n])
+                    .await
+                    .map_err(drop)?,
                 Err(_) => return Err(()),
             }
         }
@@ -391,6 +396,31 @@ pub(crate) async fn pipe(tcp: TcpStream, mut send: SendStream, mut recv: RecvStr
             reset(tcp);
         }
     }
+}
+
+/// Writes `chunks` to `tcp` whole, as few vectored writes as it takes.
+async fn write_all_chunks(
+    tcp: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
+        let mut written = tcp.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let chunk = &mut chunks[first];
+            let n = written.min(chunk.len());
+            chunk.advance(n);
+            written -= n;
+            if chunk.is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
