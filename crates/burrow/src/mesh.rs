@@ -39,6 +39,7 @@ mod discovery;
 pub mod forward;
 mod invites;
 pub mod lobby;
+pub mod member_conn;
 pub mod membership;
 pub mod node;
 mod presence;

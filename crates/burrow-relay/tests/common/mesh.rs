@@ -69,15 +69,36 @@ pub(crate) async fn joined_in(
         .await
         .expect("joins");
     assert_eq!(how.mesh, "lab");
-    MeshNode::start(state, opts).await.expect("starts")
+    let joined_on = port_of(dir);
+    let node = MeshNode::start(state, opts).await.expect("starts");
+    // On the port it joined on, which the joining endpoint, just closed, lets go: members
+    // hold the path found while joining.
+    assert_eq!(node.endpoint().local_addr().unwrap().port(), joined_on);
+    node
+}
+
+/// The UDP port a node with its state in `dir` bound last.
+fn port_of(dir: &std::path::Path) -> u16 {
+    std::fs::read_to_string(dir.join("port"))
+        .expect("the node keeps its port")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Stops `node` and starts it again from its state in `dir`, with `opts`.
 #[allow(dead_code)] // not used by every test file
 pub(crate) async fn restart(node: MeshNode, dir: &std::path::Path, opts: NodeOptions) -> MeshNode {
+    let port = node.endpoint().local_addr().unwrap().port();
     node.shutdown().await;
     drop(node);
-    start_from(dir, opts).await
+    let node = start_from(dir, opts).await;
+    assert_eq!(
+        node.endpoint().local_addr().unwrap().port(),
+        port,
+        "the same port"
+    );
+    node
 }
 
 /// A node started from its state in `dir`, with `opts`.

@@ -143,8 +143,8 @@ impl<C: Credentials> Credentials for std::sync::Arc<C> {
 /// peer's first unidirectional stream (at most [`MAX_PROOF_LEN`] bytes, within `timeout`).
 /// The dialler shows its proof the moment the handshake completes; the listener shows its own
 /// only once it has checked the dialler's, so a dialler it refuses sees its refusal and no
-/// proof. A peer that opens a bidirectional stream first, or shows nothing in time, is refused
-/// at once.
+/// proof. A dialler that opens a bidirectional stream first, or a peer that shows nothing in
+/// time, is refused at once; the listener's streams may come before its proof, and wait.
 #[derive(Debug)]
 pub struct ExchangeProofs<C> {
     /// What we show and check.
@@ -170,18 +170,28 @@ impl<C: Credentials> ExchangeProofs<C> {
             s.write_all(&ours).await.ok()?;
             s.finish().ok()
         };
+        let proof = async {
+            let uni = quic.accept_uni().await;
+            let mut r = uni.map_err(|e| Refusal::new(format!("connection lost: {e}")))?;
+            r.read_to_end(MAX_PROOF_LEN)
+                .await
+                .map_err(|_| Refusal::new("unreadable or oversized proof"))
+        };
         let receive = async {
-            tokio::select! {
-                uni = quic.accept_uni() => {
-                    let mut r = uni.map_err(|e| Refusal::new(format!("connection lost: {e}")))?;
-                    r.read_to_end(MAX_PROOF_LEN)
-                        .await
-                        .map_err(|_| Refusal::new("unreadable or oversized proof"))
-                }
-                bi = quic.accept_bi() => Err(match bi {
-                    Ok(_) => Refusal::new("a stream before any proof"),
-                    Err(e) => Refusal::new(format!("connection lost: {e}")),
-                }),
+            match side {
+                // A listener that admitted us may open its streams the moment it has shown
+                // its proof, and one may come first: it waits in QUIC until this is done.
+                Side::Dialler => proof.await,
+                // A dialler shows its proof before anything else (with the handshake's last
+                // flight), so a stream first is no peer of ours.
+                Side::Listener => tokio::select! {
+                    biased;
+                    proof = proof => proof,
+                    bi = quic.accept_bi() => Err(match bi {
+                        Ok(_) => Refusal::new("a stream before any proof"),
+                        Err(e) => Refusal::new(format!("connection lost: {e}")),
+                    }),
+                },
             }
         };
         let receive = async {

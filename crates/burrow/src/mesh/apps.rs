@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use burrow_proto::mesh::stream::StreamAnswer;
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
 use tokio::sync::{broadcast, mpsc, Mutex};
 
+use super::member_conn::MemberStream;
 use super::streams::{answer, ANSWER_TIMEOUT};
 use crate::NodeId;
 
@@ -23,23 +23,12 @@ pub const DATAGRAM_BACKLOG: usize = 1024;
 /// Streams from members that may wait for a program to accept them; more are refused.
 pub const MAX_WAITING_STREAMS: usize = 16;
 
-/// A stream a member opened, accepted by a program.
-#[derive(Debug)]
-pub struct IncomingStream {
-    /// The member.
-    pub from: NodeId,
-    /// Towards the member.
-    pub send: SendStream,
-    /// From the member.
-    pub recv: RecvStream,
-}
-
 /// The datagrams and streams that came for programs.
 #[derive(Debug)]
 pub(crate) struct Apps {
     datagrams: broadcast::Sender<(NodeId, Bytes)>,
-    waiting: mpsc::Sender<(Instant, IncomingStream)>,
-    queue: Mutex<mpsc::Receiver<(Instant, IncomingStream)>>,
+    waiting: mpsc::Sender<(Instant, MemberStream)>,
+    queue: Mutex<mpsc::Receiver<(Instant, MemberStream)>>,
 }
 
 impl Default for Apps {
@@ -65,9 +54,8 @@ impl Apps {
         self.datagrams.subscribe()
     }
 
-    /// `from` opened a stream for a program: it waits for one, unless too many do.
-    pub(crate) async fn offer(&self, from: NodeId, send: SendStream, recv: RecvStream) {
-        let stream = IncomingStream { from, send, recv };
+    /// A member opened a stream for a program: it waits for one, unless too many do.
+    pub(crate) async fn offer(&self, stream: MemberStream) {
         if let Err(full) = self.waiting.try_send((Instant::now(), stream)) {
             let (_, mut stream) = full.into_inner();
             let why = "too many streams wait for a program to accept them";
@@ -76,7 +64,7 @@ impl Apps {
     }
 
     /// The next stream a member opened that is still waiting for its answer, accepted.
-    pub(crate) async fn accept(&self) -> IncomingStream {
+    pub(crate) async fn accept(&self) -> MemberStream {
         let mut queue = self.queue.lock().await;
         while let Some((at, mut s)) = queue.recv().await {
             // Past this, its opener has given up on it.

@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::streams::{answer, ask, Asked, RESET_CODE};
+use super::streams::{answer, ask, delivered, Asked, RESET_CODE};
 use crate::paths::PathError;
 use crate::NodeId;
 
@@ -328,15 +328,16 @@ impl Forwarding {
 const OPEN_ATTEMPTS: usize = 2;
 
 /// Carries `tcp` to `port` on a stream `open` opens to the member (`None`: no connection to
-/// it): asks, and carries the bytes if the member accepts; resets `tcp` if it refuses, does
-/// not answer in time, or cannot be reached.
-pub(crate) async fn carry<F, Fut>(tcp: TcpStream, port: u16, open: F)
+/// it), with a hold on the connection kept as long as the stream: asks, and carries the bytes
+/// if the member accepts; resets `tcp` if it refuses, does not answer in time, or cannot be
+/// reached.
+pub(crate) async fn carry<F, Fut, H>(tcp: TcpStream, port: u16, open: F)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<(SendStream, RecvStream)>>,
+    Fut: std::future::Future<Output = Option<(SendStream, RecvStream, H)>>,
 {
     for _ in 0..OPEN_ATTEMPTS {
-        let Some((mut send, mut recv)) = open().await else {
+        let Some((mut send, mut recv, _hold)) = open().await else {
             break;
         };
         match ask(&mut send, &mut recv, StreamOpen::Forward { port }).await {
@@ -371,7 +372,12 @@ pub(crate) async fn pipe(tcp: TcpStream, mut send: SendStream, mut recv: RecvStr
         loop {
             buf.reserve(PIPE_BUFFER);
             match from_tcp.read_buf(&mut buf).await {
-                Ok(0) => return send.finish().map_err(drop),
+                Ok(0) => {
+                    send.finish().map_err(drop)?;
+                    // Its connection may close once this is done (see `member_conn`).
+                    delivered(&mut send).await;
+                    return Ok(());
+                }
                 Ok(_) => send.write_chunk(buf.split().freeze()).await.map_err(drop)?,
                 Err(_) => return Err(()),
             }

@@ -31,10 +31,11 @@ use burrow_proto::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::apps::{Apps, IncomingStream};
+use super::apps::Apps;
 use super::discovery::{relays_only, Discovery};
 use super::forward::{self, Exposed, Forward, ForwardError, Forwarding};
 use super::invites::Invites;
+use super::member_conn::{MemberConn, MemberStream};
 use super::membership::{decode_proof, encode_proof, Membership, ROSTER_SYNC_WAIT, SYNC_REFUSAL};
 use super::presence::{info_body, Presence};
 use super::renewal::{self, Renewal, DEFAULT_CERT_VALIDITY};
@@ -60,6 +61,9 @@ const MAX_REDIAL: Duration = Duration::from_secs(30);
 /// Two connections to one member, one each way, established within this time of each other
 /// were dialled at once by both ends (the endpoint's handshake timeout bounds how far apart).
 const CROSSED_DIALS: Duration = crate::endpoint::HANDSHAKE_TIMEOUT;
+/// A retired connection (one of two crossed dials) is closed once no stream has been in use
+/// on it for this long: the member may still be opening one on it until it has both.
+const RETIRED_LINGER: Duration = Duration::from_millis(500);
 /// How often the node looks for members it has no connection to.
 const DIAL_TICK: Duration = Duration::from_millis(500);
 /// Longest wait between two looks at the certificates: renewals due, peers lapsed.
@@ -235,7 +239,11 @@ struct Inner {
     membership: Arc<Membership>,
     endpoint: Endpoint,
     discovery: Discovery,
-    conns: Mutex<HashMap<NodeId, Connection>>,
+    /// The connection in use to each member.
+    conns: Mutex<HashMap<NodeId, MemberConn>>,
+    /// Connections that lost to another one to the same member (crossed dials), until the
+    /// streams riding them are done.
+    retiring: Mutex<Vec<MemberConn>>,
     dialing: Mutex<HashMap<NodeId, (Instant, Duration, bool)>>,
     /// The invites and short codes served, as kept on disk.
     invites: Mutex<Invites>,
@@ -324,6 +332,7 @@ impl MeshNode {
                 endpoint,
                 discovery,
                 conns: Mutex::default(),
+                retiring: Mutex::default(),
                 dialing: Mutex::default(),
                 invites: Mutex::new(invites),
                 pings: Mutex::default(),
@@ -536,15 +545,18 @@ impl MeshNode {
         }
     }
 
-    /// Keeps `conn` unless it crossed a connection to the same member that the smaller node id
-    /// dialled (see the module's doc); reads its messages until it closes.
+    /// Keeps `conn` as the member's connection, unless it crossed one to the same member
+    /// that the smaller node id dialled (see the module's doc); the one that loses is
+    /// retired. Reads its messages and streams until it closes.
     fn register(&self, conn: Connection) {
         let me = self.inner.endpoint.node_id();
         let peer = conn.remote;
+        let conn = MemberConn::new(conn);
+        let mut kept = true;
         {
             let mut conns = lock(&self.inner.conns);
             let mut replaced = false;
-            if let Some(old) = conns.get(&peer) {
+            if let Some(old) = conns.get(&peer).cloned() {
                 // Each end dials a member only while it holds no connection to it, so two
                 // connections were dialled at once only if they go opposite ways and were
                 // made within the handshakes' time of each other; then both ends keep the one
@@ -552,32 +564,30 @@ impl MeshNode {
                 // member's side (it restarted, or lost it without its close reaching us): the
                 // new one replaces it.
                 let crossed = old.side != conn.side && old.established.elapsed() < CROSSED_DIALS;
-                let old_alive = old.quic.close_reason().is_none() && crossed;
-                if !crossed {
+                if !crossed || old.quic.close_reason().is_some() {
                     old.quic.close(0u32.into(), b"replaced");
-                }
-                replaced = old_alive;
-                // Which of the two the smaller node id dialled: ours if we dialled and we are
-                // the smaller.
-                let we_dialled = conn.side == Side::Dialler;
-                let new_wins = we_dialled == (me < peer);
-                if old_alive && !new_wins {
-                    conn.quic.close(0u32.into(), b"duplicate");
-                    return;
-                }
-                if old_alive {
-                    old.quic.close(0u32.into(), b"duplicate");
+                } else {
+                    replaced = true;
+                    // Which of the two the smaller node id dialled: ours if we dialled and we
+                    // are the smaller.
+                    let we_dialled = conn.side == Side::Dialler;
+                    kept = we_dialled == (me < peer);
+                    self.retire(if kept { old } else { conn.clone() });
                 }
             }
-            conns.insert(peer, conn.clone());
-            if !replaced {
-                let _ = self.inner.events.send(MemberEvent::Connected(peer));
+            if kept {
+                conns.insert(peer, conn.clone());
+                if !replaced {
+                    let _ = self.inner.events.send(MemberEvent::Connected(peer));
+                }
             }
         }
-        tracing::info!(peer = %peer.short(), "member connected");
-        send(&conn, MSG_INFO, &info_body(self.inner.endpoint.nat()));
-        // Its certificate may be due for renewal.
-        self.inner.certs_changed.notify_one();
+        if kept {
+            tracing::info!(peer = %peer.short(), "member connected");
+            send(&conn, MSG_INFO, &info_body(self.inner.endpoint.nat()));
+            // Its certificate may be due for renewal.
+            self.inner.certs_changed.notify_one();
+        }
         let node = self.clone();
         tokio::spawn(async move {
             tokio::join!(
@@ -586,6 +596,21 @@ impl MeshNode {
                 node.read_streams(&conn)
             );
             node.ended(&conn);
+        });
+    }
+
+    /// Opens nothing more on `conn` (it is not the member's connection) and closes it once
+    /// the streams riding it are done, or when its member is cut off.
+    fn retire(&self, conn: MemberConn) {
+        lock(&self.inner.retiring).push(conn.clone());
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn.idle_for(RETIRED_LINGER) => conn.quic.close(0u32.into(), b"duplicate"),
+                _ = conn.quic.closed() => {}
+            }
+            let id = conn.quic.stable_id();
+            lock(&node.inner.retiring).retain(|c| c.quic.stable_id() != id);
         });
     }
 
@@ -649,16 +674,20 @@ impl MeshNode {
     }
 
     /// Serves the streams `conn`'s member opens: forwarded connections and programs' streams.
-    async fn read_streams(&self, conn: &Connection) {
+    async fn read_streams(&self, conn: &MemberConn) {
         while let Ok((mut send, mut recv)) = conn.quic.accept_bi().await {
-            let (node, from) = (self.clone(), conn.remote);
+            let (node, member, hold) = (self.clone(), conn.remote, conn.hold());
             tokio::spawn(async move {
                 let open = streams::read_header(&mut recv, StreamOpen::decode);
                 match tokio::time::timeout(streams::ANSWER_TIMEOUT, open).await {
                     Ok(Some(StreamOpen::Forward { port })) => {
-                        node.inner.forwarding.serve(port, send, recv).await
+                        node.inner.forwarding.serve(port, send, recv).await;
+                        drop(hold);
                     }
-                    Ok(Some(StreamOpen::App)) => node.inner.apps.offer(from, send, recv).await,
+                    Ok(Some(StreamOpen::App)) => {
+                        let stream = MemberStream::new(member, send, recv, hold);
+                        node.inner.apps.offer(stream).await
+                    }
                     _ => {
                         let _ = send.reset(streams::RESET_CODE.into());
                     }
@@ -689,7 +718,7 @@ impl MeshNode {
 
     /// The connection to `node`, waiting at most `wait` for one if there is none now (and
     /// dialling it at once); `None` at once for a node the roster does not list.
-    async fn connection(&self, node: NodeId, wait: Duration) -> Option<Connection> {
+    async fn connection(&self, node: NodeId, wait: Duration) -> Option<MemberConn> {
         if !self.roster().roster().members.contains_key(&node) {
             return None;
         }
@@ -762,7 +791,9 @@ impl MeshNode {
             async move {
                 let open = || async {
                     let conn = node.connection(f.node_id, forward::CONNECT_WAIT).await?;
-                    conn.quic.open_bi().await.ok()
+                    let hold = conn.hold();
+                    let (send, recv) = conn.quic.open_bi().await.ok()?;
+                    Some((send, recv, hold))
                 };
                 forward::carry(tcp, f.port, open).await
             }
@@ -782,7 +813,7 @@ impl MeshNode {
     }
 
     /// The member `who` names, its name, and the connection to it now.
-    fn connected(&self, who: &str) -> Result<(NodeId, String, Connection), NodeError> {
+    fn connected(&self, who: &str) -> Result<(NodeId, String, MemberConn), NodeError> {
         let (node, name, _) = self.member(who)?;
         match lock(&self.inner.conns).get(&node) {
             Some(conn) => Ok((node, name, conn.clone())),
@@ -814,11 +845,9 @@ impl MeshNode {
     }
 
     /// Opens a stream to a program accepting them on `who`'s machine; returns once it took it.
-    pub async fn open_stream(
-        &self,
-        who: &str,
-    ) -> Result<(NodeId, crate::quinn::SendStream, crate::quinn::RecvStream), NodeError> {
+    pub async fn open_stream(&self, who: &str) -> Result<MemberStream, NodeError> {
         let (node, name, conn) = self.connected(who)?;
+        let hold = conn.hold();
         let refused = |reason: &str| NodeError::StreamRefused {
             member: name.clone(),
             reason: reason.to_owned(),
@@ -829,7 +858,7 @@ impl MeshNode {
             .await
             .map_err(|e| refused(&e.to_string()))?;
         match streams::ask(&mut send, &mut recv, StreamOpen::App).await {
-            Asked::Accepted => Ok((node, send, recv)),
+            Asked::Accepted => Ok(MemberStream::new(node, send, recv, hold)),
             Asked::Refused(why) => Err(refused(&why)),
             Asked::Ended => Err(refused("the stream ended unanswered")),
             Asked::TimedOut => Err(refused("no program accepted it in time")),
@@ -837,7 +866,7 @@ impl MeshNode {
     }
 
     /// The next stream a member opens to a program here, accepted.
-    pub async fn accept_stream(&self) -> IncomingStream {
+    pub async fn accept_stream(&self) -> MemberStream {
         self.inner.apps.accept().await
     }
 
@@ -957,7 +986,7 @@ impl MeshNode {
             if let Err(e) = self.save_roster() {
                 tracing::warn!("saving the roster: {e}");
             }
-            let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
+            let conns: Vec<MemberConn> = lock(&self.inner.conns).values().cloned().collect();
             for conn in conns {
                 if roster.roster().is_revoked(&conn.remote) {
                     self.cut_off(&conn, "revoked from the mesh").await;
@@ -979,9 +1008,15 @@ impl MeshNode {
         }
     }
 
-    /// Closes `conn` with `reason` and forgets its peer until it proves itself again.
+    /// Closes `conn` (and any retired connection to its peer) with `reason` and forgets its
+    /// peer until it proves itself again.
     async fn cut_off(&self, conn: &Connection, reason: &str) {
         conn.quic.close(REFUSED.into(), reason.as_bytes());
+        for retired in lock(&self.inner.retiring).iter() {
+            if retired.remote == conn.remote {
+                retired.quic.close(REFUSED.into(), reason.as_bytes());
+            }
+        }
         self.ended(conn);
         self.inner.endpoint.revoke(conn.remote).await;
     }
@@ -1047,7 +1082,7 @@ impl MeshNode {
             }
         }
         next = next.min(at);
-        let conns: Vec<Connection> = lock(&self.inner.conns).values().cloned().collect();
+        let conns: Vec<MemberConn> = lock(&self.inner.conns).values().cloned().collect();
         for conn in conns {
             let peer = conn.remote;
             let Some(cert) = self.inner.membership.peer_cert(&peer) else {
@@ -1385,6 +1420,9 @@ pub async fn join(
 
 /// The file in a mesh directory that keeps the node's UDP port.
 const PORT_FILE: &str = "port";
+/// How long a node waits for the port it used last to be let go (by an endpoint of this
+/// process that just closed on it, as after [`join`]) before it takes another.
+const PORT_RELEASE_WAIT: Duration = Duration::from_millis(500);
 
 /// Binds an endpoint for the node whose mesh directory is `dir` on the IPv4 port it used last,
 /// unless `options` names one: the NAT tends to keep the same public mapping for the same
@@ -1404,12 +1442,24 @@ async fn bind_on_known_port(
     if let (0, Some(port)) = (asked.port(), known) {
         options.bind_v4.set_port(port);
     }
-    let endpoint = match Endpoint::bind(key.clone(), options.clone()).await {
-        Err(BindError::Bind { .. }) if options.bind_v4 != asked => {
-            options.bind_v4 = asked;
-            Endpoint::bind(key, options).await?
+    let started = Instant::now();
+    let endpoint = loop {
+        match Endpoint::bind(key.clone(), options.clone()).await {
+            // The endpoint that joined on it may be closing still: its socket goes once the
+            // runtime has run its driver to the end.
+            Err(BindError::Bind { source, .. })
+                if options.bind_v4 != asked
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < PORT_RELEASE_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(BindError::Bind { .. }) if options.bind_v4 != asked => {
+                options.bind_v4 = asked;
+                break Endpoint::bind(key, options).await?;
+            }
+            bound => break bound?,
         }
-        bound => bound?,
     };
     if let Ok(addr) = endpoint.local_addr() {
         if Some(addr.port()) != known {

@@ -24,6 +24,12 @@ pub(crate) async fn answer(send: &mut SendStream, a: StreamAnswer) -> bool {
     sent && !refused
 }
 
+/// Waits until the member has every byte of `send`, which this end finished (or the stream or
+/// its connection is gone), so that closing the connection then loses none.
+pub(crate) async fn delivered(send: &mut SendStream) {
+    let _ = send.stopped().await;
+}
+
 /// Reads the header at the front of `recv` with `decode`, byte by byte as it comes (it is
 /// short, and the bytes after it are the stream's own); `None` if the stream ends or breaks
 /// first, or what came is no header.

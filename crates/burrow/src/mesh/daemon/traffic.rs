@@ -24,7 +24,8 @@ use crate::api::{
     close_message, json_message, stopped, ApiError, ApiSocket, ErrorCode, Router, SocketTask,
 };
 use crate::mesh::forward::{Exposed, Forward};
-use crate::quinn::{RecvStream, SendStream};
+use crate::mesh::member_conn::MemberStream;
+use crate::mesh::streams;
 use crate::NodeId;
 
 /// Largest message a program may send on a stream's WebSocket, in bytes.
@@ -195,8 +196,8 @@ pub(super) fn routes(router: Router<Daemon>) -> Router<Daemon> {
         })
         .socket("/v1/streams/{member}", |d: Arc<Daemon>, req| async move {
             let member = req.param("member").unwrap_or_default().to_owned();
-            let (_, send, recv) = d.node.open_stream(&member).await.map_err(api_error)?;
-            let task: SocketTask = Box::new(move |ws, stop| Box::pin(carry(ws, send, recv, stop)));
+            let stream = d.node.open_stream(&member).await.map_err(api_error)?;
+            let task: SocketTask = Box::new(move |ws, stop| Box::pin(carry(ws, stream, stop)));
             Ok((task, MAX_STREAM_MESSAGE))
         })
         .socket("/v1/streams", |d: Arc<Daemon>, _| async move {
@@ -269,8 +270,8 @@ async fn accept(d: Arc<Daemon>, ws: ApiSocket, mut stop: watch::Receiver<bool>) 
         }
     };
     let from = StreamFrom {
-        from: d.node.member_name(&stream.from),
-        node_id: stream.from,
+        from: d.node.member_name(&stream.member),
+        node_id: stream.member,
     };
     if sink.send(json_message(&from)).await.is_err() {
         let mut send = stream.send;
@@ -281,16 +282,14 @@ async fn accept(d: Arc<Daemon>, ws: ApiSocket, mut stop: watch::Receiver<bool>) 
         Ok(ws) => ws,
         Err(_) => return,
     };
-    carry(ws, stream.send, stream.recv, stop).await;
+    carry(ws, stream, stop).await;
 }
 
 /// Carries bytes between a program's WebSocket and a member's stream, as the module says.
-async fn carry(
-    ws: ApiSocket,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn carry(ws: ApiSocket, stream: MemberStream, mut stop: watch::Receiver<bool>) {
+    let MemberStream {
+        mut send, mut recv, ..
+    } = stream;
     let (mut sink, mut incoming) = ws.split();
     let mut buf = vec![0u8; STREAM_CHUNK];
     let (mut program_done, mut member_done) = (false, false);
@@ -344,4 +343,7 @@ async fn carry(
         }
     };
     let _ = sink.send(close).await;
+    if failure.is_none() {
+        streams::delivered(&mut send).await;
+    }
 }
