@@ -29,7 +29,8 @@
 //!
 //! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
 //! [`nat_behaviour::NatBehaviour`], [`turn::TurnServer`], [`mesh::pake::joiner::Joiner`],
-//! [`mesh::pake::inviter::Inviter`] and [`relay::client_conn::ClientConnection`] (which needs no
+//! [`mesh::pake::inviter::Inviter`], [`signal::Signaling`] and
+//! [`relay::client_conn::ClientConnection`] (which needs no
 //! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
 //! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
 //! driver asks for a delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
@@ -41,7 +42,7 @@
 //! datagram and its only timers are the handshake and idle deadlines (its random challenge
 //! comes from the driver with each connection).
 //!
-//! Plain codecs (STUN messages, relay frames, disco packets, records, tickets, mesh
+//! Plain codecs (STUN messages, relay frames, disco packets, signals, records, tickets, mesh
 //! certificates, rosters and invites) are functions from bytes to values and back, with typed
 //! errors, and never panic on any input.
 
@@ -68,6 +69,7 @@ pub mod rate;
 pub mod record;
 pub mod relay;
 mod rng;
+pub mod signal;
 pub mod stun;
 pub mod text;
 pub mod ticket;
