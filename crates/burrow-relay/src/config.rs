@@ -1,10 +1,13 @@
 //! What a relay server is told: where to listen, TLS, co-hosted STUN, the bootstrap registry
 //! and their limits. The defaults of what operators set are [`RelaySettings`]'s.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use burrow_proto::identity::NodeId;
 use burrow_proto::relay::server_conn::ConnLimits;
 use burrow_proto::relay::RelayUrl;
 
@@ -221,6 +224,12 @@ pub struct RelayConfig {
     /// Bytes tungstenite gathers before writing to the socket (outgoing frames are batched
     /// and flushed once the queue is drained). Default 16 KiB.
     pub ws_write_buffer_bytes: usize,
+    /// The only keys admitted, to the relay and to the registry (enrolled devices); `None`
+    /// (the default): any key.
+    pub allowed_keys: Option<Arc<BTreeSet<NodeId>>>,
+    /// The time over which a key's reputation is its share connected (see `presence`).
+    /// Default a day.
+    pub reputation_window: Duration,
 }
 
 impl Default for RelayConfig {
@@ -237,6 +246,8 @@ impl Default for RelayConfig {
             shutdown_grace: Duration::from_secs(2),
             ws_read_buffer_bytes: 4 * 1024,
             ws_write_buffer_bytes: 16 * 1024,
+            allowed_keys: None,
+            reputation_window: Duration::from_secs(24 * 3600),
         }
     }
 }

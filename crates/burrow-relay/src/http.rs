@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -143,6 +143,7 @@ fn router(shared: Arc<Shared>) -> Router {
     let router = Router::new()
         .route(RELAY_PATH, get(relay))
         .route("/health", get(health))
+        .route("/stats", get(stats))
         .route("/metrics", get(metrics));
     let router = if shared.records.is_some() {
         router.merge(crate::records::routes::router())
@@ -155,6 +156,7 @@ fn router(shared: Arc<Shared>) -> Router {
 async fn relay(
     State(shared): State<Arc<Shared>>,
     Extension(info): Extension<ConnInfo>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if *shared.shutting_down.borrow() {
@@ -176,6 +178,8 @@ async fn relay(
     let own = shared.public_urls.for_connection(info.local);
     let config = &shared.config;
     let shutdown = shared.shutting_down.subscribe();
+    // Browsers always send the page's origin with a WebSocket upgrade; native clients don't.
+    let browser = headers.contains_key(header::ORIGIN);
     ws.read_buffer_size(config.ws_read_buffer_bytes)
         .write_buffer_size(config.ws_write_buffer_bytes)
         .max_message_size(config.limits.max_frame_bytes)
@@ -184,8 +188,12 @@ async fn relay(
             // The IP slot and the session count live as long as the session.
             let _info = info;
             let _guard = guard;
-            session::run(socket, shared, own, shutdown).await;
+            session::run(socket, shared, own, shutdown, browser).await;
         })
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<crate::Stats> {
+    Json(shared.stats())
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<crate::Health> {

@@ -1,7 +1,8 @@
 //! burrow's relay server: forwards end-to-end encrypted datagrams between keys over
 //! WebSocket, co-hosts STUN ([`stun`]), TURN on the STUN port ([`turn`]) and the bootstrap
-//! registry of signed node records ([`records`]), and serves `GET /health` and
-//! `GET /metrics`. [`RelaySettings`] are what an operator sets (`burrow relay`'s flags and
+//! registry of signed node records ([`records`]), and serves `GET /health`, `GET /stats`
+//! (JSON: clients from pages and native ones, datagrams and signals forwarded, records,
+//! uptime) and `GET /metrics`. With `allowed_keys` it admits only enrolled keys. [`RelaySettings`] are what an operator sets (`burrow relay`'s flags and
 //! config file).
 //!
 //! ```no_run
@@ -21,6 +22,7 @@ mod clients;
 mod config;
 mod http;
 mod metrics;
+mod presence;
 mod public_urls;
 pub mod records;
 mod session;
@@ -82,6 +84,8 @@ pub(crate) struct Shared {
     metrics: metrics::Metrics,
     /// The connected clients.
     clients: clients::Clients,
+    /// Which keys are connected, and for how much of the time (their reputation).
+    presence: presence::Presence,
     /// The bootstrap registry, unless turned off.
     records: Option<records::routes::Registry>,
     /// The URLs clients must have signed for.
@@ -119,6 +123,25 @@ pub struct RelayServer {
     turn: Option<turn::TurnService>,
     /// The registry's sweeper and snapshot writer.
     maintenance: Vec<JoinHandle<()>>,
+}
+
+/// What `/stats` says: who is connected, what went through, what the registry holds.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Authenticated clients from web pages.
+    pub browser_clients: u64,
+    /// Authenticated clients that are not (native nodes).
+    pub native_clients: u64,
+    /// Datagrams forwarded between clients.
+    pub frames_forwarded: u64,
+    /// Of them, WebRTC signals ([`burrow_proto::signal`]).
+    pub signals_forwarded: u64,
+    /// Payload bytes forwarded.
+    pub bytes_forwarded: u64,
+    /// Records the registry holds (0 without one).
+    pub records: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
 }
 
 /// A snapshot for `/health`.
@@ -202,6 +225,7 @@ impl RelayServer {
             config,
             metrics,
             clients: clients::Clients::default(),
+            presence: presence::Presence::default(),
             records,
             public_urls,
             warned_wrong_relay: AtomicBool::new(false),
@@ -265,6 +289,11 @@ impl RelayServer {
         self.shared.metrics.snapshot()
     }
 
+    /// What `/stats` says.
+    pub fn public_stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
     /// What `/health` says.
     pub fn health(&self) -> Health {
         self.shared.health()
@@ -303,6 +332,19 @@ impl RelayServer {
 }
 
 impl Shared {
+    fn stats(&self) -> Stats {
+        let m = self.metrics.snapshot();
+        Stats {
+            browser_clients: m.browser_clients,
+            native_clients: m.clients.saturating_sub(m.browser_clients),
+            frames_forwarded: m.frames_forwarded,
+            signals_forwarded: m.signals_forwarded,
+            bytes_forwarded: m.bytes_forwarded,
+            records: self.records.as_ref().map_or(0, |r| r.store.len() as u64),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
     fn health(&self) -> Health {
         Health {
             status: if *self.shutting_down.borrow() {

@@ -52,10 +52,12 @@ pub const CLOSE_LABELS: &[&str] = &[
 pub(crate) struct Metrics {
     registry: Registry,
     pub clients: Gauge,
+    pub browser_clients: Gauge,
     pub sessions: Gauge,
     pub accepted: Counter,
     refused: Family<Reason, Counter>,
     pub frames_forwarded: Counter,
+    pub signals_forwarded: Counter,
     pub bytes_forwarded: Counter,
     pub drop_no_such_peer: Counter,
     pub drop_queue_full: Counter,
@@ -170,6 +172,12 @@ impl Metrics {
             "Authenticated clients connected",
             clients.clone(),
         );
+        let browser_clients = Gauge::default();
+        registry.register(
+            "browser_clients",
+            "Authenticated clients connected from a web page (their upgrade had an Origin)",
+            browser_clients.clone(),
+        );
         let sessions = Gauge::default();
         registry.register(
             "sessions",
@@ -193,6 +201,12 @@ impl Metrics {
             "frames_forwarded",
             "Datagrams forwarded between clients",
             frames_forwarded.clone(),
+        );
+        let signals_forwarded = Counter::default();
+        registry.register(
+            "signals_forwarded",
+            "Datagrams forwarded that were WebRTC signals",
+            signals_forwarded.clone(),
         );
         let bytes_forwarded = Counter::default();
         registry.register(
@@ -255,10 +269,12 @@ impl Metrics {
         Metrics {
             registry,
             clients,
+            browser_clients,
             sessions,
             accepted,
             refused,
             frames_forwarded,
+            signals_forwarded,
             bytes_forwarded,
             drop_no_such_peer,
             drop_queue_full,
@@ -304,11 +320,13 @@ impl Metrics {
         };
         RelayStats {
             clients: self.clients.get().max(0) as u64,
+            browser_clients: self.browser_clients.get().max(0) as u64,
             sessions: self.sessions.get().max(0) as u64,
             connections_accepted: self.accepted.get(),
             refused_per_ip: get(&self.refused, "per_ip_limit"),
             refused_max_clients: get(&self.refused, "max_clients"),
             frames_forwarded: self.frames_forwarded.get(),
+            signals_forwarded: self.signals_forwarded.get(),
             bytes_forwarded: self.bytes_forwarded.get(),
             drops_no_such_peer: self.drop_no_such_peer.get(),
             drops_queue_full: self.drop_queue_full.get(),
@@ -328,6 +346,8 @@ impl Metrics {
 pub struct RelayStats {
     /// Authenticated clients now.
     pub clients: u64,
+    /// Of them, clients from a web page.
+    pub browser_clients: u64,
     /// WebSocket sessions now (handshaking or authenticated).
     pub sessions: u64,
     /// TCP connections accepted.
@@ -338,6 +358,8 @@ pub struct RelayStats {
     pub refused_max_clients: u64,
     /// Datagrams forwarded.
     pub frames_forwarded: u64,
+    /// Of them, WebRTC signals.
+    pub signals_forwarded: u64,
     /// Payload bytes forwarded.
     pub bytes_forwarded: u64,
     /// Datagrams dropped: destination not connected.

@@ -18,16 +18,23 @@
 //!   now, whichever is first (`ttl_secs` defaults to, and is capped at, the `max_ttl` limit),
 //!   and listed under the namespaces given (replacing earlier ones). A namespace is 1 to 64
 //!   characters of `A-Z a-z 0-9 . _ - :`.
-//!   400 malformed, expired, bad namespace or node id mismatch; 401 bad signature; 409 seq not
+//!   400 malformed, expired, bad namespace or node id mismatch; 401 bad signature; 403 a key
+//!   not enrolled (on a relay with `allowed_keys`, which refuses its deletes too); 409 seq not
 //!   higher; 413 body too large; 429 rate limited; 503 registry or namespace full.
 //! * `GET /records/{node_id}` returns the stored view: `node_id`, `record`, `seq`, `expires`,
 //!   `relays`, `addrs`, `name` (or null), `capabilities` (decoded from the record for reading
-//!   convenience; a careful client verifies `record` and ignores the rest) and
-//!   `stored_until` (unix seconds). 404 if none.
+//!   convenience; a careful client verifies `record` and ignores the rest),
+//!   `stored_until` (unix seconds), and this relay's own view of the key: `online` (connected
+//!   to this relay now) and `reputation` (the share of the reputation window it was connected
+//!   here, 0 to 1; what it means and does not is in the `presence` module). 404 if none.
 //! * `GET /namespaces/{ns}?cursor=C&limit=N` returns `{"namespace", "records": [view...],
 //!   "next_cursor"}`: records in node id order after the node id `C` (from the start without
 //!   one), at most `N` (default and maximum: the `page_size` limit); `next_cursor` is the node
-//!   id to continue after, or null at the end.
+//!   id to continue after, or null at the end. Filters: `require=a,b` (records whose
+//!   capabilities include all of these), `online=1` (keys connected to this relay now),
+//!   `min_reputation=X` (keys whose `reputation` is at least `X`). A filtered page looks at
+//!   no more than 20 records for each it may hold, so it may come back short, even empty,
+//!   with a `next_cursor` to go on from.
 //! * `DELETE /records/{node_id}` with `{"seq": N, "timestamp": T, "signature": B64}` removes the
 //!   node's record: the signature is [`burrow_proto::record::sign_delete`] by the node over `N`
 //!   and `T` (unix seconds, within 5 minutes of the server's clock), and the stored record's
@@ -449,6 +456,22 @@ impl RecordStore {
         limit: usize,
         now: u64,
     ) -> (Vec<Stored>, Option<NodeId>) {
+        self.list_where(namespace, after, limit, now, limit, |_| true)
+    }
+
+    /// As [`RecordStore::list`], the records `keep` accepts only, looking at no more than
+    /// `scan` listed after `after`: a page may come back short (even empty) with a cursor
+    /// when few match, and the next page goes on from where this one stopped looking.
+    pub fn list_where(
+        &self,
+        namespace: &str,
+        after: Option<&NodeId>,
+        limit: usize,
+        now: u64,
+        scan: usize,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> (Vec<Stored>, Option<NodeId>) {
+        let scan = scan.max(limit);
         let keys: Vec<NodeId> = {
             let index = self.index.lock().expect("lock");
             let Some(set) = index.namespaces.get(&namespace_hash(namespace)) else {
@@ -458,24 +481,31 @@ impl RecordStore {
                 Some(n) => Bound::Excluded(*n),
                 None => Bound::Unbounded,
             };
-            // One more than asked, to know whether another page follows.
+            // One more than looked at, to know whether another page follows.
             set.range((start, Bound::Unbounded))
-                .take(limit + 1)
+                .take(scan + 1)
                 .copied()
                 .collect()
         };
-        let more = keys.len() > limit;
-        let keys = &keys[..keys.len().min(limit)];
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
+        let mut out = Vec::with_capacity(limit.min(keys.len()));
+        let mut last = None;
+        for (looked, key) in keys.iter().enumerate() {
+            if out.len() == limit || looked == scan {
+                // More follow: the next page starts after the last one looked at.
+                return (out, last);
+            }
+            last = Some(*key);
             let shard = self.shards[shard_of(key.as_bytes())].read().expect("lock");
             // Gone or expired since the index was read: skipped, the page is just shorter.
             if let Some(e) = shard.get(key).filter(|e| e.stored_until >= now) {
-                out.push(e.stored(*key));
+                let stored = e.stored(*key);
+                drop(shard);
+                if keep(&stored) {
+                    out.push(stored);
+                }
             }
         }
-        let next = keys.last().filter(|_| more).copied();
-        (out, next)
+        (out, None)
     }
 
     /// Drops every record past its storage time at `now`; returns how many.

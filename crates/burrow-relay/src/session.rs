@@ -42,6 +42,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     own: Arc<dyn OwnUrls>,
     mut shutdown: watch::Receiver<bool>,
+    browser: bool,
 ) {
     let conn_id = shared.next_conn_id();
     let mut core = ServerConnection::new(
@@ -56,10 +57,13 @@ pub(crate) async fn run(
         Err(_) => End::ClientClosed,
         Ok(()) => match handshake(&mut core, &mut stream, &mut shutdown, &shared).await {
             Ok((node_id, auth_ok)) => {
-                return authenticated(
-                    core, sink, stream, shutdown, shared, conn_id, node_id, auth_ok,
-                )
-                .await;
+                let session = Session {
+                    shared,
+                    conn_id,
+                    node_id,
+                    browser,
+                };
+                return authenticated(core, sink, stream, shutdown, session, auth_ok).await;
             }
             Err(end) => end,
         },
@@ -112,6 +116,11 @@ async fn handshake(
                     Received::Other(input) => core.handle_input(Instant::now(), input.as_input()),
                 };
                 match action {
+                    Action::Authenticated { node_id, .. }
+                        if shared.config.allowed_keys.as_ref().is_some_and(|keys| !keys.contains(&node_id)) =>
+                    {
+                        return Err(End::Close(CloseReason::AuthFailed(AuthError::NotEnrolled)));
+                    }
                     Action::Authenticated { node_id, reply } => return Ok((node_id, reply)),
                     Action::Close(reason) => return Err(End::Close(reason)),
                     Action::None | Action::Reply(_) | Action::Forward { .. } => {}
@@ -188,17 +197,29 @@ async fn close(sink: &mut Sink, end: &End, shared: &Shared) {
     .await;
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Who an authenticated session is.
+struct Session {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    node_id: NodeId,
+    /// Its upgrade came from a web page (it had an `Origin`).
+    browser: bool,
+}
+
 async fn authenticated(
     mut core: ServerConnection,
     mut sink: Sink,
     mut stream: Stream,
     mut shutdown: watch::Receiver<bool>,
-    shared: Arc<Shared>,
-    conn_id: u64,
-    node_id: NodeId,
+    session: Session,
     auth_ok: Frame<'static>,
 ) {
+    let Session {
+        shared,
+        conn_id,
+        node_id,
+        browser,
+    } = session;
     let limits = &shared.config.limits;
     let (tx, mut rx) = mpsc::channel(limits.client_queue_frames.max(1));
     let me = Arc::new(Client::new(conn_id, node_id, tx, limits.client_queue_bytes));
@@ -208,6 +229,10 @@ async fn authenticated(
         old.kill.fire(End::Close(CloseReason::Replaced));
     } else {
         shared.metrics.clients.inc();
+    }
+    shared.presence.connected(node_id, Instant::now());
+    if browser {
+        shared.metrics.browser_clients.inc();
     }
     tracing::debug!(conn_id, node = %node_id.short(), "client authenticated");
 
@@ -233,6 +258,10 @@ async fn authenticated(
     if shared.clients.remove(&me) {
         shared.metrics.clients.dec();
         notify_recent_senders(&shared, &me);
+    }
+    shared.presence.disconnected(&node_id, Instant::now());
+    if browser {
+        shared.metrics.browser_clients.dec();
     }
     tracing::debug!(conn_id, node = %node_id.short(), reason = end.label(), "client closed");
     shared.metrics.closed(end.label());
@@ -389,9 +418,15 @@ fn forward(
         dest.client.note_sender(me.node_id);
         dest.noted_at = now;
     }
+    let signal = frame
+        .get(FRAME_OVERHEAD..)
+        .is_some_and(burrow_proto::signal::looks_like_signal);
     match dest.client.enqueue(frame) {
         Ok(()) => {
             shared.metrics.frames_forwarded.inc();
+            if signal {
+                shared.metrics.signals_forwarded.inc();
+            }
             shared.metrics.bytes_forwarded.inc_by(payload);
         }
         Err(reason) => shared.metrics.dropped(reason),

@@ -7,12 +7,15 @@
 //! keys keep their defaults), then [`RelayFlags::apply`] lays over it only the flags that
 //! were given.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use burrow_proto::identity::NodeId;
 use burrow_proto::relay::server_conn::MAX_MESSAGE;
 use burrow_proto::relay::{RelayUrl, RelayUrlError};
 use burrow_proto::turn::{Cidr, CidrError, TurnLimits};
@@ -206,6 +209,14 @@ relay_settings! {
     /// Records per page of a namespace listing, at most.
     #[arg(value_name = "N")]
     registry_page_size: usize = 100,
+    /// Admit only the keys this file lists (enrolled devices), to the relay and to the
+    /// registry: one node id a line; blank lines and `#` comments are skipped. Read at start.
+    #[arg(value_name = "FILE")]
+    allow_keys: Option<PathBuf>,
+    /// A key's reputation is the share of this time (or of all the time this relay has known
+    /// it, if longer) that it was connected here.
+    #[arg(value_name = "DUR")]
+    reputation_window: HumanDuration = HumanDuration(Duration::from_secs(24 * 3600)),
 }
 
 impl RelaySettings {
@@ -247,6 +258,25 @@ impl RelaySettings {
             sweep_interval: self.registry_sweep_interval.0,
         }
     }
+}
+
+/// The keys an `--allow-keys` file lists: one node id a line, blank lines and `#` comments
+/// skipped.
+fn read_allowed_keys(path: &Path) -> Result<BTreeSet<NodeId>, RelayError> {
+    let bad = |why: String| RelayError::Config(format!("--allow-keys {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut keys = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = line
+            .parse::<NodeId>()
+            .map_err(|e| bad(format!("line {}: {line:?}: {e}", n + 1)))?;
+        keys.insert(key);
+    }
+    Ok(keys)
 }
 
 impl RelaySettings {
@@ -332,8 +362,16 @@ impl RelayConfig {
             tls,
             limits: s.limits(),
             registry: s.registry(),
+            allowed_keys: match &s.allow_keys {
+                Some(path) => Some(Arc::new(read_allowed_keys(path)?)),
+                None => None,
+            },
+            reputation_window: s.reputation_window.0,
             ..RelayConfig::default()
         };
+        if c.reputation_window.is_zero() {
+            return bad("reputation-window must be longer than zero");
+        }
         let l = &c.limits;
         if l.max_clients == 0 || l.max_conns_per_ip == 0 || l.client_queue_frames == 0 {
             return bad("max-clients, max-conns-per-ip and client-queue-frames must be at least 1");

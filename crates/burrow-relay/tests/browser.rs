@@ -11,6 +11,8 @@
 //! Needs Debian's `chromium` (`/usr/bin/chromium`, which `./test.sh` installs as root). Without
 //! it the test skips and says so, except under CI (CI set), where a skip is a failure.
 
+mod common;
+
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -266,13 +268,25 @@ async fn chromium_talks_to_the_relay() {
         .await
         .expect("echo peer connects");
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let relay_addr = relay.local_addr();
     let echo_task = {
         let echo = echo.clone();
         tokio::spawn(async move {
+            // While the page waits for its first echo, the relay's /stats counts it as a
+            // page's client (its upgrade had an Origin) and the echo peer as a native one.
+            let mut clients = None;
             while let Some((src, payload, _via)) = echo.recv().await {
+                if clients.is_none() {
+                    let (_, stats) = common::http(relay_addr, "GET", "/stats", "").await;
+                    clients = Some((
+                        stats["browser_clients"].clone(),
+                        stats["native_clients"].clone(),
+                    ));
+                }
                 let _ = seen_tx.send((src, payload.len()));
                 echo.send_wait(src, payload).await.expect("echo sends");
             }
+            clients
         })
     };
 
@@ -368,6 +382,11 @@ async fn chromium_talks_to_the_relay() {
 
     gate_task.abort();
     echo.close().await;
-    let _ = echo_task.await;
+    let clients = echo_task.await.expect("echo task");
+    assert_eq!(
+        clients,
+        Some((serde_json::Value::from(1), serde_json::Value::from(1))),
+        "/stats: one page's client, one native"
+    );
     relay.shutdown().await;
 }

@@ -15,13 +15,10 @@ use burrow::relay_client::RelayUrl;
 use burrow_proto::identity::{NodeId, SecretKey};
 use burrow_proto::record::{sign_delete, NodeRecord, SignedRecord};
 use burrow_relay::{Limits, RegistryConfig, RegistryLimits, RelayConfig, RelayServer};
-use common::parse_response;
+use common::{http, http_text};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
-
-const STEP: Duration = Duration::from_secs(5);
 
 fn key(n: u32) -> SecretKey {
     let mut seed = [0; 32];
@@ -79,29 +76,6 @@ fn client(urls: Vec<RelayUrl>) -> RegistryClient {
             ..RegistryClientOptions::default()
         },
     )
-}
-
-/// One raw HTTP/1.1 request; the status and the body parsed as JSON (Null if it is not).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (status, body) = http_text(addr, method, path, body).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// One raw HTTP/1.1 request; the status and the body.
-async fn http_text(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    timeout(STEP, s.read_to_string(&mut out))
-        .await
-        .expect("response in time")
-        .unwrap();
-    parse_response(&out)
 }
 
 fn b64(bytes: &[u8]) -> String {

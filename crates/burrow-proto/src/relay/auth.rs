@@ -62,6 +62,10 @@ pub enum AuthError {
         /// This relay's URLs, as [`OwnUrls`] displays them.
         own: String,
     },
+    /// A genuine login of a key this relay does not admit: it admits only the devices its
+    /// operator enrolled.
+    #[error("this relay admits only the keys enrolled with it, and this one is not")]
+    NotEnrolled,
 }
 
 /// The bytes a client signs: domain, challenge, its own key and the relay's URL.

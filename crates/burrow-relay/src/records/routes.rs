@@ -151,23 +151,39 @@ struct View {
     name: Option<String>,
     capabilities: Vec<String>,
     stored_until: u64,
+    /// Connected to this relay now.
+    online: bool,
+    /// This relay's own observation of the key (see the `presence` module): the share of
+    /// the reputation window it was connected here, 0 to 1.
+    reputation: f64,
+}
+
+/// The record `stored` holds.
+fn record_of(stored: &Stored) -> ApiResult<NodeRecord> {
+    // Stored bytes passed verification, so the payload decodes; an error here is a bug.
+    let payload = stored
+        .bytes
+        .len()
+        .checked_sub(SIGNATURE_LEN)
+        .map(|n| &stored.bytes[..n])
+        .unwrap_or_default();
+    NodeRecord::decode_payload_for(payload, &stored.node).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored record: {e}"),
+        )
+    })
+}
+
+/// A key's reputation now.
+fn reputation(shared: &Shared, node: &NodeId) -> f64 {
+    let window = shared.config.reputation_window;
+    shared.presence.reputation(node, Instant::now(), window)
 }
 
 impl View {
-    fn of(stored: &Stored) -> ApiResult<View> {
-        // Stored bytes passed verification, so the payload decodes; an error here is a bug.
-        let payload = stored
-            .bytes
-            .len()
-            .checked_sub(SIGNATURE_LEN)
-            .map(|n| &stored.bytes[..n])
-            .unwrap_or_default();
-        let r = NodeRecord::decode_payload_for(payload, &stored.node).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("stored record: {e}"),
-            )
-        })?;
+    fn of(stored: &Stored, shared: &Shared) -> ApiResult<View> {
+        let r = record_of(stored)?;
         Ok(View {
             node_id: r.node_id.to_string(),
             record: BASE64URL_NOPAD.encode(&stored.bytes),
@@ -178,6 +194,8 @@ impl View {
             name: r.name,
             capabilities: r.capabilities,
             stored_until: stored.stored_until,
+            online: shared.presence.is_online(&stored.node),
+            reputation: reputation(shared, &stored.node),
         })
     }
 }
@@ -201,8 +219,16 @@ fn admit(reg: &Registry, peer: IpAddr) -> ApiResult<()> {
     }
 }
 
-/// The per-key rate limit, checked once a write's signature has verified.
-fn admit_key(reg: &Registry, node: &NodeId) -> ApiResult<()> {
+/// The enrolment and per-key rate limit, checked once a write's signature has verified.
+fn admit_key(shared: &Shared, reg: &Registry, node: &NodeId) -> ApiResult<()> {
+    if let Some(keys) = &shared.config.allowed_keys {
+        if !keys.contains(node) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this registry takes records of the keys enrolled with it only",
+            ));
+        }
+    }
     if reg.keys.allow(node.as_bytes()) {
         Ok(())
     } else {
@@ -282,7 +308,7 @@ async fn put_record(
             signed.node_id()
         )));
     }
-    admit_key(reg, &node)?;
+    admit_key(&shared, reg, &node)?;
     let limits = reg.store.limits();
     let max_ttl = limits.max_ttl.as_secs();
     let ttl = put.ttl_secs.unwrap_or(max_ttl).min(max_ttl);
@@ -295,11 +321,12 @@ async fn put_record(
         Some(info.peer.ip()),
     )?;
     tracing::debug!(node = %node.short(), seq = signed.record().seq, "record registered");
-    Ok(Json(View::of(&Stored {
+    let stored = Stored {
         node,
         bytes,
         stored_until,
-    })?))
+    };
+    Ok(Json(View::of(&stored, &shared)?))
 }
 
 async fn get_record(
@@ -315,7 +342,7 @@ async fn get_record(
     let key = NodeId::text_to_bytes(&text)
         .map_err(|e| ApiError::bad_request(format!("bad node id in the path: {e}")))?;
     match reg.store.get(&key, unix_now()) {
-        Some(stored) => Ok(Json(View::of(&stored)?)),
+        Some(stored) => Ok(Json(View::of(&stored, &shared)?)),
         None => {
             NodeId::from_bytes(key)
                 .map_err(|e| ApiError::bad_request(format!("bad node id in the path: {e}")))?;
@@ -345,7 +372,7 @@ async fn delete_record(
     let del: DeleteBody = json_body(reg, &headers, body).await?;
     let signature = base64("signature", &del.signature)?;
     verify_delete(&node, del.seq, del.timestamp, &signature, unix_now())?;
-    admit_key(reg, &node)?;
+    admit_key(&shared, reg, &node)?;
     reg.store.remove(&node, del.seq)?;
     tracing::debug!(node = %node.short(), "record deleted");
     Ok(Json(serde_json::json!({ "deleted": true })).into_response())
@@ -356,6 +383,68 @@ async fn delete_record(
 struct ListQuery {
     cursor: Option<String>,
     limit: Option<usize>,
+    /// Capabilities every record listed has, comma-separated.
+    require: Option<String>,
+    /// `1` or `true`: only keys connected to this relay now.
+    online: Option<String>,
+    /// Only keys whose reputation here is at least this (0 to 1).
+    min_reputation: Option<f64>,
+}
+
+/// How many records a filtered listing looks at for each one a page may hold.
+const FILTERED_SCAN: usize = 20;
+
+/// What a listing's filters ask of each record.
+struct Filter {
+    require: Vec<String>,
+    online: bool,
+    min_reputation: f64,
+}
+
+impl Filter {
+    fn of(q: &ListQuery) -> ApiResult<Option<Filter>> {
+        let require: Vec<String> = q
+            .require
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let online = match q.online.as_deref() {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "online={other:?}: give 1 or 0"
+                )))
+            }
+        };
+        let min_reputation = q.min_reputation.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&min_reputation) {
+            return Err(ApiError::bad_request(
+                "min_reputation is a share, from 0 to 1",
+            ));
+        }
+        let any = !require.is_empty() || online || min_reputation > 0.0;
+        Ok(any.then_some(Filter {
+            require,
+            online,
+            min_reputation,
+        }))
+    }
+
+    fn keeps(&self, stored: &Stored, shared: &Shared) -> bool {
+        if self.online && !shared.presence.is_online(&stored.node) {
+            return false;
+        }
+        if self.min_reputation > 0.0 && reputation(shared, &stored.node) < self.min_reputation {
+            return false;
+        }
+        self.require.is_empty()
+            || record_of(stored)
+                .is_ok_and(|r| self.require.iter().all(|c| r.capabilities.contains(c)))
+    }
 }
 
 #[derive(Serialize)]
@@ -385,10 +474,24 @@ async fn list_namespace(
     };
     let page_size = reg.store.limits().page_size;
     let limit = q.limit.unwrap_or(page_size).clamp(1, page_size);
-    let (stored, next) = reg
-        .store
-        .list(&namespace, after.as_ref(), limit, unix_now());
-    let records = stored.iter().map(View::of).collect::<ApiResult<_>>()?;
+    let filter = Filter::of(&q)?;
+    let (stored, next) = match &filter {
+        None => reg
+            .store
+            .list(&namespace, after.as_ref(), limit, unix_now()),
+        Some(f) => reg.store.list_where(
+            &namespace,
+            after.as_ref(),
+            limit,
+            unix_now(),
+            limit.saturating_mul(FILTERED_SCAN),
+            |s| f.keeps(s, &shared),
+        ),
+    };
+    let records = stored
+        .iter()
+        .map(|s| View::of(s, &shared))
+        .collect::<ApiResult<_>>()?;
     Ok(Json(Page {
         namespace,
         records,

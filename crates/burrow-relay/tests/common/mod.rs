@@ -165,6 +165,45 @@ pub(crate) fn parse_response(out: &str) -> (u16, String) {
     (status, body)
 }
 
+/// One raw HTTP/1.1 request; the status and the body as JSON (null if it is not).
+#[allow(dead_code)] // not used by every test file
+pub(crate) async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (status, body) = http_text(addr, method, path, body).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// One raw HTTP/1.1 request; the status and the body.
+#[allow(dead_code)] // not used by every test file
+pub(crate) async fn http_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("response in time")
+        .unwrap();
+    parse_response(&out)
+}
+
 /// A relay on 127.0.0.1 (a free port) with no limits.
 #[allow(dead_code)] // not used by every test file
 pub(crate) async fn loopback_relay() -> burrow_relay::RelayServer {
