@@ -804,6 +804,36 @@ mod tests {
     }
 
     #[test]
+    fn an_allow_keys_file_lists_node_ids_and_a_bad_line_is_named() {
+        let dir = std::env::temp_dir().join(format!("burrow-allow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = burrow_proto::identity::SecretKey::from_bytes([5; 32]).node_id();
+        let file = dir.join("devices.txt");
+        std::fs::write(&file, format!("# the lab\n\n{key}  # node 5\n")).unwrap();
+        let settings = RelaySettings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            allow_keys: Some(file.clone()),
+            ..RelaySettings::default()
+        };
+        let c = RelayConfig::from_settings(&settings).unwrap();
+        assert_eq!(
+            c.allowed_keys.as_deref(),
+            Some(&std::collections::BTreeSet::from([key]))
+        );
+        std::fs::write(&file, format!("{key}\nnot-a-key\n")).unwrap();
+        let e = RelayConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("not-a-key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = RelaySettings {
+            allow_keys: Some(dir.join("gone.txt")),
+            ..settings
+        };
+        assert!(RelayConfig::from_settings(&missing).is_err());
+    }
+
+    #[test]
     fn the_example_config_shows_the_defaults() {
         let text = include_str!("../../../deploy/relay.example.toml");
         let file: toml::Table = toml::from_str(text).unwrap();
