@@ -4,8 +4,9 @@
 //! Every member dials every member it has no connection to (the roster says who), backing off
 //! from 1 s to 30 s per member (1 s flat while the peer waits for its roster to sync, and at once
 //! when the member shows up on the LAN); when two connections to one member meet (both ends
-//! dialled at once), both ends keep the one the smaller node id dialled, and any other new
-//! connection replaces the old one, which the member no longer holds (it restarted, perhaps
+//! dialled at once), both ends keep the one the smaller node id dialled and retire the other
+//! once the streams riding it are done (`mesh::member_conn`), and any other new connection
+//! replaces the old one, which the member no longer holds (it restarted, perhaps
 //! after a crash that sent no close). Members find each other through the relays' registries,
 //! the DHT and mDNS (`mesh::discovery`); the record a member publishes names its relays only,
 //! never its direct addresses, which members learn from each other's hole punching (or the LAN)
@@ -993,6 +994,12 @@ impl MeshNode {
                     continue;
                 }
                 send(&conn, MSG_ROSTER, roster.as_bytes());
+            }
+            // A retired connection whose member has no other left (cut_off closes the rest).
+            for retired in lock(&self.inner.retiring).iter() {
+                if roster.roster().is_revoked(&retired.remote) {
+                    retired.quic.close(REFUSED.into(), b"revoked from the mesh");
+                }
             }
         }
     }
