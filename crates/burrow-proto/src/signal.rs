@@ -13,9 +13,11 @@
 //!
 //! Integers are big-endian. The signature covers [`SIGN_CONTEXT`] and then every byte before
 //! it, so a signal is bound to its recipient (`to`: it cannot be passed on to another key),
-//! to its session and to its place in it (`seq`). The body is an SDP for offers and answers,
-//! a candidate (the JSON of an `RTCIceCandidateInit`) for candidates, and empty or a reason
-//! for a bye; this module checks only that it is text.
+//! to its session and to its place in it (`seq`). The body is what the session needs, as
+//! text (this module checks only that): burrow.js's offers and answers are a JSON object with
+//! the ephemeral X25519 key (`dh`, base64url) from which both ends derive the keys of what
+//! their connection sends through the relay (and, for WebRTC, the SDP), a candidate is the
+//! JSON of an `RTCIceCandidateInit`, and a bye is empty or a reason.
 //!
 //! [`Signaling`] is the sans-IO core around the codec, in the crate's calling convention: it
 //! numbers what it sends in each session and lets through only signals addressed to it,

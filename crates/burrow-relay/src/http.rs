@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -144,13 +144,63 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(RELAY_PATH, get(relay))
         .route("/health", get(health))
         .route("/stats", get(stats))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/burrow.js", get(burrow_js));
     let router = if shared.records.is_some() {
         router.merge(crate::records::routes::router())
     } else {
         router
     };
-    router.with_state(shared)
+    router
+        .layer(axum::middleware::from_fn(cors))
+        .with_state(shared)
+}
+
+/// Pages of any origin may read the relay's routes and write signed records: nothing here
+/// rests on cookies or on which page asks (a record's signature is its authority), so CORS
+/// lets every origin in, and answers preflights itself.
+async fn cors(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    let any = HeaderValue::from_static("*");
+    if req.method() == axum::http::Method::OPTIONS {
+        return (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, any),
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, PUT, DELETE"),
+                ),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type"),
+                ),
+                (
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+    response
+}
+
+/// The browser module, as kept in the repository.
+const BURROW_JS: &str = include_str!("../assets/burrow.js");
+
+async fn burrow_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        BURROW_JS,
+    )
+        .into_response()
 }
 
 async fn relay(

@@ -1,53 +1,34 @@
 //! A real browser speaks the relay protocol: headless Chromium opens the relay's WebSocket,
 //! proves a WebCrypto Ed25519 key, and exchanges datagrams (up to 60 KiB) with a Rust
 //! [`RelayClient`] that echoes them back. Issue 3: the relay must work from a browser's
-//! WebSocket, because browser peers will use it.
-//!
-//! Chromium's `--dump-dom` prints the page at its load event, and `--virtual-time-budget` does
-//! not wait for WebSocket traffic (virtual time races ahead while a socket is open), so the page
-//! holds its own load event: it loads an image from a loopback "gate" served by this test, which
-//! answers only once the page asks it to, after writing its verdict into the document.
-//!
-//! Needs Debian's `chromium` (`/usr/bin/chromium`, which `./test.sh` installs as root). Without
-//! it the test skips and says so, except under CI (CI set), where a skip is a failure.
+//! WebSocket, because browser peers will use it. How the page is run: `common::chromium`.
 
 mod common;
 
-use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use burrow::relay_client::{RelayClient, RelayUrl};
 use burrow::SecretKey;
 use burrow_relay::{RelayConfig, RelayServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use common::chromium;
+use tokio::sync::mpsc;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-/// Chromium is killed, and the test fails, if it has not printed the page by then.
-const HARD_TIMEOUT: Duration = Duration::from_secs(60);
-/// Chromium's own `--timeout`: it stops waiting for the load event and dumps what it has, so a
-/// hung page still shows its state before the hard timeout.
-const LOAD_TIMEOUT_MS: u64 = 40_000;
 /// Datagram sizes the page sends, in this order; the echo peer returns each unchanged.
 const SIZES: [usize; 5] = [1, 100, 1200, 16 * 1024, 60 * 1024];
 
 /// The page. `__RELAY__` (the WebSocket URL), `__RELAY_URL__` (the relay URL the page signs
-/// for), `__ECHO__` (the echo peer's node id in hex), `__SIZES__` and `__GATE__` (the gate's
-/// `http://IP:PORT`) are filled in.
+/// for), `__ECHO__` (the echo peer's node id in hex) and `__SIZES__` are filled in here,
+/// `__SERVER__` by `chromium::run_page`.
 const PAGE: &str = r#"<!doctype html>
 <html>
 <head><meta charset="utf-8"><title>burrow relay from a browser</title></head>
 <body>
 <pre id="result">BURROW-BROWSER-PENDING</pre>
-<!-- Holds the load event (and so --dump-dom) until the gate is released below. -->
-<img src="__GATE__/hold" loading="eager" width="1" height="1" alt="">
+<!-- Holds the load event (and so --dump-dom) until it is released below. -->
+<img src="__SERVER__/hold" loading="eager" width="1" height="1" alt="">
 <script>
 "use strict";
-const GATE = "__GATE__";
+const SERVER = "__SERVER__";
 const RELAY = "__RELAY__";
 const RELAY_URL = new TextEncoder().encode("__RELAY_URL__");
 const ECHO = hex("__ECHO__");
@@ -146,110 +127,20 @@ main().then(
   err => `BURROW-BROWSER-FAIL: ${err && err.message || err}`,
 ).then(verdict => {
   document.getElementById("result").textContent = verdict;
-  return fetch(`${GATE}/release`, { mode: "no-cors", cache: "no-store" });
+  return fetch(`${SERVER}/release`, { mode: "no-cors", cache: "no-store" });
 });
 </script>
 </body>
 </html>
 "#;
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("burrow-{what}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running Chromium in its own process group, all of it killed on drop: its zygote and
-/// renderers outlive a killed browser process by seconds.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -KILL -- -{} 2>/dev/null", self.0.id()))
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The gate: `GET /hold` is answered only after `GET /release`; both with an empty 204.
-async fn gate(listener: TcpListener) {
-    let (released_tx, released_rx) = watch::channel(false);
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            return;
-        };
-        let released_tx = released_tx.clone();
-        let mut released_rx = released_rx.clone();
-        tokio::spawn(async move {
-            let Some((mut conn, path)) = read_request(conn).await else {
-                return;
-            };
-            if path == "/release" {
-                released_tx.send_replace(true);
-            } else {
-                let _ = released_rx.wait_for(|&r| r).await;
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                .await;
-            let _ = conn.shutdown().await;
-        });
-    }
-}
-
-/// Reads an HTTP request head; returns the connection and the request path.
-async fn read_request(mut conn: TcpStream) -> Option<(TcpStream, String)> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).await.ok()?;
-        if n == 0 || head.len() > 16 * 1024 {
-            return None;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1)?.to_string();
-    Some((conn, path))
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn chromium_present() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{CHROMIUM} not installed: CI must run the browser test (./test.sh installs it)");
-    }
-    eprintln!("SKIPPED: chromium not installed");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_talks_to_the_relay() {
-    if !chromium_present() {
+    if !chromium::chromium_present() {
         return;
     }
     let relay = RelayServer::start(RelayConfig {
@@ -290,78 +181,19 @@ async fn chromium_talks_to_the_relay() {
         })
     };
 
-    let gate_listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind gate");
-    let gate_addr = gate_listener.local_addr().unwrap();
-    let gate_task = tokio::spawn(gate(gate_listener));
-
-    let dir = TempDir::new("browser");
-    let page = dir.0.join("page.html");
     let sizes: Vec<String> = SIZES.iter().map(|n| n.to_string()).collect();
     let html = PAGE
         .replace("__RELAY_URL__", &relay.url())
         .replace("__RELAY__", &format!("ws://{}/relay", relay.local_addr()))
         .replace("__ECHO__", &hex(echo_id.as_bytes()))
-        .replace("__SIZES__", &sizes.join(", "))
-        .replace("__GATE__", &format!("http://{gate_addr}"));
-    fs::write(&page, html).expect("write page");
-    let profile = dir.0.join("profile");
-    let stdout_path = dir.0.join("dom.html");
-    let stderr_path = dir.0.join("chromium.log");
-
-    let mut cmd = Command::new(CHROMIUM);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ])
-    .arg(format!("--timeout={LOAD_TIMEOUT_MS}"))
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg("--dump-dom")
-    .arg(format!("file://{}", page.display()))
-    // Crashpad and dconf write under $HOME whatever the --user-data-dir: keep them in ours.
-    .env("HOME", &dir.0)
-    .env("XDG_CONFIG_HOME", dir.0.join("config"))
-    .env("XDG_CACHE_HOME", dir.0.join("cache"))
-    .process_group(0)
-    .stdin(Stdio::null())
-    .stdout(fs::File::create(&stdout_path).expect("create stdout file"))
-    .stderr(fs::File::create(&stderr_path).expect("create stderr file"));
-    let launched = Instant::now();
-    let mut browser = Browser(cmd.spawn().expect("spawn chromium"));
-
-    let deadline = Instant::now() + HARD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = browser.0.try_wait().expect("wait for chromium") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let log = fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("chromium still running after {HARD_TIMEOUT:?}; its log:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    drop(browser);
-    let dom = fs::read_to_string(&stdout_path).unwrap_or_default();
-    let log = fs::read_to_string(&stderr_path).unwrap_or_default();
-    let verdict = dom
-        .split_once(r#"<pre id="result">"#)
-        .and_then(|(_, rest)| rest.split_once("</pre>"))
-        .map_or("no verdict in the dumped page", |(v, _)| v);
-    eprintln!(
-        "chromium exited with {status} after {:?}: {verdict}",
-        launched.elapsed()
-    );
+        .replace("__SIZES__", &sizes.join(", "));
+    let run = chromium::run_page(&html).await;
     assert!(
-        verdict.starts_with("BURROW-BROWSER-OK"),
-        "browser verdict: {verdict}\n--- dumped DOM ---\n{dom}\n--- chromium log ---\n{log}"
+        run.verdict.starts_with("BURROW-BROWSER-OK"),
+        "browser verdict: {}\n--- dumped DOM ---\n{}\n--- chromium log ---\n{}",
+        run.verdict,
+        run.dom,
+        run.log
     );
 
     // The echo peer saw every datagram, from one browser key, in order.
@@ -380,7 +212,6 @@ async fn chromium_talks_to_the_relay() {
         "datagrams from one browser key"
     );
 
-    gate_task.abort();
     echo.close().await;
     let clients = echo_task.await.expect("echo task");
     assert_eq!(

@@ -1,6 +1,8 @@
 //! Helpers shared by the relay's integration tests (each test file that uses them declares
 //! `mod common;`).
 
+#[allow(dead_code)] // used by the browser tests only
+pub(crate) mod chromium;
 pub(crate) mod mesh;
 
 use std::sync::Arc;

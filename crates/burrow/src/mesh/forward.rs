@@ -410,23 +410,27 @@ async fn write_all_chunks(
     chunks: &mut [Bytes],
 ) -> std::io::Result<()> {
     let mut first = 0;
-    while first < chunks.len() {
+    loop {
+        while chunks.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        if first == chunks.len() {
+            return Ok(());
+        }
         let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
         let mut written = tcp.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while written > 0 {
-            let chunk = &mut chunks[first];
+        for chunk in &mut chunks[first..] {
             let n = written.min(chunk.len());
             chunk.advance(n);
             written -= n;
-            if chunk.is_empty() {
-                first += 1;
+            if written == 0 {
+                break;
             }
         }
     }
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
