@@ -384,6 +384,9 @@ export class Node {
       const mine = new Uint8Array(await crypto.subtle.exportKey("raw", dh.publicKey));
       const c = new Connection(this, s.from, s.session, false);
       await c.keys(dh, theirs, s.from, this.nodeId);
+      // A peer holds at most as many connections as it may hold signaling sessions.
+      const theirsOpen = [...this.conns.values()].filter((o) => o.peer === s.from);
+      if (theirsOpen.length >= MAX_SESSIONS_PER_PEER) theirsOpen[0].ended("replaced by a newer one");
       this.conns.set(key, c);
       await this.signal(s.from, "answer", JSON.stringify({ dh: base64url(mine) }), s.session);
       c.ready = true;
