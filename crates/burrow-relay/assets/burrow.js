@@ -52,6 +52,7 @@ export const WINDOW = 64;
 const RESEND_FIRST_MS = 300;
 const RESEND_MAX_MS = 3000;
 const DIAL_TIMEOUT_MS = 10_000;
+const RESEND_OFFER_MS = 1000;
 const M_DATA = 1, M_ACK = 2;
 
 const T_SERVER_HELLO = 0x01, T_CLIENT_AUTH = 0x02, T_AUTH_OK = 0x03;
@@ -359,13 +360,18 @@ export class Node {
   async dial(nodeId) {
     const dh = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
     const mine = new Uint8Array(await crypto.subtle.exportKey("raw", dh.publicKey));
-    const { session } = await this.signal(nodeId, "offer", JSON.stringify({ dh: base64url(mine) }));
+    const offer = JSON.stringify({ dh: base64url(mine) });
+    const { session } = await this.signal(nodeId, "offer", offer);
     const conn = new Connection(this, nodeId, session, true);
     this.conns.set(conn.key, conn);
     conn.pendingDh = dh;
     return new Promise((resolve, reject) => {
-      conn.opened = resolve;
+      // A relay drops datagrams when a queue is full: the offer goes again (a new signal of
+      // the session) until the answer comes.
+      const again = setInterval(() => this.signal(nodeId, "offer", offer, session).catch(() => {}), RESEND_OFFER_MS);
+      conn.opened = (c) => { clearInterval(again); resolve(c); };
       setTimeout(() => {
+        clearInterval(again);
         if (!conn.ready) {
           this.conns.delete(conn.key);
           reject(new Error(`no answer from ${nodeId} within ${DIAL_TIMEOUT_MS} ms`));
@@ -377,6 +383,10 @@ export class Node {
   async signalled(s) {
     const key = `${s.from}/${s.session}`;
     const conn = this.conns.get(key);
+    if (s.kind === "offer" && conn && !conn.dialled) {
+      // The answer was lost: the dialler offers again.
+      return this.signal(s.from, "answer", conn.answer, s.session);
+    }
     if (s.kind === "offer" && !conn) {
       let theirs;
       try { theirs = fromBase64url(JSON.parse(s.body).dh); } catch (_) { return this.onsignal?.(s); }
@@ -388,11 +398,13 @@ export class Node {
       const theirsOpen = [...this.conns.values()].filter((o) => o.peer === s.from);
       if (theirsOpen.length >= MAX_SESSIONS_PER_PEER) theirsOpen[0].ended("replaced by a newer one");
       this.conns.set(key, c);
-      await this.signal(s.from, "answer", JSON.stringify({ dh: base64url(mine) }), s.session);
+      c.answer = JSON.stringify({ dh: base64url(mine) });
+      await this.signal(s.from, "answer", c.answer, s.session);
       c.ready = true;
       return this.onconnection?.(c);
     }
-    if (s.kind === "answer" && conn && conn.pendingDh) {
+    if (s.kind === "answer" && conn && !conn.pendingDh) return; // one more answer to an offer sent again
+    if (s.kind === "answer" && conn) {
       let theirs;
       try { theirs = fromBase64url(JSON.parse(s.body).dh); } catch (_) { return; }
       const dh = conn.pendingDh;

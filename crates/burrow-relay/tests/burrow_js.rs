@@ -138,7 +138,7 @@ async fn a_page_publishes_finds_by_capability_and_signals_pages_and_native_nodes
     // and only its resending gets every message through.
     let relay = RelayServer::start(RelayConfig {
         limits: Limits {
-            client_queue_frames: 16,
+            client_queue_frames: 8,
             ..Limits::unlimited()
         },
         ..RelayConfig::default()
