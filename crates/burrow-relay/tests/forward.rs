@@ -310,7 +310,11 @@ async fn streams_riding_either_of_two_crossed_dials_go_on() {
                 stream_as_soon_as_connected(a.clone(), "b".into()),
                 stream_as_soon_as_connected(b.clone(), a_name.clone())
             );
-            acceptors.iter().for_each(|t| t.abort());
+            // Joined, so that the nodes they hold are gone before the restart.
+            for t in acceptors {
+                t.abort();
+                let _ = t.await;
+            }
         }
         a.shutdown().await;
         b.shutdown().await;

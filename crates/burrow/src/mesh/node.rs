@@ -254,6 +254,9 @@ struct Inner {
     /// Wakes the certificate loop: a member connected, or a certificate changed.
     certs_changed: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Each connection's readers and each retired connection's closer: they hold the node,
+    /// so shutdown waits for them (the state, and its key's lock, go with the last holder).
+    conn_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// What members told of themselves, and when they were last seen.
     presence: Presence,
     /// Keeps this node's record (relays only) at the registries, listed under the rendezvous
@@ -340,6 +343,7 @@ impl MeshNode {
                 cert_validity: opts.cert_validity,
                 certs_changed: Notify::new(),
                 tasks: Mutex::default(),
+                conn_tasks: Mutex::default(),
                 presence: Presence::default(),
                 events: tokio::sync::broadcast::channel(MEMBER_EVENT_BACKLOG).0,
                 publisher: Mutex::new(Some(publisher)),
@@ -531,6 +535,21 @@ impl MeshNode {
         }
         self.inner.forwarding.close();
         self.inner.endpoint.close().await;
+        let conn_tasks = std::mem::take(&mut *lock(&self.inner.conn_tasks));
+        for task in &conn_tasks {
+            task.abort();
+        }
+        for task in conn_tasks {
+            // An aborted task has dropped what it held once it is joined.
+            let _ = task.await;
+        }
+    }
+
+    /// Runs `task`, one of the connections', for shutdown to end and wait for.
+    fn spawn_conn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.inner.conn_tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(task));
     }
 
     async fn accept_loop(self) {
@@ -590,7 +609,7 @@ impl MeshNode {
             self.inner.certs_changed.notify_one();
         }
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_conn_task(async move {
             tokio::join!(
                 node.read_messages(&conn),
                 node.read_datagrams(&conn),
@@ -605,7 +624,7 @@ impl MeshNode {
     fn retire(&self, conn: MemberConn) {
         lock(&self.inner.retiring).push(conn.clone());
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_conn_task(async move {
             tokio::select! {
                 _ = conn.idle_for(RETIRED_LINGER) => conn.quic.close(0u32.into(), b"duplicate"),
                 _ = conn.quic.closed() => {}
