@@ -15,10 +15,7 @@ use libfuzzer_sys::fuzz_target;
 
 /// Us, a peer and the peer's key for us: derived once, not per input.
 static KEYS: LazyLock<(SecretKey, NodeId, SharedKey)> = LazyLock::new(|| {
-    let (us, peer) = (
-        SecretKey::from_bytes([1; 32]),
-        SecretKey::from_bytes([2; 32]),
-    );
+    let (us, peer) = (SecretKey::from_bytes([1; 32]), SecretKey::from_bytes([2; 32]));
     let key = SharedKey::new(&peer, &us.node_id()).unwrap();
     (us, peer.node_id(), key)
 });
@@ -32,10 +29,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut core = EndpointCore::new(us.clone(), config, 1);
     let mut now = Instant::now();
-    let busy = |_: &NodeId| Activity {
-        direct_rx: None,
-        any: None,
-    };
+    let busy = |_: &NodeId| Activity { direct_rx: None, any: None };
     let mut rest = data;
     while let [kind, who, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
@@ -47,17 +41,10 @@ fuzz_target!(|data: &[u8]| {
         let packet = if kind & 0x80 != 0 {
             let msg = match kind & 3 {
                 0 => Message::Ping { tx: [*who; 12] },
-                1 => Message::Pong {
-                    tx: [*who; 12],
-                    observed: from,
-                },
+                1 => Message::Pong { tx: [*who; 12], observed: from },
                 _ => Message::CallMeMaybe {
                     candidates: vec![from],
-                    nat: if kind & 4 != 0 {
-                        NatHint::Hard
-                    } else {
-                        NatHint::Easy
-                    },
+                    nat: if kind & 4 != 0 { NatHint::Hard } else { NatHint::Easy },
                     answer: kind & 8 != 0,
                 },
             };
@@ -68,20 +55,9 @@ fuzz_target!(|data: &[u8]| {
         };
         let input = match kind & 0x70 {
             0x00 => Input::Udp { from, packet },
-            0x10 => Input::Spare {
-                node: *peer,
-                n: u16::from(*who),
-                from,
-                packet,
-            },
-            0x20 => Input::Relayed {
-                node: *peer,
-                packet,
-            },
-            0x30 => Input::Connect {
-                node: *peer,
-                addrs: &[from],
-            },
+            0x10 => Input::Spare { node: *peer, n: u16::from(*who), from, packet },
+            0x20 => Input::Relayed { node: *peer, packet },
+            0x30 => Input::Connect { node: *peer, addrs: &[from] },
             0x40 => Input::PrimerTtl(Some(*who)),
             0x50 if who & 1 == 0 => Input::Authenticated { node: *peer },
             0x50 => Input::Revoked { node: *peer },

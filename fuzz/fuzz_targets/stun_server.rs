@@ -15,12 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let from = "198.51.100.1:5000".parse().unwrap();
     match server.handle(Role::PRIMARY, from, data, &mut out) {
         Outcome::Success(_) | Outcome::Error(..) => {
-            assert!(
-                out.len() <= data.len() + 200,
-                "{} -> {}",
-                data.len(),
-                out.len()
-            )
+            assert!(out.len() <= data.len() + 200, "{} -> {}", data.len(), out.len())
         }
         Outcome::Ignored(_) => {}
     }

@@ -95,7 +95,7 @@ export class Connection {
   onclose: ((why: string) => void) | null;
   /** At most MAX_MESSAGE bytes; text is sent as UTF-8. */
   send(data: Uint8Array | ArrayBuffer | string): void;
-  stats(): { path: string; sent: number; received: number; resent: number; bytesSent: number; bytesReceived: number; pending: number; rtoMs: number };
+  stats(): { path: string; sent: number; received: number; resent: number; bytesSent: number; bytesReceived: number; pending: number };
   /** Ends the session; the peer is told with a signed bye. */
   close(): void;
 }

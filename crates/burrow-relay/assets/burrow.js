@@ -344,7 +344,6 @@ export class Node {
     /** Another node dialled this page and the connection is up: (conn) => void. */
     this.onconnection = null;
     this.ws = null;
-    this.closed = false;
     this.seq = Date.now();
     /** Connections by `${peer}/${session}`. */
     this.conns = new Map();
@@ -486,7 +485,6 @@ export class Node {
   /** Leaves the relay. */
   close() {
     for (const c of this.conns.values()) c.close();
-    this.closed = true;
     clearInterval(this.pinger);
     if (this.ws) this.ws.close(1000, "closing");
   }
@@ -580,7 +578,7 @@ export class Connection {
 
   /** Counts: messages sent, received and resent, and their bytes. */
   stats() {
-    return { path: this.path, ...this.counts, pending: this.pending, rtoMs: RESEND_FIRST_MS };
+    return { path: this.path, ...this.counts, pending: this.pending };
   }
 
   /** Ends the session (its peer is told with a signed bye). */

@@ -127,7 +127,7 @@ pub struct RelayServer {
 
 /// What `/stats` says: who is connected, what went through, what the registry holds.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Authenticated clients from web pages.
     pub browser_clients: u64,
     /// Authenticated clients that are not (native nodes).
@@ -287,11 +287,6 @@ impl RelayServer {
     /// The counters.
     pub fn stats(&self) -> RelayStats {
         self.shared.metrics.snapshot()
-    }
-
-    /// What `/stats` says.
-    pub fn public_stats(&self) -> Stats {
-        self.shared.stats()
     }
 
     /// What `/health` says.

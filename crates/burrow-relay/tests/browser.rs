@@ -188,13 +188,7 @@ async fn chromium_talks_to_the_relay() {
         .replace("__ECHO__", &hex(echo_id.as_bytes()))
         .replace("__SIZES__", &sizes.join(", "));
     let run = chromium::run_page(&html).await;
-    assert!(
-        run.verdict.starts_with("BURROW-BROWSER-OK"),
-        "browser verdict: {}\n--- dumped DOM ---\n{}\n--- chromium log ---\n{}",
-        run.verdict,
-        run.dom,
-        run.log
-    );
+    run.expect_ok("BURROW-BROWSER-OK");
 
     // The echo peer saw every datagram, from one browser key, in order.
     let mut seen = Vec::new();

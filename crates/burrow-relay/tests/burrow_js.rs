@@ -192,13 +192,7 @@ async fn a_page_publishes_finds_by_capability_and_signals_pages_and_native_nodes
         .replace("__RELAY_URL__", &relay.url())
         .replace("__NATIVE__", &key.node_id().to_string());
     let run = chromium::run_page(&html).await;
-    assert!(
-        run.verdict.starts_with("BURROW-JS-OK"),
-        "page verdict: {}\n--- dumped DOM ---\n{}\n--- chromium log ---\n{}",
-        run.verdict,
-        run.dom,
-        run.log
-    );
+    run.expect_ok("BURROW-JS-OK");
     let drops = relay.stats().drops_queue_full;
     eprintln!("datagrams the relay dropped on full queues: {drops}");
     assert!(

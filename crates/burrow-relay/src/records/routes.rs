@@ -475,19 +475,15 @@ async fn list_namespace(
     let page_size = reg.store.limits().page_size;
     let limit = q.limit.unwrap_or(page_size).clamp(1, page_size);
     let filter = Filter::of(&q)?;
-    let (stored, next) = match &filter {
-        None => reg
-            .store
-            .list(&namespace, after.as_ref(), limit, unix_now()),
-        Some(f) => reg.store.list_where(
-            &namespace,
-            after.as_ref(),
-            limit,
-            unix_now(),
-            limit.saturating_mul(FILTERED_SCAN),
-            |s| f.keeps(s, &shared),
-        ),
+    let scan = match filter {
+        Some(_) => limit.saturating_mul(FILTERED_SCAN),
+        None => limit,
     };
+    let (stored, next) =
+        reg.store
+            .list_where(&namespace, after.as_ref(), limit, unix_now(), scan, |s| {
+                filter.as_ref().is_none_or(|f| f.keeps(s, &shared))
+            });
     let records = stored
         .iter()
         .map(|s| View::of(s, &shared))

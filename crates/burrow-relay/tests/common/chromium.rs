@@ -45,8 +45,21 @@ pub(crate) struct Run {
     /// The text of `<pre id="result">`.
     pub verdict: String,
     /// The whole dumped document and Chromium's log, for failure messages.
-    pub dom: String,
-    pub log: String,
+    dom: String,
+    log: String,
+}
+
+impl Run {
+    /// Fails the test, with the page and Chromium's log, unless the verdict starts `ok`.
+    pub(crate) fn expect_ok(&self, ok: &str) {
+        assert!(
+            self.verdict.starts_with(ok),
+            "page verdict: {}\n--- dumped DOM ---\n{}\n--- chromium log ---\n{}",
+            self.verdict,
+            self.dom,
+            self.log
+        );
+    }
 }
 
 /// Serves `html` (in which `__SERVER__` becomes the server's `http://IP:PORT`) to a fresh

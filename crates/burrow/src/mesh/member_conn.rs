@@ -18,7 +18,7 @@ use crate::NodeId;
 /// A member's connection, and how many streams are in use on it.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberConn {
-    pub(crate) conn: Connection,
+    conn: Connection,
     in_use: Arc<watch::Sender<usize>>,
 }
 
