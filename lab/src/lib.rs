@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod burrow;
+pub mod chromium;
 mod cleanup;
 mod coturn;
 mod delay;

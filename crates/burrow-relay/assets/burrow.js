@@ -7,13 +7,25 @@
 //   const peers = await node.discover("fleet", { require: ["gpu"], minReputation: 0.1 });
 //   const conn = await node.dial(peers[0].nodeId);   // or node.onconnection = (conn) => ...
 //   conn.onmessage = (bytes) => { ... };
-//   conn.send(new TextEncoder().encode("hello"));     // reliable and in order; conn.path: "relay"
+//   conn.send(new TextEncoder().encode("hello"));     // reliable and in order
+//   conn.send(bytes, { reliable: false });            // at most once, in any order
+//   conn.onpathchange = (path) => { ... };            // "relay" at first, "direct" once WebRTC is up
 //
 // A connection is set up by a signed offer and answer (burrow_proto::signal), each carrying an
 // ephemeral X25519 key: the two derive the session's keys, so what goes through the relay is
 // AES-256-GCM that the relay cannot read, and the signatures on offer and answer keep it from
 // standing in the middle. Messages are numbered, acknowledged and resent until acknowledged
 // (at most WINDOW in flight), so a relay that drops datagrams loses none of them.
+//
+// The same offer and answer carry WebRTC session descriptions, and signed candidate signals
+// trickle the ICE candidates (STUN from the relay's GET /ice). The DTLS fingerprints are in
+// those signed descriptions, so the direct path is authenticated to the same keys. Messages go
+// through the relay from the first one; once a data channel is open and ICE connected, they go
+// on it (DTLS, so not sealed again), numbered as before: messages sent on the relay and not yet
+// acknowledged are sent again directly, and the receiver puts both paths' messages back in
+// order. When the direct path fails, messages go through the relay again, unacknowledged ones
+// first. A peer without WebRTC (a native node built without it) answers without a description,
+// and the connection stays on the relay.
 //
 // The page's identity is an Ed25519 key made by WebCrypto, not extractable, kept in
 // IndexedDB under a name (one key per name and origin). The relay sees the key it proves and
@@ -53,7 +65,11 @@ const RESEND_FIRST_MS = 300;
 const RESEND_MAX_MS = 3000;
 const DIAL_TIMEOUT_MS = 10_000;
 const RESEND_OFFER_MS = 1000;
-const M_DATA = 1, M_ACK = 2;
+const M_DATA = 1, M_ACK = 2, M_UNRELIABLE = 3;
+/** The data channels, negotiated by both ends (no in-band open): reliable and ordered, and
+ * unordered without retransmissions. */
+const DC_RELIABLE = { negotiated: true, id: 0, ordered: true };
+const DC_UNRELIABLE = { negotiated: true, id: 1, ordered: false, maxRetransmits: 0 };
 
 const T_SERVER_HELLO = 0x01, T_CLIENT_AUTH = 0x02, T_AUTH_OK = 0x03;
 const T_SEND = 0x10, T_RECV = 0x11, T_PING = 0x20, T_PONG = 0x21, T_PEER_GONE = 0x30;
@@ -326,8 +342,10 @@ function admit(s, seq) {
 /** A page's node: its key, its relay session, its records and its signals. */
 export class Node {
   /** Use connect(). */
-  constructor(relay, key, id) {
+  constructor(relay, key, id, iceServers) {
     this.relay = relay;
+    /** The ICE servers of connections' WebRTC paths; null: no WebRTC, relayed only. */
+    this.iceServers = iceServers;
     this.key = key;
     this.id = id;
     /** This page's node id. */
@@ -352,31 +370,32 @@ export class Node {
   }
 
   /**
-   * A connection to `nodeId`: a signed offer with an ephemeral key, its signed answer, then
-   * messages through the relay, encrypted to the session's keys. Rejects if no answer comes
-   * within 10 s.
+   * A connection to `nodeId`: a signed offer with an ephemeral key (and a WebRTC offer), its
+   * signed answer, then messages through the relay, encrypted to the session's keys, until a
+   * direct path is up. Rejects if no answer comes within 10 s.
    */
   async dial(nodeId) {
     const dh = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
     const mine = new Uint8Array(await crypto.subtle.exportKey("raw", dh.publicKey));
-    const offer = JSON.stringify({ dh: base64url(mine) });
-    const { session } = await this.signal(nodeId, "offer", offer);
+    const session = crypto.getRandomValues(new BigUint64Array(1))[0];
     const conn = new Connection(this, nodeId, session, true);
-    this.conns.set(conn.key, conn);
+    const sdp = await conn.rtcOffer();
+    const offer = JSON.stringify(sdp ? { dh: base64url(mine), sdp } : { dh: base64url(mine) });
     conn.pendingDh = dh;
-    return new Promise((resolve, reject) => {
+    const answered = new Promise((resolve, reject) => {
       // A relay drops datagrams when a queue is full: the offer goes again (a new signal of
       // the session) until the answer comes.
       const again = setInterval(() => this.signal(nodeId, "offer", offer, session).catch(() => {}), RESEND_OFFER_MS);
-      conn.opened = (c) => { clearInterval(again); resolve(c); };
-      setTimeout(() => {
+      const timeout = setTimeout(() => {
         clearInterval(again);
-        if (!conn.ready) {
-          this.conns.delete(conn.key);
-          reject(new Error(`no answer from ${nodeId} within ${DIAL_TIMEOUT_MS} ms`));
-        }
+        conn.ended("no answer");
+        reject(new Error(`no answer from ${nodeId} within ${DIAL_TIMEOUT_MS} ms`));
       }, DIAL_TIMEOUT_MS);
+      conn.dialDone = (c) => { clearInterval(again); clearTimeout(timeout); resolve(c); };
     });
+    this.conns.set(conn.key, conn);
+    await this.signal(nodeId, "offer", offer, session).catch(() => {}); // and again each second
+    return answered;
   }
 
   async signalled(s) {
@@ -387,8 +406,8 @@ export class Node {
       return this.signal(s.from, "answer", conn.answer, s.session);
     }
     if (s.kind === "offer" && !conn) {
-      let theirs;
-      try { theirs = fromBase64url(JSON.parse(s.body).dh); } catch (_) { return this.onsignal?.(s); }
+      let theirs, body;
+      try { body = JSON.parse(s.body); theirs = fromBase64url(body.dh); } catch (_) { return this.onsignal?.(s); }
       const dh = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
       const mine = new Uint8Array(await crypto.subtle.exportKey("raw", dh.publicKey));
       const c = new Connection(this, s.from, s.session, false);
@@ -397,22 +416,25 @@ export class Node {
       const theirsOpen = [...this.conns.values()].filter((o) => o.peer === s.from);
       if (theirsOpen.length >= MAX_SESSIONS_PER_PEER) theirsOpen[0].ended("replaced by a newer one");
       this.conns.set(key, c);
-      c.answer = JSON.stringify({ dh: base64url(mine) });
+      const sdp = typeof body.sdp === "string" ? await c.rtcAnswer(body.sdp) : null;
+      c.answer = JSON.stringify(sdp ? { dh: base64url(mine), sdp } : { dh: base64url(mine) });
       await this.signal(s.from, "answer", c.answer, s.session);
-      c.ready = true;
+      c.opened();
       return this.onconnection?.(c);
     }
     if (s.kind === "answer" && conn && !conn.pendingDh) return; // one more answer to an offer sent again
     if (s.kind === "answer" && conn) {
-      let theirs;
-      try { theirs = fromBase64url(JSON.parse(s.body).dh); } catch (_) { return; }
+      let theirs, body;
+      try { body = JSON.parse(s.body); theirs = fromBase64url(body.dh); } catch (_) { return; }
       const dh = conn.pendingDh;
       conn.pendingDh = null;
       await conn.keys(dh, theirs, this.nodeId, s.from);
-      conn.ready = true;
+      await conn.rtcAnswered(typeof body.sdp === "string" ? body.sdp : null);
+      conn.opened();
       conn.flush();
-      return conn.opened(conn);
+      return conn.dialDone(conn);
     }
+    if (s.kind === "candidate" && conn) return conn.rtcCandidate(s.body);
     if (s.kind === "bye" && conn) return conn.ended("closed by the peer");
     this.onsignal?.(s);
   }
@@ -531,22 +553,29 @@ export class Connection {
     this.session = session;
     this.dialled = dialled;
     this.key = `${peer}/${session}`;
-    /** How messages go: "relay" (through the relay, encrypted end to end). */
+    /** How messages go: "relay" (through the relay, encrypted end to end) or "direct" (a
+     * WebRTC data channel, DTLS to the fingerprint the peer signed). */
     this.path = "relay";
-    /** A message came: (bytes: Uint8Array) => void. */
+    /** A message came: (bytes: Uint8Array, { reliable: boolean }) => void. */
     this.onmessage = null;
+    /** The path changed: (path: "relay" | "direct") => void. */
+    this.onpathchange = null;
     /** The connection ended: (why: string) => void. */
     this.onclose = null;
     this.ready = false;
     this.closedWhy = null;
     this.sendCounter = 0n;
     this.nextSeq = 0n;      // the next message's number
-    this.unacked = new Map(); // seq -> { bytes, sentAt, resendMs }
+    this.unacked = new Map(); // seq -> { bytes, sentAt, resendMs, direct }
     this.queued = [];       // messages beyond the window
     this.delivered = 0n;    // messages delivered in order so far
     this.early = new Map(); // seq -> bytes that came ahead of a gap
-    this.counts = { sent: 0, received: 0, resent: 0, bytesSent: 0, bytesReceived: 0 };
+    this.counts = { sent: 0, received: 0, resent: 0, bytesSent: 0, bytesReceived: 0, sentDirect: 0, receivedDirect: 0 };
     this.timer = setInterval(() => this.resend(), RESEND_FIRST_MS / 2);
+    this.pc = null;         // the RTCPeerConnection, while a direct path may come or lives
+    this.channels = null;   // its two data channels: { reliable, unreliable }
+    this.localCandidates = [];  // gathered before the session was up; signalled once it is
+    this.remoteCandidates = []; // came before the remote description was set
   }
 
   /** Derives the two directions' keys from the X25519 agreement (HKDF-SHA256 over the
@@ -562,11 +591,18 @@ export class Connection {
     [this.sendKey, this.recvKey] = this.dialled ? [toListener, toDialler] : [toDialler, toListener];
   }
 
-  /** Sends `data` (bytes or text): delivered once, in order, or the connection ends. */
-  send(data) {
+  /**
+   * Sends `data` (bytes or text). Reliable (the default): delivered once, in order, or the
+   * connection ends. `{ reliable: false }`: at most once, in any order, nothing resent.
+   */
+  send(data, { reliable = true } = {}) {
     if (this.closedWhy) throw new Error(`the connection is closed: ${this.closedWhy}`);
     const bytes = typeof data === "string" ? te.encode(data) : new Uint8Array(data);
     if (bytes.length > MAX_MESSAGE) throw new Error(`a message is at most ${MAX_MESSAGE} bytes`);
+    if (!reliable) {
+      if (this.ready) this.transmit(M_UNRELIABLE, 0n, bytes);
+      return;
+    }
     this.queued.push(bytes);
     this.flush();
   }
@@ -576,9 +612,30 @@ export class Connection {
     return this.unacked.size + this.queued.length;
   }
 
-  /** Counts: messages sent, received and resent, and their bytes. */
+  /** Counts: messages sent, received and resent, and their bytes; how many of the messages
+   * went and came on the direct path. */
   stats() {
     return { path: this.path, ...this.counts, pending: this.pending };
+  }
+
+  /**
+   * The direct path's candidate pair as WebRTC's getStats has it (`{ local, remote }`, each
+   * `{ type, address, port, protocol }`), or null while there is none.
+   */
+  async candidatePair() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    });
+    if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s; });
+    if (!pair) return null;
+    const side = (id) => {
+      const c = report.get(id);
+      return c && { type: c.candidateType, address: c.address, port: c.port, protocol: c.protocol };
+    };
+    return { local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
   }
 
   /** Ends the session (its peer is told with a signed bye). */
@@ -592,16 +649,125 @@ export class Connection {
     if (this.closedWhy) return;
     this.closedWhy = why;
     clearInterval(this.timer);
+    this.pc?.close();
     this.node.conns.delete(this.key);
     this.onclose?.(why);
   }
+
+  /** The session is up (keys agreed, the answer sent or taken): candidates gathered so far go. */
+  opened() {
+    this.ready = true;
+    for (const c of this.localCandidates.splice(0)) this.node.signal(this.peer, "candidate", c, this.session).catch(() => {});
+  }
+
+  // --- The direct path -------------------------------------------------------------------
+
+  /** The dialler's side: a peer connection and its offer's SDP, or null without WebRTC. */
+  async rtcOffer() {
+    if (!this.rtcStart()) return null;
+    await this.pc.setLocalDescription();
+    return this.pc.localDescription.sdp;
+  }
+
+  /** The listener's side: takes the dialler's offer; the answer's SDP, or null. */
+  async rtcAnswer(sdp) {
+    if (!this.rtcStart()) return null;
+    try {
+      await this.pc.setRemoteDescription({ type: "offer", sdp });
+      await this.rtcRemoteSet();
+      await this.pc.setLocalDescription();
+      return this.pc.localDescription.sdp;
+    } catch (_) {
+      this.rtcStop();
+      return null;
+    }
+  }
+
+  /** The dialler takes the answer's SDP; none (a peer without WebRTC): relayed only. */
+  async rtcAnswered(sdp) {
+    if (!this.pc) return;
+    if (sdp === null) return this.rtcStop();
+    try {
+      await this.pc.setRemoteDescription({ type: "answer", sdp });
+      await this.rtcRemoteSet();
+    } catch (_) {
+      this.rtcStop();
+    }
+  }
+
+  /** A candidate signal (an RTCIceCandidateInit's JSON) of the peer. */
+  async rtcCandidate(body) {
+    if (!this.pc) return;
+    if (!this.pc.remoteDescription) return void this.remoteCandidates.push(body);
+    try { await this.pc.addIceCandidate(JSON.parse(body)); } catch (_) { /* not one we can use */ }
+  }
+
+  async rtcRemoteSet() {
+    for (const c of this.remoteCandidates.splice(0)) await this.rtcCandidate(c);
+  }
+
+  rtcStart() {
+    if (!this.node.iceServers || typeof RTCPeerConnection !== "function") return false;
+    const pc = new RTCPeerConnection({ iceServers: this.node.iceServers });
+    const reliable = pc.createDataChannel("burrow", DC_RELIABLE);
+    const unreliable = pc.createDataChannel("burrow-unreliable", DC_UNRELIABLE);
+    for (const dc of [reliable, unreliable]) {
+      dc.binaryType = "arraybuffer";
+      dc.onopen = dc.onclose = () => this.rtcPath();
+      dc.onmessage = (e) => this.accept(new Uint8Array(e.data), true);
+    }
+    pc.onconnectionstatechange = () => this.rtcPath();
+    pc.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      const body = JSON.stringify(e.candidate.toJSON());
+      if (!this.ready) return void this.localCandidates.push(body);
+      this.node.signal(this.peer, "candidate", body, this.session).catch(() => {});
+    };
+    this.pc = pc;
+    this.channels = { reliable, unreliable };
+    return true;
+  }
+
+  rtcStop() {
+    this.pc?.close();
+    this.pc = null;
+    this.channels = null;
+    this.rtcPath();
+  }
+
+  /** Whether the direct path carries messages now. */
+  get directUp() {
+    return this.pc?.connectionState === "connected" && this.channels?.reliable.readyState === "open";
+  }
+
+  /** Follows the direct path's state: messages unacknowledged on the path left are sent again
+   * on the new one. */
+  rtcPath() {
+    if (this.closedWhy) return;
+    const path = this.directUp ? "direct" : "relay";
+    if (path === this.path) return;
+    this.path = path;
+    for (const [seq, m] of this.unacked) {
+      if (path === "direct") {
+        this.counts.resent++;
+        this.transmit(M_DATA, seq, m.bytes);
+      } else if (m.direct) {
+        m.sentAt = 0;
+        m.resendMs = RESEND_FIRST_MS;
+      }
+    }
+    this.onpathchange?.(path);
+    if (path === "relay") this.resend();
+  }
+
+  // --- Sending and receiving -------------------------------------------------------------
 
   flush() {
     if (!this.ready) return;
     while (this.queued.length && this.unacked.size < WINDOW) {
       const bytes = this.queued.shift();
       const seq = this.nextSeq++;
-      this.unacked.set(seq, { bytes, sentAt: Date.now(), resendMs: RESEND_FIRST_MS });
+      this.unacked.set(seq, { bytes, sentAt: Date.now(), resendMs: RESEND_FIRST_MS, direct: false });
       this.counts.sent++;
       this.counts.bytesSent += bytes.length;
       this.transmit(M_DATA, seq, bytes);
@@ -611,6 +777,8 @@ export class Connection {
   resend() {
     const now = Date.now();
     for (const [seq, m] of this.unacked) {
+      // The data channel is reliable itself: what went on it is not sent again while it lives.
+      if (m.direct && this.path === "direct") continue;
       if (now - m.sentAt < m.resendMs) continue;
       m.sentAt = now;
       m.resendMs = Math.min(m.resendMs * 2, RESEND_MAX_MS);
@@ -619,17 +787,28 @@ export class Connection {
     }
   }
 
-  /** One encrypted datagram: magic, session, counter (the nonce), then AES-GCM of the type,
-   * the message number (or the acknowledged count) and the bytes. */
+  /** Sends one message on the path in use: on the data channel as it is (type, number or
+   * acknowledged count, bytes), or through the relay as one encrypted datagram (magic,
+   * session, counter (the nonce), then AES-GCM of the same). */
   async transmit(type, seq, bytes = new Uint8Array(0)) {
+    const plain = concat(new Uint8Array([type]), u64(seq), bytes);
+    if (this.path === "direct") {
+      const dc = type === M_UNRELIABLE ? this.channels.unreliable : this.channels.reliable;
+      try {
+        dc.send(plain);
+        const m = type === M_DATA && this.unacked.get(seq);
+        if (m) { m.direct = true; this.counts.sentDirect++; }
+        return;
+      } catch (_) { /* closing: through the relay instead */ }
+    }
     const counter = this.sendCounter++;
     const head = concat(CONN_MAGIC, u64(this.session), u64(counter));
     const iv = concat(new Uint8Array(4), u64(counter));
-    const plain = concat(new Uint8Array([type]), u64(seq), bytes);
     const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: head }, this.sendKey, plain));
     try { this.node.send(this.peer, concat(head, sealed)); } catch (_) { /* resent later */ }
   }
 
+  /** A datagram of this session from the relay. */
   async received(datagram) {
     if (!this.recvKey) return;
     const head = datagram.subarray(0, 20);
@@ -640,15 +819,22 @@ export class Connection {
     } catch (_) {
       return; // not the peer's: the relay or anyone else cannot make one that decrypts
     }
-    if (plain.length < 9) return;
+    this.accept(plain, false);
+  }
+
+  /** One message of either path: data is put in order and acknowledged. */
+  accept(plain, direct) {
+    if (plain.length < 9 || this.closedWhy) return;
     const seq = new DataView(plain.buffer, plain.byteOffset).getBigUint64(1);
     if (plain[0] === M_ACK) {
       for (const s of this.unacked.keys()) if (s < seq) this.unacked.delete(s);
       return this.flush();
     }
+    if (plain[0] === M_UNRELIABLE) return this.onmessage?.(plain.slice(9), { reliable: false });
     if (plain[0] !== M_DATA) return;
     if (seq >= this.delivered && seq < this.delivered + BigInt(WINDOW) && !this.early.has(seq)) {
       this.early.set(seq, plain.slice(9));
+      if (direct) this.counts.receivedDirect++;
     }
     while (this.early.has(this.delivered)) {
       const bytes = this.early.get(this.delivered);
@@ -656,21 +842,27 @@ export class Connection {
       this.delivered++;
       this.counts.received++;
       this.counts.bytesReceived += bytes.length;
-      this.onmessage?.(bytes);
+      this.onmessage?.(bytes, { reliable: true });
     }
-    await this.transmit(M_ACK, this.delivered);
+    this.transmit(M_ACK, this.delivered);
   }
 }
 
 /**
  * Connects to `relay` (its URL as the relay knows itself, e.g. "https://relay.example.org:8443")
  * with the page's key under `keyName`; resolves once the relay has taken the key's proof.
+ * Connections try a direct WebRTC path unless `webrtc` is false, with `iceServers` if given,
+ * else those of the relay's GET /ice (its STUN service).
  */
-export async function connect({ relay, keyName = "default", key = null } = {}) {
+export async function connect({ relay, keyName = "default", key = null, webrtc = true, iceServers = null } = {}) {
   relay = relay.replace(/\/+$/, "");
   key = key ?? (await loadKey(keyName));
   const id = new Uint8Array(await crypto.subtle.exportKey("raw", key.publicKey));
-  const node = new Node(relay, key, id);
+  if (!webrtc || typeof RTCPeerConnection !== "function") iceServers = null;
+  else if (!iceServers) {
+    try { iceServers = (await (await fetch(`${relay}/ice`)).json()).iceServers ?? []; } catch (_) { iceServers = []; }
+  }
+  const node = new Node(relay, key, id, iceServers);
   const ws = new WebSocket(`${relay.replace(/^http/, "ws")}/relay`);
   ws.binaryType = "arraybuffer";
   node.ws = ws;

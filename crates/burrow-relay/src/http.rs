@@ -144,6 +144,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(RELAY_PATH, get(relay))
         .route("/health", get(health))
         .route("/stats", get(stats))
+        .route("/ice", get(ice))
         .route("/metrics", get(metrics))
         .route("/burrow.js", get(burrow_js));
     let router = if shared.records.is_some() {
@@ -244,6 +245,37 @@ async fn relay(
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<crate::Stats> {
     Json(shared.stats())
+}
+
+/// `GET /ice`: the ICE servers a page's `RTCPeerConnection` should use, in WebRTC's own
+/// dictionary shape (`{"iceServers": [{"urls": [...]}]}`): this relay's STUN service, if it
+/// runs one. A STUN service on a wildcard address is named by the address the request came
+/// in on, as the page reached this relay there.
+async fn ice(
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+) -> Json<serde_json::Value> {
+    let urls: Vec<String> = shared
+        .config
+        .stun
+        .iter()
+        .map(|stun| {
+            let ip = if stun.listen.ip().is_unspecified() {
+                info.local.ip()
+            } else {
+                stun.listen.ip()
+            };
+            format!(
+                "stun:{}",
+                SocketAddr::new(ip.to_canonical(), stun.listen.port())
+            )
+        })
+        .collect();
+    let servers: Vec<serde_json::Value> = urls
+        .into_iter()
+        .map(|url| serde_json::json!({ "urls": [url] }))
+        .collect();
+    Json(serde_json::json!({ "iceServers": servers }))
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<crate::Health> {

@@ -1,0 +1,260 @@
+//! Browser peers in the NAT lab (issue 16): headless Chromium on lab hosts, burrow.js as
+//! `burrow relay` serves it, the relay's STUN service as the pages' ICE server.
+//!
+//! - Two pages behind two port-restricted-cone NATs find each other by capability (a third key
+//!   without it is not listed), dial, and carry 1 MiB each way with a SHA-256 check: the first
+//!   half through the relay from the first message, the rest once the WebRTC path is up; the
+//!   candidate pair getStats selected is the peer's NAT's public address, not a relay.
+//! - Two pages behind symmetric NATs: no direct path exists, so the connection stays on the
+//!   relay, and the same transfer arrives whole.
+//!
+//! Needs root and Chromium. Without them the test skips and says so, except under CI (CI=true),
+//! where a skip is a failure.
+
+use std::net::Ipv4Addr;
+use std::thread;
+
+use burrow_lab::burrow::{relay_url, RELAY_IPS};
+use burrow_lab::chromium::chromium_present;
+use burrow_lab::{Lab, NatKind, RouterVariant};
+use serde_json::Value;
+
+const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
+
+/// One side of a pair; `__ROLE__` ("dialler" or "listener"), `__NS__` (the pair's namespace),
+/// `__RELAY_URL__` and `__SERVER__` are filled in. The dialler publishes, finds the listener by
+/// capability, dials it and sends half a MiB at once, the other half once the path is direct
+/// (or after 3 s if it never is), then the SHA-256 of it all; the listener checks it and sends
+/// its own MiB back the same way. Each page's verdict is `BURROW-LAB-OK` and a JSON report.
+const PAGE: &str = r#"<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>burrow.js in the lab</title></head>
+<body>
+<pre id="result">BURROW-LAB-PENDING</pre>
+<img src="__SERVER__/hold" loading="eager" width="1" height="1" alt="">
+<script type="module">
+import * as burrow from "__RELAY_URL__/burrow.js";
+const RELAY = "__RELAY_URL__", ROLE = "__ROLE__", NS = "__NS__";
+const MIB = 1024 * 1024, CHUNK = 60 * 1024;
+
+function check(ok, what) { if (!ok) throw new Error(what); }
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(f, what, ms) {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(20);
+  }
+}
+const hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))]
+  .map((b) => b.toString(16).padStart(2, "0")).join("");
+
+/** Sends a MiB of random bytes: half now, half once direct (or after 3 s), then its hash. */
+async function sendMib(conn) {
+  const data = new Uint8Array(MIB);
+  for (let at = 0; at < MIB; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536));
+  const send = (from, to) => { for (let at = from; at < to; at += CHUNK) conn.send(data.subarray(at, Math.min(at + CHUNK, to))); };
+  send(0, MIB / 2);
+  const t = Date.now();
+  while (conn.path !== "direct" && Date.now() - t < 3000) await sleep(20);
+  send(MIB / 2, MIB);
+  conn.send(`sha256 ${await hex(data)}`);
+  await until(() => conn.pending === 0, "the MiB acknowledged", 20000);
+}
+
+/** Takes the connection's messages: a MiB and its hash (`received` resolves to whether they
+ * match), and the short texts "hello" (`hello`) and "done" (`done`). */
+function receive(conn) {
+  const parts = [], got = {};
+  const promise = (name) => new Promise((r) => { got[name] = r; });
+  const out = { received: promise("received"), hello: promise("hello"), done: promise("done") };
+  conn.onmessage = async (m) => {
+    if (m.length >= 100) return void parts.push(m);
+    const text = new TextDecoder().decode(m);
+    if (text === "hello" || text === "done") return got[text]();
+    if (!text.startsWith("sha256 ")) return;
+    const all = new Uint8Array(await new Blob(parts).arrayBuffer());
+    got.received(all.length === MIB && (await hex(all)) === text.slice(7));
+  };
+  return out;
+}
+
+async function main() {
+  const t0 = performance.now();
+  const me = await burrow.connect({ relay: RELAY, keyName: ROLE });
+  const report = { role: ROLE, iceServers: me.iceServers };
+  let conn, helloMs = null, directMs = null, dialledAt;
+  if (ROLE === "listener") {
+    // A second key without the capability, listed in the same namespace.
+    const other = await burrow.connect({ relay: RELAY, keyName: "other" });
+    await other.publish({ namespaces: [NS], capabilities: ["chat"], name: "other" });
+    const came = new Promise((r) => { me.onconnection = r; });
+    await me.publish({ namespaces: [NS], capabilities: ["gpu", "chat"], name: "listener" });
+    conn = await came;
+    conn.send("hello");
+    dialledAt = performance.now();
+  } else {
+    await me.publish({ namespaces: [NS], capabilities: ["gpu"], name: "dialler" });
+    let all = [];
+    await until(async () => (all = await me.discover(NS)).length === 3, "three records listed", 20000);
+    const found = (await me.discover(NS, { require: ["gpu"], online: true })).filter((p) => p.nodeId !== me.nodeId);
+    check(found.length === 1 && found[0].name === "listener",
+      `with gpu: ${JSON.stringify(found.map((p) => p.name))} of ${JSON.stringify(all.map((p) => p.name))}`);
+    report.listed = all.map((p) => p.name).sort();
+    report.found = found.map((p) => p.name);
+    dialledAt = performance.now();
+    conn = await me.dial(found[0].nodeId);
+  }
+  conn.onpathchange = (path) => { if (path === "direct" && directMs === null) directMs = performance.now() - dialledAt; };
+  const { received, hello, done } = receive(conn);
+  if (ROLE === "dialler") {
+    // From dial() to the listener's first message.
+    await hello;
+    helloMs = performance.now() - dialledAt;
+    await sendMib(conn);
+    check(await received, "the listener's MiB did not arrive whole");
+  } else {
+    check(await received, "the dialler's MiB did not arrive whole");
+    await sendMib(conn);
+  }
+  Object.assign(report, {
+    path: conn.path, stats: conn.stats(), pair: await conn.candidatePair(),
+    helloMs: helloMs === null ? null : Math.round(helloMs), directMs: directMs === null ? null : Math.round(directMs),
+    totalMs: Math.round(performance.now() - t0), signals: me.signalStats(),
+  });
+  // Each end closes only once the other has taken its report, and said so.
+  conn.send("done");
+  await done;
+  await until(() => conn.pending === 0, "the last message acknowledged", 5000);
+  conn.close();
+  me.close();
+  return JSON.stringify(report);
+}
+
+main().then(
+  (report) => `BURROW-LAB-OK ${report}`,
+  (err) => `BURROW-LAB-FAIL: ${err && err.message || err}`,
+).then((verdict) => {
+  document.getElementById("result").textContent = verdict;
+  return fetch(`__SERVER__/release`, { mode: "no-cors", cache: "no-store" });
+});
+</script>
+</body>
+</html>
+"#;
+
+/// Runs the pair's two pages side by side (listener behind `listener_home`, dialler behind
+/// `dialler_home`), each to an OK verdict; returns their reports, dialler's first.
+fn run_pair(lab: &Lab, ns: &str, dialler_home: &str, listener_home: &str) -> (Value, Value) {
+    let page = |role: &str| {
+        PAGE.replace("__RELAY_URL__", &relay_url())
+            .replace("__ROLE__", role)
+            .replace("__NS__", ns)
+    };
+    let (dialler, listener) = thread::scope(|s| {
+        let listener =
+            s.spawn(|| lab.run_page(listener_home, "relay", RELAY_IPS[0], &page("listener")));
+        let dialler =
+            s.spawn(|| lab.run_page(dialler_home, "relay", RELAY_IPS[0], &page("dialler")));
+        (
+            dialler.join().expect("dialler thread"),
+            listener.join().expect("listener thread"),
+        )
+    });
+    let report = |run: burrow_lab::chromium::Run| {
+        run.expect_ok("BURROW-LAB-OK");
+        let json = run.verdict.trim_start_matches("BURROW-LAB-OK ");
+        serde_json::from_str::<Value>(&html_unescape(json)).expect("the page's report is JSON")
+    };
+    let d = report(dialler.expect("dialler's chromium"));
+    let l = report(listener.expect("listener's chromium"));
+    eprintln!("{ns} dialler: {d}\n{ns} listener: {l}");
+    (d, l)
+}
+
+/// The dumped DOM escapes `&`, `<`, `>` and `"` in text.
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// What both ends of a pair must show whatever the path: the pages' ICE server is the relay's
+/// STUN service, and every message went through.
+fn check_common(report: &Value) {
+    assert_eq!(
+        report["iceServers"][0]["urls"][0],
+        format!("stun:{}:3478", RELAY_IPS[0]),
+        "the relay's /ice: {report}"
+    );
+    assert_eq!(report["stats"]["pending"], 0, "{report}");
+    assert!(
+        report["stats"]["bytesReceived"].as_u64() > Some(1024 * 1024),
+        "{report}"
+    );
+}
+
+#[test]
+fn pages_find_each_other_by_capability_and_go_direct_where_the_nats_allow() {
+    if !Lab::tests_allowed() || !chromium_present() {
+        return;
+    }
+    let lab = Lab::builder()
+        .server("relay", &RELAY_IPS)
+        .home(
+            "prc-a",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .home(
+            "prc-b",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .home("sym-a", NatKind::Symmetric, RouterVariant::Firewalled)
+        .home("sym-b", NatKind::Symmetric, RouterVariant::Firewalled)
+        .build()
+        .expect("lab builds");
+    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+
+    let ((d, l), (sd, sl)) = thread::scope(|s| {
+        let easy = s.spawn(|| run_pair(&lab, "easy", "prc-a", "prc-b"));
+        let hard = s.spawn(|| run_pair(&lab, "hard", "sym-a", "sym-b"));
+        (
+            easy.join().expect("easy pair"),
+            hard.join().expect("hard pair"),
+        )
+    });
+
+    // Port-restricted cones: found by capability, then direct, each end's selected pair
+    // pointing at the other's NAT.
+    assert_eq!(
+        d["listed"],
+        serde_json::json!(["dialler", "listener", "other"]),
+        "{d}"
+    );
+    assert_eq!(d["found"], serde_json::json!(["listener"]), "{d}");
+    for (report, peer_home) in [(&d, "prc-b"), (&l, "prc-a")] {
+        check_common(report);
+        assert_eq!(report["path"], "direct", "{report}");
+        let remote = &report["pair"]["remote"];
+        let peer_nat: Ipv4Addr = lab.public_ip(peer_home);
+        assert_eq!(remote["address"], peer_nat.to_string(), "{report}");
+        assert!(
+            ["srflx", "prflx"].contains(&remote["type"].as_str().unwrap_or("")),
+            "the remote candidate is the peer's NAT mapping: {report}"
+        );
+        assert_ne!(report["pair"]["local"]["type"], "relay", "{report}");
+        assert!(
+            report["stats"]["sentDirect"].as_u64() >= Some(8),
+            "at least the second half went directly: {report}"
+        );
+    }
+    // Symmetric NATs: relayed from start to end, nothing lost.
+    for report in [&sd, &sl] {
+        check_common(report);
+        assert_eq!(report["path"], "relay", "{report}");
+        assert_eq!(report["stats"]["sentDirect"], 0, "{report}");
+    }
+}
