@@ -25,7 +25,10 @@ if ((${#need[@]})); then
 fi
 
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# With every feature the tests use: `webrtc` (str0m) is off by default, so a build without it
+# is checked too.
+cargo clippy --workspace --all-targets --locked --features burrow-cli/webrtc -- -D warnings
+cargo check -p burrow-cli --locked
 # The fuzz crate is outside the workspace (so normal builds never compile libFuzzer): check
 # that its targets still compile against the parsers they drive.
 cargo check --manifest-path fuzz/Cargo.toml --locked --bins
@@ -46,8 +49,14 @@ if cargo tree -p burrow-cli --no-default-features -e normal --prefix none --lock
     exit 1
 fi
 cargo check -p burrow-cli --no-default-features --locked
+# WebRTC stays on the workspace's ring and RustCrypto: no C crypto build (the str0m-rust-crypto
+# patch keeps aws-lc out).
+if cargo tree -p burrow-cli --features webrtc -e normal --prefix none --locked | grep -E '^(aws-lc-sys|aws-lc-rs|openssl-sys) v'; then
+    echo "burrow's webrtc feature must not build aws-lc or OpenSSL" >&2
+    exit 1
+fi
 # A venv with pytest, pyzmq and the Python package (target/py-venv): the NAT lab's ZeroMQ test
 # runs its agents with it, and the Python tests below run in it.
 python/run-tests.sh --venv
-cargo test --workspace --locked
+cargo test --workspace --locked --features burrow-cli/webrtc
 python/run-tests.sh

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 mod discover;
 mod mesh;
+#[cfg(feature = "webrtc")]
+mod pages;
 mod peer;
 mod ping;
 #[cfg(feature = "server")]
@@ -86,6 +88,11 @@ enum Command {
         dht: discover::DhtArgs,
         #[command(flatten)]
         mdns: discover::MdnsArgs,
+        /// Answer burrow.js pages too (through the relay, then over WebRTC on this node's UDP
+        /// port), echoing each message back: a peer for browser tests and demos. Needs a
+        /// build with the `webrtc` feature.
+        #[arg(long)]
+        webrtc: bool,
         /// Print JSON lines: the ticket first, then one per event.
         #[arg(long)]
         json: bool,
@@ -378,6 +385,7 @@ fn run(cli: Cli) -> Result<()> {
             namespace_secret_file,
             dht,
             mdns,
+            webrtc,
             json,
         } => {
             let secret = discover::namespace_secret(namespace_secret_file.as_deref())?;
@@ -388,7 +396,7 @@ fn run(cli: Cli) -> Result<()> {
                 dht_bootstrap: dht.dht_bootstrap,
                 mdns: mdns.enabled(),
             };
-            runtime()?.block_on(peer::listen(node, relays, publish, json))
+            runtime()?.block_on(peer::listen(node, relays, publish, webrtc, json))
         }
         Command::Peers {
             namespace,

@@ -43,7 +43,12 @@ pub(crate) async fn stun_servers(flags: &[SocketAddr], relays: &[RelayUrl]) -> V
     burrow::relay_client::relay_stun_servers(relays).await
 }
 
-async fn bind(args: &NodeArgs, key: SecretKey, relays: Vec<RelayUrl>) -> Result<Endpoint> {
+async fn bind(
+    args: &NodeArgs,
+    key: SecretKey,
+    relays: Vec<RelayUrl>,
+    webrtc: bool,
+) -> Result<Endpoint> {
     let stun_servers = stun_servers(&args.stun, &relays).await;
     let ep = Endpoint::bind(
         key,
@@ -58,6 +63,7 @@ async fn bind(args: &NodeArgs, key: SecretKey, relays: Vec<RelayUrl>) -> Result<
             relays,
             stun_servers,
             alpns: vec![tool::ALPN.to_vec()],
+            webrtc,
             ..Default::default()
         },
     )
@@ -112,6 +118,7 @@ pub(crate) async fn listen(
     args: NodeArgs,
     relays: Vec<RelayUrl>,
     publish: Publish,
+    webrtc: bool,
     json_out: bool,
 ) -> Result<()> {
     let key_path = args
@@ -130,7 +137,9 @@ pub(crate) async fn listen(
     if relays.is_empty() {
         eprintln!("warning: no --relay: only peers that can reach this host directly will connect");
     }
-    let ep = bind(&args, key.clone(), relays.clone()).await?;
+    let ep = bind(&args, key.clone(), relays.clone(), webrtc).await?;
+    #[cfg(feature = "webrtc")]
+    let pages = webrtc.then(|| tokio::spawn(crate::pages::echo_pages(ep.clone(), json_out)));
     let mut relay_events = ep.relay().map(RelayClient::events);
     ep.wait_public_addr(Duration::from_secs(2)).await;
     let ticket = ep.ticket();
@@ -201,6 +210,10 @@ pub(crate) async fn listen(
     }
     drop(publisher);
     drop(lan);
+    #[cfg(feature = "webrtc")]
+    if let Some(pages) = pages {
+        pages.abort();
+    }
     ep.close().await;
     Ok(())
 }
@@ -323,7 +336,7 @@ async fn dial(
     key: SecretKey,
     ticket: &Ticket,
 ) -> Result<(Endpoint, Connection, Instant)> {
-    let ep = bind(args, key, ticket.relays.clone()).await?;
+    let ep = bind(args, key, ticket.relays.clone(), false).await?;
     let start = Instant::now();
     let conn = tokio::time::timeout(Duration::from_secs(15), ep.connect(ticket, tool::ALPN))
         .await

@@ -22,7 +22,8 @@ use serde_json::Value;
 const BURROW: &str = env!("CARGO_BIN_EXE_burrow");
 
 /// One side of a pair; `__ROLE__` ("dialler" or "listener"), `__NS__` (the pair's namespace),
-/// `__RELAY_URL__` and `__SERVER__` are filled in. The dialler publishes, finds the listener by
+/// `__RELAY_URL__` and `__SERVER__` are filled in. Or `__ROLE__` "to-native": the page dials
+/// `__NATIVE__` (an echoing `burrow listen --webrtc`) and sends it the MiB the same way. The dialler publishes, finds the listener by
 /// capability, dials it and sends half a MiB at once, the other half once the path is direct
 /// (or after 3 s if it never is), then the SHA-256 of it all; the listener checks it and sends
 /// its own MiB back the same way. Each page's verdict is `BURROW-LAB-OK` and a JSON report.
@@ -34,7 +35,7 @@ const PAGE: &str = r#"<!doctype html>
 <img src="__SERVER__/hold" loading="eager" width="1" height="1" alt="">
 <script type="module">
 import * as burrow from "__RELAY_URL__/burrow.js";
-const RELAY = "__RELAY_URL__", ROLE = "__ROLE__", NS = "__NS__";
+const RELAY = "__RELAY_URL__", ROLE = "__ROLE__", NS = "__NS__", NATIVE = "__NATIVE__";
 const MIB = 1024 * 1024, CHUNK = 60 * 1024;
 
 function check(ok, what) { if (!ok) throw new Error(what); }
@@ -84,6 +85,23 @@ async function main() {
   const me = await burrow.connect({ relay: RELAY, keyName: ROLE });
   const report = { role: ROLE, iceServers: me.iceServers };
   let conn, helloMs = null, directMs = null, dialledAt;
+  if (ROLE === "to-native") {
+    // `burrow listen --webrtc` echoes: the MiB comes back.
+    dialledAt = performance.now();
+    conn = await me.dial(NATIVE);
+    const answeredMs = performance.now() - dialledAt;
+    conn.onpathchange = (path) => { if (path === "direct" && directMs === null) directMs = performance.now() - dialledAt; };
+    const { received } = receive(conn);
+    await sendMib(conn);
+    check(await received, "the echoed MiB did not arrive whole");
+    Object.assign(report, {
+      path: conn.path, stats: conn.stats(), pair: await conn.candidatePair(), answeredMs: Math.round(answeredMs),
+      directMs: directMs === null ? null : Math.round(directMs), totalMs: Math.round(performance.now() - t0),
+    });
+    conn.close();
+    me.close();
+    return JSON.stringify(report);
+  }
   if (ROLE === "listener") {
     // A second key without the capability, listed in the same namespace.
     const other = await burrow.connect({ relay: RELAY, keyName: "other" });
@@ -143,14 +161,25 @@ main().then(
 </html>
 "#;
 
+/// The page for `role`, in namespace `ns`, dialling `native` if its role is "to-native".
+fn page(role: &str, ns: &str, native: &str) -> String {
+    PAGE.replace("__RELAY_URL__", &relay_url())
+        .replace("__ROLE__", role)
+        .replace("__NS__", ns)
+        .replace("__NATIVE__", native)
+}
+
+/// The page's report from its verdict, which must be OK.
+fn report(run: burrow_lab::chromium::Run) -> Value {
+    run.expect_ok("BURROW-LAB-OK");
+    let json = run.verdict.trim_start_matches("BURROW-LAB-OK ");
+    serde_json::from_str::<Value>(&html_unescape(json)).expect("the page's report is JSON")
+}
+
 /// Runs the pair's two pages side by side (listener behind `listener_home`, dialler behind
 /// `dialler_home`), each to an OK verdict; returns their reports, dialler's first.
 fn run_pair(lab: &Lab, ns: &str, dialler_home: &str, listener_home: &str) -> (Value, Value) {
-    let page = |role: &str| {
-        PAGE.replace("__RELAY_URL__", &relay_url())
-            .replace("__ROLE__", role)
-            .replace("__NS__", ns)
-    };
+    let page = |role: &str| page(role, ns, "");
     let (dialler, listener) = thread::scope(|s| {
         let listener =
             s.spawn(|| lab.run_page(listener_home, "relay", RELAY_IPS[0], &page("listener")));
@@ -161,11 +190,6 @@ fn run_pair(lab: &Lab, ns: &str, dialler_home: &str, listener_home: &str) -> (Va
             listener.join().expect("listener thread"),
         )
     });
-    let report = |run: burrow_lab::chromium::Run| {
-        run.expect_ok("BURROW-LAB-OK");
-        let json = run.verdict.trim_start_matches("BURROW-LAB-OK ");
-        serde_json::from_str::<Value>(&html_unescape(json)).expect("the page's report is JSON")
-    };
     let d = report(dialler.expect("dialler's chromium"));
     let l = report(listener.expect("listener's chromium"));
     eprintln!("{ns} dialler: {d}\n{ns} listener: {l}");
@@ -257,4 +281,91 @@ fn pages_find_each_other_by_capability_and_go_direct_where_the_nats_allow() {
         assert_eq!(report["path"], "relay", "{report}");
         assert_eq!(report["stats"]["sentDirect"], 0, "{report}");
     }
+}
+
+/// Chromium behind one port-restricted NAT dials `burrow listen --webrtc` behind another: the
+/// MiB goes there and back (echoed) and the connection ends direct on the listener's UDP port,
+/// while a native QUIC peer behind a third NAT sends 20 MB to the same listener on the same
+/// port, also direct.
+#[cfg(feature = "webrtc")]
+#[test]
+fn a_page_reaches_a_native_node_directly_beside_a_quic_peer_on_the_same_port() {
+    if !Lab::tests_allowed() || !chromium_present() {
+        return;
+    }
+    let lab = Lab::builder()
+        .server("relay", &RELAY_IPS)
+        .home(
+            "page",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .home(
+            "native",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .home(
+            "quic",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .build()
+        .expect("lab builds");
+    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    let (listener, hello) = lab
+        .spawn_listener(BURROW, "native", &["--webrtc", "--no-publish"])
+        .expect("listener starts");
+    let native = hello["node_id"].as_str().expect("node id").to_string();
+    let ticket = hello["ticket"].as_str().expect("ticket").to_string();
+
+    let (page_run, quic) = thread::scope(|s| {
+        let page_run = s.spawn(|| {
+            lab.run_page(
+                "page",
+                "relay",
+                RELAY_IPS[0],
+                &page("to-native", "native", &native),
+            )
+        });
+        let quic = s.spawn(|| {
+            let mut cmd = lab.command(lab.host_ns("quic"), BURROW);
+            cmd.args(["connect", &ticket, "--json", "--bytes", "20000000"]);
+            burrow_lab::output_with_timeout(cmd, std::time::Duration::from_secs(60))
+        });
+        (
+            page_run.join().expect("page thread"),
+            quic.join().expect("quic thread"),
+        )
+    });
+    let r = report(page_run.expect("the page's chromium"));
+    eprintln!("page to native: {r}");
+    let quic = quic.expect("burrow connect runs");
+    assert!(
+        quic.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quic.stderr)
+    );
+    let q: Value = serde_json::from_slice(&quic.stdout).expect("connect prints JSON");
+    eprintln!("quic peer: {q}");
+
+    check_common(&r);
+    assert_eq!(r["path"], "direct", "{r}");
+    assert!(r["stats"]["sentDirect"].as_u64() >= Some(8), "{r}");
+    let remote = &r["pair"]["remote"];
+    let native_nat = lab.public_ip("native").to_string();
+    assert_eq!(remote["address"], native_nat, "{r}");
+    assert_eq!(q["connected"], true, "{q}");
+    assert_eq!(q["bytes"], 20_000_000, "{q}");
+    assert_eq!(q["path"], "direct", "{q}");
+    // The same UDP port of the listener's NAT (an endpoint-independent mapping of one socket)
+    // carried both.
+    assert_eq!(
+        q["remote_addr"],
+        format!("{native_nat}:{}", remote["port"]),
+        "QUIC {q} and WebRTC {r} on the same port"
+    );
+    let out = listener.stdout();
+    assert!(out.contains("\"page_connected\""), "{out}");
+    assert!(out.contains("\"path\":\"direct\""), "{out}");
 }

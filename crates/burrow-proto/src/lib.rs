@@ -29,9 +29,9 @@
 //!
 //! The cores that follow it: [`endpoint::EndpointCore`], [`holepunch::PeerPaths`],
 //! [`nat_behaviour::NatBehaviour`], [`turn::TurnServer`], [`mesh::pake::joiner::Joiner`],
-//! [`mesh::pake::inviter::Inviter`], [`signal::Signaling`] and
-//! [`relay::client_conn::ClientConnection`] (which needs no
-//! randomness, so takes no seed). Two small calculators send nothing and own no timer, so they
+//! [`mesh::pake::inviter::Inviter`], [`signal::Signaling`], and two that need no randomness,
+//! so take no seed: [`relay::client_conn::ClientConnection`] and [`page_conn::PageConn`] (its
+//! ephemeral key is made from seed bytes beforehand). Two small calculators send nothing and own no timer, so they
 //! have no input or output queue: [`relay::backoff::Backoff`] (seeded the same way), which the
 //! driver asks for a delay, and [`relay::home::HomeSelector`], which it asks for a home relay.
 //!
@@ -65,6 +65,7 @@ pub mod mesh;
 #[cfg(test)]
 mod mutation;
 pub mod nat_behaviour;
+pub mod page_conn;
 pub mod rate;
 pub mod record;
 pub mod relay;

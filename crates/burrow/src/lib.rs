@@ -20,6 +20,8 @@ pub mod lookup;
 pub mod mdns;
 pub mod mesh;
 pub mod netcheck;
+#[cfg(feature = "webrtc")]
+pub mod pages;
 pub mod paths;
 pub mod publisher;
 pub mod registry_client;

@@ -396,11 +396,23 @@ pub(crate) async fn relay_reader(
     peers: Arc<PeerMap>,
     quic: mpsc::Sender<(SocketAddr, Bytes)>,
     disco: mpsc::Sender<Relayed>,
+    #[cfg(feature = "webrtc")] pages: Option<mpsc::Sender<(NodeId, Bytes)>>,
 ) {
     while let Some((src, payload, _url)) = relay.recv().await {
         if disco::looks_like_disco(&payload) {
             let _ = disco.try_send(Relayed(src, payload));
-        } else {
+            continue;
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(pages) = &pages {
+            if burrow_proto::signal::looks_like_signal(&payload)
+                || burrow_proto::page_conn::looks_like_page_conn(&payload)
+            {
+                let _ = pages.try_send((src, payload));
+                continue;
+            }
+        }
+        {
             let peer = peers.get_or_insert_unconfirmed(src);
             peers.note_activity(&peer);
             if quic.send((peer.mapped, payload)).await.is_err() {

@@ -8,10 +8,10 @@
 //! address STUN learns is the one peers punch to.
 
 pub mod admission;
-mod driver;
+pub(crate) mod driver;
 mod hops;
 mod peers;
-mod socket;
+pub(crate) mod socket;
 pub(crate) mod tls;
 mod unclaimed;
 
@@ -83,6 +83,9 @@ pub struct EndpointOptions {
     /// Who may stay connected, checked on every new connection both ways (`None`: any key
     /// that QUIC proves).
     pub admission: Option<Arc<dyn Admission>>,
+    /// Answer burrow.js pages that dial us ([`Endpoint::accept_page`]): needs a relay and the
+    /// `webrtc` feature (without it, [`Endpoint::bind`] refuses).
+    pub webrtc: bool,
 }
 
 impl Default for EndpointOptions {
@@ -96,6 +99,7 @@ impl Default for EndpointOptions {
             punch: PunchConfig::default(),
             relay: RelayClientOptions::default(),
             admission: None,
+            webrtc: false,
         }
     }
 }
@@ -134,6 +138,16 @@ pub enum BindError {
     /// quinn refused the socket.
     #[error("QUIC endpoint")]
     Quic(#[source] std::io::Error),
+    /// Pages were asked for, and this build has no WebRTC.
+    #[error("answering pages needs burrow built with the `webrtc` feature")]
+    NoWebRtc,
+    /// Pages were asked for, and no relay was given: pages reach a node through its relay.
+    #[error("answering pages needs a relay")]
+    NoRelayForPages,
+    /// The DTLS certificate for WebRTC could not be made.
+    #[cfg(feature = "webrtc")]
+    #[error("making the DTLS certificate")]
+    Certificate(#[source] rcgen::Error),
 }
 
 /// Why a connection failed.
@@ -218,6 +232,8 @@ struct Inner {
     path_changes: watch::Receiver<u64>,
     nat: watch::Receiver<Option<NatHint>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    #[cfg(feature = "webrtc")]
+    pages: Option<crate::pages::Pages>,
     has_stun: bool,
     admission: Option<Arc<dyn Admission>>,
 }
@@ -260,6 +276,8 @@ impl Endpoint {
             unclaimed: Mutex::default(),
             closing: Default::default(),
             control: control_tx.clone(),
+            #[cfg(feature = "webrtc")]
+            webrtc: Default::default(),
         });
         let server = tls::server_config(&secret, &opts.alpns).map_err(BindError::Tls)?;
         let mut config = quinn::EndpointConfig::default();
@@ -279,12 +297,35 @@ impl Endpoint {
         let path_changes = watch::Sender::new(0);
         let nat = watch::Sender::new(None);
         let mut tasks = Vec::new();
+        #[cfg(feature = "webrtc")]
+        let pages = match (&relay, opts.webrtc) {
+            (Some(relay), true) => {
+                let (pages, task) = crate::pages::spawn(
+                    secret.clone(),
+                    socket.clone(),
+                    relay.clone(),
+                    candidates.subscribe(),
+                )
+                .map_err(BindError::Certificate)?;
+                let _ = socket.webrtc.set(pages.udp.clone());
+                tasks.push(task);
+                Some(pages)
+            }
+            (None, true) => return Err(BindError::NoRelayForPages),
+            _ => None,
+        };
+        #[cfg(not(feature = "webrtc"))]
+        if opts.webrtc {
+            return Err(BindError::NoWebRtc);
+        }
         if let Some(relay) = &relay {
             tasks.push(tokio::spawn(driver::relay_reader(
                 relay.clone(),
                 peers.clone(),
                 relayed_tx.clone(),
                 disco_tx,
+                #[cfg(feature = "webrtc")]
+                pages.as_ref().map(|p| p.relayed.clone()),
             )));
         }
         let core = EndpointCore::new(
@@ -335,10 +376,27 @@ impl Endpoint {
                 path_changes: path_changes.subscribe(),
                 nat: nat.subscribe(),
                 tasks: Mutex::new(tasks),
+                #[cfg(feature = "webrtc")]
+                pages,
                 has_stun: !opts.stun_servers.is_empty(),
                 admission: opts.admission,
             }),
         })
+    }
+
+    /// The next burrow.js page (or other burrow.js peer) that dialled us, once its offer is
+    /// answered; `None` when the endpoint was bound without [`EndpointOptions::webrtc`] or
+    /// has closed.
+    #[cfg(feature = "webrtc")]
+    pub async fn accept_page(&self) -> Option<crate::pages::PageConnection> {
+        self.inner
+            .pages
+            .as_ref()?
+            .accepted
+            .lock()
+            .await
+            .recv()
+            .await
     }
 
     /// Our key.

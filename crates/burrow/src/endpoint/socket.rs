@@ -80,7 +80,7 @@ impl Udp {
 
     /// Sends one control packet (disco or STUN), with `ttl` if given. Never waits: a full
     /// socket buffer drops it, as UDP would.
-    pub(super) fn send_control(
+    pub(crate) fn send_control(
         &self,
         to: SocketAddr,
         data: &[u8],
@@ -90,7 +90,7 @@ impl Udp {
         send_with_ttl(&self.io, to, data, ttl)
     }
 
-    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.local_addr()
     }
 }
@@ -141,6 +141,9 @@ pub(crate) struct MagicSocket {
     /// the close reaches a peer whose direct path died unnoticed.
     pub closing: std::sync::atomic::AtomicBool,
     pub control: mpsc::Sender<Control>,
+    /// Where WebRTC's datagrams go (DTLS, ICE's STUN), once page answering has started.
+    #[cfg(feature = "webrtc")]
+    pub webrtc: std::sync::OnceLock<mpsc::Sender<crate::pages::Datagram>>,
 }
 
 impl fmt::Debug for MagicSocket {
@@ -154,7 +157,7 @@ impl fmt::Debug for MagicSocket {
 
 impl MagicSocket {
     /// The socket of `addr`'s family.
-    pub(super) fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
+    pub(crate) fn udp_for(&self, addr: &SocketAddr) -> Option<&Udp> {
         match addr {
             SocketAddr::V4(_) => Some(&self.v4),
             SocketAddr::V6(_) => self.v6.as_ref(),
@@ -213,7 +216,10 @@ impl MagicSocket {
             let end = (start + stride).min(meta.len);
             let seg = &buf[start..end];
             let quic = seg.first().is_some_and(|b| b & 0x40 != 0);
-            if looks_like_disco(seg) || looks_like_stun(seg) {
+            if looks_like_disco(seg) {
+                let _ = self.control.try_send(Control::udp(from, seg));
+            } else if self.to_webrtc(from, meta.dst_ip, seg) {
+            } else if looks_like_stun(seg) {
                 let _ = self.control.try_send(Control::udp(from, seg));
             } else if quic && peer.is_none() {
                 self.unclaimed
@@ -238,6 +244,29 @@ impl MagicSocket {
         }
         meta.len = kept;
         kept
+    }
+
+    /// Hands WebRTC's datagrams (see [`crate::pages::is_webrtc`]) to the page host, if it
+    /// runs; true if `seg` was one.
+    #[cfg(feature = "webrtc")]
+    fn to_webrtc(&self, from: SocketAddr, to_ip: Option<std::net::IpAddr>, seg: &[u8]) -> bool {
+        let Some(tx) = self.webrtc.get() else {
+            return false;
+        };
+        if !crate::pages::is_webrtc(seg) {
+            return false;
+        }
+        let _ = tx.try_send(crate::pages::Datagram {
+            from,
+            to_ip,
+            packet: Bytes::copy_from_slice(seg),
+        });
+        true
+    }
+
+    #[cfg(not(feature = "webrtc"))]
+    fn to_webrtc(&self, _: SocketAddr, _: Option<std::net::IpAddr>, _: &[u8]) -> bool {
+        false
     }
 
     fn poll_udp(
