@@ -13,9 +13,13 @@
 //!   loopback; absolute figures, no anchor.
 //! * `direct` ([`direct::run`]): throughput, idle keep-alive bytes and memory per peer of a
 //!   direct burrow path in the NAT lab, next to plain quinn between the same namespaces.
+//! * `browser` ([`browser::run`]): burrow.js in Chromium on NAT lab hosts: dial to first
+//!   message and to direct, data channel throughput browser ↔ native next to browser ↔
+//!   browser, and what bare routers do.
 //! * `mesh` ([`mesh::run`]): time from `join` to member (NAT lab), roster propagation to 50
 //!   members (simulated, virtual time) and daemon memory per idle member.
 
+mod browser;
 mod dht;
 mod direct;
 mod forward;
@@ -80,6 +84,11 @@ enum Command {
     /// forward`) next to plain TCP between the same hosts and a direct burrow QUIC stream, in
     /// the NAT lab (needs root): throughput of each, in one run.
     Forward(forward::ForwardArgs),
+    /// burrow.js in headless Chromium on NAT lab hosts (needs root, Chromium, and burrow built
+    /// with `--features webrtc`): time from dial() to the first message and to the direct
+    /// path, data channel throughput browser <-> native next to browser <-> browser, and the
+    /// outcome between bare routers.
+    Browser(browser::BrowserArgs),
     /// Internal: one side of `direct`'s memory figure, run inside a lab namespace.
     #[command(hide = true)]
     DirectPeers(PeersArgs),
@@ -261,6 +270,7 @@ fn main() -> ExitCode {
         Command::Direct(args) => run_direct(&args),
         Command::Mesh(args) => mesh::run(&args),
         Command::Forward(args) => forward::run(&args),
+        Command::Browser(args) => browser::run(&args),
         Command::DirectPeers(args) => direct::peers_main(&args),
     };
     // By now every server has been killed: they are dropped inside `run_stun`.

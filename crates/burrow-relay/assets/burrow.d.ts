@@ -82,20 +82,57 @@ export const MAX_MESSAGE: number;
 /** Messages in flight, unacknowledged, per connection. */
 export const WINDOW: number;
 
-/** A connection with another node: reliable, ordered messages, end-to-end encrypted. */
+export type Path = "relay" | "direct";
+
+/** One end of a WebRTC candidate pair, as getStats reports it. */
+export interface CandidateInfo {
+  /** "host", "srflx", "prflx" or "relay". */
+  type: string;
+  address: string;
+  port: number;
+  protocol: string;
+}
+
+/** What a connection counts. */
+export interface ConnectionStats {
+  path: Path;
+  /** Reliable messages sent (each once, however often it went). */
+  sent: number;
+  /** Reliable messages delivered in order. */
+  received: number;
+  /** Sends of a message again. */
+  resent: number;
+  bytesSent: number;
+  bytesReceived: number;
+  /** Reliable messages sent, and received, on the direct path. */
+  sentDirect: number;
+  receivedDirect: number;
+  /** Messages handed to send() and not yet acknowledged. */
+  pending: number;
+}
+
+/**
+ * A connection with another node: reliable, ordered messages (and unreliable ones),
+ * end-to-end encrypted; through the relay at first, on a WebRTC data channel once it is up.
+ */
 export class Connection {
   /** The other node's id. */
   readonly peer: string;
   readonly session: bigint;
   /** How messages go now. */
-  readonly path: "relay" | "direct";
+  readonly path: Path;
   /** Messages handed to send() and not yet acknowledged. */
   readonly pending: number;
-  onmessage: ((bytes: Uint8Array) => void) | null;
+  onmessage: ((bytes: Uint8Array, info: { reliable: boolean }) => void) | null;
+  /** The path changed ("direct" once WebRTC is up; "relay" again if it fails). */
+  onpathchange: ((path: Path) => void) | null;
   onclose: ((why: string) => void) | null;
-  /** At most MAX_MESSAGE bytes; text is sent as UTF-8. */
-  send(data: Uint8Array | ArrayBuffer | string): void;
-  stats(): { path: string; sent: number; received: number; resent: number; bytesSent: number; bytesReceived: number; pending: number };
+  /** At most MAX_MESSAGE bytes; text is sent as UTF-8. Reliable by default; unreliable
+   * messages arrive at most once, in any order. */
+  send(data: Uint8Array | ArrayBuffer | string, options?: { reliable?: boolean }): void;
+  stats(): ConnectionStats;
+  /** The direct path's selected candidate pair, or null while there is none. */
+  candidatePair(): Promise<{ local: CandidateInfo; remote: CandidateInfo } | null>;
   /** Ends the session; the peer is told with a signed bye. */
   close(): void;
 }
@@ -107,6 +144,8 @@ export class Node {
   readonly nodeId: string;
   /** The page's key pair (its private key not extractable). */
   readonly key: CryptoKeyPair;
+  /** The ICE servers of connections' direct paths; null: relayed only. */
+  readonly iceServers: RTCIceServer[] | null;
   onsignal: ((signal: Signal) => void) | null;
   onbadsignal: ((error: SignalError) => void) | null;
   ondatagram: ((from: string, bytes: Uint8Array) => void) | null;
@@ -124,7 +163,20 @@ export class Node {
   close(): void;
 }
 
-export function connect(options: { relay: string; keyName?: string; key?: CryptoKeyPair }): Promise<Node>;
+export interface ConnectOptions {
+  /** The relay's URL, as it knows itself. */
+  relay: string;
+  /** The name the page's key is kept under in IndexedDB. */
+  keyName?: string;
+  /** A key pair to use instead. */
+  key?: CryptoKeyPair;
+  /** Try direct WebRTC paths (default true). */
+  webrtc?: boolean;
+  /** ICE servers; default: the relay's GET /ice. */
+  iceServers?: RTCIceServer[] | null;
+}
+
+export function connect(options: ConnectOptions): Promise<Node>;
 export function loadKey(name?: string): Promise<CryptoKeyPair>;
 export function nodeIdText(bytes: Uint8Array): string;
 export function nodeIdBytes(text: string): Uint8Array;
