@@ -17,7 +17,7 @@ fn outputs(core: &mut PageConn) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             Output::Timeout(_) => return (relayed, messages),
             Output::Relay(d) => relayed.push(d),
             Output::Message { data, .. } => messages.push(data),
-            Output::Direct { .. } | Output::PathChanged(_) => {}
+            Output::Direct { .. } | Output::PathChanged(_) | Output::TimedOut => {}
         }
     }
 }

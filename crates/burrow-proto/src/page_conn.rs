@@ -48,6 +48,12 @@ pub const RESEND_FIRST: Duration = Duration::from_millis(300);
 pub const RESEND_MAX: Duration = Duration::from_secs(3);
 /// Counters of relayed datagrams behind the newest that may still come (out of order).
 pub const REPLAY_WINDOW: u64 = 64;
+/// A side that has sent nothing for this long sends an acknowledgement, so that its peer
+/// knows it is there.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// A connection that has heard nothing from its peer for this long ends
+/// ([`Output::TimedOut`]): a closed tab sends no bye.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const INFO: &[u8] = b"burrow page connection v1";
 const HEAD: usize = 20;
@@ -170,6 +176,8 @@ pub enum Output {
     },
     /// The path changed.
     PathChanged(Path),
+    /// Nothing came from the peer for [`IDLE_TIMEOUT`]: the connection is over.
+    TimedOut,
     /// Nothing more to do until then (`None`: until the next input).
     Timeout(Option<Instant>),
 }
@@ -222,6 +230,11 @@ pub struct PageConn {
     early: BTreeMap<u64, Vec<u8>>,
     out: VecDeque<Output>,
     stats: PageConnStats,
+    /// When we last sent anything, and last heard anything that authenticated (from the
+    /// first input on).
+    last_sent: Option<Instant>,
+    last_heard: Option<Instant>,
+    timed_out: bool,
 }
 
 impl std::fmt::Debug for PageConn {
@@ -278,6 +291,9 @@ impl PageConn {
             early: BTreeMap::new(),
             out: VecDeque::new(),
             stats: PageConnStats::default(),
+            last_sent: None,
+            last_heard: None,
+            timed_out: false,
         })
     }
 
@@ -303,13 +319,19 @@ impl PageConn {
 
     /// Feeds the core (see the crate's calling convention).
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.last_sent.get_or_insert(now);
+        self.last_heard.get_or_insert(now);
         match input {
             Input::Relayed(datagram) => {
                 if let Some(plain) = self.open(datagram) {
+                    self.last_heard = Some(now);
                     self.accept(now, &plain, false);
                 }
             }
-            Input::Direct(message) => self.accept(now, message, true),
+            Input::Direct(message) => {
+                self.last_heard = Some(now);
+                self.accept(now, message, true);
+            }
             Input::Send { data, reliable } => {
                 if data.len() > MAX_MESSAGE {
                     self.stats.refused += 1;
@@ -323,6 +345,16 @@ impl PageConn {
             Input::DirectUp(up) => self.path_to(now, if up { Path::Direct } else { Path::Relay }),
             Input::Timeout => self.resend(now),
         }
+        if self.last_sent.is_some_and(|t| now >= t + KEEPALIVE) {
+            self.transmit(T_ACK, self.delivered, &[]);
+        }
+        if !self.timed_out && self.last_heard.is_some_and(|t| now >= t + IDLE_TIMEOUT) {
+            self.timed_out = true;
+            self.out.push_back(Output::TimedOut);
+        }
+        if !self.out.is_empty() {
+            self.last_sent = Some(now);
+        }
     }
 
     /// What to do next (see the crate's calling convention).
@@ -330,13 +362,18 @@ impl PageConn {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        let due = self
+        let resend = self
             .unacked
             .values()
             .filter(|m| !(m.direct && self.path == Path::Direct))
             .map(|m| m.sent_at + m.wait)
             .min();
-        Output::Timeout(due)
+        let keepalive = self.last_sent.map(|t| t + KEEPALIVE);
+        let idle = self
+            .last_heard
+            .filter(|_| !self.timed_out)
+            .map(|t| t + IDLE_TIMEOUT);
+        Output::Timeout([resend, keepalive, idle].into_iter().flatten().min())
     }
 
     fn path_to(&mut self, now: Instant, path: Path) {
@@ -578,7 +615,7 @@ mod tests {
                 Output::Relay(d) => relayed.push(d),
                 Output::Direct { data, .. } => direct.push(data),
                 Output::Message { data, .. } => app.push(data),
-                Output::PathChanged(_) => {}
+                Output::PathChanged(_) | Output::TimedOut => {}
                 Output::Timeout(_) => return (relayed, direct, app),
             }
         }
@@ -670,8 +707,8 @@ mod tests {
         let (relayed, direct, _) = drain(&mut d);
         assert!(relayed.is_empty());
         assert_eq!(direct.len(), 5);
-        // Nothing is resent while the data channel lives.
-        assert_eq!(d.poll_output(), Output::Timeout(None));
+        // Nothing is resent while the data channel lives: the next deadline is the keepalive.
+        assert_eq!(d.poll_output(), Output::Timeout(Some(now + KEEPALIVE)));
         // It dies: the five go again through the relay at once.
         d.handle_input(now, Input::DirectUp(false));
         let (relayed, _, _) = drain(&mut d);
@@ -705,7 +742,11 @@ mod tests {
         let (relayed, _, _) = drain(&mut d);
         assert_eq!(relayed.len(), 1);
         assert_eq!(d.stats().refused, 1);
-        assert_eq!(d.poll_output(), Output::Timeout(None), "nothing to resend");
+        assert_eq!(
+            d.poll_output(),
+            Output::Timeout(Some(now + KEEPALIVE)),
+            "nothing to resend"
+        );
         l.handle_input(now, Input::Relayed(&relayed[0]));
         assert_eq!(
             l.poll_output(),
@@ -714,6 +755,40 @@ mod tests {
                 reliable: false
             }
         );
+    }
+
+    #[test]
+    fn an_idle_side_keeps_alive_and_a_silent_peer_times_out() {
+        let (mut d, mut l) = pair();
+        let t0 = Instant::now();
+        d.handle_input(t0, Input::Timeout);
+        l.handle_input(t0, Input::Timeout);
+        drain(&mut d);
+        // d keeps talking (a keepalive each 15 s); l hears it and does not time out.
+        let mut t = t0;
+        for _ in 0..3 {
+            t += KEEPALIVE;
+            d.handle_input(t, Input::Timeout);
+            let (relayed, _, _) = drain(&mut d);
+            assert_eq!(relayed.len(), 1, "one keepalive");
+            l.handle_input(t, Input::Relayed(&relayed[0]));
+            assert!(!std::iter::from_fn(|| match l.poll_output() {
+                Output::Timeout(_) => None,
+                o => Some(o),
+            })
+            .any(|o| o == Output::TimedOut));
+        }
+        // d never heard l (whose keepalives were dropped): it times out, once.
+        let mut outs = Vec::new();
+        d.handle_input(t0 + IDLE_TIMEOUT, Input::Timeout);
+        d.handle_input(t0 + IDLE_TIMEOUT * 2, Input::Timeout);
+        loop {
+            match d.poll_output() {
+                Output::Timeout(_) => break,
+                o => outs.push(o),
+            }
+        }
+        assert_eq!(outs.iter().filter(|o| **o == Output::TimedOut).count(), 1);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 // ephemeral X25519 key: the two derive the session's keys, so what goes through the relay is
 // AES-256-GCM that the relay cannot read, and the signatures on offer and answer keep it from
 // standing in the middle. Messages are numbered, acknowledged and resent until acknowledged
-// (at most WINDOW in flight), so a relay that drops datagrams loses none of them.
+// (at most WINDOW in flight), so a relay that drops datagrams loses none of them. A side that
+// has sent nothing for 15 s sends an acknowledgement; a connection silent for 60 s ends.
 //
 // The same offer and answer carry WebRTC session descriptions, and signed candidate signals
 // trickle the ICE candidates (STUN from the relay's GET /ice). The DTLS fingerprints are in
@@ -65,6 +66,10 @@ const RESEND_FIRST_MS = 300;
 const RESEND_MAX_MS = 3000;
 const DIAL_TIMEOUT_MS = 10_000;
 const RESEND_OFFER_MS = 1000;
+/** A side that has sent nothing for this long sends an acknowledgement (burrow_proto::page_conn::KEEPALIVE). */
+const KEEPALIVE_MS = 15_000;
+/** A connection that hears nothing for this long ends: a closed tab sends no bye. */
+const IDLE_TIMEOUT_MS = 60_000;
 const M_DATA = 1, M_ACK = 2, M_UNRELIABLE = 3;
 /** The data channels, negotiated by both ends (no in-band open): reliable and ordered, and
  * unordered without retransmissions. */
@@ -571,7 +576,8 @@ export class Connection {
     this.delivered = 0n;    // messages delivered in order so far
     this.early = new Map(); // seq -> bytes that came ahead of a gap
     this.counts = { sent: 0, received: 0, resent: 0, bytesSent: 0, bytesReceived: 0, sentDirect: 0, receivedDirect: 0 };
-    this.timer = setInterval(() => this.resend(), RESEND_FIRST_MS / 2);
+    this.lastSent = this.lastHeard = Date.now();
+    this.timer = setInterval(() => this.tick(), RESEND_FIRST_MS / 2);
     this.pc = null;         // the RTCPeerConnection, while a direct path may come or lives
     this.channels = null;   // its two data channels: { reliable, unreliable }
     this.localCandidates = [];  // gathered before the session was up; signalled once it is
@@ -774,6 +780,13 @@ export class Connection {
     }
   }
 
+  tick() {
+    this.resend();
+    const now = Date.now();
+    if (this.ready && now - this.lastSent >= KEEPALIVE_MS) this.transmit(M_ACK, this.delivered);
+    if (now - this.lastHeard >= IDLE_TIMEOUT_MS) this.ended("the peer went silent");
+  }
+
   resend() {
     const now = Date.now();
     for (const [seq, m] of this.unacked) {
@@ -791,6 +804,7 @@ export class Connection {
    * acknowledged count, bytes), or through the relay as one encrypted datagram (magic,
    * session, counter (the nonce), then AES-GCM of the same). */
   async transmit(type, seq, bytes = new Uint8Array(0)) {
+    this.lastSent = Date.now();
     const plain = concat(new Uint8Array([type]), u64(seq), bytes);
     if (this.path === "direct") {
       const dc = type === M_UNRELIABLE ? this.channels.unreliable : this.channels.reliable;
@@ -825,6 +839,7 @@ export class Connection {
   /** One message of either path: data is put in order and acknowledged. */
   accept(plain, direct) {
     if (plain.length < 9 || this.closedWhy) return;
+    this.lastHeard = Date.now();
     const seq = new DataView(plain.buffer, plain.byteOffset).getBigUint64(1);
     if (plain[0] === M_ACK) {
       for (const s of this.unacked.keys()) if (s < seq) this.unacked.delete(s);

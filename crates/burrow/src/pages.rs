@@ -14,7 +14,9 @@
 //! deadline of any of them.
 //!
 //! Limits: [`MAX_SESSIONS`] at once (offers beyond are ignored), [`MAX_SESSIONS_PER_PEER`] per
-//! key (a new one closes its oldest). Messages that came and that the program has not read
+//! key (a new one closes its oldest); a session whose page is silent for
+//! [`page_conn::IDLE_TIMEOUT`] ends (both sides send a keepalive after
+//! [`page_conn::KEEPALIVE`] of silence), so vanished tabs do not hold sessions. Messages that came and that the program has not read
 //! yet are held for it: a program must keep reading.
 
 use std::collections::{HashMap, VecDeque};
@@ -272,6 +274,8 @@ struct Session {
     given: usize,
     returned: usize,
     started: Instant,
+    /// The page went silent ([`page_conn::IDLE_TIMEOUT`]): the session is removed.
+    timed_out: bool,
 }
 
 struct Host {
@@ -482,6 +486,7 @@ impl Host {
                 given: 0,
                 returned: 0,
                 started: now,
+                timed_out: false,
             },
         );
         self.send_signal(s.from, s.session, Kind::Answer, answer);
@@ -589,7 +594,7 @@ impl Host {
             if let Some(at) = drain_session(key, s, &self.relay, &self.socket, now) {
                 wake = wake.min(at);
             }
-            if s.to_program.is_closed() {
+            if s.to_program.is_closed() || s.timed_out {
                 ended.push(*key);
             }
         }
@@ -687,6 +692,10 @@ fn drain_session(
                         data: data.into(),
                         reliable,
                     });
+                }
+                page_conn::Output::TimedOut => {
+                    debug!(peer = %key.0.short(), "page connection: the page went silent");
+                    s.timed_out = true;
                 }
                 page_conn::Output::PathChanged(path) => {
                     debug!(peer = %key.0.short(), ?path, "page connection path");
