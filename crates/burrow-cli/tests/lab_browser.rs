@@ -85,6 +85,25 @@ async function main() {
   const me = await burrow.connect({ relay: RELAY, keyName: ROLE });
   const report = { role: ROLE, iceServers: me.iceServers };
   let conn, helloMs = null, directMs = null, dialledAt;
+  if (ROLE === "echo") {
+    // A native node dials this page: everything it sends comes back, until "stop".
+    await me.publish({ namespaces: [NS], capabilities: ["echo"], name: "echo" });
+    conn = await new Promise((r) => { me.onconnection = r; });
+    dialledAt = performance.now();
+    conn.onpathchange = (path) => { if (path === "direct" && directMs === null) directMs = performance.now() - dialledAt; };
+    await new Promise((r) => {
+      conn.onmessage = (m, info) => {
+        if (m.length === 4 && new TextDecoder().decode(m) === "stop") r();
+        else conn.send(m, info);
+      };
+    });
+    Object.assign(report, {
+      path: conn.path, stats: conn.stats(), pair: await conn.candidatePair(),
+      directMs: directMs === null ? null : Math.round(directMs), signals: me.signalStats(),
+    });
+    me.close();
+    return JSON.stringify(report);
+  }
   if (ROLE === "to-native") {
     // `burrow listen --webrtc` echoes: the MiB comes back.
     dialledAt = performance.now();
@@ -368,4 +387,129 @@ fn a_page_reaches_a_native_node_directly_beside_a_quic_peer_on_the_same_port() {
     let out = listener.stdout();
     assert!(out.contains("\"page_connected\""), "{out}");
     assert!(out.contains("\"path\":\"direct\""), "{out}");
+}
+
+/// `burrow::Endpoint::dial_page` from a native node behind one port-restricted NAT to a page
+/// behind another (found in the relay's registry), in-process on the lab host: 1 MiB echoed
+/// by the page, half of it sent at once (through the relay), half once direct.
+#[cfg(feature = "webrtc")]
+#[test]
+fn a_native_node_dials_a_page_and_goes_direct() {
+    use std::time::Duration;
+
+    use burrow::endpoint::{Endpoint, EndpointOptions};
+    use burrow::pages::Path;
+    use burrow::registry_client::RegistryClient;
+    use burrow::SecretKey;
+
+    if !Lab::tests_allowed() || !chromium_present() {
+        return;
+    }
+    let lab = Lab::builder()
+        .server("relay", &RELAY_IPS)
+        .home(
+            "page",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .home(
+            "native",
+            NatKind::PortRestrictedCone,
+            RouterVariant::Firewalled,
+        )
+        .build()
+        .expect("lab builds");
+    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+
+    let native = || -> anyhow::Result<(Path, usize)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let relay: burrow::relay_client::RelayUrl = relay_url().parse()?;
+            let ep = Endpoint::bind(
+                SecretKey::from_bytes(rand::random()),
+                EndpointOptions {
+                    relays: vec![relay.clone()],
+                    stun_servers: vec![(RELAY_IPS[0], 3478).into()],
+                    bind_v6: None,
+                    alpns: vec![b"burrow-lab-browser/1".to_vec()],
+                    webrtc: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            ep.relay()
+                .expect("relay")
+                .wait_connected(Duration::from_secs(10))
+                .await?;
+            ep.wait_public_addr(Duration::from_secs(2)).await;
+            let registry = RegistryClient::new(vec![relay], Default::default());
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let page = loop {
+                if let Ok(p) = registry.list("dial-me", None, 10).await {
+                    if let Some(r) = p.records.first() {
+                        break r.node_id();
+                    }
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the page never published"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let mut conn = ep.dial_page(page).await?;
+            let data: Vec<u8> = (0..1024 * 1024).map(|_| rand::random::<u8>()).collect();
+            let chunks: Vec<&[u8]> = data.chunks(60 * 1024).collect();
+            let half = chunks.len() / 2;
+            for c in &chunks[..half] {
+                conn.send(bytes::Bytes::copy_from_slice(c), true).await?;
+            }
+            let mut paths = conn.path_updates();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                paths.wait_for(|p| *p == Path::Direct),
+            )
+            .await;
+            for c in &chunks[half..] {
+                conn.send(bytes::Bytes::copy_from_slice(c), true).await?;
+            }
+            let mut echoed = Vec::new();
+            while echoed.len() < data.len() {
+                let m = tokio::time::timeout(Duration::from_secs(20), conn.recv())
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the connection ended"))?;
+                echoed.extend_from_slice(&m.data);
+            }
+            anyhow::ensure!(echoed == data, "the echoed MiB differs");
+            let path = conn.path();
+            conn.send(bytes::Bytes::from_static(b"stop"), true).await?;
+            // Until the page has it (the stop is acknowledged), then close.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(conn);
+            ep.close().await;
+            Ok((path, chunks.len()))
+        })
+    };
+    let (page_run, native) = thread::scope(|s| {
+        let page_run =
+            s.spawn(|| lab.run_page("page", "relay", RELAY_IPS[0], &page("echo", "dial-me", "")));
+        let native = s.spawn(|| lab.in_ns(lab.host_ns("native"), native));
+        (
+            page_run.join().expect("page thread"),
+            native.join().expect("native thread"),
+        )
+    });
+    let (native_path, sent) = native.expect("the native dialler");
+    let r = report(page_run.expect("the page's chromium"));
+    eprintln!("page dialled by native: {r}; native's path {native_path:?}");
+    assert_eq!(native_path, Path::Direct, "{r}");
+    assert_eq!(r["path"], "direct", "{r}");
+    assert_eq!(
+        r["pair"]["remote"]["address"],
+        lab.public_ip("native").to_string(),
+        "{r}"
+    );
+    assert!(r["stats"]["received"].as_u64() >= Some(sent as u64), "{r}");
+    assert!(r["stats"]["receivedDirect"].as_u64() >= Some(8), "{r}");
 }

@@ -3,6 +3,7 @@
 //! A page dials with a signed offer ([`burrow_proto::signal`]) carrying its ephemeral key and a
 //! WebRTC offer; the endpoint answers with its own key and a WebRTC answer made by str0m, with
 //! ICE candidates from its interfaces and its STUN-learned address **on the socket QUIC uses**.
+//! The endpoint dials a page the same way round ([`crate::endpoint::Endpoint::dial_page`]).
 //! Messages go through the relay at once ([`burrow_proto::page_conn`], end-to-end encrypted),
 //! and on the WebRTC data channel once ICE and DTLS are up, as in burrow.js.
 //!
@@ -32,12 +33,12 @@ use burrow_proto::signal::{self, Kind, Signaling};
 use burrow_proto::stun;
 use bytes::Bytes;
 use data_encoding::BASE64URL_NOPAD;
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::config::DtlsCert;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Rtc, RtcConfig};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::debug;
 
 use crate::endpoint::socket::MagicSocket;
@@ -55,6 +56,11 @@ pub const SEND_BUDGET: usize = 2 * page_conn::WINDOW;
 const QUEUE: usize = 1024;
 /// Page connections waiting for [`crate::endpoint::Endpoint::accept_page`].
 const ACCEPT_QUEUE: usize = 64;
+/// A dial's offer goes again this often until the answer comes (a relay drops datagrams when
+/// a queue is full)...
+const RESEND_OFFER: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...and the dial fails after this long without one.
+pub const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The negotiated data channels of burrow.js: reliable and ordered, and unordered without
 /// retransmissions.
 const RELIABLE_CHANNEL: u16 = 0;
@@ -78,6 +84,12 @@ pub enum PageError {
     /// More than [`page_conn::MAX_MESSAGE`] bytes.
     #[error("a message is at most {} bytes", page_conn::MAX_MESSAGE)]
     TooLong,
+    /// The dialled key sent no answer within [`DIAL_TIMEOUT`].
+    #[error("no answer within {DIAL_TIMEOUT:?}")]
+    NoAnswer,
+    /// The dialled key answered with something that is not an answer to our offer.
+    #[error("the answer is not one to our offer")]
+    BadAnswer,
 }
 
 /// A connection with a page (or any burrow.js peer) that dialled this endpoint.
@@ -165,6 +177,10 @@ pub(crate) enum Command {
     Close {
         key: Key,
     },
+    Dial {
+        peer: NodeId,
+        reply: oneshot::Sender<Result<PageConnection, PageError>>,
+    },
 }
 
 /// A UDP datagram for WebRTC, with where it came from and the local IP it came to.
@@ -208,6 +224,7 @@ fn has_message_integrity(packet: &[u8]) -> bool {
 #[derive(Debug)]
 pub(crate) struct Pages {
     pub udp: mpsc::Sender<Datagram>,
+    pub commands: mpsc::UnboundedSender<Command>,
     pub relayed: mpsc::Sender<(NodeId, Bytes)>,
     pub accepted: tokio::sync::Mutex<mpsc::Receiver<PageConnection>>,
 }
@@ -232,12 +249,14 @@ pub(crate) fn spawn(
         cert: dtls_cert()?,
         sessions: HashMap::new(),
         accept: accept_tx,
-        commands_tx,
+        commands_tx: commands_tx.clone(),
+        dials: HashMap::new(),
     };
     let task = tokio::spawn(host.run(udp_rx, relayed_rx, commands_rx));
     Ok((
         Pages {
             udp: udp_tx,
+            commands: commands_tx,
             relayed: relayed_tx,
             accepted: tokio::sync::Mutex::new(accept_rx),
         },
@@ -288,6 +307,17 @@ struct Host {
     sessions: HashMap<Key, Session>,
     accept: mpsc::Sender<PageConnection>,
     commands_tx: mpsc::UnboundedSender<Command>,
+    dials: HashMap<Key, Dialling>,
+}
+
+/// A dial waiting for its answer.
+struct Dialling {
+    ours: Ephemeral,
+    rtc: Option<(Rtc, (ChannelId, ChannelId), SdpPendingOffer)>,
+    offer: String,
+    reply: oneshot::Sender<Result<PageConnection, PageError>>,
+    started: Instant,
+    next_offer: Instant,
 }
 
 fn unix_ms() -> u64 {
@@ -407,8 +437,88 @@ impl Host {
             Kind::Bye => {
                 self.sessions.remove(&key);
             }
-            Kind::Answer => {}
+            Kind::Answer => self.answered(now, s),
         }
+    }
+
+    /// Starts dialling `peer`: keys, a WebRTC offer, the signed offer (sent again each
+    /// second until the answer comes).
+    fn dial(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        reply: oneshot::Sender<Result<PageConnection, PageError>>,
+    ) {
+        let session: u64 = rand::random();
+        let ours = Ephemeral::new(rand::random());
+        let rtc = self.rtc_offer(now);
+        let mut offer = serde_json::json!({ "dh": BASE64URL_NOPAD.encode(&ours.public()) });
+        if let Some((_, _, sdp, _)) = &rtc {
+            offer["sdp"] = sdp.clone().into();
+        }
+        let offer = offer.to_string();
+        self.send_signal(peer, session, Kind::Offer, offer.clone());
+        self.dials.insert(
+            (peer, session),
+            Dialling {
+                ours,
+                rtc: rtc.map(|(rtc, channels, _, pending)| (rtc, channels, pending)),
+                offer,
+                reply,
+                started: now,
+                next_offer: now + RESEND_OFFER,
+            },
+        );
+    }
+
+    /// The answer to one of our dials: the session starts, and the program gets it.
+    fn answered(&mut self, now: Instant, s: signal::Signal) {
+        let key = (s.from, s.session);
+        let Some(dial) = self.dials.remove(&key) else {
+            return; // one more answer to an offer sent again, or to none of ours
+        };
+        let body = serde_json::from_str::<serde_json::Value>(&s.body).ok();
+        let theirs = body
+            .as_ref()
+            .and_then(|b| b["dh"].as_str())
+            .and_then(|dh| BASE64URL_NOPAD.decode(dh.as_bytes()).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let core = theirs.and_then(|theirs| {
+            PageConn::new(
+                &dial.ours,
+                theirs,
+                s.session,
+                Role::Dialler,
+                &self.me,
+                &s.from,
+            )
+            .ok()
+        });
+        let Some(core) = core else {
+            let _ = dial.reply.send(Err(PageError::BadAnswer));
+            return;
+        };
+        let sdp = body
+            .as_ref()
+            .and_then(|b| b["sdp"].as_str())
+            .and_then(|a| SdpAnswer::from_sdp_string(a).ok());
+        let (rtc, channels) = match (dial.rtc, sdp) {
+            (Some((mut rtc, channels, pending)), Some(answer)) => {
+                match rtc.sdp_api().accept_answer(pending, answer) {
+                    Ok(()) => (Some(rtc), Some(channels)),
+                    Err(e) => {
+                        debug!(peer = %s.from.short(), "WebRTC answer refused: {e}");
+                        (None, None)
+                    }
+                }
+            }
+            // A peer without WebRTC: relayed only.
+            _ => (None, None),
+        };
+        let (conn, session) = self.new_session(now, key, core, rtc, channels, String::new());
+        self.sessions.insert(key, session);
+        // A dialler that gave up drops the connection, which closes it.
+        let _ = dial.reply.send(Ok(conn));
     }
 
     /// A page's offer: keys, a WebRTC answer if it offered WebRTC, the signed answer, and a
@@ -456,40 +566,53 @@ impl Host {
                 self.sessions.remove(oldest);
             }
         }
+        let key = (s.from, s.session);
+        let (conn, session) = self.new_session(now, key, core, rtc, channels, answer.clone());
+        if self.accept.try_send(conn).is_err() {
+            return debug!(peer = %s.from.short(), "page connection refused: nobody accepts");
+        }
+        self.sessions.insert(key, session);
+        self.send_signal(s.from, s.session, Kind::Answer, answer);
+    }
+
+    /// A session's state and the program's handle on it.
+    fn new_session(
+        &self,
+        now: Instant,
+        (peer, session): Key,
+        core: PageConn,
+        rtc: Option<Rtc>,
+        channels: Option<(ChannelId, ChannelId)>,
+        answer: String,
+    ) -> (PageConnection, Session) {
         let (to_program, messages) = mpsc::unbounded_channel();
         let (path_tx, path_rx) = watch::channel(Path::Relay);
         let budget = Arc::new(Semaphore::new(SEND_BUDGET));
         let conn = PageConnection {
-            peer: s.from,
-            session: s.session,
+            peer,
+            session,
             messages,
             commands: self.commands_tx.clone(),
             budget: budget.clone(),
             path: path_rx,
         };
-        if self.accept.try_send(conn).is_err() {
-            return debug!(peer = %s.from.short(), "page connection refused: nobody accepts");
-        }
-        self.sessions.insert(
-            (s.from, s.session),
-            Session {
-                core,
-                rtc,
-                channels,
-                ice_up: false,
-                channel_open: false,
-                backlog: VecDeque::new(),
-                answer: answer.clone(),
-                to_program,
-                path: path_tx,
-                budget,
-                given: 0,
-                returned: 0,
-                started: now,
-                timed_out: false,
-            },
-        );
-        self.send_signal(s.from, s.session, Kind::Answer, answer);
+        let state = Session {
+            core,
+            rtc,
+            channels,
+            ice_up: false,
+            channel_open: false,
+            backlog: VecDeque::new(),
+            answer,
+            to_program,
+            path: path_tx,
+            budget,
+            given: 0,
+            returned: 0,
+            started: now,
+            timed_out: false,
+        };
+        (conn, state)
     }
 
     /// str0m's answer to a page's WebRTC offer, with our candidates and burrow.js's two
@@ -500,6 +623,30 @@ impl Host {
         offer: &str,
     ) -> Option<(Rtc, (ChannelId, ChannelId), String)> {
         let offer = SdpOffer::from_sdp_string(offer).ok()?;
+        let mut rtc = self.rtc(now)?;
+        let answer = rtc.sdp_api().accept_offer(offer).ok()?;
+        let mut api = rtc.direct_api();
+        let reliable = api.create_data_channel(channel_config(RELIABLE_CHANNEL));
+        let unreliable = api.create_data_channel(channel_config(UNRELIABLE_CHANNEL));
+        Some((rtc, (reliable, unreliable), answer.to_sdp_string()))
+    }
+
+    /// str0m's offer for a dial, with the same channels.
+    #[allow(clippy::type_complexity)]
+    fn rtc_offer(
+        &self,
+        now: Instant,
+    ) -> Option<(Rtc, (ChannelId, ChannelId), String, SdpPendingOffer)> {
+        let mut rtc = self.rtc(now)?;
+        let mut api = rtc.sdp_api();
+        let reliable = api.add_channel_with_config(channel_config(RELIABLE_CHANNEL));
+        let unreliable = api.add_channel_with_config(channel_config(UNRELIABLE_CHANNEL));
+        let (offer, pending) = api.apply()?;
+        Some((rtc, (reliable, unreliable), offer.to_sdp_string(), pending))
+    }
+
+    /// A new str0m session with our certificate and candidates.
+    fn rtc(&self, now: Instant) -> Option<Rtc> {
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(Arc::new(str0m_rust_crypto::default_provider()))
             .set_dtls_cert(self.cert.clone())
@@ -525,21 +672,7 @@ impl Host {
                 rtc.add_local_candidate(c);
             }
         }
-        let answer = rtc.sdp_api().accept_offer(offer).ok()?;
-        let mut api = rtc.direct_api();
-        let reliable = api.create_data_channel(ChannelConfig {
-            label: "burrow".into(),
-            negotiated: Some(RELIABLE_CHANNEL),
-            ..ChannelConfig::default()
-        });
-        let unreliable = api.create_data_channel(ChannelConfig {
-            label: "burrow-unreliable".into(),
-            ordered: false,
-            reliability: Reliability::MaxRetransmits { retransmits: 0 },
-            negotiated: Some(UNRELIABLE_CHANNEL),
-            ..ChannelConfig::default()
-        });
-        Some((rtc, (reliable, unreliable), answer.to_sdp_string()))
+        Some(rtc)
     }
 
     fn udp(&mut self, d: Datagram) {
@@ -578,6 +711,7 @@ impl Host {
                     );
                 }
             }
+            Command::Dial { peer, reply } => self.dial(now, peer, reply),
             Command::Close { key } => {
                 if self.sessions.remove(&key).is_some() {
                     self.send_signal(key.0, key.1, Kind::Bye, String::new());
@@ -604,6 +738,27 @@ impl Host {
         }
         if let signal::Output::Timeout(Some(at)) = self.signaling.poll_output() {
             wake = wake.min(at);
+        }
+        // Dials: the offer again, or the end.
+        let due: Vec<Key> = self
+            .dials
+            .iter()
+            .filter(|(_, d)| now >= d.next_offer)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let d = self.dials.get_mut(&key).expect("listed");
+            if now >= d.started + DIAL_TIMEOUT || d.reply.is_closed() {
+                let d = self.dials.remove(&key).expect("listed");
+                let _ = d.reply.send(Err(PageError::NoAnswer));
+                continue;
+            }
+            d.next_offer = now + RESEND_OFFER;
+            let offer = d.offer.clone();
+            self.send_signal(key.0, key.1, Kind::Offer, offer);
+        }
+        for d in self.dials.values() {
+            wake = wake.min(d.next_offer);
         }
         wake
     }
@@ -718,6 +873,25 @@ fn drain_session(
         // Direct messages were written to str0m: let it send them before sleeping.
         if !more {
             return wake;
+        }
+    }
+}
+
+/// One of burrow.js's two negotiated data channels.
+fn channel_config(id: u16) -> ChannelConfig {
+    if id == RELIABLE_CHANNEL {
+        ChannelConfig {
+            label: "burrow".into(),
+            negotiated: Some(id),
+            ..ChannelConfig::default()
+        }
+    } else {
+        ChannelConfig {
+            label: "burrow-unreliable".into(),
+            ordered: false,
+            reliability: Reliability::MaxRetransmits { retransmits: 0 },
+            negotiated: Some(id),
+            ..ChannelConfig::default()
         }
     }
 }

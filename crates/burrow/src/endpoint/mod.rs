@@ -399,6 +399,26 @@ impl Endpoint {
             .await
     }
 
+    /// Dials the burrow.js page (or other burrow.js peer) of `node` through the relay: a
+    /// signed offer with a WebRTC offer, sent again each second until the answer comes; the
+    /// connection is usable at once, and moves to WebRTC once ICE is up. Fails after
+    /// [`crate::pages::DIAL_TIMEOUT`] without an answer, or when the endpoint was bound without
+    /// [`EndpointOptions::webrtc`].
+    #[cfg(feature = "webrtc")]
+    pub async fn dial_page(
+        &self,
+        node: NodeId,
+    ) -> Result<crate::pages::PageConnection, crate::pages::PageError> {
+        use crate::pages::{Command, PageError};
+        let pages = self.inner.pages.as_ref().ok_or(PageError::Closed)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        pages
+            .commands
+            .send(Command::Dial { peer: node, reply })
+            .map_err(|_| PageError::Closed)?;
+        answer.await.map_err(|_| PageError::Closed)?
+    }
+
     /// Our key.
     pub fn node_id(&self) -> NodeId {
         self.inner.secret.node_id()
