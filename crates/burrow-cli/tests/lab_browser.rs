@@ -7,6 +7,9 @@
 //!   candidate pair getStats selected is the peer's NAT's public address, not a relay.
 //! - Two pages behind symmetric NATs: no direct path exists, so the connection stays on the
 //!   relay, and the same transfer arrives whole.
+//! - With the `webrtc` feature: a page and `burrow listen --webrtc` (native, str0m) go direct
+//!   on the UDP port a native QUIC peer uses at the same time; and a native node dials a page
+//!   (`Endpoint::dial_page`, in-process on a lab host) and goes direct.
 //!
 //! Needs root and Chromium. Without them the test skips and says so, except under CI (CI=true),
 //! where a skip is a failure.
@@ -180,6 +183,18 @@ main().then(
 </html>
 "#;
 
+/// A lab with the relay (its STUN co-hosted) and one firewalled home per `(name, kind)`, and
+/// the relay started.
+fn browser_lab(homes: &[(&str, NatKind)]) -> (Lab, burrow_lab::Spawned) {
+    let mut b = Lab::builder().server("relay", &RELAY_IPS);
+    for (name, kind) in homes {
+        b = b.home(name, *kind, RouterVariant::Firewalled);
+    }
+    let lab = b.build().expect("lab builds");
+    let relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    (lab, relay)
+}
+
 /// The page for `role`, in namespace `ns`, dialling `native` if its role is "to-native".
 fn page(role: &str, ns: &str, native: &str) -> String {
     PAGE.replace("__RELAY_URL__", &relay_url())
@@ -243,23 +258,12 @@ fn pages_find_each_other_by_capability_and_go_direct_where_the_nats_allow() {
     if !Lab::tests_allowed() || !chromium_present() {
         return;
     }
-    let lab = Lab::builder()
-        .server("relay", &RELAY_IPS)
-        .home(
-            "prc-a",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .home(
-            "prc-b",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .home("sym-a", NatKind::Symmetric, RouterVariant::Firewalled)
-        .home("sym-b", NatKind::Symmetric, RouterVariant::Firewalled)
-        .build()
-        .expect("lab builds");
-    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    let (lab, _relay) = browser_lab(&[
+        ("prc-a", NatKind::PortRestrictedCone),
+        ("prc-b", NatKind::PortRestrictedCone),
+        ("sym-a", NatKind::Symmetric),
+        ("sym-b", NatKind::Symmetric),
+    ]);
 
     let ((d, l), (sd, sl)) = thread::scope(|s| {
         let easy = s.spawn(|| run_pair(&lab, "easy", "prc-a", "prc-b"));
@@ -312,26 +316,11 @@ fn a_page_reaches_a_native_node_directly_beside_a_quic_peer_on_the_same_port() {
     if !Lab::tests_allowed() || !chromium_present() {
         return;
     }
-    let lab = Lab::builder()
-        .server("relay", &RELAY_IPS)
-        .home(
-            "page",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .home(
-            "native",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .home(
-            "quic",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .build()
-        .expect("lab builds");
-    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    let (lab, _relay) = browser_lab(&[
+        ("page", NatKind::PortRestrictedCone),
+        ("native", NatKind::PortRestrictedCone),
+        ("quic", NatKind::PortRestrictedCone),
+    ]);
     let (listener, hello) = lab
         .spawn_listener(BURROW, "native", &["--webrtc", "--no-publish"])
         .expect("listener starts");
@@ -405,21 +394,10 @@ fn a_native_node_dials_a_page_and_goes_direct() {
     if !Lab::tests_allowed() || !chromium_present() {
         return;
     }
-    let lab = Lab::builder()
-        .server("relay", &RELAY_IPS)
-        .home(
-            "page",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .home(
-            "native",
-            NatKind::PortRestrictedCone,
-            RouterVariant::Firewalled,
-        )
-        .build()
-        .expect("lab builds");
-    let _relay = lab.spawn_relay(BURROW, "relay").expect("relay starts");
+    let (lab, _relay) = browser_lab(&[
+        ("page", NatKind::PortRestrictedCone),
+        ("native", NatKind::PortRestrictedCone),
+    ]);
 
     let native = || -> anyhow::Result<(Path, usize)> {
         let rt = tokio::runtime::Builder::new_current_thread()
